@@ -1,0 +1,324 @@
+"""The ``hokusai-ml-platform`` command line.
+
+Only click and the package's pure modules are imported here: ``--help`` must stay fast and must not
+load MLflow, SQLAlchemy or Google clients. Each command imports ``hokusai_action.commands`` inside
+its body, once it actually runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from hokusai_action import __version__
+from hokusai_action.errors import EXIT_SERVICE_UNAVAILABLE, HokusaiError
+from hokusai_action.redact import redact
+
+UNEXPECTED = "Unexpected error ({kind}): {detail}. Re-run with --debug for the traceback and report it."
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail(line: str, code: int) -> None:
+    click.echo(f"error: {redact(line)}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a HokusaiError into one clear line and its exit code; tracebacks only under --debug."""
+
+    @click.option("--debug", is_flag=True, help="Print the (redacted) traceback of a failure.")
+    @functools.wraps(command)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        import logging
+
+        logging.basicConfig(
+            level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(message)s"
+        )
+        try:
+            return command(*args, **kwargs)
+        except HokusaiError as exc:
+            if debug:
+                click.echo(redact(traceback.format_exc()), err=True)
+            _fail(exc.one_line(), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("Interrupted. Re-run the same command: it resumes where it stopped.", 130)
+        except Exception as exc:
+            if debug:
+                click.echo(redact(traceback.format_exc()), err=True)
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+            _fail(UNEXPECTED.format(kind=type(exc).__name__, detail=detail), EXIT_SERVICE_UNAVAILABLE)
+
+    return wrapper
+
+
+def _settings(**flags: Any) -> Any:
+    from hokusai_action.commands import quiet_vendor_logs
+    from hokusai_action.settings import load_settings
+
+    quiet_vendor_logs()
+    return load_settings(flags)
+
+
+def _emit(data: Any, output: str, text: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, sort_keys=True, default=str))
+    else:
+        click.echo(text)
+
+
+output_option = click.option(
+    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="json: one JSON object on stdout; human text goes to stderr.",
+)  # fmt: skip
+config_option = click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="Path of hokusai.yaml (default ./hokusai.yaml when present).",
+)
+database_option = click.option(
+    "--database-url",
+    envvar=None,
+    help="SQLAlchemy URL of the Hokusai database (prefer HOKUSAI_DATABASE_URL).",
+)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="hokusai-ml-platform")
+def main() -> None:
+    """Register a model trained for a Hokusai token: MLflow registry, Hokusai database,
+    metric gate and the token_ready_for_deploy event.
+
+    \b
+    Example:
+      hokusai-ml-platform db upgrade
+      hokusai-ml-platform token create XRAY
+      hokusai-ml-platform model register --token-id XRAY \\
+          --model-path ./checkpoints/final --metric auroc --baseline 0.82
+    """
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+@main.group(context_settings=CONTEXT)
+def model() -> None:
+    """Register models.
+
+    \b
+    Example:
+      hokusai-ml-platform model register --token-id XRAY --model-path ./model --metric auroc --baseline 0.82
+    """
+
+
+@model.command("register", context_settings=CONTEXT)
+@click.option("--token-id", help="Token symbol, e.g. XRAY (stored upper-case).")
+@click.option("--model-path", help="File or directory of the trained model.")
+@click.option("--metric", help="Metric name or alias: auroc, accuracy, f1, rmse, ... (see the README).")
+@click.option("--baseline", help="Value the metric must meet or beat (finite, inside the metric's range).")
+@click.option("--metric-value", help="The measured value, when it is not read from a metrics file.")
+@click.option(
+    "--metrics-file", help="JSON/YAML mapping of metric name to value (default: metrics.json in the model)."
+)
+@config_option
+@click.option(
+    "--dry-run", is_flag=True, default=None, help="Validate and contact services read-only; change nothing."
+)
+@click.option(
+    "--mlflow-tracking-uri", help="MLflow server or store (default: MLFLOW_TRACKING_URI, then .hokusai/)."
+)
+@database_option
+@click.option("--event-sinks", help="Comma list of pubsub, webhook, database (default: database).")
+@output_option
+@handles_errors
+def register_command(output: str, **flags: Any) -> None:
+    """Upload, gate and register a model for a draft token, then announce it.
+
+    Exit codes: 0 registered (or already registered with the same bytes), 1 metric below baseline,
+    2 bad input or settings, 3 token state forbids it, 4 a service unreachable, 5 registered but an
+    event is still undelivered.
+
+    \b
+    Example:
+      hokusai-ml-platform model register --token-id XRAY \\
+          --model-path ./checkpoints/final --metric auroc --baseline 0.82 --output json
+    """
+    from hokusai_action.commands import print_result, run_register
+
+    settings = _settings(**flags)
+    result, code = run_register(settings)
+    print_result(result, output=output, stdout=sys.stdout, stderr=sys.stderr)
+    sys.exit(code)
+
+
+# --------------------------------------------------------------------------------------------- db
+
+
+@main.group(context_settings=CONTEXT)
+def db() -> None:
+    """Manage the Hokusai database schema.
+
+    \b
+    Example:
+      HOKUSAI_DATABASE_URL=postgresql+psycopg2://hokusai@db/hokusai hokusai-ml-platform db upgrade
+    """
+
+
+@db.command("upgrade", context_settings=CONTEXT)
+@config_option
+@database_option
+@handles_errors
+def db_upgrade(**flags: Any) -> None:
+    """Create or migrate the tokens and events tables to the newest revision (idempotent).
+
+    \b
+    Example:
+      hokusai-ml-platform db upgrade
+    """
+    from hokusai_action.commands import run_db_upgrade
+
+    click.echo(run_db_upgrade(_settings(**flags)))
+
+
+# ------------------------------------------------------------------------------------------ token
+
+
+@main.group(context_settings=CONTEXT)
+def token() -> None:
+    """Create and inspect tokens (the site creates them in production).
+
+    \b
+    Example:
+      hokusai-ml-platform token create XRAY && hokusai-ml-platform token show XRAY
+    """
+
+
+@token.command("create", context_settings=CONTEXT)
+@click.argument("symbol")
+@click.option("--metadata", help="JSON object stored in the token's metadata column.")
+@config_option
+@database_option
+@output_option
+@handles_errors
+def token_create(symbol: str, metadata: str | None, output: str, **flags: Any) -> None:
+    """Create a draft token SYMBOL (for local use and tests).
+
+    \b
+    Example:
+      hokusai-ml-platform token create XRAY --metadata '{"owner": "radiology"}'
+    """
+    from hokusai_action.commands import run_token_create
+    from hokusai_action.errors import InputError
+
+    parsed = None
+    if metadata:
+        try:
+            parsed = json.loads(metadata)
+        except ValueError as exc:
+            raise InputError(f"--metadata is not valid JSON: {exc}.") from exc
+        if not isinstance(parsed, dict):
+            raise InputError('--metadata must be a JSON object, e.g. \'{"owner": "me"}\'.')
+    created = run_token_create(_settings(**flags), symbol, parsed)
+    _emit(created, output, f"Token {created['token_id']} created (draft).")
+
+
+@token.command("show", context_settings=CONTEXT)
+@click.argument("symbol")
+@config_option
+@database_option
+@output_option
+@handles_errors
+def token_show(symbol: str, output: str, **flags: Any) -> None:
+    """Show a token's status, registration and event delivery.
+
+    \b
+    Example:
+      hokusai-ml-platform token show XRAY --output json
+    """
+    from hokusai_action.commands import run_token_show
+
+    shown = run_token_show(_settings(**flags), symbol)
+    lines = [f"{key:18} {value}" for key, value in shown.items() if key != "event_deliveries"]
+    for delivery in shown.get("event_deliveries", []):
+        lines.append(
+            f"{'delivery':18} {delivery['sink']}: {delivery['status']} after {delivery['attempts']} attempt(s)"
+            + (f" (last error: {delivery['last_error']})" if delivery.get("last_error") else "")
+        )
+    _emit(shown, output, "\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------- events
+
+
+@main.group(context_settings=CONTEXT)
+def events() -> None:
+    """Deliver token_ready_for_deploy events.
+
+    \b
+    Example:
+      HOKUSAI_EVENT_SINKS=pubsub,database hokusai-ml-platform events relay
+    """
+
+
+@events.command("relay", context_settings=CONTEXT)
+@click.option("--event-id", help="Deliver only this event (default: every pending one).")
+@config_option
+@database_option
+@click.option("--event-sinks", help="Comma list of pubsub, webhook, database (default: database).")
+@output_option
+@handles_errors
+def events_relay(event_id: str | None, output: str, **flags: Any) -> None:
+    """Deliver pending events to the configured sinks; exit 5 while any is still pending.
+
+    \b
+    Example:
+      hokusai-ml-platform events relay --event-id 0b6f3c1e-...
+    """
+    from hokusai_action.commands import run_events_relay
+
+    summary, code = run_events_relay(_settings(**flags), event_id=event_id)
+    text = [f"delivered {len(summary['delivered'])}, failed {len(summary['failed'])}, "
+            f"skipped {len(summary['skipped'])}"]  # fmt: skip
+    text += [f"  failed  {f['event_id']} -> {f['sink']}: {f['error']}" for f in summary["failed"]]
+    text += [f"  skipped {s['event_id']} -> {s['sink']}: {s['reason']}" for s in summary["skipped"]]
+    _emit(summary, output, "\n".join(text))
+    sys.exit(code)
+
+
+# ----------------------------------------------------------------------------------------- doctor
+
+
+@main.command(context_settings=CONTEXT)
+@config_option
+@click.option("--mlflow-tracking-uri", help="MLflow server or store to check.")
+@database_option
+@click.option("--event-sinks", help="Comma list of pubsub, webhook, database.")
+@output_option
+@handles_errors
+def doctor(output: str, **flags: Any) -> None:
+    """Check the settings and reach each service read-only.
+
+    \b
+    Example:
+      hokusai-ml-platform doctor --output json
+    """
+    from hokusai_action.commands import run_doctor
+
+    checks, code = run_doctor(_settings(**flags))
+    data = [{"check": name, "ok": ok, "detail": detail} for name, ok, detail in checks]
+    _emit(
+        data,
+        output,
+        "\n".join(f"{'ok  ' if ok else 'FAIL'} {name:9} {detail}" for name, ok, detail in checks),
+    )
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,201 @@
+"""What each command does, apart from how its arguments arrive. The click CLI (``cli.py``) and the
+GitHub Action entrypoint call these; they import this module only once a command actually runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from hokusai_action.core import RegistrationResult, build_request, normalise_token_id, register
+from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError, TokenStateError
+from hokusai_action.settings import Settings
+from hokusai_action.wiring import build_database, build_parts, build_registry, build_sinks
+
+EVENTS_PENDING = (
+    "Registered, but event {event_id} is not delivered yet to: {sinks}. "
+    "Re-run the same command or `hokusai-ml-platform events relay` to deliver it."
+)
+TOKEN_NOT_FOUND = "Token {token} does not exist in the Hokusai database at {url}."
+
+
+def quiet_vendor_logs() -> None:
+    for name in ("mlflow", "alembic", "urllib3", "google", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
+    """Validate, then register; the exit code is 0, or 5 when an event is still pending."""
+    request = build_request(settings)  # raises before anything is contacted
+    parts = build_parts(settings)
+    try:
+        result = register(request, registry=parts.registry, database=parts.database, sinks=parts.sinks)
+    finally:
+        parts.close()
+    if result.events_pending and not result.dry_run:
+        return result, EXIT_EVENTS_PENDING
+    return result, EXIT_OK
+
+
+def describe_result(result: RegistrationResult) -> list[str]:
+    """Human lines for a result (stdout in text mode, stderr in JSON mode)."""
+    gate = result.gate
+    op = ">=" if gate.metric.greater_is_better else "<="
+    lines = []
+    if result.dry_run:
+        lines.append(f"Dry run: token {result.token_id} would be registered; nothing was changed.")
+    elif result.already_registered:
+        lines.append(f"Token {result.token_id} is already registered with these bytes; nothing was uploaded.")
+    else:
+        lines.append(f"Token {result.token_id} registered.")
+    lines.append(
+        f"  metric      {gate.metric.name} = {gate.value:g} {op} baseline {gate.baseline:g} "
+        f"({gate.metric.direction}, source: {result.metric_source})"
+    )
+    lines.append(f"  model       {result.model_uri or result.model_name} (run {result.mlflow_run_id})")
+    lines.append(f"  digest      {result.artifact_digest}")
+    if result.event_id:
+        state = ", ".join(
+            f"{sink}: {'delivered' if ok else 'PENDING'}" for sink, ok in result.events_delivered.items()
+        )
+        lines.append(f"  event       {result.event_id} ({state or 'no sinks'})")
+    for note in result.notes:
+        lines.append(f"  note        {note}")
+    if result.events_pending and not result.dry_run:
+        lines.append(EVENTS_PENDING.format(event_id=result.event_id, sinks=", ".join(result.events_pending)))
+    return lines
+
+
+def print_result(result: RegistrationResult, *, output: str, stdout: TextIO, stderr: TextIO) -> None:
+    human = "\n".join(describe_result(result))
+    if output == "json":
+        print(human, file=stderr)
+        print(json.dumps(result.as_dict(), sort_keys=True), file=stdout)
+    else:
+        print(human, file=stdout)
+
+
+# -------------------------------------------------------------------------------- other commands
+
+
+def run_db_upgrade(settings: Settings) -> str:
+    database = build_database(settings)
+    try:
+        before, after = database.upgrade()
+    finally:
+        database.dispose()
+    if before == after:
+        return f"Database {database.display_url} is up to date (revision {after})."
+    return f"Database {database.display_url} upgraded from {before or 'empty'} to revision {after}."
+
+
+def run_token_create(settings: Settings, symbol: str, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    from hokusai_action.db.store import insert_token
+
+    token_id = normalise_token_id(symbol)
+    database = build_database(settings)
+    try:
+        database.require_schema()
+        with database.unit_of_work() as uow:
+            token = insert_token(uow, token_id, metadata=dict(metadata or {}))
+            uow.commit()
+    finally:
+        database.dispose()
+    return token.as_dict()
+
+
+def run_token_show(settings: Settings, symbol: str) -> dict[str, Any]:
+    from hokusai_action.db import outbox
+    from hokusai_action.db.store import get_token
+    from hokusai_action.events.model import event_id_for
+
+    token_id = normalise_token_id(symbol)
+    database = build_database(settings)
+    try:
+        database.require_schema()
+        with database.unit_of_work() as uow:
+            token = get_token(uow, token_id)
+            if token is None:
+                raise TokenStateError(TOKEN_NOT_FOUND.format(token=token_id, url=database.display_url))
+            shown = token.as_dict()
+            if token.artifact_digest:
+                event_id = event_id_for(token_id, token.artifact_digest)
+                shown["event_id"] = event_id
+                shown["event_deliveries"] = outbox.delivery_rows(uow, event_id)
+    finally:
+        database.dispose()
+    return shown
+
+
+def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tuple[dict[str, Any], int]:
+    from hokusai_action.db import outbox
+
+    database = build_database(settings)
+    sinks = build_sinks(settings)
+    try:
+        database.require_schema()
+        report = outbox.deliver_pending(database, sinks, event_id=event_id)
+    finally:
+        for sink in sinks.values():
+            sink.close()
+        database.dispose()
+    summary = {
+        "delivered": [{"event_id": e, "sink": s} for e, s in report.delivered],
+        "failed": [{"event_id": e, "sink": s, "error": err} for e, s, err in report.failed],
+        "skipped": [
+            {"event_id": e, "sink": s, "reason": f"sink '{s}' is not configured here"}
+            for e, s in report.skipped
+        ],  # fmt: skip
+    }
+    return summary, (EXIT_EVENTS_PENDING if report.pending else EXIT_OK)
+
+
+def run_doctor(settings: Settings) -> tuple[list[tuple[str, bool, str]], int]:
+    """Check settings and reach each service read-only. Returns (checks, exit code)."""
+    checks: list[tuple[str, bool, str]] = []
+    worst = EXIT_OK
+
+    def record(name: str, action) -> None:
+        nonlocal worst
+        try:
+            detail = action()
+            checks.append((name, True, detail))
+        except HokusaiError as exc:
+            checks.append((name, False, exc.one_line()))
+            worst = max(worst, exc.exit_code)
+
+    database = build_database(settings)
+
+    def check_database() -> str:
+        revision = database.revision()
+        if revision is None:
+            return f"{database.display_url} reachable, schema not created yet (run `db upgrade`)"
+        return f"{database.display_url} reachable, schema revision {revision}"
+
+    record("database", check_database)
+    database.dispose()
+
+    registry = build_registry(settings)
+
+    def check_mlflow() -> str:
+        experiment = registry.check_reachable()
+        exists = f"experiment id {experiment}" if experiment else "experiment will be created on first run"
+        return f"{registry.display_uri} reachable, {settings.mlflow_experiment}: {exists}"
+
+    record("mlflow", check_mlflow)
+
+    def check_sinks() -> str:
+        sinks = build_sinks(settings)
+        try:
+            for sink in sinks.values():
+                check = getattr(sink, "check_topic", None)
+                if check is not None:
+                    check()
+        finally:
+            for sink in sinks.values():
+                sink.close()
+        return ", ".join(settings.event_sinks)
+
+    record("events", check_sinks)
+    return checks, worst

@@ -1,0 +1,483 @@
+"""The registration: one function handed its parts (registry, database, sinks); it builds no client.
+
+    inputs -> validate (no side effects) -> read metric -> gate vs baseline
+           -> claim token (draft -> registering, one winner) -> upload + register in MLflow (idempotent)
+           -> one DB transaction: token -> registered + event row (outbox)
+           -> deliver event to each sink -> mark delivered -> report
+
+Nothing is claimed, uploaded or written before every input is valid and the gate has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hokusai_action import __version__
+from hokusai_action.db import outbox
+from hokusai_action.db.store import (
+    Database,
+    Token,
+    claim_owner_id,
+    get_token,
+    mark_registered,
+    owner_is_dead_here,
+    release_claim,
+    try_claim,
+    utcnow,
+)
+from hokusai_action.digest import ModelFiles, inspect_model
+from hokusai_action.errors import HokusaiError, InputError, TokenStateError
+from hokusai_action.events import EventSink
+from hokusai_action.events.model import CloudEventRecord, event_id_for
+from hokusai_action.metrics import (
+    GateResult,
+    MeasuredValue,
+    check_in_range,
+    enforce_gate,
+    evaluate_gate,
+    parse_number,
+    read_metric_value,
+    resolve_metric,
+)
+from hokusai_action.registry import (
+    TAG_BASELINE,
+    TAG_DIGEST,
+    TAG_GIT_REF,
+    TAG_GIT_REPOSITORY,
+    TAG_GIT_SHA,
+    TAG_GREATER_IS_BETTER,
+    TAG_METRIC,
+    TAG_METRIC_VALUE,
+    TAG_TOKEN,
+    TAG_TOOL_VERSION,
+    RegisteredVersion,
+    model_name_for,
+)
+from hokusai_action.settings import GitInfo, Settings
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+MISSING_OPTION = "Missing {what}: pass {flag} or set '{key}' in hokusai.yaml."
+BAD_TOKEN_ID = (
+    "Token id '{given}' is not valid: use 1-64 letters, digits, '_' or '-', starting with a letter or digit."
+)
+TOKEN_MISSING = "Token {token} does not exist in the Hokusai database at {url}."
+TOKEN_MISSING_HINT = (
+    "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
+)
+TOKEN_NOT_DRAFT = "Token {token} is '{status}'; only a draft token can be registered."
+TOKEN_NOT_DRAFT_HINT = "Create a new token for a new model, or ask the Hokusai team to reset this one."
+TOKEN_OTHER_BYTES = (
+    "Token {token} is already registered with other model bytes ({registered}, version {version}); "
+    "this model is {digest}."
+)
+TOKEN_OTHER_BYTES_HINT = "A token holds one model: create a new token for this one."
+TOKEN_CLAIMED = "Token {token} is being registered by another run ({owner}, claim expires {expires})."
+TOKEN_CLAIMED_HINT = (
+    "Wait for that run to finish, then re-run: a finished registration of the same bytes exits 0."
+)
+CLAIM_LOST = "The claim on token {token} expired and was taken by another run while uploading."
+CLAIM_LOST_HINT = "Re-run: the uploaded version is reused. Raise HOKUSAI_CLAIM_TTL for very large models."
+
+
+class Registry(Protocol):
+    def check_reachable(self) -> str | None: ...
+
+    def find_version(self, model_name: str, digest: str) -> RegisteredVersion | None: ...
+
+    def upload_and_register(
+        self,
+        model: ModelFiles,
+        *,
+        model_name: str,
+        token_id: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        metric_name: str,
+        metric_value: float,
+    ) -> RegisteredVersion: ...
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    token_id: str
+    model: ModelFiles
+    measured: MeasuredValue
+    gate: GateResult
+    sinks: tuple[str, ...]
+    event_source: str
+    git: GitInfo
+    dry_run: bool
+    claim_ttl: float
+
+    @property
+    def model_name(self) -> str:
+        return model_name_for(self.token_id)
+
+
+@dataclass
+class RegistrationResult:
+    token_id: str
+    status: str
+    gate: GateResult
+    artifact_digest: str
+    model_name: str
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
+    model_uri: str | None = None
+    event_id: str | None = None
+    events_delivered: dict[str, bool] = field(default_factory=dict)
+    dry_run: bool = False
+    already_registered: bool = False
+    metric_source: str = "flag"
+    event: CloudEventRecord | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def events_pending(self) -> list[str]:
+        return [sink for sink, done in self.events_delivered.items() if not done]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "token_id": self.token_id,
+            "status": self.status,
+            "mlflow_run_id": self.mlflow_run_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "model_uri": self.model_uri,
+            "metric": {**self.gate.as_dict(), "source": self.metric_source},
+            "artifact_digest": self.artifact_digest,
+            "event_id": self.event_id,
+            "events_delivered": self.events_delivered,
+            "dry_run": self.dry_run,
+            "already_registered": self.already_registered,
+        }
+        if self.dry_run and self.event is not None:
+            out["event"] = self.event.structured()
+        return out
+
+
+# ---------------------------------------------------------------------------------- validate
+
+
+def normalise_token_id(raw: str | None) -> str:
+    if not raw:
+        raise InputError(MISSING_OPTION.format(what="token id", flag="--token-id", key="token_id"))
+    if not TOKEN_PATTERN.match(raw):
+        raise InputError(BAD_TOKEN_ID.format(given=raw))
+    return raw.upper()
+
+
+def build_request(settings: Settings) -> RegistrationRequest:
+    """Validate every input and run the gate. Reads the model files; changes nothing anywhere."""
+    token_id = normalise_token_id(settings.token_id)
+    if not settings.model_path:
+        raise InputError(MISSING_OPTION.format(what="model path", flag="--model-path", key="model_path"))
+    if not settings.metric:
+        raise InputError(MISSING_OPTION.format(what="metric", flag="--metric", key="metric"))
+    if settings.baseline is None:
+        raise InputError(MISSING_OPTION.format(what="baseline", flag="--baseline", key="baseline"))
+    metric = resolve_metric(settings.metric)
+    baseline = check_in_range(metric, parse_number(settings.baseline, what="Baseline"), what="Baseline")
+    model = inspect_model(settings.model_path)
+    measured = read_metric_value(
+        metric,
+        metric_value=settings.metric_value,
+        metrics_file=Path(settings.metrics_file) if settings.metrics_file else None,
+        model_path=model.root,
+    )
+    gate = evaluate_gate(metric, measured.value, baseline)
+    enforce_gate(gate)
+    return RegistrationRequest(
+        token_id=token_id,
+        model=model,
+        measured=measured,
+        gate=gate,
+        sinks=settings.event_sinks,
+        event_source=settings.event_source,
+        git=settings.git,
+        dry_run=settings.dry_run,
+        claim_ttl=settings.claim_ttl,
+    )
+
+
+# ---------------------------------------------------------------------------------- register
+
+
+def _tags(request: RegistrationRequest) -> dict[str, str]:
+    gate = request.gate
+    tags = {
+        TAG_TOKEN: request.token_id,
+        TAG_DIGEST: request.model.digest,
+        TAG_METRIC: gate.metric.name,
+        TAG_METRIC_VALUE: repr(gate.value),
+        TAG_BASELINE: repr(gate.baseline),
+        TAG_GREATER_IS_BETTER: str(gate.metric.greater_is_better).lower(),
+        TAG_TOOL_VERSION: __version__,
+        "hokusai.metric_source": request.measured.source,
+    }
+    for key, value in ((TAG_GIT_SHA, request.git.sha), (TAG_GIT_REF, request.git.ref),
+                       (TAG_GIT_REPOSITORY, request.git.repository)):  # fmt: skip
+        if value:
+            tags[key] = value
+    return tags
+
+
+def _params(request: RegistrationRequest) -> dict[str, str]:
+    return {
+        "token_id": request.token_id,
+        "metric": request.gate.metric.name,
+        "baseline": repr(request.gate.baseline),
+        "model_files": str(len(request.model.files)),
+        "model_bytes": str(request.model.total_bytes),
+        "model_format": "mlflow"
+        if request.model.is_mlflow_model
+        else ("directory" if request.model.is_dir else "file"),
+    }
+
+
+def build_event(
+    request: RegistrationRequest, version: RegisteredVersion, registered_at: str
+) -> CloudEventRecord:
+    gate = request.gate
+    return CloudEventRecord(
+        id=event_id_for(request.token_id, request.model.digest),
+        source=request.event_source,
+        time=registered_at,
+        subject=request.token_id,
+        data={
+            "token_id": request.token_id,
+            "mlflow_run_id": version.run_id,
+            "model_name": version.model_name,
+            "model_version": version.version,
+            "model_uri": version.model_uri,
+            "metric_name": gate.metric.name,
+            "metric_value": gate.value,
+            "baseline_value": gate.baseline,
+            "artifact_digest": request.model.digest,
+            "git": request.git.as_dict(),
+            "registered_at": registered_at,
+        },
+    )
+
+
+def _result_from_token(request: RegistrationRequest, token: Token, **extra: Any) -> RegistrationResult:
+    return RegistrationResult(
+        token_id=request.token_id,
+        status=token.model_status,
+        gate=request.gate,
+        artifact_digest=request.model.digest,
+        model_name=token.model_name or request.model_name,
+        mlflow_run_id=token.mlflow_run_id,
+        model_version=token.model_version,
+        model_uri=token.model_uri,
+        metric_source=request.measured.source,
+        **extra,
+    )
+
+
+def _check_state(request: RegistrationRequest, token: Token | None, database: Database) -> None:
+    if token is None:
+        raise TokenStateError(
+            TOKEN_MISSING.format(token=request.token_id, url=database.display_url),
+            hint=TOKEN_MISSING_HINT.format(token=request.token_id),
+        )
+    if token.model_status == "registered" and token.artifact_digest != request.model.digest:
+        raise TokenStateError(
+            TOKEN_OTHER_BYTES.format(
+                token=request.token_id,
+                registered=token.artifact_digest,
+                version=token.model_version,
+                digest=request.model.digest,
+            ),
+            hint=TOKEN_OTHER_BYTES_HINT,
+        )
+    if token.model_status not in ("draft", "registering", "registered"):
+        raise TokenStateError(
+            TOKEN_NOT_DRAFT.format(token=request.token_id, status=token.model_status),
+            hint=TOKEN_NOT_DRAFT_HINT,
+        )
+
+
+def _claimed_error(request: RegistrationRequest, token: Token) -> TokenStateError:
+    expires = token.claim_expires_at.isoformat(timespec="seconds") if token.claim_expires_at else "never"
+    return TokenStateError(
+        TOKEN_CLAIMED.format(token=request.token_id, owner=token.claim_owner, expires=expires),
+        hint=TOKEN_CLAIMED_HINT,
+    )
+
+
+def deliver_event(database: Database, sinks: Mapping[str, EventSink], event_id: str) -> dict[str, bool]:
+    outbox.deliver_pending(database, sinks, event_id=event_id)
+    with database.unit_of_work() as uow:
+        return outbox.delivery_status(uow, event_id)
+
+
+def _finish_registered(
+    request: RegistrationRequest, token: Token, database: Database, sinks: Mapping[str, EventSink]
+) -> RegistrationResult:
+    """The token is registered with these bytes: deliver whatever is still pending and report."""
+    event_id = event_id_for(request.token_id, request.model.digest)
+    delivered = deliver_event(database, sinks, event_id)
+    return _result_from_token(request, token, event_id=event_id, events_delivered=delivered)
+
+
+def register(
+    request: RegistrationRequest,
+    *,
+    registry: Registry,
+    database: Database,
+    sinks: Mapping[str, EventSink],
+) -> RegistrationResult:
+    """Register ``request`` exactly once. See the module docstring for the order of steps."""
+    database.require_schema()
+    with database.unit_of_work() as uow:
+        token = get_token(uow, request.token_id)
+    _check_state(request, token, database)
+    assert token is not None
+
+    if token.model_status == "registered":  # same bytes (checked above): an idempotent re-run
+        result = _finish_registered(request, token, database, sinks)
+        result.already_registered = True
+        return result
+
+    if request.dry_run:
+        return _dry_run(request, token, registry)
+
+    registry.check_reachable()  # bounded wait; nothing is claimed while MLflow is down
+
+    owner = claim_owner_id()
+    token = _claim(request, database, owner)
+    if token.model_status == "registered":  # another run finished it while we checked
+        _check_state(request, token, database)
+        result = _finish_registered(request, token, database, sinks)
+        result.already_registered = True
+        return result
+
+    try:
+        version = registry.upload_and_register(
+            request.model,
+            model_name=request.model_name,
+            token_id=request.token_id,
+            tags=_tags(request),
+            params=_params(request),
+            metric_name=request.gate.metric.name,
+            metric_value=request.gate.value,
+        )
+        registered_at = utcnow()
+        event = build_event(request, version, registered_at.isoformat().replace("+00:00", "Z"))
+        with database.unit_of_work() as uow:
+            if not mark_registered(
+                uow,
+                request.token_id,
+                owner=owner,
+                values={
+                    "mlflow_run_id": version.run_id,
+                    "metric_name": request.gate.metric.name,
+                    "metric_value": request.gate.value,
+                    "baseline_value": request.gate.baseline,
+                    "model_name": version.model_name,
+                    "model_version": version.version,
+                    "model_uri": version.model_uri,
+                    "artifact_digest": request.model.digest,
+                    "registered_at": registered_at,
+                },
+            ):
+                raise TokenStateError(CLAIM_LOST.format(token=request.token_id), hint=CLAIM_LOST_HINT)
+            outbox.add_event(uow, event, token_id=request.token_id, sinks=request.sinks)
+            uow.commit()
+    except BaseException:
+        _release_quietly(database, request.token_id, owner)
+        raise
+
+    log.info("token %s registered as %s", request.token_id, version.model_uri)
+    delivered = deliver_event(database, sinks, event.id)
+    return RegistrationResult(
+        token_id=request.token_id,
+        status="registered",
+        gate=request.gate,
+        artifact_digest=request.model.digest,
+        model_name=version.model_name,
+        mlflow_run_id=version.run_id,
+        model_version=version.version,
+        model_uri=version.model_uri,
+        event_id=event.id,
+        events_delivered=delivered,
+        metric_source=request.measured.source,
+    )
+
+
+def _claim(request: RegistrationRequest, database: Database, owner: str) -> Token:
+    with database.unit_of_work() as uow:
+        won = try_claim(uow, request.token_id, owner=owner, ttl_seconds=request.claim_ttl)
+        uow.commit()
+    with database.unit_of_work() as uow:
+        token = get_token(uow, request.token_id)
+    assert token is not None
+    if won:
+        return token
+    if token.model_status == "registering" and owner_is_dead_here(token.claim_owner):
+        # a run on this host was killed mid-registration: take over its claim (still one winner)
+        with database.unit_of_work() as uow:
+            won = try_claim(
+                uow,
+                request.token_id,
+                owner=owner,
+                ttl_seconds=request.claim_ttl,
+                stale_owner=token.claim_owner,
+            )
+            uow.commit()
+        if won:
+            log.warning("took over the claim of %s from a dead run (%s)", request.token_id, token.claim_owner)
+            with database.unit_of_work() as uow:
+                token = get_token(uow, request.token_id)
+            assert token is not None
+            return token
+    if token.model_status == "registering":
+        raise _claimed_error(request, token)
+    if token.model_status == "registered":
+        return token
+    _check_state(request, token, database)
+    raise _claimed_error(request, token)
+
+
+def _release_quietly(database: Database, token_id: str, owner: str) -> None:
+    """Give the claim back (token -> draft) after a failure; never hide the original error."""
+    try:
+        with database.unit_of_work() as uow:
+            release_claim(uow, token_id, owner=owner)
+            uow.commit()
+    except HokusaiError as exc:
+        log.warning("could not release the claim on %s: %s (it expires on its own)", token_id, exc.one_line())
+
+
+def _dry_run(request: RegistrationRequest, token: Token, registry: Registry) -> RegistrationResult:
+    """Contact every service read-only; report what a real run would do."""
+    registry.check_reachable()
+    existing = registry.find_version(request.model_name, request.model.digest)
+    preview = RegisteredVersion(
+        run_id=existing.run_id if existing else "(new run)",
+        model_name=request.model_name,
+        version=existing.version if existing else "(next)",
+        model_id=existing.model_id if existing else None,
+        source=existing.source if existing else "",
+    )
+    event = build_event(request, preview, utcnow().isoformat().replace("+00:00", "Z"))
+    result = _result_from_token(request, token, event_id=event.id, dry_run=True, event=event)
+    result.events_delivered = {sink: False for sink in request.sinks}
+    if existing is not None:
+        result.notes.append(
+            f"MLflow already holds these bytes as version {existing.version}: it would be reused."
+        )
+    if token.model_status == "registering":
+        result.notes.append(
+            f"Token is claimed by {token.claim_owner}; a real run would wait or fail with exit 3."
+        )
+    return result

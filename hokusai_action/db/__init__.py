@@ -1,0 +1,1 @@
+"""The Hokusai site database: schema, migrations, the unit of work and the event outbox."""

@@ -1,0 +1,62 @@
+"""Tables of the Hokusai site database that registration reads and writes (SQLAlchemy Core).
+
+The shapes follow the site's documented ``tokens`` and ``events`` tables; the Alembic migrations in
+``migrations/versions`` create or extend them. This module describes them for queries only.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData()
+
+MODEL_STATUSES = ("draft", "registering", "registered", "failed", "deployed", "archived")
+DELIVERY_STATUSES = ("pending", "delivered")
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("token_id", sa.String(64), primary_key=True),
+    sa.Column("model_status", sa.String(16), nullable=False, server_default="draft"),
+    sa.Column("mlflow_run_id", sa.String(64)),
+    sa.Column("metric_name", sa.String(64)),
+    sa.Column("metric_value", sa.Float),
+    sa.Column("baseline_value", sa.Float),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("metadata", JSONType, key="metadata_"),
+    sa.Column("model_name", sa.String(255)),
+    sa.Column("model_version", sa.String(32)),
+    sa.Column("model_uri", sa.String(1024)),
+    sa.Column("artifact_digest", sa.String(80)),
+    sa.Column("registered_at", sa.DateTime(timezone=True)),
+    sa.Column("claim_owner", sa.String(255)),
+    sa.Column("claim_expires_at", sa.DateTime(timezone=True)),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", sa.Uuid(as_uuid=False), primary_key=True),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Column("processed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("token_id", sa.String(64), sa.ForeignKey("tokens.token_id"), nullable=False),
+)
+
+event_deliveries = sa.Table(
+    "event_deliveries",
+    metadata,
+    sa.Column("event_id", sa.Uuid(as_uuid=False), sa.ForeignKey("events.event_id"), primary_key=True),
+    sa.Column("sink", sa.String(16), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+)

@@ -1,0 +1,349 @@
+"""The database: connecting, migrating, the unit of work, and the token queries of a registration.
+
+``UnitOfWork`` rolls back unless ``commit()`` is called, so an exception anywhere inside a
+registration step leaves the database as it was. The claim (draft -> registering) is a single
+conditional ``UPDATE``: PostgreSQL re-checks its ``WHERE`` after a concurrent writer commits and
+SQLite serialises writers, so on both exactly one run wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from hokusai_action.db.schema import tokens
+from hokusai_action.errors import InputError, ServiceUnavailable, TokenStateError
+from hokusai_action.redact import redact
+
+HEAD_REVISION = "0001"
+
+DB_UNREACHABLE = "The Hokusai database at {url} is unreachable: {reason}."
+DB_UNREACHABLE_HINT = "Check HOKUSAI_DATABASE_URL and that the server is up. Nothing was changed."
+DB_BAD_URL = "HOKUSAI_DATABASE_URL is not a valid SQLAlchemy URL ({reason})."
+DB_BAD_URL_HINT = "Use e.g. postgresql+psycopg2://user@host:5432/hokusai or sqlite:///hokusai.db."
+SCHEMA_MISSING = "The Hokusai database at {url} has no registration schema (revision {found}, need {head})."
+SCHEMA_MISSING_HINT = "Run `hokusai-ml-platform db upgrade` against it first."
+TOKEN_EXISTS = "Token {token} already exists (status {status})."
+TOKEN_EXISTS_HINT = "Use `hokusai-ml-platform token show {token}` to see it."
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Token:
+    token_id: str
+    model_status: str
+    mlflow_run_id: str | None
+    metric_name: str | None
+    metric_value: float | None
+    baseline_value: float | None
+    model_name: str | None
+    model_version: str | None
+    model_uri: str | None
+    artifact_digest: str | None
+    registered_at: dt.datetime | None
+    claim_owner: str | None
+    claim_expires_at: dt.datetime | None
+    created_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    metadata: Any
+
+    @classmethod
+    def from_row(cls, row: Any) -> Token:
+        m = row._mapping
+        return cls(
+            token_id=m["token_id"],
+            model_status=m["model_status"],
+            mlflow_run_id=m["mlflow_run_id"],
+            metric_name=m["metric_name"],
+            metric_value=m["metric_value"],
+            baseline_value=m["baseline_value"],
+            model_name=m["model_name"],
+            model_version=m["model_version"],
+            model_uri=m["model_uri"],
+            artifact_digest=m["artifact_digest"],
+            registered_at=as_utc(m["registered_at"]),
+            claim_owner=m["claim_owner"],
+            claim_expires_at=as_utc(m["claim_expires_at"]),
+            created_at=as_utc(m["created_at"]),
+            updated_at=as_utc(m["updated_at"]),
+            metadata=m["metadata_"],
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            out[key] = value.isoformat() if isinstance(value, dt.datetime) else value
+        return out
+
+
+class UnitOfWork:
+    """One transaction. Leaving the ``with`` block without ``commit()`` rolls it back."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._committed = False
+
+    def __enter__(self) -> UnitOfWork:
+        try:
+            self.connection = self._database.engine.connect()
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._database.unreachable(exc) from exc
+        self._transaction = self.connection.begin()
+        return self
+
+    def commit(self) -> None:
+        try:
+            self._transaction.commit()
+        except sa_exc.OperationalError as exc:
+            raise self._database.unreachable(exc) from exc
+        self._committed = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            if not self._committed and self._transaction.is_active:
+                self._transaction.rollback()
+        except sa_exc.SQLAlchemyError:
+            pass  # the connection is gone: the server rolls the transaction back itself
+        finally:
+            self.connection.close()
+
+    @property
+    def dialect(self) -> str:
+        return self.connection.dialect.name
+
+    def execute(self, statement: Any, *args: Any) -> Any:
+        try:
+            return self.connection.execute(statement, *args)
+        except sa_exc.OperationalError as exc:
+            raise self._database.unreachable(exc) from exc
+
+
+class Database:
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa_exc.ArgumentError as exc:
+            raise InputError(DB_BAD_URL.format(reason=redact(str(exc))), hint=DB_BAD_URL_HINT) from exc
+        self.url = url
+        self.display_url = redact(parsed.render_as_string(hide_password=True))
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            connect_args["timeout"] = timeout
+        elif parsed.get_backend_name() == "postgresql":
+            connect_args["connect_timeout"] = max(1, math.ceil(timeout))
+            connect_args["application_name"] = "hokusai-ml-platform"
+        try:
+            self.engine = sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+        except (sa_exc.ArgumentError, ImportError) as exc:
+            raise InputError(DB_BAD_URL.format(reason=redact(str(exc))), hint=DB_BAD_URL_HINT) from exc
+        if parsed.get_backend_name() == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def unreachable(self, exc: BaseException) -> ServiceUnavailable:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return ServiceUnavailable(
+            DB_UNREACHABLE.format(url=self.display_url, reason=redact(reason[0] if reason else "no detail")),
+            hint=DB_UNREACHABLE_HINT,
+        )
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --------------------------------------------------------------------------- migrations
+
+    def _alembic_config(self, connection: sa.Connection) -> Any:
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        config.attributes["connection"] = connection
+        return config
+
+    def revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except sa_exc.OperationalError as exc:
+            raise self.unreachable(exc) from exc
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Bring the schema to the newest revision; return (before, after)."""
+        from alembic import command
+
+        before = self.revision()
+        try:
+            with self.engine.begin() as connection:
+                command.upgrade(self._alembic_config(connection), "head")
+        except sa_exc.OperationalError as exc:
+            raise self.unreachable(exc) from exc
+        return before, self.revision()
+
+    def require_schema(self) -> None:
+        found = self.revision()
+        if found != HEAD_REVISION:
+            # a missing schema is a setup step the user must take, not an outage: exit 2
+            raise InputError(
+                SCHEMA_MISSING.format(url=self.display_url, found=found or "none", head=HEAD_REVISION),
+                hint=SCHEMA_MISSING_HINT,
+            )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the one writer
+    cursor.close()
+
+
+# ------------------------------------------------------------------------------------ tokens
+
+
+def claim_owner_id() -> str:
+    """Who holds a claim: host and PID let a re-run on the same host take over from a dead run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def owner_is_dead_here(owner: str | None) -> bool:
+    """True when ``owner`` was a process on this host that no longer runs."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    # a zombie (killed, not yet reaped) still answers kill(0)
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def get_token(uow: UnitOfWork, token_id: str, *, for_update: bool = False) -> Token | None:
+    query = sa.select(tokens).where(tokens.c.token_id == token_id)
+    if for_update and uow.dialect == "postgresql":
+        query = query.with_for_update()
+    row = uow.execute(query).first()
+    return Token.from_row(row) if row else None
+
+
+def insert_token(uow: UnitOfWork, token_id: str, *, metadata: dict[str, Any] | None = None) -> Token:
+    existing = get_token(uow, token_id)
+    if existing is not None:
+        raise TokenStateError(
+            TOKEN_EXISTS.format(token=token_id, status=existing.model_status),
+            hint=TOKEN_EXISTS_HINT.format(token=token_id),
+        )
+    now = utcnow()
+    try:
+        uow.execute(
+            tokens.insert().values(
+                token_id=token_id,
+                model_status="draft",
+                created_at=now,
+                updated_at=now,
+                metadata_=metadata or {},
+            )
+        )
+    except sa_exc.IntegrityError as exc:  # created by someone else between our read and insert
+        raise TokenStateError(
+            TOKEN_EXISTS.format(token=token_id, status="unknown"),
+            hint=TOKEN_EXISTS_HINT.format(token=token_id),
+        ) from exc
+    token = get_token(uow, token_id)
+    assert token is not None
+    return token
+
+
+def try_claim(
+    uow: UnitOfWork, token_id: str, *, owner: str, ttl_seconds: float, stale_owner: str | None = None
+) -> bool:
+    """draft -> registering for ``owner``. Also takes an expired claim, or ``stale_owner``'s claim."""
+    now = utcnow()
+    takeable = sa.or_(
+        tokens.c.model_status == "draft",
+        sa.and_(tokens.c.model_status == "registering", tokens.c.claim_expires_at < now),
+    )
+    if stale_owner is not None:
+        takeable = sa.or_(
+            takeable, sa.and_(tokens.c.model_status == "registering", tokens.c.claim_owner == stale_owner)
+        )
+    result = uow.execute(
+        tokens.update()
+        .where(tokens.c.token_id == token_id, takeable)
+        .values(
+            model_status="registering",
+            claim_owner=owner,
+            claim_expires_at=now + dt.timedelta(seconds=ttl_seconds),
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def release_claim(uow: UnitOfWork, token_id: str, *, owner: str) -> bool:
+    """registering -> draft, only if ``owner`` still holds the claim."""
+    result = uow.execute(
+        tokens.update()
+        .where(
+            tokens.c.token_id == token_id,
+            tokens.c.model_status == "registering",
+            tokens.c.claim_owner == owner,
+        )
+        .values(model_status="draft", claim_owner=None, claim_expires_at=None, updated_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
+def mark_registered(uow: UnitOfWork, token_id: str, *, owner: str, values: dict[str, Any]) -> bool:
+    """registering -> registered with the registration's fields, only if ``owner`` holds the claim."""
+    result = uow.execute(
+        tokens.update()
+        .where(
+            tokens.c.token_id == token_id,
+            tokens.c.model_status == "registering",
+            tokens.c.claim_owner == owner,
+        )
+        .values(
+            model_status="registered", claim_owner=None, claim_expires_at=None, updated_at=utcnow(), **values
+        )
+    )
+    return result.rowcount == 1

@@ -1,0 +1,75 @@
+"""Every environment variable the tool reads, declared once, typed, with a one-line doc.
+
+Nothing else in the package reads ``os.environ`` for settings: ``settings.load_settings`` asks this
+table. ``hokusai-ml-platform doctor`` and the README list come from here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    kind: type
+    doc: str
+    secret: bool = False
+
+
+MLFLOW_TRACKING_URI = EnvVar(
+    "MLFLOW_TRACKING_URI", str, "MLflow server or store (default: SQLite under .hokusai/)"
+)
+MLFLOW_TRACKING_TOKEN = EnvVar(
+    "MLFLOW_TRACKING_TOKEN", str, "Bearer token for the MLflow server (read by MLflow itself)", secret=True
+)
+MLFLOW_TRACKING_PASSWORD = EnvVar(
+    "MLFLOW_TRACKING_PASSWORD", str, "Basic-auth password for the MLflow server (read by MLflow)", secret=True
+)
+HOKUSAI_MLFLOW_EXPERIMENT = EnvVar(
+    "HOKUSAI_MLFLOW_EXPERIMENT", str, "MLflow experiment for registration runs"
+)
+HOKUSAI_MLFLOW_TIMEOUT = EnvVar(
+    "HOKUSAI_MLFLOW_TIMEOUT", float, "Seconds to keep trying an unreachable MLflow before exit 4 (default 30)"
+)
+HOKUSAI_DATABASE_URL = EnvVar(
+    "HOKUSAI_DATABASE_URL", str, "SQLAlchemy URL of the Hokusai site database (its password is masked)"
+)
+HOKUSAI_DATABASE_TIMEOUT = EnvVar(
+    "HOKUSAI_DATABASE_TIMEOUT", float, "Seconds to wait for the database connection (default 10)"
+)
+HOKUSAI_EVENT_SINKS = EnvVar(
+    "HOKUSAI_EVENT_SINKS", str, "Comma list of event sinks: pubsub, webhook, database"
+)
+HOKUSAI_PUBSUB_TOPIC = EnvVar("HOKUSAI_PUBSUB_TOPIC", str, "Pub/Sub topic, projects/P/topics/T")
+HOKUSAI_PUBSUB_TIMEOUT = EnvVar(
+    "HOKUSAI_PUBSUB_TIMEOUT", float, "Seconds to wait for a Pub/Sub publish (default 30)"
+)
+PUBSUB_EMULATOR_HOST = EnvVar(
+    "PUBSUB_EMULATOR_HOST", str, "host:port of a Pub/Sub emulator (Google's variable)"
+)
+HOKUSAI_WEBHOOK_URL = EnvVar("HOKUSAI_WEBHOOK_URL", str, "Webhook endpoint receiving the signed event")
+HOKUSAI_WEBHOOK_SECRET = EnvVar(
+    "HOKUSAI_WEBHOOK_SECRET", str, "Standard Webhooks signing secret (whsec_...)", secret=True
+)
+HOKUSAI_WEBHOOK_TIMEOUT = EnvVar("HOKUSAI_WEBHOOK_TIMEOUT", float, "Seconds per webhook attempt (default 10)")
+HOKUSAI_WEBHOOK_ALLOW_HTTP = EnvVar(
+    "HOKUSAI_WEBHOOK_ALLOW_HTTP", bool, "Allow plain http:// webhooks to non-loopback hosts (default false)"
+)
+HOKUSAI_EVENT_SOURCE = EnvVar("HOKUSAI_EVENT_SOURCE", str, "CloudEvents `source` of emitted events")
+HOKUSAI_CLAIM_TTL = EnvVar(
+    "HOKUSAI_CLAIM_TTL",
+    float,
+    "Seconds a registration's claim on a token lasts before another run may take it",
+)
+HOKUSAI_HOME = EnvVar("HOKUSAI_HOME", str, "Folder for the embedded defaults (default ./.hokusai)")
+HOKUSAI_GIT_SHA = EnvVar(
+    "HOKUSAI_GIT_SHA", str, "Commit recorded with the model (default: CI variables or git)"
+)
+HOKUSAI_GIT_REF = EnvVar("HOKUSAI_GIT_REF", str, "Git ref recorded with the model")
+HOKUSAI_GIT_REPOSITORY = EnvVar("HOKUSAI_GIT_REPOSITORY", str, "Repository recorded with the model")
+
+ALL: tuple[EnvVar, ...] = tuple(v for v in globals().values() if isinstance(v, EnvVar))
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})

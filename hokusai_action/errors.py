@@ -1,0 +1,76 @@
+"""One error root for everything the tool reports to a user.
+
+Every failure a user can meet is a ``HokusaiError`` subclass carrying the process exit code fixed in
+DESIGN.md. Adapters re-raise vendor exceptions as one of these with ``raise ... from exc``; the CLI
+and the GitHub Action entrypoint turn them into one clear line. Code branches on the class or the
+``exit_code``, never on message text.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_TOKEN_STATE = 3
+EXIT_SERVICE_UNAVAILABLE = 4
+EXIT_EVENTS_PENDING = 5
+
+
+class HokusaiError(Exception):
+    """Base of every error shown to a user: ``message`` says what happened, ``hint`` what to do."""
+
+    exit_code: int = EXIT_BAD_INPUT
+    title: str = "Hokusai registration failed"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The single line printed on failure (secrets are scrubbed by the caller)."""
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class InputError(HokusaiError):
+    """A flag, input, setting or file the user gave is invalid (exit 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+    title = "Invalid input"
+
+
+class GateFailed(HokusaiError):
+    """The measured metric does not meet the baseline (exit 1)."""
+
+    exit_code = EXIT_GATE_FAILED
+    title = "Metric below baseline"
+
+
+class TokenStateError(HokusaiError):
+    """The token's state forbids this registration (exit 3)."""
+
+    exit_code = EXIT_TOKEN_STATE
+    title = "Token state forbids registration"
+
+
+class ServiceUnavailable(HokusaiError):
+    """MLflow, the database or an event sink could not be reached in time (exit 4)."""
+
+    exit_code = EXIT_SERVICE_UNAVAILABLE
+    title = "Service unreachable"
+
+
+class SinkDeliveryError(HokusaiError):
+    """One event sink refused or could not take an event.
+
+    Raised by sinks; the outbox records it against that sink's delivery row and the registration
+    then exits 5 (registered, event pending). ``retryable`` tells the relay whether trying again
+    can help (a 5xx or a timeout) or not (a 4xx, a missing topic).
+    """
+
+    exit_code = EXIT_EVENTS_PENDING
+    title = "Event not delivered"
+
+    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = True) -> None:
+        super().__init__(message, hint=hint)
+        self.retryable = retryable

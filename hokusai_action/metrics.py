@@ -1,0 +1,231 @@
+"""The metric catalogue, reading a measured value, and the baseline gate.
+
+Pure logic (the standard library and PyYAML only): each metric knows its direction and the range a
+real value can take, so a baseline of ``1.7`` for AUROC or ``-3`` for RMSE is refused as a typo
+before anything is uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hokusai_action.errors import GateFailed, InputError
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    greater_is_better: bool
+    low: float
+    high: float
+    aliases: tuple[str, ...] = ()
+    doc: str = ""
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.greater_is_better else "lower is better"
+
+    def range_text(self) -> str:
+        low = "-inf" if self.low == -INF else f"{self.low:g}"
+        high = "inf" if self.high == INF else f"{self.high:g}"
+        return f"[{low}, {high}]"
+
+    def contains(self, value: float) -> bool:
+        return math.isfinite(value) and self.low <= value <= self.high
+
+
+CATALOGUE: tuple[Metric, ...] = (
+    Metric("accuracy", True, 0.0, 1.0, ("acc",), "share of correct predictions"),
+    Metric("auroc", True, 0.0, 1.0, ("auc", "roc_auc", "roc-auc", "auc_roc"), "area under the ROC curve"),
+    Metric("f1", True, 0.0, 1.0, ("f1_score",), "harmonic mean of precision and recall"),
+    Metric("precision", True, 0.0, 1.0, (), "share of predicted positives that are positive"),
+    Metric("recall", True, 0.0, 1.0, ("sensitivity", "tpr"), "share of positives found"),
+    Metric("log_loss", False, 0.0, INF, ("logloss", "cross_entropy"), "binary cross-entropy"),
+    Metric("mse", False, 0.0, INF, ("mean_squared_error",), "mean squared error"),
+    Metric("rmse", False, 0.0, INF, ("root_mean_squared_error",), "root mean squared error"),
+    Metric("mae", False, 0.0, INF, ("mean_absolute_error",), "mean absolute error"),
+    Metric("r2", True, -INF, 1.0, ("r2_score", "r_squared"), "coefficient of determination"),
+    Metric("reply_rate", True, 0.0, 1.0, (), "share of messages answered"),
+    Metric("conversion_rate", True, 0.0, 1.0, (), "share of sessions converting"),
+    Metric("engagement_score", True, 0.0, 1.0, (), "normalised engagement, 0 to 1"),
+)
+
+_BY_NAME: dict[str, Metric] = {}
+for _metric in CATALOGUE:
+    for _key in (_metric.name, *_metric.aliases):
+        _BY_NAME[_key] = _metric
+
+UNKNOWN_METRIC = "Unknown metric '{given}'. Supported: {supported}."
+VALUE_MISSING = (
+    "Metric '{metric}' is not in {path} (it holds: {found}). "
+    "Add it, point --metrics-file at another file, or pass --metric-value."
+)
+NO_METRIC_SOURCE = (
+    "No measured value for '{metric}': pass --metric-value, or --metrics-file, "
+    "or put metrics.json or metrics.yaml inside the model directory."
+)
+METRICS_FILE_UNREADABLE = "Cannot read metrics file {path}: {reason}."
+METRICS_FILE_NOT_MAPPING = "Metrics file {path} must hold a mapping of metric name to number, not {kind}."
+NOT_A_NUMBER = "{what} '{given}' is not a number."
+NOT_FINITE = "{what} must be a finite number, not {given}."
+OUT_OF_RANGE = "{what} {given:g} is outside {metric}'s range {range} ({direction})."
+GATE_FAILED = "{metric} = {value:g} does not meet the baseline {baseline:g} ({direction}: it must be {op} {baseline:g})."
+GATE_FAILED_HINT = "The model was not uploaded and the token is unchanged."
+
+
+def supported_names() -> str:
+    return ", ".join(f"{m.name} ({', '.join(m.aliases)})" if m.aliases else m.name for m in CATALOGUE)
+
+
+def resolve_metric(name: str) -> Metric:
+    """Look a metric up by name or alias, case-insensitively; unknown names list what is supported."""
+    key = (name or "").strip().lower().replace(" ", "_")
+    metric = _BY_NAME.get(key) or _BY_NAME.get(key.replace("-", "_"))
+    if metric is None:
+        raise InputError(UNKNOWN_METRIC.format(given=name, supported=supported_names()))
+    return metric
+
+
+def parse_number(raw: Any, *, what: str) -> float:
+    """A finite float from a flag, a YAML value or a JSON value (booleans are not numbers)."""
+    if isinstance(raw, bool) or raw is None:
+        raise InputError(NOT_A_NUMBER.format(what=what, given=raw))
+    try:
+        value = float(raw.strip() if isinstance(raw, str) else raw)
+    except (TypeError, ValueError):
+        raise InputError(NOT_A_NUMBER.format(what=what, given=raw)) from None
+    if not math.isfinite(value):
+        raise InputError(NOT_FINITE.format(what=what, given=raw))
+    return value
+
+
+def check_in_range(metric: Metric, value: float, *, what: str) -> float:
+    if not metric.contains(value):
+        raise InputError(
+            OUT_OF_RANGE.format(
+                what=what,
+                given=value,
+                metric=metric.name,
+                range=metric.range_text(),
+                direction=metric.direction,
+            )
+        )
+    return value
+
+
+def _load_metrics_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason=exc.strerror or exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason="not UTF-8 text")) from exc
+    import yaml  # YAML is a superset of JSON: .yaml, .yml and unknown suffixes all load with it
+
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError
+        raise InputError(
+            METRICS_FILE_UNREADABLE.format(path=path, reason=f"not valid JSON/YAML: {exc}")
+        ) from exc
+    if not isinstance(data, dict):
+        raise InputError(METRICS_FILE_NOT_MAPPING.format(path=path, kind=type(data).__name__))
+    # a common shape is {"metrics": {...}}; accept it as well
+    if "metrics" in data and isinstance(data["metrics"], dict):
+        data = data["metrics"]
+    return data
+
+
+def default_metrics_file(model_path: Path) -> Path | None:
+    if model_path.is_dir():
+        for name in ("metrics.json", "metrics.yaml", "metrics.yml"):
+            candidate = model_path / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class MeasuredValue:
+    value: float
+    source: str  # "flag" | "metrics-file"
+    source_path: str | None = None
+
+
+def read_metric_value(
+    metric: Metric, *, metric_value: Any, metrics_file: Path | None, model_path: Path
+) -> MeasuredValue:
+    """The measured value: ``--metric-value``, else ``--metrics-file``, else metrics.json/yaml in the model."""
+    if metric_value is not None:
+        value = parse_number(metric_value, what="Metric value")
+        return MeasuredValue(check_in_range(metric, value, what="Metric value"), "flag")
+    path = metrics_file or default_metrics_file(model_path)
+    if path is None:
+        raise InputError(NO_METRIC_SOURCE.format(metric=metric.name))
+    data = _load_metrics_file(path)
+    for key, raw in data.items():
+        try:
+            found = resolve_metric(str(key))
+        except InputError:
+            continue
+        if found is metric:
+            value = parse_number(raw, what=f"Metric '{key}' in {path}")
+            return MeasuredValue(
+                check_in_range(metric, value, what=f"Metric '{key}' in {path}"), "metrics-file", str(path)
+            )
+    found_keys = ", ".join(sorted(map(str, data))) or "nothing"
+    raise InputError(VALUE_MISSING.format(metric=metric.name, path=path, found=found_keys))
+
+
+@dataclass(frozen=True)
+class GateResult:
+    metric: Metric
+    value: float
+    baseline: float
+
+    @property
+    def delta(self) -> float:
+        """Signed improvement over the baseline in the metric's good direction."""
+        diff = self.value - self.baseline
+        return diff if self.metric.greater_is_better else -diff
+
+    @property
+    def passed(self) -> bool:
+        # a tie passes; NaN compares False both ways, so it never passes
+        if self.metric.greater_is_better:
+            return self.value >= self.baseline
+        return self.value <= self.baseline
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.metric.name,
+            "value": self.value,
+            "baseline": self.baseline,
+            "greater_is_better": self.metric.greater_is_better,
+            "delta": self.delta,
+            "passed": self.passed,
+        }
+
+
+def evaluate_gate(metric: Metric, value: float, baseline: float) -> GateResult:
+    return GateResult(metric, value, baseline)
+
+
+def enforce_gate(gate: GateResult) -> None:
+    if not gate.passed:
+        raise GateFailed(
+            GATE_FAILED.format(
+                metric=gate.metric.name,
+                value=gate.value,
+                baseline=gate.baseline,
+                direction=gate.metric.direction,
+                op=">=" if gate.metric.greater_is_better else "<=",
+            ),
+            hint=GATE_FAILED_HINT,
+        )

@@ -1,0 +1,46 @@
+"""Keep secrets out of everything the tool prints.
+
+Secret values are registered once, when settings are built, and every line that leaves the process
+(error lines, log lines, tracebacks under ``--debug``, the action's summary) passes through
+``redact``. URLs with an inline password are also rewritten, so a database URL copied into an error
+message by a driver never shows its password.
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "***"
+_MIN_SECRET_LENGTH = 4  # masking "a" or "ab" would shred every line; such values are refused anyway
+
+_secrets: set[str] = set()
+
+# scheme://user:password@host  ->  scheme://user:***@host
+_URL_PASSWORD = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)(?P<password>[^@\s/]+)(?=@)")
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that ``redact`` masks it wherever it appears."""
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        _secrets.add(value)
+
+
+def register_url_password(url: str | None) -> None:
+    """Remember the password inside ``scheme://user:password@host`` (drivers echo it in some errors)."""
+    match = _URL_PASSWORD.search(url or "")
+    if match:
+        register_secret(match.group("password"))
+
+
+def registered_secrets() -> frozenset[str]:
+    return frozenset(_secrets)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret and every URL password replaced by ``***``."""
+    if not text:
+        return text
+    # longest first, so a secret that contains another is masked whole
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return _URL_PASSWORD.sub(lambda m: m.group("prefix") + MASK, text)

@@ -1,0 +1,395 @@
+"""Everything that talks to MLflow: reachability, lookup by digest, upload, registration.
+
+MLflow 3 notes this module relies on (DESIGN.md, "Known pitfalls"):
+- ``register_model("runs:/<id>/model")`` fails for plain artifacts, so we use the logged-model path:
+  create_logged_model -> log_model_artifacts -> finalize_logged_model(READY) -> create_model_version
+  with ``source=models:/<model_id>``. An MLflow model directory stays loadable by pyfunc and any
+  other tree downloads byte-identical.
+- The HTTP client retries POSTs on 5xx, so a version may exist although the call failed: we always
+  look the version up by our digest tag before creating one, and again after a failure.
+- With the server down the client's default retries last many minutes: we bound them ourselves.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hokusai_action.digest import ModelFiles
+from hokusai_action.errors import InputError, ServiceUnavailable
+from hokusai_action.redact import redact
+
+TAG_TOKEN = "hokusai.token_id"
+TAG_DIGEST = "hokusai.artifact_digest"
+TAG_METRIC = "hokusai.metric"
+TAG_METRIC_VALUE = "hokusai.metric_value"
+TAG_BASELINE = "hokusai.baseline"
+TAG_GREATER_IS_BETTER = "hokusai.greater_is_better"
+TAG_TOOL_VERSION = "hokusai.tool_version"
+TAG_GIT_SHA = "git.sha"
+TAG_GIT_REF = "git.ref"
+TAG_GIT_REPOSITORY = "git.repository"
+LOGGED_MODEL_NAME = "model"
+
+UNREACHABLE = "MLflow at {uri} did not answer within {timeout:g} s ({reason})."
+UNREACHABLE_HINT = (
+    "Check MLFLOW_TRACKING_URI and that the server is up; raise HOKUSAI_MLFLOW_TIMEOUT to wait longer. "
+    "Nothing was uploaded."
+)
+REFUSED = "MLflow at {uri} refused the request (HTTP {status}): {reason}."
+REFUSED_HINT = "Check MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD."
+FAILED = "MLflow failed while {doing}: {reason}."
+FAILED_HINT = "Re-run the same command: it resumes without a duplicate version."
+NOT_READY = "MLflow version {version} of {name} is {status} after {timeout:g} s: {message}."
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    run_id: str
+    model_name: str
+    version: str
+    model_id: str | None
+    source: str
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+
+def model_name_for(token_id: str) -> str:
+    return f"hokusai-{token_id}"
+
+
+def _configure_http_retries(timeout: float) -> None:
+    """Bound MLflow's HTTP retries (read per request from the environment) unless the user set them."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout, 60))))
+
+
+class MlflowRegistry:
+    """The MLflow side of a registration. Built by the CLI/entrypoint, handed to the core."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        experiment: str,
+        timeout: float = 30.0,
+        artifact_root: Path | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment
+        self.timeout = timeout
+        self.artifact_root = artifact_root
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client, built on first use: an idempotent re-run never imports MLflow."""
+        if self._client is None:
+            _configure_http_retries(self.timeout)
+            import mlflow
+
+            # some registry paths (resolving a models:/<model_id> source) use the global URI, not the client's
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            self._client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    # ---------------------------------------------------------------------------------- errors
+
+    @property
+    def display_uri(self) -> str:
+        return redact(self.tracking_uri)
+
+    def _service_error(self, exc: BaseException, doing: str) -> Exception:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException):
+            status = exc.get_http_status_code()
+            if status in (401, 403):
+                return ServiceUnavailable(
+                    REFUSED.format(
+                        uri=self.display_uri, status=status, reason=redact(_first_line(exc.message))
+                    ),
+                    hint=REFUSED_HINT,
+                )
+        return ServiceUnavailable(
+            FAILED.format(doing=doing, reason=redact(_first_line(str(exc)))), hint=FAILED_HINT
+        )
+
+    def _with_connection_retries(self, call, doing: str):
+        """Run a read-only call, retrying connection failures until ``timeout`` seconds have passed."""
+        from mlflow.exceptions import MlflowException
+
+        deadline = time.monotonic() + self.timeout
+        previous = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        previous_timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        delay = 0.25
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(min(10, remaining + 1))))
+                try:
+                    return call()
+                except MlflowException as exc:
+                    status = exc.get_http_status_code()
+                    retryable = status >= 500 or _looks_like_connection_failure(exc)
+                    if status in (401, 403) or not retryable:
+                        raise self._service_error(exc, doing) from exc
+                    last: BaseException = exc
+                except OSError as exc:  # requests' ConnectionError is an OSError
+                    last = exc
+                if time.monotonic() + delay > deadline:
+                    raise ServiceUnavailable(
+                        UNREACHABLE.format(
+                            uri=self.display_uri, timeout=self.timeout, reason=redact(_first_line(str(last)))
+                        ),
+                        hint=UNREACHABLE_HINT,
+                    ) from last
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+        finally:
+            _restore_env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", previous)
+            _restore_env("MLFLOW_HTTP_REQUEST_TIMEOUT", previous_timeout)
+
+    # ------------------------------------------------------------------------------ read-only
+
+    def check_reachable(self) -> str | None:
+        """Contact MLflow read-only within ``timeout``; return the experiment id if it exists."""
+        experiment = self._with_connection_retries(
+            lambda: self.client.get_experiment_by_name(self.experiment_name), "reading the experiment"
+        )
+        if experiment is not None:
+            self._experiment_id = experiment.experiment_id
+        return self._experiment_id
+
+    def find_version(self, model_name: str, digest: str) -> RegisteredVersion | None:
+        """The version of ``model_name`` registered for ``digest``, if any (oldest wins)."""
+        from mlflow.exceptions import MlflowException
+
+        filter_string = f"name = '{_quote(model_name)}' and tags.`{TAG_DIGEST}` = '{_quote(digest)}'"
+        try:
+            versions = list(self.client.search_model_versions(filter_string=filter_string, max_results=100))
+        except MlflowException as exc:
+            if exc.get_http_status_code() == 404:
+                return None
+            raise self._service_error(exc, "searching model versions") from exc
+        except OSError as exc:
+            raise self._service_error(exc, "searching model versions") from exc
+        live = [v for v in versions if v.status != "FAILED_REGISTRATION"]
+        if not live:
+            return None
+        first = min(live, key=lambda v: int(v.version))
+        return self._wait_ready(first)
+
+    def find_logged_model(self, experiment_id: str, digest: str, token_id: str) -> Any | None:
+        """A READY logged model uploaded earlier for this digest (a run killed before registering)."""
+        from mlflow.exceptions import MlflowException
+
+        filter_string = (
+            f"tags.`{TAG_DIGEST}` = '{_quote(digest)}' and tags.`{TAG_TOKEN}` = '{_quote(token_id)}'"
+            " and status = 'READY'"
+        )
+        try:
+            found = self.client.search_logged_models(
+                [experiment_id], filter_string=filter_string, max_results=1
+            )
+        except (MlflowException, OSError) as exc:
+            raise self._service_error(exc, "searching logged models") from exc
+        return found[0] if found else None
+
+    # ---------------------------------------------------------------------------------- writes
+
+    def _ensure_experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        if self._experiment_id is not None:
+            return self._experiment_id
+        try:
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is not None:
+                self._experiment_id = experiment.experiment_id
+                return self._experiment_id
+            location = self.artifact_root.as_uri() if self.artifact_root else None
+            try:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment_name, artifact_location=location
+                )
+            except MlflowException:
+                # another run created it between our read and our write
+                experiment = self.client.get_experiment_by_name(self.experiment_name)
+                if experiment is None:
+                    raise
+                self._experiment_id = experiment.experiment_id
+        except (MlflowException, OSError) as exc:
+            raise self._service_error(exc, "creating the experiment") from exc
+        return self._experiment_id
+
+    def upload_and_register(
+        self,
+        model: ModelFiles,
+        *,
+        model_name: str,
+        token_id: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        metric_name: str,
+        metric_value: float,
+    ) -> RegisteredVersion:
+        """Register ``model`` as a version of ``model_name``; resume any earlier partial attempt."""
+        from mlflow.entities import LoggedModelStatus, Metric, Param, RunTag
+        from mlflow.exceptions import MlflowException
+
+        existing = self.find_version(model_name, model.digest)
+        if existing is not None:
+            return existing
+
+        experiment_id = self._ensure_experiment()
+        doing = "uploading the model"
+        try:
+            logged = self.find_logged_model(experiment_id, model.digest, token_id)
+            if logged is not None:
+                run_id = logged.source_run_id
+            else:
+                doing = "creating the run"
+                run = self.client.create_run(
+                    experiment_id, tags=dict(tags), run_name=f"register-{token_id.lower()}"
+                )
+                run_id = run.info.run_id
+                now_ms = int(time.time() * 1000)
+                self.client.log_batch(
+                    run_id,
+                    metrics=[Metric(metric_name, metric_value, now_ms, 0)],
+                    params=[Param(k, v) for k, v in params.items()],
+                    tags=[RunTag("mlflow.note.content", f"Hokusai registration of token {token_id}")],
+                )
+                doing = "creating the logged model"
+                logged = self.client.create_logged_model(
+                    experiment_id,
+                    name=LOGGED_MODEL_NAME,
+                    source_run_id=run_id,
+                    tags=dict(tags),
+                    params=dict(params),
+                )
+                doing = "uploading the model"
+                self._upload(logged.model_id, model)
+                doing = "finalizing the logged model"
+                self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+                self.client.set_terminated(run_id, "FINISHED")
+            doing = "registering the model version"
+            return self._register(logged.model_id, run_id, model_name, model.digest, tags)
+        except MlflowException as exc:
+            raise self._service_error(exc, doing) from exc
+        except OSError as exc:
+            raise self._service_error(exc, doing) from exc
+
+    def _upload(self, model_id: str, model: ModelFiles) -> None:
+        if model.is_dir:
+            self.client.log_model_artifacts(model_id, str(model.root))
+            return
+        # log_model_artifacts takes a folder: give it one holding a link to the file, not a copy
+        with tempfile.TemporaryDirectory(prefix="hokusai-upload-") as staging:
+            link = Path(staging) / model.root.name
+            link.symlink_to(model.root.resolve())
+            self.client.log_model_artifacts(model_id, staging)
+
+    def _register(
+        self, model_id: str, run_id: str, model_name: str, digest: str, tags: Mapping[str, str]
+    ) -> RegisteredVersion:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+        try:
+            self.client.create_registered_model(
+                model_name,
+                tags={TAG_TOKEN: tags[TAG_TOKEN]},
+                description=f"Models of Hokusai token {tags[TAG_TOKEN]}",
+            )
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        try:
+            version = self.client.create_model_version(
+                name=model_name,
+                source=f"models:/{model_id}",
+                run_id=run_id,
+                tags=dict(tags),
+                model_id=model_id,
+                await_creation_for=0,
+            )
+        except MlflowException:
+            # a 5xx retried by the client may have created it anyway: look before failing
+            found = self.find_version(model_name, digest)
+            if found is None:
+                raise
+            return found
+        # the client's retry of a POST may have made a second version: keep the oldest
+        found = self.find_version(model_name, digest)
+        return found if found is not None else self._wait_ready(version)
+
+    def _wait_ready(self, version: Any) -> RegisteredVersion:
+        deadline = time.monotonic() + max(self.timeout, 60)
+        while version.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            version = self.client.get_model_version(version.name, version.version)
+        if version.status != "READY":
+            raise ServiceUnavailable(
+                NOT_READY.format(
+                    version=version.version,
+                    name=version.name,
+                    status=version.status,
+                    timeout=max(self.timeout, 60),
+                    message=version.status_message or "no message",
+                ),
+                hint=FAILED_HINT,
+            )
+        return RegisteredVersion(
+            run_id=version.run_id,
+            model_name=version.name,
+            version=str(version.version),
+            model_id=getattr(version, "model_id", None),
+            source=version.source,
+        )
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0][:400] if text else "no detail"
+
+
+def _quote(value: str) -> str:
+    if "'" in value:
+        raise InputError(f"Value {value!r} cannot be used in an MLflow filter.")
+    return value
+
+
+def _looks_like_connection_failure(exc: BaseException) -> bool:
+    """MLflow wraps requests' connection errors in an MlflowException without an HTTP status."""
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code in (
+        "TEMPORARILY_UNAVAILABLE",
+        "INTERNAL_ERROR",
+    )
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value

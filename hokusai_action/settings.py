@@ -1,0 +1,468 @@
+"""One settings object, built in one place: flags / action inputs > environment > hokusai.yaml > defaults.
+
+``load_settings`` is the only function that reads the environment or ``hokusai.yaml``. It validates
+types once and registers every secret with ``redact`` so no later message can print it. The
+``Settings`` repr never shows a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hokusai_action import environment as env
+from hokusai_action.errors import InputError
+from hokusai_action.redact import redact, register_secret, register_url_password
+
+DEFAULT_CONFIG_NAME = "hokusai.yaml"
+DEFAULT_EXPERIMENT = "hokusai"
+DEFAULT_SINKS = ("database",)
+KNOWN_SINKS = ("pubsub", "webhook", "database")
+DEFAULT_EVENT_SOURCE = "hokusai-ml-platform"
+
+CONFIG_MISSING = (
+    "Config file {path} does not exist. Fix --config, or leave it out to use ./hokusai.yaml when present."
+)
+CONFIG_UNREADABLE = "Cannot read config file {path}: {reason}."
+CONFIG_NOT_MAPPING = "{path} must be a YAML mapping of settings (see the README's hokusai.yaml section)."
+CONFIG_UNKNOWN_KEY = "{path}:{line}: unknown key '{key}'. Allowed here: {allowed}."
+CONFIG_BAD_VALUE = "{path}:{line}: '{key}' {problem}."
+CONFIG_INLINE_SECRET = (
+    "{path}:{line}: '{key}' writes a secret into hokusai.yaml. Secrets come only from the environment "
+    "or action inputs: {instead}."
+)
+BAD_NUMBER = "{name} must be a positive number of seconds, not '{value}'."
+BAD_BOOL = "{name} must be true or false, not '{value}'."
+UNKNOWN_SINK = "Unknown event sink '{sink}' in {where}. Choose any of: {known}."
+SINK_NEEDS = "Event sink '{sink}' needs {what}."
+ENV_NAME_UNSET = "{key} names the environment variable {name}, but it is not set."
+
+_SECRET_KEY_NAMES = frozenset({"secret", "password", "token", "api_key", "key"})
+
+
+@dataclass(frozen=True)
+class GitInfo:
+    sha: str | None = None
+    ref: str | None = None
+    repository: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"sha": self.sha, "ref": self.ref, "repository": self.repository}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # the registration
+    token_id: str | None = None
+    model_path: str | None = None
+    metric: str | None = None
+    baseline: Any = None  # raw: validated against the metric by the core
+    metric_value: Any = None
+    metrics_file: str | None = None
+    dry_run: bool = False
+    # where things live
+    home: Path = Path(".hokusai")
+    config_path: Path | None = None
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = DEFAULT_EXPERIMENT
+    mlflow_timeout: float = 30.0
+    database_url: str = field(default="", repr=False)
+    database_timeout: float = 10.0
+    # events
+    event_sinks: tuple[str, ...] = DEFAULT_SINKS
+    event_source: str = DEFAULT_EVENT_SOURCE
+    pubsub_topic: str | None = None
+    pubsub_timeout: float = 30.0
+    webhook_url: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_timeout: float = 10.0
+    webhook_allow_http: bool = False
+    # concurrency
+    claim_ttl: float = 3600.0
+    git: GitInfo = field(default_factory=GitInfo)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.repr:
+                value = "***" if value else value
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @property
+    def database_url_display(self) -> str:
+        return redact(self.database_url)
+
+    @property
+    def uses_embedded_mlflow(self) -> bool:
+        return self.mlflow_tracking_uri.startswith("sqlite:")
+
+
+# --------------------------------------------------------------------------------------------------
+# hokusai.yaml
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    path: Path
+    values: dict[str, Any]
+    lines: dict[tuple[str, ...], int]
+
+    def get(self, *keys: str) -> Any:
+        node: Any = self.values
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def line(self, *keys: str) -> int:
+        return self.lines.get(tuple(keys), 1)
+
+
+def _schema() -> dict[str, Any]:
+    schema_path = Path(__file__).with_name("schema") / "hokusai.schema.json"
+    return json.loads(schema_path.read_text(encoding="utf-8"))
+
+
+def _line_map(node: Any, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, str(key_node.value))
+            out[path] = key_node.start_mark.line + 1
+            _line_map(value_node, path, out)
+
+
+def _check_keys(values: Mapping[str, Any], schema: Mapping[str, Any], config: ConfigFile, prefix=()) -> None:
+    """Unknown keys and inline secrets, each named with its line (JSON Schema only says 'additional')."""
+    allowed = schema.get("properties", {})
+    for key, value in values.items():
+        path = (*prefix, str(key))
+        dotted = ".".join(path)
+        if key not in allowed:
+            if str(key).lower() in _SECRET_KEY_NAMES or str(key).lower().endswith(("_secret", "_password")):
+                raise InputError(
+                    CONFIG_INLINE_SECRET.format(
+                        path=config.path,
+                        line=config.line(*path),
+                        key=dotted,
+                        instead=f"name an environment variable with '{dotted}_env' or set the documented variable",
+                    )
+                )
+            raise InputError(
+                CONFIG_UNKNOWN_KEY.format(
+                    path=config.path, line=config.line(*path), key=dotted, allowed=", ".join(sorted(allowed))
+                )
+            )
+        if isinstance(value, dict) and allowed[key].get("type") == "object":
+            _check_keys(value, allowed[key], config, path)
+
+
+def _url_has_password(url: str) -> bool:
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/@\s]*:[^/@\s]+@", url))
+
+
+def load_config_file(path: Path) -> ConfigFile:
+    """Parse and validate ``hokusai.yaml``: unknown keys, wrong types and inline secrets are errors."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(CONFIG_MISSING.format(path=path)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            CONFIG_UNREADABLE.format(path=path, reason=getattr(exc, "strerror", None) or exc)
+        ) from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(CONFIG_UNREADABLE.format(path=path, reason=f"invalid YAML: {exc}")) from exc
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise InputError(CONFIG_NOT_MAPPING.format(path=path))
+    lines: dict[tuple[str, ...], int] = {}
+    _line_map(root, (), lines)
+    config = ConfigFile(path=path, values=values, lines=lines)
+
+    schema = _schema()
+    _check_keys(values, schema, config)
+
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    for error in sorted(validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path))):
+        keys = tuple(str(p) for p in error.absolute_path if not isinstance(p, int))
+        problem = _describe_schema_error(error)
+        raise InputError(
+            CONFIG_BAD_VALUE.format(
+                path=path, line=config.line(*keys), key=".".join(keys) or "(top)", problem=problem
+            )
+        )
+
+    for keys, instead in (
+        (("database", "url"), "use 'database: {url_env: HOKUSAI_DATABASE_URL}' and set that variable"),
+        (
+            ("mlflow", "tracking_uri"),
+            "set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN",
+        ),
+        (("events", "webhook", "url"), "put credentials in HOKUSAI_WEBHOOK_SECRET, not the URL"),
+    ):
+        value = config.get(*keys)
+        if isinstance(value, str) and _url_has_password(value):
+            raise InputError(
+                CONFIG_INLINE_SECRET.format(
+                    path=path, line=config.line(*keys), key=".".join(keys), instead=instead
+                )
+            )
+    return config
+
+
+def _describe_schema_error(error: Any) -> str:
+    validator = error.validator
+    if validator == "type":
+        return f"must be a {error.validator_value}, not {type(error.instance).__name__} ({error.instance!r})"
+    if validator == "enum":
+        return f"must be one of {', '.join(map(str, error.validator_value))}, not {error.instance!r}"
+    if validator == "pattern":
+        return f"{error.instance!r} does not match the expected form {error.validator_value}"
+    if validator in ("minLength", "exclusiveMinimum", "uniqueItems"):
+        return f"is invalid: {error.message}"
+    return f"is invalid: {error.message}"
+
+
+# --------------------------------------------------------------------------------------------------
+# layering
+
+
+def _env_value(environ: Mapping[str, str], var: env.EnvVar) -> str | None:
+    value = environ.get(var.name)
+    return value if value not in (None, "") else None
+
+
+def _positive(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(BAD_NUMBER.format(name=name, value=value)) from None
+    if not number > 0 or number == float("inf"):
+        raise InputError(BAD_NUMBER.format(name=name, value=value))
+    return number
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in env.TRUE_WORDS:
+        return True
+    if text in env.FALSE_WORDS:
+        return False
+    raise InputError(BAD_BOOL.format(name=name, value=value))
+
+
+def _first(*candidates: Any) -> Any:
+    for candidate in candidates:
+        if candidate is not None and candidate != "":
+            return candidate
+    return None
+
+
+def _git_info(environ: Mapping[str, str], cwd: Path) -> GitInfo:
+    sha = _first(
+        environ.get(env.HOKUSAI_GIT_SHA.name), environ.get("GITHUB_SHA"), environ.get("CI_COMMIT_SHA"),
+        environ.get("GIT_COMMIT"), environ.get("BUILDKITE_COMMIT"),
+    )  # fmt: skip
+    ref = _first(
+        environ.get(env.HOKUSAI_GIT_REF.name), environ.get("GITHUB_REF"), environ.get("CI_COMMIT_REF_NAME"),
+        environ.get("GIT_BRANCH"), environ.get("BUILDKITE_BRANCH"),
+    )  # fmt: skip
+    repository = _first(
+        environ.get(env.HOKUSAI_GIT_REPOSITORY.name), environ.get("GITHUB_REPOSITORY"),
+        environ.get("CI_PROJECT_PATH"), environ.get("BUILDKITE_REPO"),
+    )  # fmt: skip
+    if sha is None:
+        try:
+            done = subprocess.run(
+                ["git", "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
+                cwd=cwd, capture_output=True, text=True, timeout=5, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            done = None
+        if done is not None and done.returncode == 0:
+            parts = done.stdout.split()
+            if len(parts) == 2:
+                sha = parts[0]
+                ref = ref or (None if parts[1] == "HEAD" else f"refs/heads/{parts[1]}")
+    return GitInfo(sha=sha, ref=ref, repository=repository)
+
+
+def _parse_sinks(raw: Any, where: str) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    sinks: list[str] = []
+    for item in items:
+        sink = str(item).strip().lower()
+        if not sink:
+            continue
+        if sink not in KNOWN_SINKS:
+            raise InputError(UNKNOWN_SINK.format(sink=sink, where=where, known=", ".join(KNOWN_SINKS)))
+        if sink not in sinks:
+            sinks.append(sink)
+    return tuple(sinks) or DEFAULT_SINKS
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build and validate the settings. ``flags`` uses the CLI option names in snake_case."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None and v != ""}
+    environ = os.environ if environ is None else environ
+    cwd = cwd or Path.cwd()
+
+    config_flag = flags.get("config")
+    config_path = Path(config_flag) if config_flag else cwd / DEFAULT_CONFIG_NAME
+    if not config_path.is_absolute():
+        config_path = cwd / config_path
+    config: ConfigFile | None = None
+    if config_flag or config_path.is_file():
+        config = load_config_file(config_path)
+    cfg = config.get if config else (lambda *keys: None)
+    base = config.path.parent if config else cwd
+
+    def from_config_path(*keys: str) -> str | None:
+        value = cfg(*keys)
+        return str(base / value) if isinstance(value, str) and not Path(value).is_absolute() else value
+
+    def ev(var: env.EnvVar) -> str | None:
+        return _env_value(environ, var)
+
+    home = Path(ev(env.HOKUSAI_HOME) or cwd / ".hokusai")
+    if not home.is_absolute():
+        home = cwd / home
+
+    # secrets: flags/inputs or the environment (or a variable named in hokusai.yaml), never the file itself
+    database_url_env = cfg("database", "url_env")
+    database_from_named_env = environ.get(database_url_env) if database_url_env else None
+    if (
+        database_url_env
+        and not database_from_named_env
+        and not flags.get("database_url")
+        and not ev(env.HOKUSAI_DATABASE_URL)
+    ):
+        raise InputError(ENV_NAME_UNSET.format(key="database.url_env", name=database_url_env))
+    database_url = (
+        _first(
+            flags.get("database_url"),
+            ev(env.HOKUSAI_DATABASE_URL),
+            database_from_named_env,
+            cfg("database", "url"),
+        )
+        or f"sqlite:///{(home / 'hokusai.db').as_posix()}"
+    )
+
+    secret_env = cfg("events", "webhook", "secret_env")
+    webhook_secret = _first(
+        flags.get("webhook_secret"),
+        environ.get(secret_env) if secret_env else None,
+        ev(env.HOKUSAI_WEBHOOK_SECRET),
+    )
+    if secret_env and not environ.get(secret_env) and not flags.get("webhook_secret"):
+        if not ev(env.HOKUSAI_WEBHOOK_SECRET):
+            raise InputError(ENV_NAME_UNSET.format(key="events.webhook.secret_env", name=secret_env))
+    for secret in (webhook_secret, flags.get("mlflow_tracking_token")):
+        if secret:
+            register_secret(secret)
+    for var in env.ALL:
+        if var.secret:
+            register_secret(environ.get(var.name))
+    register_url_password(database_url)
+
+    tracking_uri = (
+        _first(flags.get("mlflow_tracking_uri"), ev(env.MLFLOW_TRACKING_URI), cfg("mlflow", "tracking_uri"))
+        or f"sqlite:///{(home / 'mlflow.db').as_posix()}"
+    )
+    register_url_password(tracking_uri)
+
+    sinks_raw = _first(flags.get("event_sinks"), ev(env.HOKUSAI_EVENT_SINKS), cfg("events", "sinks"))
+    event_sinks = _parse_sinks(sinks_raw, "event sinks") if sinks_raw is not None else DEFAULT_SINKS
+
+    settings = Settings(
+        token_id=_first(flags.get("token_id"), cfg("token_id")),
+        model_path=_first(flags.get("model_path"), from_config_path("model_path")),
+        metric=_first(flags.get("metric"), cfg("metric")),
+        baseline=_first(flags.get("baseline"), cfg("baseline")),
+        metric_value=_first(flags.get("metric_value"), cfg("metric_value")),
+        metrics_file=_first(flags.get("metrics_file"), from_config_path("metrics_file")),
+        dry_run=_boolean(_first(flags.get("dry_run"), cfg("dry_run"), False), "dry-run"),
+        home=home,
+        config_path=config.path if config else None,
+        mlflow_tracking_uri=tracking_uri,
+        mlflow_experiment=_first(
+            flags.get("mlflow_experiment"), ev(env.HOKUSAI_MLFLOW_EXPERIMENT), cfg("mlflow", "experiment")
+        )
+        or DEFAULT_EXPERIMENT,
+        mlflow_timeout=_positive(
+            _first(flags.get("mlflow_timeout"), ev(env.HOKUSAI_MLFLOW_TIMEOUT), cfg("mlflow", "timeout"), 30),
+            env.HOKUSAI_MLFLOW_TIMEOUT.name,
+        ),
+        database_url=database_url,
+        database_timeout=_positive(
+            _first(ev(env.HOKUSAI_DATABASE_TIMEOUT), cfg("database", "timeout"), 10),
+            env.HOKUSAI_DATABASE_TIMEOUT.name,
+        ),
+        event_sinks=event_sinks,
+        event_source=_first(ev(env.HOKUSAI_EVENT_SOURCE), cfg("events", "source")) or DEFAULT_EVENT_SOURCE,
+        pubsub_topic=_first(
+            flags.get("pubsub_topic"), ev(env.HOKUSAI_PUBSUB_TOPIC), cfg("events", "pubsub", "topic")
+        ),
+        pubsub_timeout=_positive(
+            _first(ev(env.HOKUSAI_PUBSUB_TIMEOUT), cfg("events", "pubsub", "timeout"), 30),
+            env.HOKUSAI_PUBSUB_TIMEOUT.name,
+        ),
+        webhook_url=_first(
+            flags.get("webhook_url"), ev(env.HOKUSAI_WEBHOOK_URL), cfg("events", "webhook", "url")
+        ),
+        webhook_secret=webhook_secret,
+        webhook_timeout=_positive(
+            _first(ev(env.HOKUSAI_WEBHOOK_TIMEOUT), cfg("events", "webhook", "timeout"), 10),
+            env.HOKUSAI_WEBHOOK_TIMEOUT.name,
+        ),
+        webhook_allow_http=_boolean(
+            _first(ev(env.HOKUSAI_WEBHOOK_ALLOW_HTTP), cfg("events", "webhook", "allow_http"), False),
+            env.HOKUSAI_WEBHOOK_ALLOW_HTTP.name,
+        ),
+        claim_ttl=_positive(_first(ev(env.HOKUSAI_CLAIM_TTL), 3600), env.HOKUSAI_CLAIM_TTL.name),
+        git=_git_info(environ, cwd),
+    )
+    _check_sinks(settings)
+    return settings
+
+
+def _check_sinks(settings: Settings) -> None:
+    if "pubsub" in settings.event_sinks and not settings.pubsub_topic:
+        raise InputError(
+            SINK_NEEDS.format(sink="pubsub", what="a topic: set HOKUSAI_PUBSUB_TOPIC=projects/P/topics/T")
+        )
+    if "webhook" in settings.event_sinks:
+        if not settings.webhook_url:
+            raise InputError(SINK_NEEDS.format(sink="webhook", what="a URL: set HOKUSAI_WEBHOOK_URL"))
+        if not settings.webhook_secret:
+            raise InputError(
+                SINK_NEEDS.format(
+                    sink="webhook", what="a signing secret: set HOKUSAI_WEBHOOK_SECRET=whsec_..."
+                )
+            )
