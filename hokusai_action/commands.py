@@ -3,8 +3,10 @@ GitHub Action entrypoint call these; they import this module only once a command
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -30,7 +32,9 @@ def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
     request = build_request(settings)  # raises before anything is contacted
     parts = build_parts(settings)
     try:
-        result = register(request, registry=parts.registry, database=parts.database, sinks=parts.sinks)
+        # MLflow prints "View run at ..." on stdout; stdout belongs to the result (--output json)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = register(request, registry=parts.registry, database=parts.database, sinks=parts.sinks)
     finally:
         parts.close()
     if result.events_pending and not result.dry_run:

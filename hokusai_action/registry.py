@@ -196,17 +196,16 @@ class MlflowRegistry:
         """A READY logged model uploaded earlier for this digest (a run killed before registering)."""
         from mlflow.exceptions import MlflowException
 
-        filter_string = (
-            f"tags.`{TAG_DIGEST}` = '{_quote(digest)}' and tags.`{TAG_TOKEN}` = '{_quote(token_id)}'"
-            " and status = 'READY'"
-        )
+        from mlflow.entities import LoggedModelStatus
+
+        # status is not filtered server-side: the SQL stores keep it as an integer and reject 'READY'
+        filter_string = f"tags.`{TAG_DIGEST}` = '{_quote(digest)}' and tags.`{TAG_TOKEN}` = '{_quote(token_id)}'"
         try:
-            found = self.client.search_logged_models(
-                [experiment_id], filter_string=filter_string, max_results=1
-            )
+            found = self.client.search_logged_models([experiment_id], filter_string=filter_string, max_results=50)
         except (MlflowException, OSError) as exc:
             raise self._service_error(exc, "searching logged models") from exc
-        return found[0] if found else None
+        ready = [model for model in found if model.status == LoggedModelStatus.READY]
+        return ready[0] if ready else None
 
     # ---------------------------------------------------------------------------------- writes
 

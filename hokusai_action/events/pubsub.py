@@ -1,0 +1,414 @@
+"""Pub/Sub event sink: publish ``token_ready_for_deploy`` in CloudEvents binary content mode.
+
+Wire form (the CloudEvents Pub/Sub binding, binary mode): the message ``data`` is the event's JSON
+``data``; each context attribute travels as a message attribute named ``ce-<attribute>``;
+``datacontenttype`` travels as ``content-type``. An extra ``event_type`` attribute lets subscribers
+filter without knowing CloudEvents. The ordering key is the event's subject (the token id), so the
+events of one token reach an ordered subscription in publish order.
+Binding: https://github.com/google/knative-gcp/blob/main/docs/spec/pubsub-protocol-binding.md
+
+Why the client is wrapped the way it is (each point checked against google-cloud-pubsub 2.44):
+
+- With message ordering enabled, ``PublisherClient.publish`` replaces any ``retry`` it is given by
+  the same retry with a deadline of 2**32 s (see ``publish`` in ``pubsub_v1/publisher/client.py``),
+  so a publish to an unreachable service retries in a background thread for ever. Only
+  ``retry=None`` escapes that: each attempt here is one RPC with its own deadline, and ``deliver``
+  retries transient failures itself, with backoff, until its ``timeout`` is spent. It also waits on
+  ``future.result(timeout=...)``, so no call outlives ``timeout`` by more than a fraction of a second.
+- After a failed publish the ordering key stays paused: every later publish with that key fails at
+  once until ``resume_publish(topic, key)``. We resume after every failure, and once more if a
+  publish finds the key paused by an attempt that failed after we stopped waiting for it.
+- ``PUBSUB_EMULATOR_HOST`` is honoured by the client itself (insecure channel, anonymous
+  credentials) when the client is built; we build it on first use, never at import.
+
+``google.cloud.pubsub_v1`` is imported inside the methods that need it: ``hokusai-ml-platform
+--help`` must not pay for (or fail on) Google's client libraries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError
+from hokusai_action.events.model import CloudEventRecord
+from hokusai_action.redact import redact
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from google.cloud.pubsub_v1 import PublisherClient
+
+EMULATOR_HOST_ENV = "PUBSUB_EMULATOR_HOST"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+CE_ATTRIBUTE_PREFIX = "ce-"
+CONTENT_TYPE_ATTRIBUTE = "content-type"
+EVENT_TYPE_ATTRIBUTE = "event_type"
+
+# projects/<project>/topics/<topic>. Topic names: 3-255 characters, starting with a letter, from
+# letters, digits and - _ . ~ + %, not starting with "goog" (https://cloud.google.com/pubsub/docs/admin).
+# Project ids are checked loosely (legacy ids contain "." and ":"); the service has the last word.
+_TOPIC_PATH = re.compile(
+    r"^projects/(?P<project>[A-Za-z0-9][A-Za-z0-9.:_-]{0,99})"
+    r"/topics/(?P<topic>(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254})$"
+)
+
+# Transient failures worth another attempt inside one delivery (the set the client retries by
+# default), named so this module imports no Google code until it is used.
+_TRANSIENT_ERRORS = (
+    "Aborted",
+    "Cancelled",
+    "DeadlineExceeded",
+    "InternalServerError",
+    "ResourceExhausted",
+    "ServiceUnavailable",
+    "Unknown",
+)
+# Pause between attempts inside one delivery: short, doubling, capped.
+_BACKOFF_INITIAL = 0.1
+_BACKOFF_MAX = 1.0
+# An attempt's RPC deadline ends this long before our own wait does, so the RPC gives up first: the
+# user sees its real error rather than our timeout, and the ordering key is already paused (resumable).
+_WAIT_SLACK = 0.25
+_MIN_WAIT = 0.05
+
+# Messages: what happened, why, what to do. Topic paths and endpoints are never secret.
+INVALID_TOPIC = (
+    "Pub/Sub topic {topic!r} is not a full topic path, so no event can be published to it. "
+    "Set HOKUSAI_PUBSUB_TOPIC (or events.pubsub.topic in hokusai.yaml) to "
+    "'projects/<project-id>/topics/<topic-name>'."
+)
+INVALID_TIMEOUT = "Pub/Sub timeout {timeout!r} is not a finite number of seconds above zero; give one."
+TOPIC_NOT_FOUND = "Pub/Sub topic {topic} does not exist on {endpoint}, so the event was not published."
+TOPIC_NOT_FOUND_HINT = (
+    "Create the topic (gcloud pubsub topics create {topic_id} --project {project}) "
+    "or fix HOKUSAI_PUBSUB_TOPIC, then run 'hokusai-ml-platform events relay'."
+)
+PERMISSION_DENIED = (
+    "Pub/Sub refused to publish to {topic}: the account in use lacks permission pubsub.topics.publish."
+)
+PERMISSION_DENIED_HINT = (
+    "Grant that account roles/pubsub.publisher on the topic (or run as one that has it), "
+    "then run 'hokusai-ml-platform events relay'."
+)
+NOT_AUTHENTICATED = "Pub/Sub could not authenticate the publisher for {topic} ({detail})."
+NOT_AUTHENTICATED_HINT = (
+    "Provide Google credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, or "
+    "'gcloud auth application-default login'), or set PUBSUB_EMULATOR_HOST to use an emulator."
+)
+REJECTED = "Pub/Sub rejected the event for {topic} ({detail})."
+REJECTED_HINT = "Trying again will not help; check the topic's settings (schema, message limits)."
+UNREACHABLE = "Pub/Sub at {endpoint} did not accept the event for {topic} within {timeout:g} s ({detail})."
+UNREACHABLE_HINT = (
+    "The service or emulator is down or unreachable; the event is kept, and "
+    "'hokusai-ml-platform events relay' (or a re-run) delivers it once Pub/Sub answers."
+)
+PUBLISH_FAILED = "Publishing the event to Pub/Sub topic {topic} failed ({detail})."
+PUBLISH_FAILED_HINT = "The event is kept; 'hokusai-ml-platform events relay' (or a re-run) tries again."
+CHECK_UNREACHABLE = "Pub/Sub at {endpoint} did not answer within {timeout:g} s ({detail})."
+CHECK_UNREACHABLE_HINT = (
+    "Check the network, credentials and PUBSUB_EMULATOR_HOST (if it names an emulator, is it running?)."
+)
+CHECK_TOPIC_NOT_FOUND = "Pub/Sub topic {topic} does not exist on {endpoint}."
+CHECK_TOPIC_NOT_FOUND_HINT = (
+    "Create it (gcloud pubsub topics create {topic_id} --project {project}) or fix HOKUSAI_PUBSUB_TOPIC."
+)
+CHECK_NOT_VERIFIED = (
+    "topic {topic} not verified: the account may not read topic metadata (pubsub.topics.get), "
+    "which a publisher-only role does not need"
+)
+
+
+@dataclass(frozen=True)
+class PubSubMessage:
+    """One event in Pub/Sub binary content mode: what ``publish`` receives."""
+
+    data: bytes
+    attributes: dict[str, str]
+    ordering_key: str
+
+
+@dataclass(frozen=True)
+class TopicCheck:
+    """Result of ``PubSubSink.check_topic``; ``verified`` is False when the topic could not be read."""
+
+    topic: str
+    endpoint: str
+    verified: bool
+    detail: str
+
+
+def parse_topic_path(topic: str) -> tuple[str, str]:
+    """Return ``(project, topic_id)`` of ``projects/P/topics/T``; raise ``InputError`` otherwise."""
+    match = _TOPIC_PATH.match(topic.strip()) if isinstance(topic, str) else None
+    if match is None:
+        raise InputError(INVALID_TOPIC.format(topic=topic))
+    return match.group("project"), match.group("topic")
+
+
+def to_pubsub_message(event: CloudEventRecord) -> PubSubMessage:
+    """Map ``event`` to CloudEvents binary content mode for Pub/Sub.
+
+    Attribute values travel as they are: Pub/Sub attributes are UTF-8 strings, so the HTTP
+    binding's percent-encoding does not apply (and an event's values contain no ``%``).
+    """
+    attributes = {
+        f"{CE_ATTRIBUTE_PREFIX}{name}": value
+        for name, value in event.attributes().items()
+        if name != "datacontenttype"
+    }
+    attributes[CONTENT_TYPE_ATTRIBUTE] = event.datacontenttype
+    attributes[EVENT_TYPE_ATTRIBUTE] = event.type
+    return PubSubMessage(data=event.data_bytes(), attributes=attributes, ordering_key=event.subject)
+
+
+def endpoint_description() -> str:
+    """Where a client built now connects, for messages: the emulator's host or Google's service."""
+    emulator = os.environ.get(EMULATOR_HOST_ENV)
+    return f"the emulator at {emulator}" if emulator else "pubsub.googleapis.com"
+
+
+class PubSubSink:
+    """Publish events to one Pub/Sub topic, ordered per token, taking at most about ``timeout`` s.
+
+    ``publisher`` may be a ready ``google.cloud.pubsub_v1.PublisherClient`` built with
+    ``PublisherOptions(enable_message_ordering=True)``; the sink then leaves it open on ``close``.
+    Without one the sink builds its own client on first use and closes it on ``close``.
+    """
+
+    name = "pubsub"
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        publisher: PublisherClient | None = None,
+    ) -> None:
+        self.project, self.topic_id = parse_topic_path(topic)
+        self.topic = topic.strip()
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise InputError(INVALID_TIMEOUT.format(timeout=timeout))
+        self.timeout = float(timeout)
+        self._publisher = publisher
+        self._owns_publisher = publisher is None
+
+    def __repr__(self) -> str:
+        return f"PubSubSink(topic={self.topic!r}, timeout={self.timeout:g})"
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def deliver(self, event: CloudEventRecord) -> None:
+        """Publish ``event``; return once Pub/Sub stored it, else raise ``SinkDeliveryError``.
+
+        Transient failures are retried until ``timeout`` seconds have passed. Every attempt sends
+        the same message, so the same event id; a subscriber may see it more than once.
+        """
+        from google.api_core import exceptions as gexc
+
+        transient = tuple(getattr(gexc, name) for name in _TRANSIENT_ERRORS)
+        message = to_pubsub_message(event)
+        publisher = self._client(for_check=False)
+        deadline = time.monotonic() + self.timeout
+        delay = _BACKOFF_INITIAL
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                future = self._publish(
+                    publisher, message, rpc_timeout=max(remaining - _WAIT_SLACK, _MIN_WAIT)
+                )
+                future.result(timeout=max(remaining, _MIN_WAIT))
+                return
+            except Exception as exc:
+                self._resume(publisher, message.ordering_key)
+                if not isinstance(exc, transient) or deadline - time.monotonic() <= delay:
+                    raise self._delivery_error(exc) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def check_topic(self) -> TopicCheck:
+        """Read-only check that Pub/Sub answers within ``timeout`` and the topic exists.
+
+        Raises ``ServiceUnavailable`` when Pub/Sub cannot be reached, ``InputError`` when the topic is
+        missing or there are no credentials. An account that may publish but not read the topic's
+        metadata gets ``verified=False``, not an error: delivery does not need that permission.
+        """
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exceptions
+
+        endpoint = endpoint_description()
+        publisher = self._client(for_check=True)
+        try:
+            publisher.get_topic(
+                request={"topic": self.topic}, retry=self._read_retry(), timeout=self._read_timeout()
+            )
+        except gexc.NotFound as exc:
+            raise InputError(
+                CHECK_TOPIC_NOT_FOUND.format(topic=self.topic, endpoint=endpoint),
+                hint=CHECK_TOPIC_NOT_FOUND_HINT.format(topic_id=self.topic_id, project=self.project),
+            ) from exc
+        except gexc.PermissionDenied as exc:
+            detail = f"{CHECK_NOT_VERIFIED.format(topic=self.topic)} ({_detail(exc)})"
+            return TopicCheck(topic=self.topic, endpoint=endpoint, verified=False, detail=detail)
+        except (gexc.Unauthenticated, auth_exceptions.GoogleAuthError) as exc:
+            raise InputError(
+                NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc)), hint=NOT_AUTHENTICATED_HINT
+            ) from exc
+        except (gexc.RetryError, gexc.GoogleAPICallError, TimeoutError, OSError) as exc:
+            raise ServiceUnavailable(
+                CHECK_UNREACHABLE.format(endpoint=endpoint, timeout=self.timeout, detail=_detail(exc)),
+                hint=CHECK_UNREACHABLE_HINT,
+            ) from exc
+        return TopicCheck(
+            topic=self.topic, endpoint=endpoint, verified=True, detail=f"topic {self.topic} exists"
+        )
+
+    def close(self) -> None:
+        """Release the client's channel if this sink built the client; safe to call twice."""
+        if not self._owns_publisher or self._publisher is None:
+            return
+        publisher, self._publisher = self._publisher, None
+        try:
+            publisher.stop()  # non-blocking: hands any pending batch to its commit thread
+        except RuntimeError:
+            pass  # already stopped
+        finally:
+            publisher.transport.close()
+
+    def __enter__(self) -> PubSubSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _client(self, *, for_check: bool) -> PublisherClient:
+        if self._publisher is not None:
+            return self._publisher
+        from google.auth import exceptions as auth_exceptions
+        from google.cloud import pubsub_v1
+
+        try:
+            self._publisher = pubsub_v1.PublisherClient(
+                publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
+            )
+        except auth_exceptions.GoogleAuthError as exc:
+            message = NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc))
+            if for_check:
+                raise InputError(message, hint=NOT_AUTHENTICATED_HINT) from exc
+            raise SinkDeliveryError(message, hint=NOT_AUTHENTICATED_HINT, retryable=False) from exc
+        self._owns_publisher = True
+        return self._publisher
+
+    def _publish(self, publisher: PublisherClient, message: PubSubMessage, *, rpc_timeout: float) -> Any:
+        from google.cloud.pubsub_v1.publisher import exceptions as pexc
+
+        def publish() -> Any:
+            # retry=None: one RPC per attempt; any other value becomes an endless retry (see above).
+            return publisher.publish(
+                self.topic,
+                message.data,
+                ordering_key=message.ordering_key,
+                retry=None,
+                timeout=rpc_timeout,
+                **message.attributes,
+            )
+
+        try:
+            return publish()
+        except pexc.PublishToPausedOrderingKeyException:
+            # An earlier attempt failed after we stopped waiting on it, and paused the key.
+            self._resume(publisher, message.ordering_key)
+            return publish()
+
+    def _resume(self, publisher: PublisherClient, ordering_key: str) -> None:
+        # RuntimeError: the key is not paused (the failed attempt never reached the sequencer, or is
+        # still in flight) or the client is stopped; the next publish resumes the key if it finds it
+        # paused. ValueError: ordering is off on an injected client, so nothing can pause.
+        with contextlib.suppress(RuntimeError, ValueError):
+            publisher.resume_publish(self.topic, ordering_key)
+
+    def _read_retry(self) -> Any:
+        """A bounded retry for unary calls (``get_topic``), which keep the deadline they are given."""
+        from google.api_core import exceptions as gexc
+        from google.api_core import retry as gretry
+
+        return gretry.Retry(
+            predicate=gretry.if_exception_type(*(getattr(gexc, name) for name in _TRANSIENT_ERRORS)),
+            initial=_BACKOFF_INITIAL,
+            maximum=_BACKOFF_MAX,
+            multiplier=2.0,
+            timeout=self._read_timeout(),
+        )
+
+    def _read_timeout(self) -> float:
+        return max(self.timeout - _WAIT_SLACK, _MIN_WAIT)
+
+    def _delivery_error(self, exc: BaseException) -> SinkDeliveryError:
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exceptions
+
+        endpoint = endpoint_description()
+        if isinstance(exc, gexc.NotFound):
+            return SinkDeliveryError(
+                TOPIC_NOT_FOUND.format(topic=self.topic, endpoint=endpoint),
+                hint=TOPIC_NOT_FOUND_HINT.format(topic_id=self.topic_id, project=self.project),
+                retryable=False,
+            )
+        if isinstance(exc, gexc.PermissionDenied):
+            return SinkDeliveryError(
+                PERMISSION_DENIED.format(topic=self.topic), hint=PERMISSION_DENIED_HINT, retryable=False
+            )
+        if isinstance(exc, gexc.Unauthenticated | auth_exceptions.GoogleAuthError):
+            return SinkDeliveryError(
+                NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc)),
+                hint=NOT_AUTHENTICATED_HINT,
+                retryable=False,
+            )
+        if isinstance(exc, gexc.InvalidArgument | gexc.FailedPrecondition | gexc.OutOfRange):
+            return SinkDeliveryError(
+                REJECTED.format(topic=self.topic, detail=_detail(exc)), hint=REJECTED_HINT, retryable=False
+            )
+        transient = tuple(getattr(gexc, name) for name in _TRANSIENT_ERRORS)
+        if isinstance(exc, (*transient, gexc.RetryError, TimeoutError)):
+            return SinkDeliveryError(
+                UNREACHABLE.format(
+                    endpoint=endpoint, topic=self.topic, timeout=self.timeout, detail=_detail(exc)
+                ),
+                hint=UNREACHABLE_HINT,
+                retryable=True,
+            )
+        # Anything else (a batch cancelled because an earlier message of this token failed, an
+        # unexpected status) may pass on another try, and the outbox keeps the event for it.
+        return SinkDeliveryError(
+            PUBLISH_FAILED.format(topic=self.topic, detail=_detail(exc)),
+            hint=PUBLISH_FAILED_HINT,
+            retryable=True,
+        )
+
+
+def _detail(exc: BaseException) -> str:
+    """A short, secret-free description of a vendor error, for one line of output."""
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.RetryError) and exc.cause is not None:
+        return f"retries exhausted; last error: {_detail(exc.cause)}"
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    if isinstance(exc, gexc.GoogleAPICallError):
+        code = exc.grpc_status_code
+        text = f"{code.name if code is not None else type(exc).__name__}: {exc.message}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return redact(text if len(text) <= 300 else text[:297] + "...")

@@ -1,0 +1,177 @@
+"""Shared fixtures: real services (session) and factories (per test). See tests/README.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import Services, session_services
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------ services
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    yield from session_services(tmp_path_factory.mktemp("services"))
+
+
+@pytest.fixture(scope="session")
+def database(services: Services):
+    from hokusai_action.db.store import Database
+
+    db = Database(services.database_url, timeout=5)
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def mlflow_client(services: Services):
+    import mlflow
+
+    # models:/ URIs resolve through the global registry URI, so point it at the test server too
+    mlflow.set_tracking_uri(services.mlflow_url)
+    mlflow.set_registry_uri(services.mlflow_url)
+    return mlflow.MlflowClient(tracking_uri=services.mlflow_url, registry_uri=services.mlflow_url)
+
+
+# ----------------------------------------------------------------------------------- factories
+
+
+@pytest.fixture
+def make_token(database) -> Callable[..., str]:
+    """Create a draft token with a unique symbol (or the given one) and return its symbol."""
+    from hokusai_action.db.store import insert_token
+
+    def make(symbol: str | None = None) -> str:
+        token_id = symbol or f"T{uuid.uuid4().hex[:10]}".upper()
+        with database.unit_of_work() as uow:
+            insert_token(uow, token_id)
+            uow.commit()
+        return token_id
+
+    return make
+
+
+@pytest.fixture
+def make_model(tmp_path: Path) -> Callable[..., Path]:
+    """A model directory with real bytes and a metrics.json (or a single file with kind='file')."""
+
+    def make(
+        *,
+        metrics: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
+        kind: str = "dir",
+        name: str | None = None,
+    ) -> Path:
+        root = tmp_path / (name or f"model-{uuid.uuid4().hex[:6]}")
+        if kind == "file":
+            root.parent.mkdir(parents=True, exist_ok=True)
+            root.write_bytes(os.urandom(4096))
+            return root
+        root.mkdir(parents=True)
+        for relative, content in (files or {"weights.bin": os.urandom(64 * 1024), "config/params.json": b"{}"}).items():
+            target = root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        if metrics is not False:
+            (root / "metrics.json").write_text(json.dumps(metrics if metrics is not None else {"auroc": 0.91}))
+        return root
+
+    return make
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cli_env(services: Services, database, tmp_path: Path) -> dict[str, str]:
+    """The environment a user would set: the real MLflow server and PostgreSQL, nothing else."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=services.mlflow_url,
+        HOKUSAI_DATABASE_URL=services.database_url,
+        HOKUSAI_HOME=str(tmp_path / ".hokusai"),
+        HOKUSAI_GIT_SHA="0123456789abcdef0123456789abcdef01234567",
+        HOKUSAI_GIT_REF="refs/heads/main",
+        HOKUSAI_GIT_REPOSITORY="hokusai/example",
+    )
+    return env
+
+
+@pytest.fixture
+def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., CliResult]:
+    """Run ``hokusai-ml-platform ARGS`` as a subprocess, as a user would."""
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> CliResult:
+        done = subprocess.run(
+            [sys.executable, "-m", "hokusai_action", *args],
+            env={**cli_env, **(env or {})}, cwd=cwd or tmp_path,
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    token: dict[str, Any] | None
+    versions: tuple[str, ...]
+    events: int
+    deliveries: tuple[tuple[str, str, str], ...]
+
+
+@pytest.fixture
+def snapshot(database, mlflow_client) -> Callable[[str], Snapshot]:
+    """What a user would check to see that nothing changed: the row, the versions, the events."""
+    import sqlalchemy as sa
+
+    from hokusai_action.db.schema import event_deliveries, events
+    from hokusai_action.db.store import get_token
+
+    def take(token_id: str) -> Snapshot:
+        with database.unit_of_work() as uow:
+            token = get_token(uow, token_id)
+            event_count = uow.execute(
+                sa.select(sa.func.count()).select_from(events).where(events.c.token_id == token_id)
+            ).scalar_one()
+            deliveries = uow.execute(
+                sa.select(event_deliveries.c.event_id, event_deliveries.c.sink, event_deliveries.c.status)
+                .join(events, events.c.event_id == event_deliveries.c.event_id)
+                .where(events.c.token_id == token_id)
+            ).all()
+        versions = mlflow_client.search_model_versions(f"name = 'hokusai-{token_id}'")
+        row = token.as_dict() if token else None
+        return Snapshot(
+            token=row,
+            versions=tuple(sorted(v.version for v in versions)),
+            events=event_count,
+            deliveries=tuple(sorted((str(e), s, st) for e, s, st in deliveries)),
+        )
+
+    return take

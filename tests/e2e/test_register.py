@@ -1,0 +1,193 @@
+"""`hokusai-ml-platform model register` run as a user runs it, checked as a user would check it."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from hokusai_action.db.schema import events
+from hokusai_action.events.model import event_id_for
+
+pytestmark = [pytest.mark.e2e]
+
+REGISTER = ("model", "register")
+
+
+def register_args(token: str, model: Path, *extra: str, metric: str = "auroc", baseline: str = "0.82") -> list[str]:
+    return [*REGISTER, "--token-id", token, "--model-path", str(model), "--metric", metric, "--baseline", baseline, *extra]
+
+
+def test_register_uploads_records_and_announces(
+    run_cli, make_token, make_model, mlflow_client, database, services, tmp_path
+):
+    token = make_token()
+    model = make_model(metrics={"roc_auc": 0.91})
+
+    result = run_cli(*register_args(token, model, "--output", "json"))
+
+    assert result.code == 0, result.stderr
+    out = result.json
+    assert out["status"] == "registered"
+    assert out["model_name"] == f"hokusai-{token}"
+    assert out["model_version"] == "1"
+    assert out["model_uri"] == f"models:/hokusai-{token}/1"
+    assert out["metric"] == {
+        "name": "auroc", "value": 0.91, "baseline": 0.82, "greater_is_better": True,
+        "delta": pytest.approx(0.09), "passed": True, "source": "metrics-file",
+    }  # fmt: skip
+    assert out["artifact_digest"].startswith("sha256:")
+    assert out["event_id"] == event_id_for(token, out["artifact_digest"])
+    assert out["events_delivered"] == {"database": True}
+    assert out["dry_run"] is False
+
+    # MLflow: the version, its tags, its run with params and the metric
+    version = mlflow_client.get_model_version(f"hokusai-{token}", "1")
+    assert version.status == "READY"
+    assert version.run_id == out["mlflow_run_id"]
+    assert version.tags["hokusai.token_id"] == token
+    assert version.tags["hokusai.artifact_digest"] == out["artifact_digest"]
+    assert version.tags["hokusai.metric"] == "auroc"
+    assert float(version.tags["hokusai.metric_value"]) == 0.91
+    assert float(version.tags["hokusai.baseline"]) == 0.82
+    assert version.tags["git.sha"] == "0123456789abcdef0123456789abcdef01234567"
+    run = mlflow_client.get_run(out["mlflow_run_id"])
+    assert run.data.metrics["auroc"] == 0.91
+    assert run.data.params["token_id"] == token
+    assert run.data.tags["hokusai.artifact_digest"] == out["artifact_digest"]
+    assert run.info.status == "FINISHED"
+
+    # the model downloads byte-identical
+    from mlflow.artifacts import download_artifacts
+
+    downloaded = Path(
+        download_artifacts(artifact_uri=out["model_uri"], dst_path=str(tmp_path / "dl"), tracking_uri=services.mlflow_url)
+    )
+    compare = filecmp.dircmp(model, downloaded)
+    assert not compare.left_only and not compare.right_only and not compare.diff_files
+    assert (downloaded / "config" / "params.json").read_bytes() == (model / "config" / "params.json").read_bytes()
+
+    # the Hokusai database: the row and one unprocessed event
+    shown = run_cli("token", "show", token, "--output", "json").json
+    assert shown["model_status"] == "registered"
+    assert shown["mlflow_run_id"] == out["mlflow_run_id"]
+    assert shown["model_version"] == "1"
+    assert shown["metric_name"] == "auroc" and shown["metric_value"] == 0.91 and shown["baseline_value"] == 0.82
+    assert shown["claim_owner"] is None
+    with database.unit_of_work() as uow:
+        rows = uow.execute(sa.select(events).where(events.c.token_id == token)).all()
+    assert len(rows) == 1
+    row = rows[0]
+    assert str(row.event_id) == out["event_id"]
+    assert row.event_type == "token_ready_for_deploy"
+    assert row.processed is False
+    assert row.payload["type"] == "token_ready_for_deploy"
+    assert row.payload["specversion"] == "1.0"
+    assert row.payload["subject"] == token
+    assert row.payload["data"]["mlflow_run_id"] == out["mlflow_run_id"]
+    assert row.payload["data"]["git"] == {
+        "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/heads/main", "repository": "hokusai/example",
+    }  # fmt: skip
+
+
+def test_rerun_same_bytes_is_idempotent_and_fast_path(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    model = make_model()
+    first = run_cli(*register_args(token, model, "--output", "json"))
+    assert first.code == 0, first.stderr
+    before = snapshot(token)
+
+    again = run_cli(*register_args(token, model, "--output", "json"))
+
+    assert again.code == 0, again.stderr
+    assert again.json["already_registered"] is True
+    for key in ("mlflow_run_id", "model_version", "model_uri", "event_id", "artifact_digest"):
+        assert again.json[key] == first.json[key]
+    assert snapshot(token) == before  # no new version, no second event, row unchanged
+    assert "already registered with these bytes" in again.stderr
+
+
+def test_other_bytes_for_a_registered_token_exit_3(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    assert run_cli(*register_args(token, make_model())).code == 0
+    before = snapshot(token)
+
+    other = run_cli(*register_args(token, make_model()))
+
+    assert other.code == 3
+    assert f"Token {token} is already registered with other model bytes" in other.stderr
+    assert "create a new token" in other.stderr
+    assert snapshot(token) == before
+
+
+def test_single_file_model_downloads_byte_identical(run_cli, make_token, make_model, mlflow_client, services, tmp_path):
+    token = make_token()
+    model = make_model(kind="file", name="model.onnx")
+
+    result = run_cli(*register_args(token, model, "--metric-value", "0.9", "--output", "json"))
+
+    assert result.code == 0, result.stderr
+    from mlflow.artifacts import download_artifacts
+
+    downloaded = Path(
+        download_artifacts(artifact_uri=result.json["model_uri"], dst_path=str(tmp_path / "dl"),
+                           tracking_uri=services.mlflow_url)  # fmt: skip
+    )
+    assert sorted(p.name for p in downloaded.iterdir()) == ["model.onnx"]
+    assert (downloaded / "model.onnx").read_bytes() == model.read_bytes()
+    assert result.json["metric"]["source"] == "flag"
+
+
+def test_mlflow_model_directory_stays_loadable_by_pyfunc(run_cli, make_token, tmp_path, mlflow_client):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+            return model_input["x"] * 2
+
+    model_dir = tmp_path / "pyfunc-model"
+    mlflow.pyfunc.save_model(str(model_dir), python_model=Doubler())
+    (model_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.97}))
+    token = make_token()
+
+    result = run_cli(*register_args(token, model_dir, "--metric", "accuracy", "--baseline", "0.9", "--output", "json"))
+
+    assert result.code == 0, result.stderr
+    loaded = mlflow.pyfunc.load_model(result.json["model_uri"])
+    assert list(loaded.predict(pd.DataFrame({"x": [1, 2, 3]}))) == [2, 4, 6]
+
+
+def test_dry_run_contacts_services_and_changes_nothing(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    model = make_model()
+    before = snapshot(token)
+
+    result = run_cli(*register_args(token, model, "--dry-run", "--output", "json"))
+
+    assert result.code == 0, result.stderr
+    assert result.json["dry_run"] is True
+    assert result.json["status"] == "draft"
+    assert result.json["event"]["type"] == "token_ready_for_deploy"
+    assert result.json["event"]["subject"] == token
+    assert snapshot(token) == before
+    assert "Dry run" in result.stderr
+
+
+def test_config_file_settings_with_flags_winning(run_cli, make_token, make_model, tmp_path):
+    token = make_token()
+    model = make_model(metrics={"accuracy": 0.8, "f1": 0.7})
+    (tmp_path / "hokusai.yaml").write_text(
+        f"token_id: {token}\nmodel_path: {model.name}\nmetric: accuracy\nbaseline: 0.99\n"
+    )
+
+    below = run_cli(*REGISTER)  # 0.8 < 0.99 from the file
+    assert below.code == 1
+    assert "accuracy = 0.8 does not meet the baseline 0.99" in below.stderr
+
+    result = run_cli(*REGISTER, "--baseline", "0.75", "--output", "json")  # the flag wins
+    assert result.code == 0, result.stderr
+    assert result.json["metric"]["baseline"] == 0.75

@@ -1,0 +1,129 @@
+"""Real services for the tests: a fresh PostgreSQL database and a real ``mlflow server``.
+
+PostgreSQL is the machine's server (127.0.0.1:5432, trust auth; ``.ci/run`` starts it when it is
+down). MLflow is started here on a free loopback port with a SQL backend and ``--serve-artifacts``,
+exactly as a team would run it, and stopped by its process group at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+PG_ADMIN_URL = os.environ.get("HOKUSAI_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def create_database(prefix: str) -> str:
+    """A fresh, uniquely named database on the test server; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.exit(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc.orig}. Start it (see .ci/run).", 3)
+    finally:
+        admin.dispose()
+    return sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    backend_url: str
+    artifacts: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=15)
+
+
+def start_mlflow_server(workdir: Path, backend_url: str) -> MlflowServer:
+    port = free_port()
+    artifacts = workdir / "mlartifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "mlflow-server.log"
+    env = {
+        **os.environ,
+        # 2 cores: without this the server starts 7 extra job workers (~2.4 GB)
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(mlflow_bin), "server",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--backend-store-uri", backend_url,
+                "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
+                "--workers", "2",
+            ],
+            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    server = MlflowServer(f"http://127.0.0.1:{port}", backend_url, artifacts, process, log_path)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    server.stop()
+    raise RuntimeError(f"mlflow server did not answer /health in 90 s:\n{log_path.read_text()[-3000:]}")
+
+
+@dataclass
+class Services:
+    database_url: str
+    mlflow_url: str
+
+
+def session_services(tmp_root: Path) -> Iterator[Services]:
+    database_url = create_database("hokusai_test")
+    mlflow_backend = create_database("hokusai_mlflow")
+    server = start_mlflow_server(tmp_root, mlflow_backend)
+    try:
+        yield Services(database_url=database_url, mlflow_url=server.url)
+    finally:
+        server.stop()
+        drop_database(database_url)
+        drop_database(mlflow_backend)
