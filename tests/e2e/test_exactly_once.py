@@ -35,19 +35,30 @@ def waiting_on_locks(connection: sa.Connection) -> int:
     ).scalar_one()
 
 
-def test_eight_racing_runs_have_exactly_one_winner(cli_env, services, make_token, make_model, snapshot, tmp_path):
+def test_eight_racing_runs_have_exactly_one_winner(
+    cli_env, services, make_token, make_model, snapshot, tmp_path
+):
     token = make_token()
     model = make_model()
     engine = sa.create_engine(services.database_url)
     try:
-        with engine.connect() as holder, engine.connect().execution_options(isolation_level="AUTOCOMMIT") as observer:
+        with (
+            engine.connect() as holder,
+            engine.connect().execution_options(isolation_level="AUTOCOMMIT") as observer,
+        ):
             # Hold the token's row lock so that all eight runs reach the claim before any can take it:
             # the race is then decided by PostgreSQL alone, not by how fast each process starts.
             transaction = holder.begin()
             holder.execute(sa.select(tokens).where(tokens.c.token_id == token).with_for_update())
             processes = [
-                subprocess.Popen(register_cmd(token, model), env=cli_env, cwd=tmp_path,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                subprocess.Popen(
+                    register_cmd(token, model),
+                    env=cli_env,
+                    cwd=tmp_path,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )  # fmt: skip
                 for _ in range(8)
             ]
             deadline = time.monotonic() + 180
@@ -55,7 +66,9 @@ def test_eight_racing_runs_have_exactly_one_winner(cli_env, services, make_token
                 if any(p.poll() is not None for p in processes):
                     break
                 time.sleep(0.2)
-            assert waiting_on_locks(observer) == 8, [p.communicate() for p in processes if p.poll() is not None]
+            assert waiting_on_locks(observer) == 8, [
+                p.communicate() for p in processes if p.poll() is not None
+            ]
             transaction.rollback()
         outcomes = [(p.wait(timeout=300), *p.communicate()) for p in processes]
     finally:

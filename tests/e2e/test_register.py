@@ -17,8 +17,21 @@ pytestmark = [pytest.mark.e2e]
 REGISTER = ("model", "register")
 
 
-def register_args(token: str, model: Path, *extra: str, metric: str = "auroc", baseline: str = "0.82") -> list[str]:
-    return [*REGISTER, "--token-id", token, "--model-path", str(model), "--metric", metric, "--baseline", baseline, *extra]
+def register_args(
+    token: str, model: Path, *extra: str, metric: str = "auroc", baseline: str = "0.82"
+) -> list[str]:
+    return [
+        *REGISTER,
+        "--token-id",
+        token,
+        "--model-path",
+        str(model),
+        "--metric",
+        metric,
+        "--baseline",
+        baseline,
+        *extra,
+    ]
 
 
 def test_register_uploads_records_and_announces(
@@ -64,18 +77,24 @@ def test_register_uploads_records_and_announces(
     from mlflow.artifacts import download_artifacts
 
     downloaded = Path(
-        download_artifacts(artifact_uri=out["model_uri"], dst_path=str(tmp_path / "dl"), tracking_uri=services.mlflow_url)
+        download_artifacts(
+            artifact_uri=out["model_uri"], dst_path=str(tmp_path / "dl"), tracking_uri=services.mlflow_url
+        )
     )
     compare = filecmp.dircmp(model, downloaded)
     assert not compare.left_only and not compare.right_only and not compare.diff_files
-    assert (downloaded / "config" / "params.json").read_bytes() == (model / "config" / "params.json").read_bytes()
+    assert (downloaded / "config" / "params.json").read_bytes() == (
+        model / "config" / "params.json"
+    ).read_bytes()
 
     # the Hokusai database: the row and one unprocessed event
     shown = run_cli("token", "show", token, "--output", "json").json
     assert shown["model_status"] == "registered"
     assert shown["mlflow_run_id"] == out["mlflow_run_id"]
     assert shown["model_version"] == "1"
-    assert shown["metric_name"] == "auroc" and shown["metric_value"] == 0.91 and shown["baseline_value"] == 0.82
+    assert (
+        shown["metric_name"] == "auroc" and shown["metric_value"] == 0.91 and shown["baseline_value"] == 0.82
+    )
     assert shown["claim_owner"] is None
     with database.unit_of_work() as uow:
         rows = uow.execute(sa.select(events).where(events.c.token_id == token)).all()
@@ -123,7 +142,9 @@ def test_other_bytes_for_a_registered_token_exit_3(run_cli, make_token, make_mod
     assert snapshot(token) == before
 
 
-def test_single_file_model_downloads_byte_identical(run_cli, make_token, make_model, mlflow_client, services, tmp_path):
+def test_single_file_model_downloads_byte_identical(
+    run_cli, make_token, make_model, mlflow_client, services, tmp_path
+):
     token = make_token()
     model = make_model(kind="file", name="model.onnx")
 
@@ -133,8 +154,11 @@ def test_single_file_model_downloads_byte_identical(run_cli, make_token, make_mo
     from mlflow.artifacts import download_artifacts
 
     downloaded = Path(
-        download_artifacts(artifact_uri=result.json["model_uri"], dst_path=str(tmp_path / "dl"),
-                           tracking_uri=services.mlflow_url)  # fmt: skip
+        download_artifacts(
+            artifact_uri=result.json["model_uri"],
+            dst_path=str(tmp_path / "dl"),
+            tracking_uri=services.mlflow_url,
+        )  # fmt: skip
     )
     assert sorted(p.name for p in downloaded.iterdir()) == ["model.onnx"]
     assert (downloaded / "model.onnx").read_bytes() == model.read_bytes()
@@ -155,7 +179,9 @@ def test_mlflow_model_directory_stays_loadable_by_pyfunc(run_cli, make_token, tm
     (model_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.97}))
     token = make_token()
 
-    result = run_cli(*register_args(token, model_dir, "--metric", "accuracy", "--baseline", "0.9", "--output", "json"))
+    result = run_cli(
+        *register_args(token, model_dir, "--metric", "accuracy", "--baseline", "0.9", "--output", "json")
+    )
 
     assert result.code == 0, result.stderr
     loaded = mlflow.pyfunc.load_model(result.json["model_uri"])

@@ -1,0 +1,309 @@
+"""token_ready_for_deploy end to end: Pub/Sub emulator, a signed-webhook receiver, the database
+watcher's row and NOTIFY, the outbox under faults, and `events relay`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import select
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+from standardwebhooks import Webhook
+from werkzeug import Request, Response
+
+from hokusai_action.db import outbox
+from hokusai_action.db.schema import event_deliveries, events
+from hokusai_action.events.model import CloudEventRecord
+
+pytestmark = [pytest.mark.e2e]
+
+SECRET = "whsec_" + base64.b64encode(b"hokusai-test-signing-secret-32by").decode()
+
+
+class Receiver:
+    """Records every POST; answers with the scripted statuses, then 200."""
+
+    def __init__(self, httpserver, statuses=(), delay: float = 0.0) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.statuses = list(statuses)
+        self.delay = delay
+        self.lock = threading.Lock()
+        httpserver.expect_request("/hook", method="POST").respond_with_handler(self.handle)
+        self.url = httpserver.url_for("/hook")
+
+    def handle(self, request: Request) -> Response:
+        with self.lock:
+            self.requests.append((dict(request.headers), request.get_data()))
+            status = self.statuses.pop(0) if self.statuses else 200
+        time.sleep(self.delay)
+        return Response("ok" if status < 300 else "no", status=status)
+
+    def verified_events(self) -> list[dict]:
+        verifier = Webhook(SECRET)
+        out = []
+        for headers, body in self.requests:
+            lowered = {k.lower(): v for k, v in headers.items()}
+            verifier.verify(body, lowered)  # raises on a bad signature
+            out.append({"webhook-id": lowered["webhook-id"], "event": json.loads(body)})
+        return out
+
+
+def sink_env(pubsub_emulator, topic: str | None, webhook_url: str | None, sinks: str) -> dict[str, str]:
+    env = {"HOKUSAI_EVENT_SINKS": sinks, "HOKUSAI_PUBSUB_TIMEOUT": "3", "HOKUSAI_WEBHOOK_TIMEOUT": "3"}
+    if pubsub_emulator is not None:
+        env["PUBSUB_EMULATOR_HOST"] = pubsub_emulator.host
+    if topic:
+        env["HOKUSAI_PUBSUB_TOPIC"] = topic
+    if webhook_url:
+        env.update(HOKUSAI_WEBHOOK_URL=webhook_url, HOKUSAI_WEBHOOK_SECRET=SECRET)
+    return env
+
+
+def register(run_cli, token, model, env, *extra):
+    return run_cli("model", "register", "--token-id", token, "--model-path", str(model), "--metric", "auroc",
+                   "--baseline", "0.82", "--output", "json", *extra, env=env)  # fmt: skip
+
+
+def deliveries(database, event_id: str) -> dict[str, dict]:
+    with database.unit_of_work() as uow:
+        rows = uow.execute(sa.select(event_deliveries).where(event_deliveries.c.event_id == event_id)).all()
+    return {row.sink: dict(row._mapping) for row in rows}
+
+
+def test_all_three_sinks_receive_one_event_with_one_id(
+    run_cli, make_token, make_model, pubsub_emulator, pubsub_topic, httpserver, database
+):
+    receiver = Receiver(httpserver)
+    token = make_token()
+    env = sink_env(pubsub_emulator, pubsub_topic.topic, receiver.url, "pubsub,webhook,database")
+
+    result = register(run_cli, token, make_model(), env)
+
+    assert result.code == 0, result.stderr
+    event_id = result.json["event_id"]
+    assert result.json["events_delivered"] == {"pubsub": True, "webhook": True, "database": True}
+    # Pub/Sub: binary mode, ordering key = token
+    messages = pubsub_emulator.pull(pubsub_topic.subscription, max_messages=2, timeout=5)
+    assert len(messages) == 1
+    message = messages[0]
+    assert message.attributes["ce-id"] == event_id
+    assert message.attributes["ce-type"] == "token_ready_for_deploy"
+    assert message.attributes["event_type"] == "token_ready_for_deploy"
+    assert message.attributes["ce-subject"] == token
+    assert message.ordering_key == token
+    data = json.loads(message.data)
+    assert data["model_uri"] == result.json["model_uri"]
+    assert data["mlflow_run_id"] == result.json["mlflow_run_id"]
+    # webhook: structured mode, signed, one delivery
+    received = receiver.verified_events()
+    assert len(received) == 1
+    assert received[0]["webhook-id"] == event_id
+    assert received[0]["event"]["id"] == event_id
+    assert received[0]["event"]["data"] == data
+    # database: the watcher's row
+    with database.unit_of_work() as uow:
+        row = uow.execute(sa.select(events).where(events.c.event_id == event_id)).one()
+    assert row.processed is False
+    assert row.payload["data"] == data
+    assert SECRET not in result.output
+
+
+def test_pubsub_down_exits_5_then_relay_delivers_exactly_that_event(
+    run_cli, make_token, make_model, pubsub_emulator, pubsub_topic, database, snapshot
+):
+    token = make_token()
+    env = sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")
+    with pubsub_emulator.down():
+        result = register(run_cli, token, make_model(), env)
+        assert result.code == 5, result.stderr
+        assert "is not delivered yet to: pubsub" in result.stderr
+        assert "events relay" in result.stderr
+        event_id = result.json["event_id"]
+        assert result.json["status"] == "registered"
+        state = deliveries(database, event_id)
+        assert state["pubsub"]["status"] == "pending"
+        assert state["pubsub"]["attempts"] == 1
+        assert state["pubsub"]["last_error"]
+        assert state["database"]["status"] == "delivered"
+        assert snapshot(token).token["model_status"] == "registered"
+
+    relay = run_cli("events", "relay", "--output", "json", env=env)
+    assert relay.code == 0, relay.stderr
+    assert relay.json["delivered"] == [{"event_id": event_id, "sink": "pubsub"}]
+    messages = pubsub_emulator.pull(pubsub_topic.subscription, max_messages=2, timeout=5)
+    assert [m.attributes["ce-id"] for m in messages] == [event_id]
+
+    second = run_cli("events", "relay", "--output", "json", env=env)
+    assert second.code == 0
+    assert second.json["delivered"] == []
+    assert pubsub_emulator.pull(pubsub_topic.subscription, max_messages=1, timeout=2) == []
+    assert deliveries(database, event_id)["pubsub"]["status"] == "delivered"
+
+
+def test_rerun_delivers_a_pending_event_and_emits_no_second_one(
+    run_cli, make_token, make_model, pubsub_emulator, pubsub_topic, snapshot
+):
+    token = make_token()
+    model = make_model()
+    env = sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")
+    with pubsub_emulator.down():
+        assert register(run_cli, token, model, env).code == 5
+
+    again = register(run_cli, token, model, env)
+
+    assert again.code == 0, again.stderr
+    assert again.json["events_delivered"] == {"pubsub": True, "database": True}
+    messages = pubsub_emulator.pull(pubsub_topic.subscription, max_messages=2, timeout=5)
+    assert [m.attributes["ce-id"] for m in messages] == [again.json["event_id"]]
+    assert snapshot(token).events == 1
+
+
+def test_webhook_4xx_is_not_retried_and_leaves_the_event_pending(
+    run_cli, make_token, make_model, httpserver, database
+):
+    receiver = Receiver(httpserver, statuses=[400])
+    token = make_token()
+    result = register(run_cli, token, make_model(), sink_env(None, None, receiver.url, "webhook,database"))
+    assert result.code == 5, result.stderr
+    assert len(receiver.requests) == 1
+    state = deliveries(database, result.json["event_id"])["webhook"]
+    assert state["status"] == "pending"
+    assert "400" in state["last_error"]
+    assert SECRET not in state["last_error"]
+
+
+def test_webhook_503_twice_then_200_is_three_posts_with_one_id(run_cli, make_token, make_model, httpserver):
+    receiver = Receiver(httpserver, statuses=[503, 503])
+    token = make_token()
+    result = register(run_cli, token, make_model(), sink_env(None, None, receiver.url, "webhook,database"))
+    assert result.code == 0, result.stderr
+    ids = {event["webhook-id"] for event in receiver.verified_events()}
+    assert len(receiver.requests) == 3
+    assert ids == {result.json["event_id"]}
+
+
+def test_dry_run_builds_the_event_and_sends_nothing(
+    run_cli, make_token, make_model, pubsub_emulator, pubsub_topic, httpserver, snapshot
+):
+    receiver = Receiver(httpserver)
+    token = make_token()
+    before = snapshot(token)
+    env = sink_env(pubsub_emulator, pubsub_topic.topic, receiver.url, "pubsub,webhook,database")
+    result = register(run_cli, token, make_model(), env, "--dry-run")
+    assert result.code == 0, result.stderr
+    assert result.json["event"]["type"] == "token_ready_for_deploy"
+    assert pubsub_emulator.pull(pubsub_topic.subscription, max_messages=1, timeout=2) == []
+    assert receiver.requests == []
+    assert snapshot(token) == before
+
+
+def test_notify_fires_on_commit_and_not_on_rollback(database, services, make_token):
+    token = make_token()
+    listener = psycopg2.connect(sa.engine.make_url(services.database_url).render_as_string(hide_password=False)
+                                .replace("postgresql+psycopg2", "postgresql"))  # fmt: skip
+    listener.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+    listener.cursor().execute("LISTEN token_ready_for_deploy")
+
+    def event(n: int) -> CloudEventRecord:
+        return CloudEventRecord(id=f"00000000-0000-4000-8000-00000000000{n}", source="test", time="2026-01-01T00:00:00Z",
+                                subject=token, data={"n": n})  # fmt: skip
+
+    def notifications(wait: float) -> list[str]:
+        if select.select([listener], [], [], wait) == ([], [], []):
+            return []
+        listener.poll()
+        found = [n.payload for n in listener.notifies]
+        listener.notifies.clear()
+        return found
+
+    try:
+        with database.unit_of_work() as uow:
+            outbox.add_event(uow, event(1), token_id=token, sinks=["database"])
+            assert notifications(0.5) == []  # nothing before commit
+            uow.commit()
+        assert notifications(5) == [event(1).id]
+
+        with database.unit_of_work() as uow:
+            outbox.add_event(uow, event(2), token_id=token, sinks=["database"])
+            # leaving without commit() rolls back
+        assert notifications(1) == []
+        with database.unit_of_work() as uow:
+            assert outbox.get_event(uow, event(2).id) is None
+    finally:
+        listener.close()
+
+
+def test_forced_rollback_after_upload_leaves_no_event_and_publishes_nothing(
+    cli_env, make_token, make_model, pubsub_emulator, pubsub_topic, database, snapshot, tmp_path, monkeypatch
+):
+    """A fault a real database will not show on demand: the final transaction fails after the
+    MLflow upload. The registration must leave no event, publish nothing, and free the token."""
+    from hokusai_action.commands import run_register
+    from hokusai_action.errors import ServiceUnavailable
+    from hokusai_action.settings import load_settings
+
+    token = make_token()
+    env = {**cli_env, **sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")}
+    settings = load_settings(
+        {"token_id": token, "model_path": str(make_model()), "metric": "auroc", "baseline": "0.82"},
+        environ=env, cwd=tmp_path,
+    )  # fmt: skip
+    real_add_event = outbox.add_event
+
+    def add_event_then_fail(uow, event, **kwargs):
+        real_add_event(uow, event, **kwargs)  # the row is written inside the transaction...
+        raise ServiceUnavailable("database connection lost before commit")  # ...which never commits
+
+    monkeypatch.setattr(outbox, "add_event", add_event_then_fail)
+    with pytest.raises(ServiceUnavailable):
+        run_register(settings)
+
+    after = snapshot(token)
+    assert after.events == 0
+    assert after.deliveries == ()
+    assert after.token["model_status"] == "draft"
+    assert pubsub_emulator.pull(pubsub_topic.subscription, max_messages=1, timeout=2) == []
+    # the version uploaded before the fault is reused by the re-run, not duplicated
+    monkeypatch.setattr(outbox, "add_event", real_add_event)
+    settings_again = load_settings(
+        {"token_id": token, "model_path": settings.model_path, "metric": "auroc", "baseline": "0.82"},
+        environ=env, cwd=tmp_path,
+    )  # fmt: skip
+    result, code = run_register(settings_again)
+    assert code == 0
+    assert snapshot(token).versions == ("1",)
+    assert [m.attributes["ce-id"] for m in pubsub_emulator.pull(pubsub_topic.subscription, 2, timeout=5)] == [
+        result.event_id
+    ]
+
+
+def test_two_relays_at_once_deliver_each_event_once(
+    run_cli, cli_env, make_token, make_model, httpserver, database, tmp_path
+):
+    # three registered tokens whose webhook delivery failed (the receiver said 500 each time)
+    failing = Receiver(httpserver, statuses=[500] * 100)
+    env = {**sink_env(None, None, failing.url, "webhook,database"), "HOKUSAI_WEBHOOK_TIMEOUT": "1"}
+    event_ids = []
+    for _ in range(3):
+        result = register(run_cli, make_token(), make_model(), env)
+        assert result.code == 5, result.stderr
+        event_ids.append(result.json["event_id"])
+    httpserver.clear()
+    slow = Receiver(httpserver, delay=1.0)  # slow enough that the two relays overlap
+
+    relay_cmd = [sys.executable, "-m", "hokusai_action", "events", "relay", "--output", "json"]
+    relays = [subprocess.Popen(relay_cmd, env={**cli_env, **env}, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [relay.communicate(timeout=120) for relay in relays]
+
+    delivered = [item["event_id"] for out, _ in outputs for item in json.loads(out)["delivered"]]
+    ours = [event_id for event_id in delivered if event_id in event_ids]
+    assert sorted(ours) == sorted(event_ids)  # each exactly once across both relays
+    posted = [json.loads(body)["id"] for _, body in slow.requests]
+    assert sorted(p for p in posted if p in event_ids) == sorted(event_ids)
