@@ -25,11 +25,15 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
-def register_url_password(url: str | None) -> None:
-    """Remember the password inside ``scheme://user:password@host`` (drivers echo it in some errors)."""
+def url_password(url: str | None) -> str | None:
+    """The password inside ``scheme://user:password@host``, if there is one."""
     match = _URL_PASSWORD.search(url or "")
-    if match:
-        register_secret(match.group("password"))
+    return match.group("password") if match else None
+
+
+def register_url_password(url: str | None) -> None:
+    """Remember the password inside a URL on its own: drivers echo URLs in pieces."""
+    register_secret(url_password(url))
 
 
 def registered_secrets() -> frozenset[str]:

@@ -194,14 +194,17 @@ class MlflowRegistry:
 
     def find_logged_model(self, experiment_id: str, digest: str, token_id: str) -> Any | None:
         """A READY logged model uploaded earlier for this digest (a run killed before registering)."""
+        from mlflow.entities import LoggedModelStatus
         from mlflow.exceptions import MlflowException
 
-        from mlflow.entities import LoggedModelStatus
-
         # status is not filtered server-side: the SQL stores keep it as an integer and reject 'READY'
-        filter_string = f"tags.`{TAG_DIGEST}` = '{_quote(digest)}' and tags.`{TAG_TOKEN}` = '{_quote(token_id)}'"
+        filter_string = (
+            f"tags.`{TAG_DIGEST}` = '{_quote(digest)}' and tags.`{TAG_TOKEN}` = '{_quote(token_id)}'"
+        )
         try:
-            found = self.client.search_logged_models([experiment_id], filter_string=filter_string, max_results=50)
+            found = self.client.search_logged_models(
+                [experiment_id], filter_string=filter_string, max_results=50
+            )
         except (MlflowException, OSError) as exc:
             raise self._service_error(exc, "searching logged models") from exc
         ready = [model for model in found if model.status == LoggedModelStatus.READY]

@@ -22,7 +22,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-PG_ADMIN_URL = os.environ.get("HOKUSAI_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "HOKUSAI_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:
@@ -100,7 +102,9 @@ def start_mlflow_server(workdir: Path, backend_url: str) -> MlflowServer:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
         try:
             if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
                 return server

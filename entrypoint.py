@@ -1,0 +1,121 @@
+"""Entrypoint of the container image: the GitHub Action, or the CLI under `docker run`.
+
+- On GitHub (``GITHUB_ACTIONS=true``) with no arguments: read the action's ``INPUT_*`` variables and
+  ``hokusai.yaml``, mask every secret before printing anything, run the same registration core as
+  the CLI, then write ``$GITHUB_OUTPUT``, a Markdown table to ``$GITHUB_STEP_SUMMARY`` and
+  ``::error`` / ``::warning`` annotations. Exit codes are the CLI's (DESIGN.md).
+- Anywhere else, or with arguments (``docker run IMAGE model register ...``): exactly the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Mapping
+
+from hokusai_action import github
+from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_SERVICE_UNAVAILABLE, HokusaiError
+from hokusai_action.redact import redact, register_secret, url_password
+
+SECRET_INPUTS = ("database-url", "webhook-secret", "mlflow-tracking-token")
+SECRET_ENVIRONMENT = ("HOKUSAI_DATABASE_URL", "HOKUSAI_WEBHOOK_SECRET", "MLFLOW_TRACKING_TOKEN",
+                      "MLFLOW_TRACKING_PASSWORD")  # fmt: skip
+# action input -> settings key (the CLI option in snake_case)
+INPUT_TO_FLAG = {
+    "token-id": "token_id",
+    "model-path": "model_path",
+    "metric": "metric",
+    "baseline": "baseline",
+    "metric-value": "metric_value",
+    "metrics-file": "metrics_file",
+    "config": "config",
+    "dry-run": "dry_run",
+    "mlflow-tracking-uri": "mlflow_tracking_uri",
+    "database-url": "database_url",
+    "event-sinks": "event_sinks",
+    "pubsub-topic": "pubsub_topic",
+    "webhook-url": "webhook_url",
+    "webhook-secret": "webhook_secret",
+}
+DEFAULT_CONFIG = "hokusai.yaml"
+UNEXPECTED = "Unexpected error ({kind}). Re-run with the input debug: true for the traceback and report it."
+
+
+def mask_secrets(inputs: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    """Tell the runner to mask every secret, and remember them for ``redact``, before any output."""
+    values = [inputs.get(name) for name in SECRET_INPUTS] + [environ.get(name) for name in SECRET_ENVIRONMENT]
+    for value in filter(None, values):
+        # a database URL is masked whole (it names hosts and users) and its password on its own
+        for secret in filter(None, (value, url_password(value))):
+            github.add_mask(secret)
+            register_secret(secret)
+
+
+def flags_from_inputs(inputs: Mapping[str, str]) -> dict[str, object]:
+    flags: dict[str, object] = {INPUT_TO_FLAG[name]: value for name, value in inputs.items() if name in INPUT_TO_FLAG}
+    # the config input defaults to hokusai.yaml: a missing default file simply means "no file"
+    if flags.get("config") == DEFAULT_CONFIG and not os.path.isfile(DEFAULT_CONFIG):
+        flags.pop("config")
+    return flags
+
+
+def run_action(environ: Mapping[str, str]) -> int:
+    inputs = github.read_inputs(environ)
+    mask_secrets(inputs, environ)
+    debug = inputs.get("debug", "false").lower() == "true"
+    if inputs.get("mlflow-tracking-token"):
+        os.environ["MLFLOW_TRACKING_TOKEN"] = inputs["mlflow-tracking-token"]  # MLflow reads it itself
+
+    from hokusai_action.commands import describe_result, quiet_vendor_logs, run_register
+    from hokusai_action.settings import load_settings
+
+    quiet_vendor_logs()
+    try:
+        settings = load_settings(flags_from_inputs(inputs))
+        result, code = run_register(settings)
+    except HokusaiError as exc:
+        return report_failure(exc.title, exc.one_line(), exc.exit_code, debug)
+    except Exception as exc:
+        return report_failure("Unexpected error", UNEXPECTED.format(kind=type(exc).__name__), EXIT_SERVICE_UNAVAILABLE,
+                              debug)  # fmt: skip
+
+    data = result.as_dict()
+    for line in describe_result(result):
+        print(redact(line))
+    github.set_outputs(github.outputs_from_result(data))
+    github.write_summary(github.summary_markdown(data, tracking_uri=settings.mlflow_tracking_uri))
+    if code == EXIT_EVENTS_PENDING:
+        github.annotation(
+            "warning",
+            f"Registered, but event {result.event_id} is not delivered yet to: {', '.join(result.events_pending)}. "
+            "Re-run the job or `hokusai-ml-platform events relay`.",
+            title="Event pending",
+        )
+    return code
+
+
+def report_failure(title: str, line: str, code: int, debug: bool) -> int:
+    if debug:
+        print(redact(traceback.format_exc()), file=sys.stderr)
+    github.annotation("error", line, title=title)
+    github.write_summary(github.failure_summary(title, line))
+    print(f"error: {redact(line)}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if github.on_github() and not argv:
+        return run_action(os.environ)
+    from hokusai_action.cli import main as cli_main
+
+    try:
+        cli_main.main(args=argv, prog_name="hokusai-ml-platform", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
