@@ -1,0 +1,210 @@
+"""Benchmarks, measured against a bare MLflow client in the same run (never a timed test).
+
+    .venv/bin/python benchmarks/run.py [--runs 5] [--size-mb 200] [--files 20]
+
+Needs the test extra in .venv (for `mlflow server`) and the machine's PostgreSQL. Builds, once, a
+production-like virtualenv `.bench-venv` with the runtime dependencies only (mlflow-skinny), so the
+CLI and the bare script import what users import. Prints:
+
+1. registration: median of (hokusai CLI wall time / bare mlflow-skinny script wall time) over
+   --runs pairs, each pair uploading the same model to the same server (order alternates);
+2. re-run: wall time of registering the same bytes again, as a fraction of the first run;
+3. `hokusai-ml-platform --help` wall time (median of 10);
+4. events: median time that delivering to Pub/Sub (emulator), a webhook (loopback) and the
+   database adds to an in-process registration, against the database sink alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.server
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.services import create_database, drop_database, start_mlflow_server  # noqa: E402
+
+BENCH_VENV = REPO / ".bench-venv"
+
+
+def production_venv() -> Path:
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists():
+        print("building .bench-venv (runtime dependencies only, mlflow-skinny) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-e", str(REPO)], check=True)
+    return python
+
+
+def make_model(root: Path, size_mb: int, files: int) -> Path:
+    root.mkdir(parents=True)
+    per_file = size_mb * 1024 * 1024 // files
+    for index in range(files):
+        with open(root / f"shard-{index:02d}.bin", "wb") as handle:
+            remaining = per_file
+            while remaining:
+                chunk = min(remaining, 4 * 1024 * 1024)
+                handle.write(os.urandom(chunk))
+                remaining -= chunk
+    (root / "metrics.json").write_text('{"auroc": 0.91}')
+    return root
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+def bench_registration(python: Path, env: dict[str, str], work: Path, runs: int, size_mb: int, files: int):
+    cli = [str(python), "-m", "hokusai_action"]
+    model = make_model(work / "model", size_mb, files)
+    ratios, ours_times, bare_times, reruns = [], [], [], []
+    subprocess.run([*cli, "db", "upgrade"], env=env, cwd=work, check=True, capture_output=True)
+    for run in range(runs):
+        token = f"BENCH{uuid.uuid4().hex[:8]}".upper()
+        subprocess.run([*cli, "token", "create", token], env=env, cwd=work, check=True, capture_output=True)
+        register = [*cli, "model", "register", "--token-id", token, "--model-path", str(model), "--metric", "auroc",
+                    "--baseline", "0.82"]  # fmt: skip
+        bare = [str(python), str(REPO / "benchmarks" / "bare_mlflow_upload.py"), env["MLFLOW_TRACKING_URI"],
+                str(model), f"bare-{token}"]  # fmt: skip
+        if run % 2 == 0:
+            ours, base = timed(register, env, work), timed(bare, env, work)
+        else:
+            base, ours = timed(bare, env, work), timed(register, env, work)
+        rerun = timed(register, env, work)
+        ours_times.append(ours)
+        bare_times.append(base)
+        ratios.append(ours / base)
+        reruns.append(rerun / ours)
+        print(f"  run {run + 1}: hokusai {ours:.2f} s, bare {base:.2f} s, ratio {ours / base:.3f}, "
+              f"re-run {rerun:.2f} s ({rerun / ours:.2f}x)", flush=True)  # fmt: skip
+    return ratios, ours_times, bare_times, reruns
+
+
+def bench_help(python: Path, env: dict[str, str], work: Path) -> float:
+    cli = str(python.with_name("hokusai-ml-platform"))
+    times = [timed([cli, "--help"], env, work) for _ in range(10)]
+    return statistics.median(times)
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        return None
+
+
+def bench_events(env: dict[str, str], work: Path, runs: int) -> list[float] | None:
+    """In-process, so that process start-up noise does not swamp a few milliseconds."""
+    from tests.pubsub_emulator import EmulatorUnavailable, PubSubEmulator, find_emulator_script, free_port
+
+    try:
+        script = find_emulator_script()
+    except EmulatorUnavailable as exc:
+        print(f"  events: skipped ({exc})")
+        return None
+    emulator = PubSubEmulator(script=script, port=free_port(), log_path=work / "emulator.log")
+    emulator.start()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        topic = emulator.make_topic()
+        emulator.make_subscription(topic)
+        os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+        from hokusai_action.commands import run_register
+        from hokusai_action.settings import load_settings
+        from hokusai_action.wiring import build_database
+
+        secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        all_sinks = {**env, "HOKUSAI_EVENT_SINKS": "pubsub,webhook,database", "HOKUSAI_PUBSUB_TOPIC": topic,
+                     "HOKUSAI_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook",
+                     "HOKUSAI_WEBHOOK_SECRET": secret, "PUBSUB_EMULATOR_HOST": emulator.host}  # fmt: skip
+        db_only = {**env, "HOKUSAI_EVENT_SINKS": "database"}
+        added = []
+        for run in range(runs + 1):  # the first pair warms up clients and connections
+            pair = {}
+            for label, environ in (("all", all_sinks), ("db", db_only))[:: 1 if run % 2 else -1]:
+                token = f"EV{uuid.uuid4().hex[:8]}".upper()
+                model = work / f"small-{token}"
+                model.mkdir()
+                (model / "weights.bin").write_bytes(os.urandom(256 * 1024))
+                (model / "metrics.json").write_text('{"auroc": 0.9}')
+                flags = {"token_id": token, "model_path": str(model), "metric": "auroc", "baseline": "0.8"}
+                settings = load_settings(flags, environ=environ, cwd=work)
+                database = build_database(settings)
+                from hokusai_action.db.store import insert_token
+
+                with database.unit_of_work() as uow:
+                    insert_token(uow, token)
+                    uow.commit()
+                database.dispose()
+                started = time.perf_counter()
+                result, code = run_register(settings)
+                pair[label] = time.perf_counter() - started
+                assert code == 0 and all(result.events_delivered.values()), result.events_delivered
+            if run:
+                added.append(pair["all"] - pair["db"])
+                print(f"  events run {run}: all sinks {pair['all'] * 1000:.0f} ms, database only "
+                      f"{pair['db'] * 1000:.0f} ms, added {(pair['all'] - pair['db']) * 1000:.0f} ms", flush=True)  # fmt: skip
+        return added
+    finally:
+        server.shutdown()
+        emulator.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--size-mb", type=int, default=200)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--skip-events", action="store_true")
+    args = parser.parse_args()
+
+    python = production_venv()
+    database_url = create_database("hokusai_bench")
+    mlflow_backend = create_database("hokusai_bench_mlflow")
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp:
+        work = Path(tmp)
+        server = start_mlflow_server(work, mlflow_backend)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
+        env.update(MLFLOW_TRACKING_URI=server.url, HOKUSAI_DATABASE_URL=database_url,
+                   HOKUSAI_HOME=str(work / ".hokusai"))  # fmt: skip
+        try:
+            print(f"registration: {args.size_mb} MB in {args.files} files, {args.runs} pairs", flush=True)
+            ratios, ours, bare, reruns = bench_registration(python, env, work, args.runs, args.size_mb, args.files)
+            help_time = bench_help(python, env, work)
+            added = None if args.skip_events else bench_events(env, work, args.runs)
+        finally:
+            server.stop()
+            drop_database(database_url)
+            drop_database(mlflow_backend)
+
+    print("\nresults")
+    print(f"  registration ratio (hokusai / bare mlflow-skinny), median: {statistics.median(ratios):.3f}"
+          f"  [hokusai {statistics.median(ours):.2f} s, bare {statistics.median(bare):.2f} s]  target <= 1.15")  # fmt: skip
+    print(f"  re-run of the same bytes, median: {statistics.median(reruns):.3f}x of the first run  target <= 0.3")
+    print(f"  hokusai-ml-platform --help, median wall time: {help_time:.3f} s  target <= 0.25")
+    if added is not None:
+        print(f"  events: delivery to pubsub+webhook+database adds, median: {statistics.median(added) * 1000:.1f} ms"
+              "  target <= 50 ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

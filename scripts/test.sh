@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the test dependencies and run the whole suite against real services: the machine's
+# PostgreSQL (127.0.0.1:5432), an `mlflow server` and Google's Pub/Sub emulator that the tests start
+# themselves, and HTTP receivers on loopback. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+if [[ $status -eq 5 ]]; then
+    # pytest's 5 means it collected no test: for this project that is a broken run, not a pass
+    echo "test.sh: pytest collected no tests; failing" >&2
+    exit 1
+fi
+exit $status
