@@ -24,6 +24,10 @@ PATH_EMPTY = (
     "Model directory {path} holds no files. Point --model-path at the trained model's folder or file."
 )
 PATH_SPECIAL = "Model path {path} is not a regular file or directory."
+PATH_LINKED_DIR = (
+    "Model directory entry {path} is a symbolic link to a folder, which would not be uploaded. "
+    "Replace the link with a copy of the folder."
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ def _walk_files(root: Path) -> list[tuple[str, Path]]:
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
         dirnames.sort()
+        for name in dirnames:
+            if (Path(dirpath) / name).is_symlink():
+                # MLflow's upload walks without following links: the folder would silently go missing
+                raise InputError(PATH_LINKED_DIR.format(path=Path(dirpath) / name))
         for name in filenames:
             full = Path(dirpath) / name
             if not full.is_file():  # sockets, fifos, dangling links

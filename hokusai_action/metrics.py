@@ -66,6 +66,9 @@ VALUE_MISSING = (
     "Metric '{metric}' is not in {path} (it holds: {found}). "
     "Add it, point --metrics-file at another file, or pass --metric-value."
 )
+AMBIGUOUS_VALUE = (
+    "{path} gives {metric} twice with different values ({listed}). Keep one, or pass --metric-value."
+)
 NO_METRIC_SOURCE = (
     "No measured value for '{metric}': pass --metric-value, or --metrics-file, "
     "or put metrics.json or metrics.yaml inside the model directory."
@@ -169,6 +172,7 @@ def read_metric_value(
     if path is None:
         raise InputError(NO_METRIC_SOURCE.format(metric=metric.name))
     data = _load_metrics_file(path)
+    matches: dict[str, float] = {}
     for key, raw in data.items():
         try:
             found = resolve_metric(str(key))
@@ -176,9 +180,12 @@ def read_metric_value(
             continue
         if found is metric:
             value = parse_number(raw, what=f"Metric '{key}' in {path}")
-            return MeasuredValue(
-                check_in_range(metric, value, what=f"Metric '{key}' in {path}"), "metrics-file", str(path)
-            )
+            matches[str(key)] = check_in_range(metric, value, what=f"Metric '{key}' in {path}")
+    if len(set(matches.values())) > 1:
+        listed = ", ".join(f"{key}={value:g}" for key, value in matches.items())
+        raise InputError(AMBIGUOUS_VALUE.format(path=path, metric=metric.name, listed=listed))
+    if matches:
+        return MeasuredValue(next(iter(matches.values())), "metrics-file", str(path))
     found_keys = ", ".join(sorted(map(str, data))) or "nothing"
     raise InputError(VALUE_MISSING.format(metric=metric.name, path=path, found=found_keys))
 

@@ -83,6 +83,7 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_timeout: float = 10.0
     webhook_allow_http: bool = False
+    webhook_secret_env: str | None = None  # the variable hokusai.yaml names, for error messages
     # concurrency
     claim_ttl: float = 3600.0
     git: GitInfo = field(default_factory=GitInfo)
@@ -93,7 +94,7 @@ class Settings:
             value = getattr(self, f.name)
             if not f.repr:
                 value = "***" if value else value
-            shown.append(f"{f.name}={value!r}")
+            shown.append(f"{f.name}={redact(repr(value))}")
         return f"Settings({', '.join(shown)})"
 
     @property
@@ -199,6 +200,15 @@ def load_config_file(path: Path) -> ConfigFile:
     schema = _schema()
     _check_keys(values, schema, config)
 
+    for keys in (("database", "url_env"), ("events", "webhook", "secret_env")):
+        value = config.get(*keys)
+        if isinstance(value, str) and (value.startswith("whsec_") or "://" in value):
+            raise InputError(
+                CONFIG_INLINE_SECRET.format(
+                    path=path, line=config.line(*keys), key=".".join(keys),
+                    instead=f"'{keys[-1]}' takes the NAME of an environment variable, not its value",
+                )
+            )  # fmt: skip
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
@@ -232,10 +242,13 @@ def load_config_file(path: Path) -> ConfigFile:
 def _describe_schema_error(error: Any) -> str:
     validator = error.validator
     if validator == "type":
-        return f"must be a {error.validator_value}, not {type(error.instance).__name__} ({error.instance!r})"
+        article = "an" if str(error.validator_value)[:1] in "aeiou" else "a"
+        return f"must be {article} {error.validator_value}, not {type(error.instance).__name__} ({error.instance!r})"
     if validator == "enum":
         return f"must be one of {', '.join(map(str, error.validator_value))}, not {error.instance!r}"
     if validator == "pattern":
+        if any(str(part).endswith("_env") for part in error.absolute_path):
+            return f"must be an environment variable name (matching {error.validator_value})"
         return f"{error.instance!r} does not match the expected form {error.validator_value}"
     if validator in ("minLength", "exclusiveMinimum", "uniqueItems"):
         return f"is invalid: {error.message}"
@@ -380,9 +393,6 @@ def load_settings(
         environ.get(secret_env) if secret_env else None,
         ev(env.HOKUSAI_WEBHOOK_SECRET),
     )
-    if secret_env and not environ.get(secret_env) and not flags.get("webhook_secret"):
-        if not ev(env.HOKUSAI_WEBHOOK_SECRET):
-            raise InputError(ENV_NAME_UNSET.format(key="events.webhook.secret_env", name=secret_env))
     for secret in (webhook_secret, flags.get("mlflow_tracking_token")):
         if secret:
             register_secret(secret)
@@ -445,6 +455,7 @@ def load_settings(
             _first(ev(env.HOKUSAI_WEBHOOK_ALLOW_HTTP), cfg("events", "webhook", "allow_http"), False),
             env.HOKUSAI_WEBHOOK_ALLOW_HTTP.name,
         ),
+        webhook_secret_env=secret_env,
         claim_ttl=_positive(_first(ev(env.HOKUSAI_CLAIM_TTL), 3600), env.HOKUSAI_CLAIM_TTL.name),
         git=_git_info(environ, cwd),
     )
@@ -460,6 +471,8 @@ def _check_sinks(settings: Settings) -> None:
     if "webhook" in settings.event_sinks:
         if not settings.webhook_url:
             raise InputError(SINK_NEEDS.format(sink="webhook", what="a URL: set HOKUSAI_WEBHOOK_URL"))
+        if not settings.webhook_secret and settings.webhook_secret_env:
+            raise InputError(ENV_NAME_UNSET.format(key="events.webhook.secret_env", name=settings.webhook_secret_env))
         if not settings.webhook_secret:
             raise InputError(
                 SINK_NEEDS.format(

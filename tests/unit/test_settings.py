@@ -1,0 +1,633 @@
+"""Settings: flag > environment > hokusai.yaml > defaults, validated once, secrets kept out of sight."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+import hokusai_action
+from hokusai_action import redact as redact_module
+from hokusai_action.errors import InputError
+from hokusai_action.redact import redact
+from hokusai_action.settings import Settings, load_settings
+
+pytestmark = [pytest.mark.unit]
+
+SCHEMA_PATH = Path(hokusai_action.__file__).with_name("schema") / "hokusai.schema.json"
+DB_PASSWORD = "pg-Secret-4242"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# the git variable keeps load_settings from asking git about tmp_path
+BASE_ENV = {"HOKUSAI_GIT_SHA": "0123456789abcdef0123456789abcdef01234567"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redact keeps secrets in a module-level set: give each test its own."""
+    monkeypatch.setattr(redact_module, "_secrets", set())
+
+
+@pytest.fixture
+def load(tmp_path: Path) -> Callable[..., Settings]:
+    """load_settings(flags, BASE_ENV + env, cwd=tmp_path), optionally with a hokusai.yaml there."""
+
+    def run(
+        flags: dict[str, Any] | None = None, env: dict[str, str] | None = None, yaml_text: str | None = None
+    ):
+        if yaml_text is not None:
+            (tmp_path / "hokusai.yaml").write_text(textwrap.dedent(yaml_text), encoding="utf-8")
+        return load_settings(flags or {}, {**BASE_ENV, **(env or {})}, cwd=tmp_path)
+
+    return run
+
+
+def load_error(load: Callable[..., Settings], **kwargs: Any) -> str:
+    with pytest.raises(InputError) as raised:
+        load(**kwargs)
+    assert raised.value.exit_code == 2
+    return str(raised.value)
+
+
+# --------------------------------------------------------------------------------------- layering
+
+LAYERED = [
+    # (setting, flag name, environment name, yaml text, flag value, env value, yaml value)
+    (
+        "mlflow_tracking_uri",
+        "mlflow_tracking_uri",
+        "MLFLOW_TRACKING_URI",
+        "mlflow: {tracking_uri: http://from-yaml:5000}",
+        "http://from-flag:5000",
+        "http://from-env:5000",
+        "http://from-yaml:5000",
+    ),
+    (
+        "database_url",
+        "database_url",
+        "HOKUSAI_DATABASE_URL",
+        "database: {url: 'postgresql://hokusai@yaml-host/hokusai'}",
+        "postgresql://hokusai@flag-host/hokusai",
+        "postgresql://hokusai@env-host/hokusai",
+        "postgresql://hokusai@yaml-host/hokusai",
+    ),
+    (
+        "event_sinks",
+        "event_sinks",
+        "HOKUSAI_EVENT_SINKS",
+        "events: {sinks: [pubsub], pubsub: {topic: projects/p/topics/t}}",
+        "database,pubsub",
+        "pubsub,database",
+        ("pubsub",),
+    ),
+    (
+        "mlflow_timeout",
+        "mlflow_timeout",
+        "HOKUSAI_MLFLOW_TIMEOUT",
+        "mlflow: {timeout: 7}",
+        "5",
+        "6",
+        7.0,
+    ),
+    (
+        "pubsub_topic",
+        "pubsub_topic",
+        "HOKUSAI_PUBSUB_TOPIC",
+        "events: {pubsub: {topic: projects/p/topics/from-yaml}}",
+        "projects/p/topics/from-flag",
+        "projects/p/topics/from-env",
+        "projects/p/topics/from-yaml",
+    ),
+    (
+        "mlflow_experiment",
+        "mlflow_experiment",
+        "HOKUSAI_MLFLOW_EXPERIMENT",
+        "mlflow: {experiment: from-yaml}",
+        "from-flag",
+        "from-env",
+        "from-yaml",
+    ),
+]
+EXPECTED_FROM = {
+    "event_sinks": {"database,pubsub": ("database", "pubsub"), "pubsub,database": ("pubsub", "database")},
+    "mlflow_timeout": {"5": 5.0, "6": 6.0},
+}
+# the pubsub sink needs a topic to validate
+TOPIC_ENV = {"HOKUSAI_PUBSUB_TOPIC": "projects/p/topics/t"}
+
+
+def _expected(setting: str, raw: Any) -> Any:
+    return EXPECTED_FROM.get(setting, {}).get(raw, raw)
+
+
+@pytest.mark.parametrize(
+    ("setting", "flag", "var", "yaml_text", "flag_value", "env_value", "yaml_value"), LAYERED
+)
+def test_flag_beats_environment_beats_yaml(
+    load, setting, flag, var, yaml_text, flag_value, env_value, yaml_value
+) -> None:
+    everything = load({flag: flag_value}, {var: env_value}, yaml_text)
+    assert getattr(everything, setting) == _expected(setting, flag_value)
+    env_and_yaml = load({}, {var: env_value})  # the hokusai.yaml written above is still there
+    assert getattr(env_and_yaml, setting) == _expected(setting, env_value)
+    yaml_only = load()
+    assert getattr(yaml_only, setting) == _expected(setting, yaml_value)
+
+
+def test_empty_flags_and_variables_do_not_hide_lower_layers(load) -> None:
+    settings = load(
+        {"mlflow_tracking_uri": "", "database_url": None},
+        {"MLFLOW_TRACKING_URI": ""},
+        "mlflow: {tracking_uri: http://from-yaml:5000}\n",
+    )
+    assert settings.mlflow_tracking_uri == "http://from-yaml:5000"
+
+
+@pytest.mark.parametrize(
+    ("setting", "var", "yaml_text", "env_value", "yaml_value", "default"),
+    [
+        ("database_timeout", "HOKUSAI_DATABASE_TIMEOUT", "database: {timeout: 3}", "4", 3.0, 10.0),
+        ("pubsub_timeout", "HOKUSAI_PUBSUB_TIMEOUT", "events: {pubsub: {timeout: 3}}", "4", 3.0, 30.0),
+        ("webhook_timeout", "HOKUSAI_WEBHOOK_TIMEOUT", "events: {webhook: {timeout: 3}}", "4", 3.0, 10.0),
+        ("mlflow_timeout", "HOKUSAI_MLFLOW_TIMEOUT", "mlflow: {timeout: 3}", "4", 3.0, 30.0),
+    ],
+)
+def test_timeouts_layer_environment_over_yaml_over_default(
+    load, setting, var, yaml_text, env_value, yaml_value, default
+) -> None:
+    assert getattr(load(), setting) == default
+    assert getattr(load(yaml_text=yaml_text), setting) == yaml_value
+    assert getattr(load(env={var: env_value}), setting) == float(env_value)
+
+
+def test_claim_ttl_comes_from_the_environment(load) -> None:
+    assert load().claim_ttl == 3600.0
+    assert load(env={"HOKUSAI_CLAIM_TTL": "90"}).claim_ttl == 90.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "inf", "nan"])
+def test_a_bad_timeout_says_it_must_be_positive_seconds(load, value: str) -> None:
+    message = load_error(load, env={"HOKUSAI_MLFLOW_TIMEOUT": value})
+    assert message == f"HOKUSAI_MLFLOW_TIMEOUT must be a positive number of seconds, not '{value}'."
+
+
+def test_a_bad_boolean_variable_is_named(load) -> None:
+    message = load_error(load, env={"HOKUSAI_WEBHOOK_ALLOW_HTTP": "maybe"})
+    assert message == "HOKUSAI_WEBHOOK_ALLOW_HTTP must be true or false, not 'maybe'."
+    assert load(env={"HOKUSAI_WEBHOOK_ALLOW_HTTP": "yes"}).webhook_allow_http is True
+
+
+def test_registration_fields_come_from_flags_over_yaml(load, tmp_path: Path) -> None:
+    yaml_text = """\
+        token_id: XRAY
+        model_path: ./checkpoints/final
+        metric: auroc
+        baseline: 0.82
+        metric_value: 0.9
+        metrics_file: eval/metrics.json
+        dry_run: true
+    """
+    settings = load(yaml_text=yaml_text)
+    assert (settings.token_id, settings.metric, settings.baseline, settings.metric_value) == (
+        "XRAY",
+        "auroc",
+        0.82,
+        0.9,
+    )
+    assert settings.dry_run is True
+    assert settings.config_path == tmp_path / "hokusai.yaml"
+    flagged = load({"token_id": "YRAY", "metric": "f1", "baseline": "0.5", "dry_run": False})
+    assert (flagged.token_id, flagged.metric, flagged.baseline) == ("YRAY", "f1", "0.5")
+    assert flagged.dry_run is False
+
+
+# --------------------------------------------------------------------------------------- defaults
+
+
+def test_embedded_defaults_live_under_dot_hokusai_in_the_working_directory(load, tmp_path: Path) -> None:
+    settings = load()
+    home = tmp_path / ".hokusai"
+    assert settings.home == home
+    assert settings.mlflow_tracking_uri == f"sqlite:///{home.as_posix()}/mlflow.db"
+    assert settings.database_url == f"sqlite:///{home.as_posix()}/hokusai.db"
+    assert settings.uses_embedded_mlflow
+    assert settings.event_sinks == ("database",)
+    assert settings.mlflow_experiment == "hokusai"
+    assert settings.event_source == "hokusai-ml-platform"
+    assert settings.config_path is None
+
+
+def test_embedded_defaults_follow_hokusai_home(load, tmp_path: Path) -> None:
+    home = tmp_path / "elsewhere" / "state"
+    settings = load(env={"HOKUSAI_HOME": str(home)})
+    assert settings.home == home
+    assert settings.mlflow_tracking_uri == f"sqlite:///{home.as_posix()}/mlflow.db"
+    assert settings.database_url == f"sqlite:///{home.as_posix()}/hokusai.db"
+
+
+def test_a_relative_hokusai_home_starts_at_the_working_directory(load, tmp_path: Path) -> None:
+    settings = load(env={"HOKUSAI_HOME": "state"})
+    assert settings.home == tmp_path / "state"
+    assert settings.database_url == f"sqlite:///{(tmp_path / 'state').as_posix()}/hokusai.db"
+
+
+def test_git_info_comes_from_ci_variables(load) -> None:
+    settings = load(env={"GITHUB_REF": "refs/heads/main", "GITHUB_REPOSITORY": "hokusai/example"})
+    assert settings.git.as_dict() == {
+        "sha": BASE_ENV["HOKUSAI_GIT_SHA"],
+        "ref": "refs/heads/main",
+        "repository": "hokusai/example",
+    }
+
+
+# ----------------------------------------------------------------------------------- hokusai.yaml
+
+
+def test_relative_paths_in_yaml_resolve_against_the_yaml_folder(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "hokusai.yaml").write_text("model_path: ./checkpoints/final\nmetrics_file: eval/m.json\n")
+    settings = load_settings({"config": "project/hokusai.yaml"}, BASE_ENV, cwd=tmp_path)
+    assert Path(settings.model_path) == project / "checkpoints" / "final"
+    assert Path(settings.metrics_file) == project / "eval" / "m.json"
+    assert settings.config_path == project / "hokusai.yaml"
+
+
+def test_absolute_paths_in_yaml_are_kept(load, tmp_path: Path) -> None:
+    settings = load(yaml_text=f"model_path: {tmp_path / 'abs' / 'model'}\n")
+    assert settings.model_path == str(tmp_path / "abs" / "model")
+
+
+def test_a_model_path_flag_is_not_rebased_on_the_yaml_folder(load) -> None:
+    settings = load({"model_path": "./from-flag"}, yaml_text="model_path: ./from-yaml\n")
+    assert settings.model_path == "./from-flag"
+
+
+def test_a_config_flag_naming_a_missing_file_is_an_error(load, tmp_path: Path) -> None:
+    message = load_error(load, flags={"config": "missing.yaml"})
+    assert message == (
+        f"Config file {tmp_path / 'missing.yaml'} does not exist. Fix --config, "
+        "or leave it out to use ./hokusai.yaml when present."
+    )
+
+
+def test_the_design_example_yaml_loads(load, tmp_path: Path) -> None:
+    yaml_text = """\
+        token_id: XRAY
+        model_path: ./checkpoints/final
+        metric: auroc
+        baseline: 0.82
+        mlflow:   {tracking_uri: https://mlflow.example.com, experiment: hokusai}
+        database: {url_env: HOKUSAI_DATABASE_URL}
+        events:
+          sinks: [pubsub, database]
+          pubsub:  {topic: projects/hokusai/topics/token-events}
+          webhook: {url: https://hooks.example.com/hokusai, secret_env: HOKUSAI_WEBHOOK_SECRET}
+    """
+    env = {
+        "HOKUSAI_DATABASE_URL": "postgresql://hokusai@db/hokusai",
+        "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+    settings = load(env=env, yaml_text=yaml_text)
+    assert settings.event_sinks == ("pubsub", "database")
+    assert settings.pubsub_topic == "projects/hokusai/topics/token-events"
+    assert settings.mlflow_tracking_uri == "https://mlflow.example.com"
+    assert settings.webhook_secret == WEBHOOK_SECRET
+    assert settings.database_url == "postgresql://hokusai@db/hokusai"
+
+
+def test_database_url_env_names_the_variable_that_holds_the_url(load) -> None:
+    settings = load(
+        env={"SITE_DB_URL": f"postgresql://hokusai:{DB_PASSWORD}@db/hokusai"},
+        yaml_text="database: {url_env: SITE_DB_URL}\n",
+    )
+    assert settings.database_url == f"postgresql://hokusai:{DB_PASSWORD}@db/hokusai"
+    assert DB_PASSWORD not in redact(f"could not connect to {settings.database_url}")
+
+
+def test_database_url_env_naming_an_unset_variable_is_an_error(load) -> None:
+    message = load_error(load, yaml_text="database: {url_env: SITE_DB_URL}\n")
+    assert message == "database.url_env names the environment variable SITE_DB_URL, but it is not set."
+
+
+def test_webhook_secret_env_naming_an_unset_variable_is_an_error(load) -> None:
+    message = load_error(
+        load,
+        yaml_text="events: {sinks: [webhook], webhook: {url: 'https://hooks.example.com/h', secret_env: HOOK_KEY}}\n",
+    )
+    assert message == "events.webhook.secret_env names the environment variable HOOK_KEY, but it is not set."
+
+
+def test_webhook_secret_env_unset_is_fine_while_webhook_is_not_a_sink(load) -> None:
+    settings = load(yaml_text="events: {webhook: {url: 'https://hooks.example.com/h', secret_env: HOOK_KEY}}\n")
+    assert settings.event_sinks == ("database",)
+    assert settings.webhook_secret is None
+
+
+def test_webhook_secret_env_is_read(load) -> None:
+    settings = load(
+        env={"HOOK_KEY": WEBHOOK_SECRET},
+        yaml_text="events: {webhook: {url: 'https://hooks.example.com/h', secret_env: HOOK_KEY}}\n",
+    )
+    assert settings.webhook_secret == WEBHOOK_SECRET
+
+
+def test_unknown_key_names_the_key_and_its_line(load, tmp_path: Path) -> None:
+    message = load_error(load, yaml_text="token_id: XRAY\nmetric: auroc\nbasline: 0.82\n")
+    assert message.startswith(f"{tmp_path / 'hokusai.yaml'}:3: unknown key 'basline'. Allowed here: ")
+    assert "baseline" in message and "model_path" in message
+
+
+def test_unknown_nested_key_names_its_dotted_path_and_line(load, tmp_path: Path) -> None:
+    message = load_error(
+        load, yaml_text="token_id: XRAY\nmlflow:\n  experiment: x\n  tracking_url: http://m\n"
+    )
+    assert message == (
+        f"{tmp_path / 'hokusai.yaml'}:4: unknown key 'mlflow.tracking_url'. "
+        "Allowed here: experiment, timeout, tracking_uri."
+    )
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "line", "key", "problem"),
+    [
+        ("token_id: XRAY\nbaseline: high\n", 2, "baseline", "must be a number, not str ('high')"),
+        ("metric: auroc\ndry_run: sometimes\n", 2, "dry_run", "must be a boolean, not str ('sometimes')"),
+        ("mlflow:\n  timeout: soon\n", 2, "mlflow.timeout", "must be a number, not str ('soon')"),
+        (
+            "events:\n  sinks: [database, kafka]\n",
+            2,
+            "events.sinks",
+            "must be one of pubsub, webhook, database, not 'kafka'",
+        ),
+        (
+            "token_id: 'bad id!'\n",
+            1,
+            "token_id",
+            "'bad id!' does not match the expected form ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        ),
+    ],
+)
+def test_wrong_type_names_the_key_and_its_line(load, tmp_path: Path, yaml_text, line, key, problem) -> None:
+    message = load_error(load, yaml_text=yaml_text)
+    assert message == f"{tmp_path / 'hokusai.yaml'}:{line}: '{key}' {problem}."
+
+
+def test_a_yaml_that_is_not_a_mapping_is_refused(load, tmp_path: Path) -> None:
+    message = load_error(load, yaml_text="- token_id\n- XRAY\n")
+    assert message == (
+        f"{tmp_path / 'hokusai.yaml'} must be a YAML mapping of settings "
+        "(see the README's hokusai.yaml section)."
+    )
+
+
+def test_invalid_yaml_says_where(load, tmp_path: Path) -> None:
+    message = load_error(load, yaml_text="token_id: [XRAY\n")
+    assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: invalid YAML: ")
+
+
+def test_an_empty_yaml_is_all_defaults(load) -> None:
+    assert load(yaml_text="").event_sinks == ("database",)
+
+
+# ----------------------------------------------------------------------------------- inline secrets
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "line", "key", "secret"),
+    [
+        (
+            "token_id: XRAY\nevents:\n  webhook:\n    url: https://hooks.example.com/h\n"
+            f"    secret: {WEBHOOK_SECRET}\n",
+            5,
+            "events.webhook.secret",
+            WEBHOOK_SECRET,
+        ),
+        (
+            f"database:\n  url: postgresql://hokusai:{DB_PASSWORD}@db.example.com/hokusai\n",
+            2,
+            "database.url",
+            DB_PASSWORD,
+        ),
+        (
+            f"mlflow: {{tracking_uri: 'https://ci-bot:{DB_PASSWORD}@mlflow.example.com'}}\n",
+            1,
+            "mlflow.tracking_uri",
+            DB_PASSWORD,
+        ),
+        (
+            f"events:\n  webhook:\n    url: https://bot:{DB_PASSWORD}@hooks.example.com/h\n",
+            3,
+            "events.webhook.url",
+            DB_PASSWORD,
+        ),
+        (f"database:\n  password: {DB_PASSWORD}\n", 2, "database.password", DB_PASSWORD),
+    ],
+)
+def test_an_inline_secret_is_an_error_that_does_not_echo_it(
+    load, tmp_path, yaml_text, line, key, secret
+) -> None:
+    message = load_error(load, yaml_text=yaml_text)
+    assert message.startswith(
+        f"{tmp_path / 'hokusai.yaml'}:{line}: '{key}' writes a secret into hokusai.yaml. "
+        "Secrets come only from the environment or action inputs: "
+    )
+    assert secret not in message
+
+
+def test_the_inline_secret_error_says_what_to_do_instead(load) -> None:
+    message = load_error(load, yaml_text=f"database: {{url: 'postgresql://u:{DB_PASSWORD}@h/db'}}\n")
+    assert message.endswith("use 'database: {url_env: HOKUSAI_DATABASE_URL}' and set that variable.")
+
+
+def test_a_database_url_without_password_is_allowed_in_yaml(load) -> None:
+    assert load(yaml_text="database: {url: 'sqlite:///site.db'}\n").database_url == "sqlite:///site.db"
+
+
+def test_a_wrong_type_error_quoting_a_url_hides_its_password_once_redacted(load, tmp_path: Path) -> None:
+    # the user wrote the URL where the section belongs; the CLI prints redact(message)
+    message = load_error(load, yaml_text=f"database: 'postgresql://u:{DB_PASSWORD}@h/db'\n")
+    assert message.startswith(f"{tmp_path / 'hokusai.yaml'}:1: 'database' must be a")
+    assert DB_PASSWORD not in redact(message)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",  # matches the variable-name pattern: 'not set' error
+        "whsec_MfKQ9r8GKYqrTwjU+D8ILPZIo2La/aSw=",  # does not: the schema's pattern error quotes it
+    ],
+)
+def test_a_secret_pasted_where_a_variable_name_belongs_is_not_echoed(load, secret: str) -> None:
+    message = load_error(
+        load,
+        yaml_text=f"events: {{webhook: {{url: 'https://hooks.example.com/h', secret_env: '{secret}'}}}}\n",
+    )
+    assert secret not in redact(message)
+
+
+# -------------------------------------------------------------------------------------------- sinks
+
+
+def test_sinks_are_a_comma_list_deduplicated_in_order(load) -> None:
+    settings = load(env={"HOKUSAI_EVENT_SINKS": " Database , pubsub,database,", **TOPIC_ENV})
+    assert settings.event_sinks == ("database", "pubsub")
+
+
+def test_unknown_sink_name_is_an_error_that_lists_the_known_ones(load) -> None:
+    message = load_error(load, env={"HOKUSAI_EVENT_SINKS": "database,kafka"})
+    assert message == "Unknown event sink 'kafka' in event sinks. Choose any of: pubsub, webhook, database."
+
+
+def test_pubsub_sink_without_topic_is_an_error(load) -> None:
+    message = load_error(load, env={"HOKUSAI_EVENT_SINKS": "pubsub"})
+    assert message == "Event sink 'pubsub' needs a topic: set HOKUSAI_PUBSUB_TOPIC=projects/P/topics/T."
+
+
+def test_webhook_sink_without_url_is_an_error(load) -> None:
+    message = load_error(
+        load, env={"HOKUSAI_EVENT_SINKS": "webhook", "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    )
+    assert message == "Event sink 'webhook' needs a URL: set HOKUSAI_WEBHOOK_URL."
+
+
+def test_webhook_sink_without_secret_is_an_error(load) -> None:
+    message = load_error(
+        load, env={"HOKUSAI_EVENT_SINKS": "webhook", "HOKUSAI_WEBHOOK_URL": "https://hooks.example.com/h"}
+    )
+    assert message == "Event sink 'webhook' needs a signing secret: set HOKUSAI_WEBHOOK_SECRET=whsec_...."
+
+
+def test_webhook_sink_with_url_and_secret_loads(load) -> None:
+    settings = load(
+        env={
+            "HOKUSAI_EVENT_SINKS": "webhook,database",
+            "HOKUSAI_WEBHOOK_URL": "https://hooks.example.com/h",
+            "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
+    )
+    assert settings.event_sinks == ("webhook", "database")
+    assert (settings.webhook_url, settings.webhook_secret) == ("https://hooks.example.com/h", WEBHOOK_SECRET)
+
+
+# ------------------------------------------------------------------------------------------ secrets
+
+SECRET_ENV = {
+    "HOKUSAI_DATABASE_URL": f"postgresql+psycopg2://hokusai:{DB_PASSWORD}@db.example.com:5432/hokusai",
+    "HOKUSAI_EVENT_SINKS": "webhook,database",
+    "HOKUSAI_WEBHOOK_URL": "https://hooks.example.com/hokusai",
+    "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET,
+}
+
+
+def test_repr_never_shows_the_database_password_or_webhook_secret(load) -> None:
+    settings = load(env=SECRET_ENV)
+    for shown in (repr(settings), str(settings), f"{settings!r}"):
+        assert DB_PASSWORD not in shown
+        assert WEBHOOK_SECRET not in shown
+    assert "database_url='***'" in repr(settings)
+    assert "webhook_secret='***'" in repr(settings)
+
+
+def test_repr_of_secrets_from_flags_is_masked_too(load) -> None:
+    settings = load(
+        {
+            "database_url": f"postgresql://hokusai:{DB_PASSWORD}@db/hokusai",
+            "webhook_secret": WEBHOOK_SECRET,
+            "webhook_url": "https://hooks.example.com/h",
+            "event_sinks": "webhook",
+        }
+    )
+    assert DB_PASSWORD not in repr(settings)
+    assert WEBHOOK_SECRET not in repr(settings)
+
+
+def test_repr_never_shows_the_mlflow_tracking_uri_password(load) -> None:
+    settings = load(env={"MLFLOW_TRACKING_URI": f"https://ci-bot:{DB_PASSWORD}@mlflow.example.com"})
+    assert DB_PASSWORD not in repr(settings)
+
+
+def test_after_loading_redact_masks_the_database_password_and_webhook_secret(load) -> None:
+    settings = load(env=SECRET_ENV)
+    line = (
+        f"password authentication failed for {DB_PASSWORD!r}; "
+        f"signing with {WEBHOOK_SECRET} for {settings.webhook_url}"
+    )
+    scrubbed = redact(line)
+    assert DB_PASSWORD not in scrubbed
+    assert WEBHOOK_SECRET not in scrubbed
+    assert scrubbed == (
+        "password authentication failed for '***'; signing with *** for https://hooks.example.com/hokusai"
+    )
+    assert settings.database_url_display == "postgresql+psycopg2://hokusai:***@db.example.com:5432/hokusai"
+
+
+def test_after_loading_redact_masks_mlflow_secrets_from_the_environment(load) -> None:
+    token = "dapi-0123456789abcdef"
+    load(
+        env={
+            "MLFLOW_TRACKING_TOKEN": token,
+            "MLFLOW_TRACKING_URI": f"https://bot:{DB_PASSWORD}@mlflow.example.com",
+        }
+    )
+    assert redact(f"Authorization: Bearer {token}") == "Authorization: Bearer ***"
+    assert DB_PASSWORD not in redact(f"401 for user bot with password {DB_PASSWORD}")
+
+
+def test_loading_without_secrets_registers_nothing(load) -> None:
+    load()
+    assert redact_module.registered_secrets() == frozenset()
+
+
+# ------------------------------------------------------------------------------------------ schema
+
+
+def test_the_json_schema_is_a_valid_draft_2020_12_schema() -> None:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_the_schema_accepts_the_design_example_and_refuses_an_unknown_key() -> None:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    example = yaml.safe_load(
+        textwrap.dedent(
+            """\
+            token_id: XRAY
+            model_path: ./checkpoints/final
+            metric: auroc
+            baseline: 0.82
+            mlflow:   {tracking_uri: https://mlflow.example.com, experiment: hokusai}
+            database: {url_env: HOKUSAI_DATABASE_URL}
+            events:
+              sinks: [pubsub, database]
+              pubsub:  {topic: projects/hokusai/topics/token-events}
+              webhook: {url: https://hooks.example.com/hokusai, secret_env: HOKUSAI_WEBHOOK_SECRET}
+            """
+        )
+    )
+    assert list(validator.iter_errors(example)) == []
+    assert not validator.is_valid({**example, "basline": 0.8})
+
+
+def test_every_setting_in_the_schema_is_a_cli_option_or_documented_section() -> None:
+    # top-level keys mirror `model register` options in snake_case (DESIGN.md, hokusai.yaml)
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    assert set(schema["properties"]) == {
+        "token_id",
+        "model_path",
+        "metric",
+        "baseline",
+        "metric_value",
+        "metrics_file",
+        "dry_run",
+        "mlflow",
+        "database",
+        "events",
+    }
