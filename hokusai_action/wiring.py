@@ -3,6 +3,7 @@ the core never builds a client itself."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,13 @@ class Parts:
     database: Database
     registry: MlflowRegistry
     sinks: dict[str, EventSink]
+
+    def warm_up_sinks(self) -> None:
+        """Let sinks open their connections in the background while the model uploads."""
+        for sink in self.sinks.values():
+            prepare = getattr(sink, "prepare", None)
+            if prepare is not None:
+                threading.Thread(target=prepare, name=f"prepare-{sink.name}", daemon=True).start()
 
     def close(self) -> None:
         for sink in self.sinks.values():

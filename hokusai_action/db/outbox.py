@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,21 +141,32 @@ def deliver_pending(
             rows = uow.execute(query).all()
             if not rows:
                 return report
+            per_sink: dict[str, list[tuple[tuple[str, str], CloudEventRecord]]] = {}
             for row in rows:
                 key = (str(row.event_id), row.sink)
                 seen.add(key)
-                sink = sinks.get(row.sink)
-                if sink is None:
+                if row.sink not in sinks:
                     report.skipped.append(key)
                     continue
-                event = CloudEventRecord.from_structured(row.payload)
-                error = _deliver_one(sink, event)
-                _record_attempt(uow, key, error)
-                if error is None:
-                    report.delivered.append(key)
-                else:
-                    report.failed.append((*key, error))
+                per_sink.setdefault(row.sink, []).append((key, CloudEventRecord.from_structured(row.payload)))
+            # sinks deliver side by side (a registration waits for the slowest, not the sum); each
+            # sink keeps its rows in order, which Pub/Sub's ordering keys rely on
+            with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
+                outcomes = pool.map(lambda item: _deliver_all(sinks[item[0]], item[1]), per_sink.items())
+                for results in list(outcomes):
+                    for key, error in results:
+                        _record_attempt(uow, key, error)
+                        if error is None:
+                            report.delivered.append(key)
+                        else:
+                            report.failed.append((*key, error))
             uow.commit()
+
+
+def _deliver_all(
+    sink: EventSink, items: list[tuple[tuple[str, str], CloudEventRecord]]
+) -> list[tuple[tuple[str, str], str | None]]:
+    return [(key, _deliver_one(sink, event)) for key, event in items]
 
 
 def _deliver_one(sink: EventSink, event: CloudEventRecord) -> str | None:

@@ -208,13 +208,28 @@ class Database:
         return before, self.revision()
 
     def require_schema(self) -> None:
-        found = self.revision()
+        # a plain read of Alembic's table: importing Alembic costs more than the whole check
+        try:
+            with self.engine.connect() as connection:
+                found = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        except sa_exc.OperationalError as exc:
+            if _is_missing_table(exc):
+                found = None
+            else:
+                raise self.unreachable(exc) from exc
+        except sa_exc.ProgrammingError:  # PostgreSQL: relation "alembic_version" does not exist
+            found = None
         if found != HEAD_REVISION:
             # a missing schema is a setup step the user must take, not an outage: exit 2
             raise InputError(
                 SCHEMA_MISSING.format(url=self.display_url, found=found or "none", head=HEAD_REVISION),
                 hint=SCHEMA_MISSING_HINT,
             )
+
+
+def _is_missing_table(exc: sa_exc.OperationalError) -> bool:
+    """SQLite reports a missing table as an OperationalError; a connection failure has no such text."""
+    return "no such table" in str(getattr(exc, "orig", exc))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -28,19 +28,24 @@ Why the client is wrapped the way it is (each point checked against google-cloud
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError
 from hokusai_action.events.model import CloudEventRecord
+
 from hokusai_action.redact import redact
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from google.cloud.pubsub_v1 import PublisherClient
+
+log = logging.getLogger(__name__)
 
 EMULATOR_HOST_ENV = "PUBSUB_EMULATOR_HOST"
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -201,6 +206,7 @@ class PubSubSink:
         self.timeout = float(timeout)
         self._publisher = publisher
         self._owns_publisher = publisher is None
+        self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"PubSubSink(topic={self.topic!r}, timeout={self.timeout:g})"
@@ -292,7 +298,18 @@ class PubSubSink:
 
     # -- internals --------------------------------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Build the client (imports, credentials, channel) ahead of the first publish; never raises."""
+        try:
+            self._client(for_check=False)
+        except Exception:  # noqa: BLE001 - deliver() reports the same failure properly
+            log.debug("Pub/Sub client warm-up failed; deliver() will report it", exc_info=True)
+
     def _client(self, *, for_check: bool) -> PublisherClient:
+        with self._client_lock:  # prepare() may be building it on another thread
+            return self._build_client(for_check=for_check)
+
+    def _build_client(self, *, for_check: bool) -> PublisherClient:
         if self._publisher is not None:
             return self._publisher
         from google.auth import exceptions as auth_exceptions
@@ -300,6 +317,8 @@ class PubSubSink:
 
         try:
             self._publisher = pubsub_v1.PublisherClient(
+                # one event per registration: send it at once instead of waiting 10 ms for a batch
+                batch_settings=pubsub_v1.types.BatchSettings(max_messages=1),
                 publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
             )
         except auth_exceptions.GoogleAuthError as exc:

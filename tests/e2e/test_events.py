@@ -295,10 +295,11 @@ def test_two_relays_at_once_deliver_each_event_once(
         assert result.code == 5, result.stderr
         event_ids.append(result.json["event_id"])
     httpserver.clear()
-    slow = Receiver(httpserver, delay=1.0)  # slow enough that the two relays overlap
+    slow = Receiver(httpserver, delay=0.5)  # slow enough that the two relays overlap
 
     relay_cmd = [sys.executable, "-m", "hokusai_action", "events", "relay", "--output", "json"]
-    relays = [subprocess.Popen(relay_cmd, env={**cli_env, **env}, cwd=tmp_path, stdout=subprocess.PIPE,
+    relay_env = {**cli_env, **env, "HOKUSAI_WEBHOOK_TIMEOUT": "10"}  # slower than the receiver: no retries
+    relays = [subprocess.Popen(relay_cmd, env=relay_env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
     outputs = [relay.communicate(timeout=120) for relay in relays]
 
