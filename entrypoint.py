@@ -19,8 +19,12 @@ from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_SERVICE_UNAVAILABLE,
 from hokusai_action.redact import redact, register_secret, url_password
 
 SECRET_INPUTS = ("database-url", "webhook-secret", "mlflow-tracking-token")
-SECRET_ENVIRONMENT = ("HOKUSAI_DATABASE_URL", "HOKUSAI_WEBHOOK_SECRET", "MLFLOW_TRACKING_TOKEN",
-                      "MLFLOW_TRACKING_PASSWORD")  # fmt: skip
+SECRET_ENVIRONMENT = (
+    "HOKUSAI_DATABASE_URL",
+    "HOKUSAI_WEBHOOK_SECRET",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+)
 # action input -> settings key (the CLI option in snake_case)
 INPUT_TO_FLAG = {
     "token-id": "token_id",
@@ -77,8 +81,9 @@ def run_action(environ: Mapping[str, str]) -> int:
     except HokusaiError as exc:
         return report_failure(exc.title, exc.one_line(), exc.exit_code, debug)
     except Exception as exc:
-        return report_failure("Unexpected error", UNEXPECTED.format(kind=type(exc).__name__), EXIT_SERVICE_UNAVAILABLE,
-                              debug)  # fmt: skip
+        return report_failure(
+            "Unexpected error", UNEXPECTED.format(kind=type(exc).__name__), EXIT_SERVICE_UNAVAILABLE, debug
+        )
 
     data = result.as_dict()
     for line in describe_result(result):

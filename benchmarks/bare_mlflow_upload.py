@@ -8,6 +8,7 @@ READY: the same MLflow work `hokusai-ml-platform model register` does, with none
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -28,14 +29,15 @@ def main(tracking_uri: str, model_dir: str, model_name: str) -> None:
     client.log_model_artifacts(logged.model_id, model_dir)
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.set_terminated(run.info.run_id, "FINISHED")
-    try:
+    with contextlib.suppress(mlflow.exceptions.MlflowException):  # it exists already
         client.create_registered_model(model_name)
-    except mlflow.exceptions.MlflowException:
-        pass
     version = client.create_model_version(
-        name=model_name, source=f"models:/{logged.model_id}", run_id=run.info.run_id, model_id=logged.model_id,
+        name=model_name,
+        source=f"models:/{logged.model_id}",
+        run_id=run.info.run_id,
+        model_id=logged.model_id,
         await_creation_for=0,
-    )  # fmt: skip
+    )
     while version.status == "PENDING_REGISTRATION":
         time.sleep(0.2)
         version = client.get_model_version(model_name, version.version)

@@ -77,10 +77,26 @@ def bench_registration(python: Path, env: dict[str, str], work: Path, runs: int,
     for run in range(runs):
         token = f"BENCH{uuid.uuid4().hex[:8]}".upper()
         subprocess.run([*cli, "token", "create", token], env=env, cwd=work, check=True, capture_output=True)
-        register = [*cli, "model", "register", "--token-id", token, "--model-path", str(model), "--metric", "auroc",
-                    "--baseline", "0.82"]  # fmt: skip
-        bare = [str(python), str(REPO / "benchmarks" / "bare_mlflow_upload.py"), env["MLFLOW_TRACKING_URI"],
-                str(model), f"bare-{token}"]  # fmt: skip
+        register = [
+            *cli,
+            "model",
+            "register",
+            "--token-id",
+            token,
+            "--model-path",
+            str(model),
+            "--metric",
+            "auroc",
+            "--baseline",
+            "0.82",
+        ]
+        bare = [
+            str(python),
+            str(REPO / "benchmarks" / "bare_mlflow_upload.py"),
+            env["MLFLOW_TRACKING_URI"],
+            str(model),
+            f"bare-{token}",
+        ]
         if run % 2 == 0:
             ours, base = timed(register, env, work), timed(bare, env, work)
         else:
@@ -90,8 +106,11 @@ def bench_registration(python: Path, env: dict[str, str], work: Path, runs: int,
         bare_times.append(base)
         ratios.append(ours / base)
         reruns.append(rerun / ours)
-        print(f"  run {run + 1}: hokusai {ours:.2f} s, bare {base:.2f} s, ratio {ours / base:.3f}, "
-              f"re-run {rerun:.2f} s ({rerun / ours:.2f}x)", flush=True)  # fmt: skip
+        print(
+            f"  run {run + 1}: hokusai {ours:.2f} s, bare {base:.2f} s, ratio {ours / base:.3f}, "
+            f"re-run {rerun:.2f} s ({rerun / ours:.2f}x)",
+            flush=True,
+        )
     return ratios, ours_times, bare_times, reruns
 
 
@@ -102,7 +121,7 @@ def bench_help(python: Path, env: dict[str, str], work: Path) -> float:
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(200)
         self.end_headers()
@@ -133,9 +152,14 @@ def bench_events(env: dict[str, str], work: Path, runs: int) -> list[float] | No
         from hokusai_action.wiring import build_database
 
         secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-        all_sinks = {**env, "HOKUSAI_EVENT_SINKS": "pubsub,webhook,database", "HOKUSAI_PUBSUB_TOPIC": topic,
-                     "HOKUSAI_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook",
-                     "HOKUSAI_WEBHOOK_SECRET": secret, "PUBSUB_EMULATOR_HOST": emulator.host}  # fmt: skip
+        all_sinks = {
+            **env,
+            "HOKUSAI_EVENT_SINKS": "pubsub,webhook,database",
+            "HOKUSAI_PUBSUB_TOPIC": topic,
+            "HOKUSAI_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook",
+            "HOKUSAI_WEBHOOK_SECRET": secret,
+            "PUBSUB_EMULATOR_HOST": emulator.host,
+        }
         db_only = {**env, "HOKUSAI_EVENT_SINKS": "database"}
         added = []
         for run in range(runs + 1):  # the first pair warms up clients and connections
@@ -161,8 +185,11 @@ def bench_events(env: dict[str, str], work: Path, runs: int) -> list[float] | No
                 assert code == 0 and all(result.events_delivered.values()), result.events_delivered
             if run:
                 added.append(pair["all"] - pair["db"])
-                print(f"  events run {run}: all sinks {pair['all'] * 1000:.0f} ms, database only "
-                      f"{pair['db'] * 1000:.0f} ms, added {(pair['all'] - pair['db']) * 1000:.0f} ms", flush=True)  # fmt: skip
+                print(
+                    f"  events run {run}: all sinks {pair['all'] * 1000:.0f} ms, database only "
+                    f"{pair['db'] * 1000:.0f} ms, added {(pair['all'] - pair['db']) * 1000:.0f} ms",
+                    flush=True,
+                )
         return added
     finally:
         server.shutdown()
@@ -184,8 +211,9 @@ def main() -> None:
         work = Path(tmp)
         server = start_mlflow_server(work, mlflow_backend)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
-        env.update(MLFLOW_TRACKING_URI=server.url, HOKUSAI_DATABASE_URL=database_url,
-                   HOKUSAI_HOME=str(work / ".hokusai"))  # fmt: skip
+        env.update(
+            MLFLOW_TRACKING_URI=server.url, HOKUSAI_DATABASE_URL=database_url, HOKUSAI_HOME=str(work / ".hokusai")
+        )
         try:
             print(f"registration: {args.size_mb} MB in {args.files} files, {args.runs} pairs", flush=True)
             ratios, ours, bare, reruns = bench_registration(python, env, work, args.runs, args.size_mb, args.files)
@@ -197,13 +225,17 @@ def main() -> None:
             drop_database(mlflow_backend)
 
     print("\nresults")
-    print(f"  registration ratio (hokusai / bare mlflow-skinny), median: {statistics.median(ratios):.3f}"
-          f"  [hokusai {statistics.median(ours):.2f} s, bare {statistics.median(bare):.2f} s]  target <= 1.15")  # fmt: skip
+    print(
+        f"  registration ratio (hokusai / bare mlflow-skinny), median: {statistics.median(ratios):.3f}"
+        f"  [hokusai {statistics.median(ours):.2f} s, bare {statistics.median(bare):.2f} s]  target <= 1.15"
+    )
     print(f"  re-run of the same bytes, median: {statistics.median(reruns):.3f}x of the first run  target <= 0.3")
     print(f"  hokusai-ml-platform --help, median wall time: {help_time:.3f} s  target <= 0.25")
     if added is not None:
-        print(f"  events: delivery to pubsub+webhook+database adds, median: {statistics.median(added) * 1000:.1f} ms"
-              "  target <= 50 ms")  # fmt: skip
+        print(
+            f"  events: delivery to pubsub+webhook+database adds, median: {statistics.median(added) * 1000:.1f} ms"
+            "  target <= 50 ms"
+        )
 
 
 if __name__ == "__main__":

@@ -105,12 +105,10 @@ def fit(
     columns = [[float(features[name]) for features, _ in train] for name in FEATURE_NAMES]
     means = [sum(column) / n for column in columns]
     stds = [
-        (sum((v - mean) ** 2 for v in column) / n) ** 0.5 or 1.0
-        for column, mean in zip(columns, means, strict=True)
+        (sum((v - mean) ** 2 for v in column) / n) ** 0.5 or 1.0 for column, mean in zip(columns, means, strict=True)
     ]
     standardised = [
-        [(column[i] - mean) / std for column, mean, std in zip(columns, means, stds, strict=True)]
-        for i in range(n)
+        [(column[i] - mean) / std for column, mean, std in zip(columns, means, stds, strict=True)] for i in range(n)
     ]
     labels = [label for _, label in train]
     weights = [0.0] * len(FEATURE_NAMES)

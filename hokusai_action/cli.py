@@ -38,9 +38,7 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         import logging
 
-        logging.basicConfig(
-            level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(message)s"
-        )
+        logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(message)s")
         try:
             return command(*args, **kwargs)
         except HokusaiError as exc:
@@ -74,9 +72,12 @@ def _emit(data: Any, output: str, text: str) -> None:
 
 
 output_option = click.option(
-    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="json: one JSON object on stdout; human text goes to stderr.",
-)  # fmt: skip
+)
 config_option = click.option(
     "--config",
     type=click.Path(dir_okay=False),
@@ -123,16 +124,10 @@ def model() -> None:
 @click.option("--metric", help="Metric name or alias: auroc, accuracy, f1, rmse, ... (see the README).")
 @click.option("--baseline", help="Value the metric must meet or beat (finite, inside the metric's range).")
 @click.option("--metric-value", help="The measured value, when it is not read from a metrics file.")
-@click.option(
-    "--metrics-file", help="JSON/YAML mapping of metric name to value (default: metrics.json in the model)."
-)
+@click.option("--metrics-file", help="JSON/YAML mapping of metric name to value (default: metrics.json in the model).")
 @config_option
-@click.option(
-    "--dry-run", is_flag=True, default=None, help="Validate and contact services read-only; change nothing."
-)
-@click.option(
-    "--mlflow-tracking-uri", help="MLflow server or store (default: MLFLOW_TRACKING_URI, then .hokusai/)."
-)
+@click.option("--dry-run", is_flag=True, default=None, help="Validate and contact services read-only; change nothing.")
+@click.option("--mlflow-tracking-uri", help="MLflow server or store (default: MLFLOW_TRACKING_URI, then .hokusai/).")
 @database_option
 @click.option("--event-sinks", help="Comma list of pubsub, webhook, database (default: database).")
 @output_option
@@ -283,8 +278,9 @@ def events_relay(event_id: str | None, output: str, **flags: Any) -> None:
     from hokusai_action.commands import run_events_relay
 
     summary, code = run_events_relay(_settings(**flags), event_id=event_id)
-    text = [f"delivered {len(summary['delivered'])}, failed {len(summary['failed'])}, "
-            f"skipped {len(summary['skipped'])}"]  # fmt: skip
+    text = [
+        f"delivered {len(summary['delivered'])}, failed {len(summary['failed'])}, skipped {len(summary['skipped'])}"
+    ]
     text += [f"  failed  {f['event_id']} -> {f['sink']}: {f['error']}" for f in summary["failed"]]
     text += [f"  skipped {s['event_id']} -> {s['sink']}: {s['reason']}" for s in summary["skipped"]]
     _emit(summary, output, "\n".join(text))

@@ -71,9 +71,7 @@ def describe_result(result: RegistrationResult) -> list[str]:
     lines.append(f"  model       {result.model_uri or result.model_name} (run {result.mlflow_run_id})")
     lines.append(f"  digest      {result.artifact_digest}")
     if result.event_id:
-        state = ", ".join(
-            f"{sink}: {'delivered' if ok else 'PENDING'}" for sink, ok in result.events_delivered.items()
-        )
+        state = ", ".join(f"{sink}: {'delivered' if ok else 'PENDING'}" for sink, ok in result.events_delivered.items())
         lines.append(f"  event       {result.event_id} ({state or 'no sinks'})")
     for note in result.notes:
         lines.append(f"  note        {note}")
@@ -159,9 +157,8 @@ def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tupl
         "delivered": [{"event_id": e, "sink": s} for e, s in report.delivered],
         "failed": [{"event_id": e, "sink": s, "error": err} for e, s, err in report.failed],
         "skipped": [
-            {"event_id": e, "sink": s, "reason": f"sink '{s}' is not configured here"}
-            for e, s in report.skipped
-        ],  # fmt: skip
+            {"event_id": e, "sink": s, "reason": f"sink '{s}' is not configured here"} for e, s in report.skipped
+        ],
     }
     return summary, (EXIT_EVENTS_PENDING if report.pending else EXIT_OK)
 

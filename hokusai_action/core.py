@@ -65,13 +65,9 @@ log = logging.getLogger(__name__)
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 MISSING_OPTION = "Missing {what}: pass {flag} or set '{key}' in hokusai.yaml."
-BAD_TOKEN_ID = (
-    "Token id '{given}' is not valid: use 1-64 letters, digits, '_' or '-', starting with a letter or digit."
-)
+BAD_TOKEN_ID = "Token id '{given}' is not valid: use 1-64 letters, digits, '_' or '-', starting with a letter or digit."
 TOKEN_MISSING = "Token {token} does not exist in the Hokusai database at {url}."
-TOKEN_MISSING_HINT = (
-    "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
-)
+TOKEN_MISSING_HINT = "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
 TOKEN_NOT_DRAFT = "Token {token} is '{status}'; only a draft token can be registered."
 TOKEN_NOT_DRAFT_HINT = "Create a new token for a new model, or ask the Hokusai team to reset this one."
 TOKEN_OTHER_BYTES = (
@@ -80,9 +76,7 @@ TOKEN_OTHER_BYTES = (
 )
 TOKEN_OTHER_BYTES_HINT = "A token holds one model: create a new token for this one."
 TOKEN_CLAIMED = "Token {token} is being registered by another run ({owner}, claim expires {expires})."
-TOKEN_CLAIMED_HINT = (
-    "Wait for that run to finish, then re-run: a finished registration of the same bytes exits 0."
-)
+TOKEN_CLAIMED_HINT = "Wait for that run to finish, then re-run: a finished registration of the same bytes exits 0."
 CLAIM_LOST = "The claim on token {token} expired and was taken by another run while uploading."
 CLAIM_LOST_HINT = "Re-run: the uploaded version is reused. Raise HOKUSAI_CLAIM_TTL for very large models."
 
@@ -223,8 +217,11 @@ def _tags(request: RegistrationRequest) -> dict[str, str]:
         TAG_TOOL_VERSION: __version__,
         "hokusai.metric_source": request.measured.source,
     }
-    for key, value in ((TAG_GIT_SHA, request.git.sha), (TAG_GIT_REF, request.git.ref),
-                       (TAG_GIT_REPOSITORY, request.git.repository)):  # fmt: skip
+    for key, value in (
+        (TAG_GIT_SHA, request.git.sha),
+        (TAG_GIT_REF, request.git.ref),
+        (TAG_GIT_REPOSITORY, request.git.repository),
+    ):
         if value:
             tags[key] = value
     return tags
@@ -243,9 +240,7 @@ def _params(request: RegistrationRequest) -> dict[str, str]:
     }
 
 
-def build_event(
-    request: RegistrationRequest, version: RegisteredVersion, registered_at: str
-) -> CloudEventRecord:
+def build_event(request: RegistrationRequest, version: RegisteredVersion, registered_at: str) -> CloudEventRecord:
     gate = request.gate
     return CloudEventRecord(
         id=event_id_for(request.token_id, request.model.digest),
@@ -473,11 +468,7 @@ def _dry_run(request: RegistrationRequest, token: Token, registry: Registry) -> 
     result = _result_from_token(request, token, event_id=event.id, dry_run=True, event=event)
     result.events_delivered = {sink: False for sink in request.sinks}
     if existing is not None:
-        result.notes.append(
-            f"MLflow already holds these bytes as version {existing.version}: it would be reused."
-        )
+        result.notes.append(f"MLflow already holds these bytes as version {existing.version}: it would be reused.")
     if token.model_status == "registering":
-        result.notes.append(
-            f"Token is claimed by {token.claim_owner}; a real run would wait or fail with exit 3."
-        )
+        result.notes.append(f"Token is claimed by {token.claim_owner}; a real run would wait or fail with exit 3.")
     return result

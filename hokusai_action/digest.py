@@ -17,12 +17,8 @@ from hokusai_action.errors import InputError
 CHUNK_SIZE = 1024 * 1024  # 1 MiB: large enough for hashlib to release the GIL, small for memory
 
 PATH_MISSING = "Model path {path} does not exist. Check --model-path (relative paths start at {cwd})."
-PATH_UNREADABLE = (
-    "Model path {path} cannot be read: {reason}. Fix its permissions or point --model-path elsewhere."
-)
-PATH_EMPTY = (
-    "Model directory {path} holds no files. Point --model-path at the trained model's folder or file."
-)
+PATH_UNREADABLE = "Model path {path} cannot be read: {reason}. Fix its permissions or point --model-path elsewhere."
+PATH_EMPTY = "Model directory {path} holds no files. Point --model-path at the trained model's folder or file."
 PATH_SPECIAL = "Model path {path} is not a regular file or directory."
 PATH_LINKED_DIR = (
     "Model directory entry {path} is a symbolic link to a folder, which would not be uploaded. "

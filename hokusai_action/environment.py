@@ -17,18 +17,14 @@ class EnvVar:
     secret: bool = False
 
 
-MLFLOW_TRACKING_URI = EnvVar(
-    "MLFLOW_TRACKING_URI", str, "MLflow server or store (default: SQLite under .hokusai/)"
-)
+MLFLOW_TRACKING_URI = EnvVar("MLFLOW_TRACKING_URI", str, "MLflow server or store (default: SQLite under .hokusai/)")
 MLFLOW_TRACKING_TOKEN = EnvVar(
     "MLFLOW_TRACKING_TOKEN", str, "Bearer token for the MLflow server (read by MLflow itself)", secret=True
 )
 MLFLOW_TRACKING_PASSWORD = EnvVar(
     "MLFLOW_TRACKING_PASSWORD", str, "Basic-auth password for the MLflow server (read by MLflow)", secret=True
 )
-HOKUSAI_MLFLOW_EXPERIMENT = EnvVar(
-    "HOKUSAI_MLFLOW_EXPERIMENT", str, "MLflow experiment for registration runs"
-)
+HOKUSAI_MLFLOW_EXPERIMENT = EnvVar("HOKUSAI_MLFLOW_EXPERIMENT", str, "MLflow experiment for registration runs")
 HOKUSAI_MLFLOW_TIMEOUT = EnvVar(
     "HOKUSAI_MLFLOW_TIMEOUT", float, "Seconds to keep trying an unreachable MLflow before exit 4 (default 30)"
 )
@@ -38,16 +34,10 @@ HOKUSAI_DATABASE_URL = EnvVar(
 HOKUSAI_DATABASE_TIMEOUT = EnvVar(
     "HOKUSAI_DATABASE_TIMEOUT", float, "Seconds to wait for the database connection (default 10)"
 )
-HOKUSAI_EVENT_SINKS = EnvVar(
-    "HOKUSAI_EVENT_SINKS", str, "Comma list of event sinks: pubsub, webhook, database"
-)
+HOKUSAI_EVENT_SINKS = EnvVar("HOKUSAI_EVENT_SINKS", str, "Comma list of event sinks: pubsub, webhook, database")
 HOKUSAI_PUBSUB_TOPIC = EnvVar("HOKUSAI_PUBSUB_TOPIC", str, "Pub/Sub topic, projects/P/topics/T")
-HOKUSAI_PUBSUB_TIMEOUT = EnvVar(
-    "HOKUSAI_PUBSUB_TIMEOUT", float, "Seconds to wait for a Pub/Sub publish (default 30)"
-)
-PUBSUB_EMULATOR_HOST = EnvVar(
-    "PUBSUB_EMULATOR_HOST", str, "host:port of a Pub/Sub emulator (Google's variable)"
-)
+HOKUSAI_PUBSUB_TIMEOUT = EnvVar("HOKUSAI_PUBSUB_TIMEOUT", float, "Seconds to wait for a Pub/Sub publish (default 30)")
+PUBSUB_EMULATOR_HOST = EnvVar("PUBSUB_EMULATOR_HOST", str, "host:port of a Pub/Sub emulator (Google's variable)")
 HOKUSAI_WEBHOOK_URL = EnvVar("HOKUSAI_WEBHOOK_URL", str, "Webhook endpoint receiving the signed event")
 HOKUSAI_WEBHOOK_SECRET = EnvVar(
     "HOKUSAI_WEBHOOK_SECRET", str, "Standard Webhooks signing secret (whsec_...)", secret=True
@@ -63,9 +53,7 @@ HOKUSAI_CLAIM_TTL = EnvVar(
     "Seconds a registration's claim on a token lasts before another run may take it",
 )
 HOKUSAI_HOME = EnvVar("HOKUSAI_HOME", str, "Folder for the embedded defaults (default ./.hokusai)")
-HOKUSAI_GIT_SHA = EnvVar(
-    "HOKUSAI_GIT_SHA", str, "Commit recorded with the model (default: CI variables or git)"
-)
+HOKUSAI_GIT_SHA = EnvVar("HOKUSAI_GIT_SHA", str, "Commit recorded with the model (default: CI variables or git)")
 HOKUSAI_GIT_REF = EnvVar("HOKUSAI_GIT_REF", str, "Git ref recorded with the model")
 HOKUSAI_GIT_REPOSITORY = EnvVar("HOKUSAI_GIT_REPOSITORY", str, "Repository recorded with the model")
 

@@ -168,11 +168,7 @@ def set_outputs(mapping: Mapping[str, Any], path: str | os.PathLike[str] | None 
     target = _target_file(path, "GITHUB_OUTPUT")
     if target is None:
         return False
-    records = [
-        _output_record(name, format_output_value(value))
-        for name, value in mapping.items()
-        if value is not None
-    ]
+    records = [_output_record(name, format_output_value(value)) for name, value in mapping.items() if value is not None]
     with open(target, "a", encoding="utf-8", newline="\n") as handle:
         handle.write("".join(records))
     return True

@@ -66,9 +66,7 @@ VALUE_MISSING = (
     "Metric '{metric}' is not in {path} (it holds: {found}). "
     "Add it, point --metrics-file at another file, or pass --metric-value."
 )
-AMBIGUOUS_VALUE = (
-    "{path} gives {metric} twice with different values ({listed}). Keep one, or pass --metric-value."
-)
+AMBIGUOUS_VALUE = "{path} gives {metric} twice with different values ({listed}). Keep one, or pass --metric-value."
 NO_METRIC_SOURCE = (
     "No measured value for '{metric}': pass --metric-value, or --metrics-file, "
     "or put metrics.json or metrics.yaml inside the model directory."
@@ -78,7 +76,9 @@ METRICS_FILE_NOT_MAPPING = "Metrics file {path} must hold a mapping of metric na
 NOT_A_NUMBER = "{what} '{given}' is not a number."
 NOT_FINITE = "{what} must be a finite number, not {given}."
 OUT_OF_RANGE = "{what} {given:g} is outside {metric}'s range {range} ({direction})."
-GATE_FAILED = "{metric} = {value:g} does not meet the baseline {baseline:g} ({direction}: it must be {op} {baseline:g})."
+GATE_FAILED = (
+    "{metric} = {value:g} does not meet the baseline {baseline:g} ({direction}: it must be {op} {baseline:g})."
+)
 GATE_FAILED_HINT = "The model was not uploaded and the token is unchanged."
 
 
@@ -134,9 +134,7 @@ def _load_metrics_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError
-        raise InputError(
-            METRICS_FILE_UNREADABLE.format(path=path, reason=f"not valid JSON/YAML: {exc}")
-        ) from exc
+        raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason=f"not valid JSON/YAML: {exc}")) from exc
     if not isinstance(data, dict):
         raise InputError(METRICS_FILE_NOT_MAPPING.format(path=path, kind=type(data).__name__))
     # a common shape is {"metrics": {...}}; accept it as well

@@ -117,14 +117,10 @@ class MlflowRegistry:
             status = exc.get_http_status_code()
             if status in (401, 403):
                 return ServiceUnavailable(
-                    REFUSED.format(
-                        uri=self.display_uri, status=status, reason=redact(_first_line(exc.message))
-                    ),
+                    REFUSED.format(uri=self.display_uri, status=status, reason=redact(_first_line(exc.message))),
                     hint=REFUSED_HINT,
                 )
-        return ServiceUnavailable(
-            FAILED.format(doing=doing, reason=redact(_first_line(str(exc)))), hint=FAILED_HINT
-        )
+        return ServiceUnavailable(FAILED.format(doing=doing, reason=redact(_first_line(str(exc)))), hint=FAILED_HINT)
 
     def _with_connection_retries(self, call, doing: str):
         """Run a read-only call, retrying connection failures until ``timeout`` seconds have passed."""
@@ -198,13 +194,9 @@ class MlflowRegistry:
         from mlflow.exceptions import MlflowException
 
         # status is not filtered server-side: the SQL stores keep it as an integer and reject 'READY'
-        filter_string = (
-            f"tags.`{TAG_DIGEST}` = '{_quote(digest)}' and tags.`{TAG_TOKEN}` = '{_quote(token_id)}'"
-        )
+        filter_string = f"tags.`{TAG_DIGEST}` = '{_quote(digest)}' and tags.`{TAG_TOKEN}` = '{_quote(token_id)}'"
         try:
-            found = self.client.search_logged_models(
-                [experiment_id], filter_string=filter_string, max_results=50
-            )
+            found = self.client.search_logged_models([experiment_id], filter_string=filter_string, max_results=50)
         except (MlflowException, OSError) as exc:
             raise self._service_error(exc, "searching logged models") from exc
         ready = [model for model in found if model.status == LoggedModelStatus.READY]
@@ -224,9 +216,7 @@ class MlflowRegistry:
                 return self._experiment_id
             location = self.artifact_root.as_uri() if self.artifact_root else None
             try:
-                self._experiment_id = self.client.create_experiment(
-                    self.experiment_name, artifact_location=location
-                )
+                self._experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=location)
             except MlflowException:
                 # another run created it between our read and our write
                 experiment = self.client.get_experiment_by_name(self.experiment_name)
@@ -264,9 +254,7 @@ class MlflowRegistry:
                 run_id = logged.source_run_id
             else:
                 doing = "creating the run"
-                run = self.client.create_run(
-                    experiment_id, tags=dict(tags), run_name=f"register-{token_id.lower()}"
-                )
+                run = self.client.create_run(experiment_id, tags=dict(tags), run_name=f"register-{token_id.lower()}")
                 run_id = run.info.run_id
                 now_ms = int(time.time() * 1000)
                 self.client.log_batch(

@@ -26,9 +26,7 @@ DEFAULT_SINKS = ("database",)
 KNOWN_SINKS = ("pubsub", "webhook", "database")
 DEFAULT_EVENT_SOURCE = "hokusai-ml-platform"
 
-CONFIG_MISSING = (
-    "Config file {path} does not exist. Fix --config, or leave it out to use ./hokusai.yaml when present."
-)
+CONFIG_MISSING = "Config file {path} does not exist. Fix --config, or leave it out to use ./hokusai.yaml when present."
 CONFIG_UNREADABLE = "Cannot read config file {path}: {reason}."
 CONFIG_NOT_MAPPING = "{path} must be a YAML mapping of settings (see the README's hokusai.yaml section)."
 CONFIG_UNKNOWN_KEY = "{path}:{line}: unknown key '{key}'. Allowed here: {allowed}."
@@ -181,9 +179,7 @@ def load_config_file(path: Path) -> ConfigFile:
     except FileNotFoundError as exc:
         raise InputError(CONFIG_MISSING.format(path=path)) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(
-            CONFIG_UNREADABLE.format(path=path, reason=getattr(exc, "strerror", None) or exc)
-        ) from exc
+        raise InputError(CONFIG_UNREADABLE.format(path=path, reason=getattr(exc, "strerror", None) or exc)) from exc
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         values = yaml.safe_load(text)
@@ -205,10 +201,12 @@ def load_config_file(path: Path) -> ConfigFile:
         if isinstance(value, str) and (value.startswith("whsec_") or "://" in value):
             raise InputError(
                 CONFIG_INLINE_SECRET.format(
-                    path=path, line=config.line(*keys), key=".".join(keys),
+                    path=path,
+                    line=config.line(*keys),
+                    key=".".join(keys),
                     instead=f"'{keys[-1]}' takes the NAME of an environment variable, not its value",
                 )
-            )  # fmt: skip
+            )
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
@@ -216,9 +214,7 @@ def load_config_file(path: Path) -> ConfigFile:
         keys = tuple(str(p) for p in error.absolute_path if not isinstance(p, int))
         problem = _describe_schema_error(error)
         raise InputError(
-            CONFIG_BAD_VALUE.format(
-                path=path, line=config.line(*keys), key=".".join(keys) or "(top)", problem=problem
-            )
+            CONFIG_BAD_VALUE.format(path=path, line=config.line(*keys), key=".".join(keys) or "(top)", problem=problem)
         )
 
     for keys, instead in (
@@ -232,9 +228,7 @@ def load_config_file(path: Path) -> ConfigFile:
         value = config.get(*keys)
         if isinstance(value, str) and _url_has_password(value):
             raise InputError(
-                CONFIG_INLINE_SECRET.format(
-                    path=path, line=config.line(*keys), key=".".join(keys), instead=instead
-                )
+                CONFIG_INLINE_SECRET.format(path=path, line=config.line(*keys), key=".".join(keys), instead=instead)
             )
     return config
 
@@ -294,23 +288,35 @@ def _first(*candidates: Any) -> Any:
 
 def _git_info(environ: Mapping[str, str], cwd: Path) -> GitInfo:
     sha = _first(
-        environ.get(env.HOKUSAI_GIT_SHA.name), environ.get("GITHUB_SHA"), environ.get("CI_COMMIT_SHA"),
-        environ.get("GIT_COMMIT"), environ.get("BUILDKITE_COMMIT"),
-    )  # fmt: skip
+        environ.get(env.HOKUSAI_GIT_SHA.name),
+        environ.get("GITHUB_SHA"),
+        environ.get("CI_COMMIT_SHA"),
+        environ.get("GIT_COMMIT"),
+        environ.get("BUILDKITE_COMMIT"),
+    )
     ref = _first(
-        environ.get(env.HOKUSAI_GIT_REF.name), environ.get("GITHUB_REF"), environ.get("CI_COMMIT_REF_NAME"),
-        environ.get("GIT_BRANCH"), environ.get("BUILDKITE_BRANCH"),
-    )  # fmt: skip
+        environ.get(env.HOKUSAI_GIT_REF.name),
+        environ.get("GITHUB_REF"),
+        environ.get("CI_COMMIT_REF_NAME"),
+        environ.get("GIT_BRANCH"),
+        environ.get("BUILDKITE_BRANCH"),
+    )
     repository = _first(
-        environ.get(env.HOKUSAI_GIT_REPOSITORY.name), environ.get("GITHUB_REPOSITORY"),
-        environ.get("CI_PROJECT_PATH"), environ.get("BUILDKITE_REPO"),
-    )  # fmt: skip
+        environ.get(env.HOKUSAI_GIT_REPOSITORY.name),
+        environ.get("GITHUB_REPOSITORY"),
+        environ.get("CI_PROJECT_PATH"),
+        environ.get("BUILDKITE_REPO"),
+    )
     if sha is None:
         try:
             done = subprocess.run(
                 ["git", "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
-                cwd=cwd, capture_output=True, text=True, timeout=5, check=False,
-            )  # fmt: skip
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError):
             done = None
         if done is not None and done.returncode == 0:
@@ -436,16 +442,12 @@ def load_settings(
         ),
         event_sinks=event_sinks,
         event_source=_first(ev(env.HOKUSAI_EVENT_SOURCE), cfg("events", "source")) or DEFAULT_EVENT_SOURCE,
-        pubsub_topic=_first(
-            flags.get("pubsub_topic"), ev(env.HOKUSAI_PUBSUB_TOPIC), cfg("events", "pubsub", "topic")
-        ),
+        pubsub_topic=_first(flags.get("pubsub_topic"), ev(env.HOKUSAI_PUBSUB_TOPIC), cfg("events", "pubsub", "topic")),
         pubsub_timeout=_positive(
             _first(ev(env.HOKUSAI_PUBSUB_TIMEOUT), cfg("events", "pubsub", "timeout"), 30),
             env.HOKUSAI_PUBSUB_TIMEOUT.name,
         ),
-        webhook_url=_first(
-            flags.get("webhook_url"), ev(env.HOKUSAI_WEBHOOK_URL), cfg("events", "webhook", "url")
-        ),
+        webhook_url=_first(flags.get("webhook_url"), ev(env.HOKUSAI_WEBHOOK_URL), cfg("events", "webhook", "url")),
         webhook_secret=webhook_secret,
         webhook_timeout=_positive(
             _first(ev(env.HOKUSAI_WEBHOOK_TIMEOUT), cfg("events", "webhook", "timeout"), 10),
@@ -465,9 +467,7 @@ def load_settings(
 
 def _check_sinks(settings: Settings) -> None:
     if "pubsub" in settings.event_sinks and not settings.pubsub_topic:
-        raise InputError(
-            SINK_NEEDS.format(sink="pubsub", what="a topic: set HOKUSAI_PUBSUB_TOPIC=projects/P/topics/T")
-        )
+        raise InputError(SINK_NEEDS.format(sink="pubsub", what="a topic: set HOKUSAI_PUBSUB_TOPIC=projects/P/topics/T"))
     if "webhook" in settings.event_sinks:
         if not settings.webhook_url:
             raise InputError(SINK_NEEDS.format(sink="webhook", what="a URL: set HOKUSAI_WEBHOOK_URL"))
@@ -475,7 +475,5 @@ def _check_sinks(settings: Settings) -> None:
             raise InputError(ENV_NAME_UNSET.format(key="events.webhook.secret_env", name=settings.webhook_secret_env))
         if not settings.webhook_secret:
             raise InputError(
-                SINK_NEEDS.format(
-                    sink="webhook", what="a signing secret: set HOKUSAI_WEBHOOK_SECRET=whsec_..."
-                )
+                SINK_NEEDS.format(sink="webhook", what="a signing secret: set HOKUSAI_WEBHOOK_SECRET=whsec_...")
             )

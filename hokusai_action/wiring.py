@@ -90,6 +90,4 @@ def build_sinks(settings: Settings) -> dict[str, EventSink]:
 
 
 def build_parts(settings: Settings) -> Parts:
-    return Parts(
-        database=build_database(settings), registry=build_registry(settings), sinks=build_sinks(settings)
-    )
+    return Parts(database=build_database(settings), registry=build_registry(settings), sinks=build_sinks(settings))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.services import create_database, drop_database, start_mlflow_server  # noqa: E402
+from tests.services import create_database, drop_database, start_mlflow_server
 
 
 def main(argv: list[str]) -> int:

@@ -85,16 +85,12 @@ def make_model(tmp_path: Path) -> Callable[..., Path]:
             root.write_bytes(os.urandom(4096))
             return root
         root.mkdir(parents=True)
-        for relative, content in (
-            files or {"weights.bin": os.urandom(64 * 1024), "config/params.json": b"{}"}
-        ).items():
+        for relative, content in (files or {"weights.bin": os.urandom(64 * 1024), "config/params.json": b"{}"}).items():
             target = root / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         if metrics is not False:
-            (root / "metrics.json").write_text(
-                json.dumps(metrics if metrics is not None else {"auroc": 0.91})
-            )
+            (root / "metrics.json").write_text(json.dumps(metrics if metrics is not None else {"auroc": 0.91}))
         return root
 
     return make
@@ -118,9 +114,7 @@ class CliResult:
 @pytest.fixture
 def cli_env(services: Services, database, tmp_path: Path) -> dict[str, str]:
     """The environment a user would set: the real MLflow server and PostgreSQL, nothing else."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
     env.update(
         MLFLOW_TRACKING_URI=services.mlflow_url,
         HOKUSAI_DATABASE_URL=services.database_url,
@@ -136,14 +130,16 @@ def cli_env(services: Services, database, tmp_path: Path) -> dict[str, str]:
 def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., CliResult]:
     """Run ``hokusai-ml-platform ARGS`` as a subprocess, as a user would."""
 
-    def run(
-        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
-    ) -> CliResult:
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> CliResult:
         done = subprocess.run(
             [sys.executable, "-m", "hokusai_action", *args],
-            env={**cli_env, **(env or {})}, cwd=cwd or tmp_path,
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+            env={**cli_env, **(env or {})},
+            cwd=cwd or tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run

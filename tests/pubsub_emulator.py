@@ -83,9 +83,7 @@ def find_emulator_script() -> Path:
         raise EmulatorUnavailable("'gcloud info' printed no installation.sdk_root")
     script = Path(sdk_root) / EMULATOR_SCRIPT
     if not os.access(script, os.X_OK):
-        raise EmulatorUnavailable(
-            f"{script} is missing (install the Debian package google-cloud-cli-pubsub-emulator)"
-        )
+        raise EmulatorUnavailable(f"{script} is missing (install the Debian package google-cloud-cli-pubsub-emulator)")
     java_home = os.environ.get("JAVA_HOME")
     java = Path(java_home) / "bin" / "java" if java_home else shutil.which("java")
     if java is None or not os.access(java, os.X_OK):
@@ -143,9 +141,7 @@ def _admin_retry() -> Any:
 
 def group_members(pgid: int) -> list[str]:
     """``pid command`` of every live (non-zombie) process in process group ``pgid``, from ps."""
-    completed = subprocess.run(
-        ["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True
-    )
+    completed = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True)
     members = []
     for line in completed.stdout.splitlines():
         parts = line.split(None, 3)
@@ -301,9 +297,7 @@ class PubSubEmulator:
         return path
 
     def delete_topic(self, topic: str) -> None:
-        self.publisher.delete_topic(
-            request={"topic": topic}, retry=_admin_retry(), timeout=ADMIN_CALL_SECONDS
-        )
+        self.publisher.delete_topic(request={"topic": topic}, retry=_admin_retry(), timeout=ADMIN_CALL_SECONDS)
         with contextlib.suppress(ValueError):
             self._topics.remove(topic)
 
@@ -344,9 +338,7 @@ class PubSubEmulator:
             from google.cloud import pubsub_v1
             from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-            self._publisher = pubsub_v1.PublisherClient(
-                transport=PublisherGrpcTransport(channel=self._channel())
-            )
+            self._publisher = pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=self._channel()))
         return self._publisher
 
     @property
@@ -356,9 +348,7 @@ class PubSubEmulator:
             from google.cloud import pubsub_v1
             from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-            self._subscriber = pubsub_v1.SubscriberClient(
-                transport=SubscriberGrpcTransport(channel=self._channel())
-            )
+            self._subscriber = pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=self._channel()))
         return self._subscriber
 
     def _channel(self) -> Any:
@@ -377,9 +367,7 @@ class PubSubEmulator:
 
     def _restore_resources(self) -> None:
         for topic in self._topics:
-            self.publisher.create_topic(
-                request={"name": topic}, retry=_admin_retry(), timeout=ADMIN_CALL_SECONDS
-            )
+            self.publisher.create_topic(request={"name": topic}, retry=_admin_retry(), timeout=ADMIN_CALL_SECONDS)
         for subscription, (topic, ordered) in self._subscriptions.items():
             if topic in self._topics:
                 self.subscriber.create_subscription(
@@ -422,9 +410,7 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub
             emulator.stop()
             restarts = emulator.startup_seconds[1:]
             if restarts:
-                _session_report.append(
-                    "restarted " + ", ".join(f"{s:.2f} s" for s in restarts) + " (same port)"
-                )
+                _session_report.append("restarted " + ", ".join(f"{s:.2f} s" for s in restarts) + " (same port)")
             _session_report.append("stopped; no emulator process left (checked with ps)")
 
 

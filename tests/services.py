@@ -22,9 +22,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-PG_ADMIN_URL = os.environ.get(
-    "HOKUSAI_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
+PG_ADMIN_URL = os.environ.get("HOKUSAI_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
 def free_port() -> int:
@@ -90,21 +88,31 @@ def start_mlflow_server(workdir: Path, backend_url: str) -> MlflowServer:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                str(mlflow_bin), "server",
-                "--host", "127.0.0.1", "--port", str(port),
-                "--backend-store-uri", backend_url,
-                "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
-                "--workers", "2",
+                str(mlflow_bin),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                backend_url,
+                "--serve-artifacts",
+                "--artifacts-destination",
+                artifacts.as_uri(),
+                "--workers",
+                "2",
             ],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = MlflowServer(f"http://127.0.0.1:{port}", backend_url, artifacts, process, log_path)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-            )
+            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
             if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
                 return server

@@ -74,18 +74,14 @@ def get_event(uow: UnitOfWork, event_id: str) -> CloudEventRecord | None:
 def delivery_status(uow: UnitOfWork, event_id: str) -> dict[str, bool]:
     """``{sink: delivered}`` for one event."""
     rows = uow.execute(
-        sa.select(event_deliveries.c.sink, event_deliveries.c.status).where(
-            event_deliveries.c.event_id == event_id
-        )
+        sa.select(event_deliveries.c.sink, event_deliveries.c.status).where(event_deliveries.c.event_id == event_id)
     ).all()
     return {row.sink: row.status == "delivered" for row in rows}
 
 
 def delivery_rows(uow: UnitOfWork, event_id: str) -> list[dict[str, Any]]:
     rows = uow.execute(
-        sa.select(event_deliveries)
-        .where(event_deliveries.c.event_id == event_id)
-        .order_by(event_deliveries.c.sink)
+        sa.select(event_deliveries).where(event_deliveries.c.event_id == event_id).order_by(event_deliveries.c.sink)
     ).all()
     out = []
     for row in rows:
@@ -133,9 +129,7 @@ def deliver_pending(
             if event_id is not None:
                 query = query.where(event_deliveries.c.event_id == event_id)
             if seen:
-                query = query.where(
-                    sa.tuple_(event_deliveries.c.event_id, event_deliveries.c.sink).not_in(list(seen))
-                )
+                query = query.where(sa.tuple_(event_deliveries.c.event_id, event_deliveries.c.sink).not_in(list(seen)))
             if uow.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=event_deliveries)
             rows = uow.execute(query).all()

@@ -357,8 +357,6 @@ def mark_registered(uow: UnitOfWork, token_id: str, *, owner: str, values: dict[
             tokens.c.model_status == "registering",
             tokens.c.claim_owner == owner,
         )
-        .values(
-            model_status="registered", claim_owner=None, claim_expires_at=None, updated_at=utcnow(), **values
-        )
+        .values(model_status="registered", claim_owner=None, claim_expires_at=None, updated_at=utcnow(), **values)
     )
     return result.rowcount == 1

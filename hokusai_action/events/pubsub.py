@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError
 from hokusai_action.events.model import CloudEventRecord
-
 from hokusai_action.redact import redact
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -93,9 +92,7 @@ TOPIC_NOT_FOUND_HINT = (
     "Create the topic (gcloud pubsub topics create {topic_id} --project {project}) "
     "or fix HOKUSAI_PUBSUB_TOPIC, then run 'hokusai-ml-platform events relay'."
 )
-PERMISSION_DENIED = (
-    "Pub/Sub refused to publish to {topic}: the account in use lacks permission pubsub.topics.publish."
-)
+PERMISSION_DENIED = "Pub/Sub refused to publish to {topic}: the account in use lacks permission pubsub.topics.publish."
 PERMISSION_DENIED_HINT = (
     "Grant that account roles/pubsub.publisher on the topic (or run as one that has it), "
     "then run 'hokusai-ml-platform events relay'."
@@ -162,9 +159,7 @@ def to_pubsub_message(event: CloudEventRecord) -> PubSubMessage:
     binding's percent-encoding does not apply (and an event's values contain no ``%``).
     """
     attributes = {
-        f"{CE_ATTRIBUTE_PREFIX}{name}": value
-        for name, value in event.attributes().items()
-        if name != "datacontenttype"
+        f"{CE_ATTRIBUTE_PREFIX}{name}": value for name, value in event.attributes().items() if name != "datacontenttype"
     }
     attributes[CONTENT_TYPE_ATTRIBUTE] = event.datacontenttype
     attributes[EVENT_TYPE_ATTRIBUTE] = event.type
@@ -229,9 +224,7 @@ class PubSubSink:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                future = self._publish(
-                    publisher, message, rpc_timeout=max(remaining - _WAIT_SLACK, _MIN_WAIT)
-                )
+                future = self._publish(publisher, message, rpc_timeout=max(remaining - _WAIT_SLACK, _MIN_WAIT))
                 future.result(timeout=max(remaining, _MIN_WAIT))
                 return
             except Exception as exc:
@@ -254,9 +247,7 @@ class PubSubSink:
         endpoint = endpoint_description()
         publisher = self._client(for_check=True)
         try:
-            publisher.get_topic(
-                request={"topic": self.topic}, retry=self._read_retry(), timeout=self._read_timeout()
-            )
+            publisher.get_topic(request={"topic": self.topic}, retry=self._read_retry(), timeout=self._read_timeout())
         except gexc.NotFound as exc:
             raise InputError(
                 CHECK_TOPIC_NOT_FOUND.format(topic=self.topic, endpoint=endpoint),
@@ -274,9 +265,7 @@ class PubSubSink:
                 CHECK_UNREACHABLE.format(endpoint=endpoint, timeout=self.timeout, detail=_detail(exc)),
                 hint=CHECK_UNREACHABLE_HINT,
             ) from exc
-        return TopicCheck(
-            topic=self.topic, endpoint=endpoint, verified=True, detail=f"topic {self.topic} exists"
-        )
+        return TopicCheck(topic=self.topic, endpoint=endpoint, verified=True, detail=f"topic {self.topic} exists")
 
     def close(self) -> None:
         """Release the client's channel if this sink built the client; safe to call twice."""
@@ -302,7 +291,7 @@ class PubSubSink:
         """Build the client (imports, credentials, channel) ahead of the first publish; never raises."""
         try:
             self._client(for_check=False)
-        except Exception:  # noqa: BLE001 - deliver() reports the same failure properly
+        except Exception:
             log.debug("Pub/Sub client warm-up failed; deliver() will report it", exc_info=True)
 
     def _client(self, *, for_check: bool) -> PublisherClient:
@@ -401,9 +390,7 @@ class PubSubSink:
         transient = tuple(getattr(gexc, name) for name in _TRANSIENT_ERRORS)
         if isinstance(exc, (*transient, gexc.RetryError, TimeoutError)):
             return SinkDeliveryError(
-                UNREACHABLE.format(
-                    endpoint=endpoint, topic=self.topic, timeout=self.timeout, detail=_detail(exc)
-                ),
+                UNREACHABLE.format(endpoint=endpoint, topic=self.topic, timeout=self.timeout, detail=_detail(exc)),
                 hint=UNREACHABLE_HINT,
                 retryable=True,
             )

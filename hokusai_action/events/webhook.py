@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 USER_AGENT = f"hokusai-ml-platform/{__version__}"
-SECRET_PREFIX = "whsec_"  # noqa: S105 - text, not a credential
+SECRET_PREFIX = "whsec_"
 # Standard Webhooks: "The secret key SHOULD be between 24 bytes (192 bits) and 64 bytes (512 bits)".
 MIN_SECRET_BYTES = 24
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -60,12 +60,11 @@ HINT_URL = (
     "Set HOKUSAI_WEBHOOK_URL (or events.webhook.url in hokusai.yaml) to an https:// URL; plain "
     "http:// is accepted only for 127.0.0.1, ::1 or localhost."
 )
-ERR_SECRET_MISSING = "The webhook signing secret is empty."  # noqa: S105 - text, not a credential
-ERR_SECRET_PREFIX = "The webhook signing secret does not start with 'whsec_'."  # noqa: S105 - text, not a credential
-ERR_SECRET_BASE64 = "The webhook signing secret is not 'whsec_' followed by base64."  # noqa: S105 - text, not a credential
+ERR_SECRET_MISSING = "The webhook signing secret is empty."
+ERR_SECRET_PREFIX = "The webhook signing secret does not start with 'whsec_'."
+ERR_SECRET_BASE64 = "The webhook signing secret is not 'whsec_' followed by base64."
 ERR_SECRET_SHORT = (
-    "The webhook signing secret decodes to {length} bytes; Standard Webhooks asks for at least "
-    f"{MIN_SECRET_BYTES}."
+    f"The webhook signing secret decodes to {{length}} bytes; Standard Webhooks asks for at least {MIN_SECRET_BYTES}."
 )
 HINT_SIGNING_KEY = (
     "Set HOKUSAI_WEBHOOK_SECRET to the receiver's Standard Webhooks secret: 'whsec_' followed by the "
@@ -157,9 +156,7 @@ def validate_webhook_url(url: str, *, allow_insecure_http: bool = False) -> str:
         host = parts.hostname
         parts.port  # noqa: B018 - evaluated for its ValueError on a bad port
     except ValueError as exc:
-        raise InputError(
-            ERR_URL_MALFORMED.format(url=shown, reason=redact(str(exc))), hint=HINT_URL
-        ) from None
+        raise InputError(ERR_URL_MALFORMED.format(url=shown, reason=redact(str(exc))), hint=HINT_URL) from None
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
         raise InputError(ERR_URL_SCHEME.format(url=shown, scheme=parts.scheme), hint=HINT_URL)
@@ -253,9 +250,7 @@ class WebhookSink:
         self._random = random.Random()  # noqa: S311
 
     def __repr__(self) -> str:
-        return (
-            f"WebhookSink(url={redact(self.url)!r}, max_attempts={self.max_attempts}, timeout={self.timeout})"
-        )
+        return f"WebhookSink(url={redact(self.url)!r}, max_attempts={self.max_attempts}, timeout={self.timeout})"
 
     def deliver(self, event: CloudEventRecord) -> None:
         """POST ``event`` until the receiver answers 2xx, or raise ``SinkDeliveryError``."""

@@ -23,14 +23,31 @@ def run_entrypoint(cli_env, services, workspace: Path, inputs: dict[str, str], *
     outputs.write_text("")
     summary.write_text("")
     if github:
-        env.update(GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(outputs), GITHUB_STEP_SUMMARY=str(summary),
-                   GITHUB_WORKSPACE=str(workspace))  # fmt: skip
+        env.update(
+            GITHUB_ACTIONS="true",
+            GITHUB_OUTPUT=str(outputs),
+            GITHUB_STEP_SUMMARY=str(summary),
+            GITHUB_WORKSPACE=str(workspace),
+        )
         # the runner exports every declared input, upper-cased with hyphens kept; unset ones are empty
-        defaults = {"config": "hokusai.yaml", "dry-run": "false", "debug": "false", "metric-value": "", "webhook-url": ""}
+        defaults = {
+            "config": "hokusai.yaml",
+            "dry-run": "false",
+            "debug": "false",
+            "metric-value": "",
+            "webhook-url": "",
+        }
         for name, value in {**defaults, **inputs}.items():
             env[f"INPUT_{name.upper()}"] = value
-    done = subprocess.run([sys.executable, str(REPO / "entrypoint.py"), *args], env=env, cwd=workspace,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "entrypoint.py"), *args],
+        env=env,
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     return done, outputs.read_text(), summary.read_text()
 
 
@@ -93,8 +110,7 @@ def test_action_gate_failure_annotates_and_exits_1(cli_env, services, make_token
 
 
 def test_action_secret_inputs_never_leak_on_failure(cli_env, services, make_model, tmp_path):
-    inputs = {**base_inputs(services, "NOSUCHTOKEN", make_model()), "webhook-secret": WEBHOOK_CANARY,
-              "debug": "true"}  # fmt: skip
+    inputs = {**base_inputs(services, "NOSUCHTOKEN", make_model()), "webhook-secret": WEBHOOK_CANARY, "debug": "true"}
     done, outputs_text, summary = run_entrypoint(cli_env, services, tmp_path, inputs)
 
     assert done.returncode == 3
@@ -108,8 +124,9 @@ def test_action_secret_inputs_never_leak_on_failure(cli_env, services, make_mode
 def test_action_reads_hokusai_yaml_from_the_workspace(cli_env, services, make_token, make_model, tmp_path):
     token = make_token()
     model = make_model(metrics={"accuracy": 0.93})
-    (tmp_path / "hokusai.yaml").write_text(f"token_id: {token}\nmodel_path: {model.name}\nmetric: accuracy\n"
-                                           "baseline: 0.9\n")  # fmt: skip
+    (tmp_path / "hokusai.yaml").write_text(
+        f"token_id: {token}\nmodel_path: {model.name}\nmetric: accuracy\nbaseline: 0.9\n"
+    )
     inputs = {"mlflow-tracking-uri": services.mlflow_url, "database-url": services.database_url}
     done, outputs_text, _ = run_entrypoint(cli_env, services, tmp_path, inputs)
     assert done.returncode == 0, done.stderr
@@ -120,10 +137,29 @@ def test_outside_github_the_entrypoint_is_the_cli(cli_env, services, make_token,
     token = make_token()
     model = make_model()
     env_cli = {**cli_env}
-    args = ["model", "register", "--token-id", token, "--model-path", str(model), "--metric", "auroc",
-            "--baseline", "0.82", "--output", "json"]  # fmt: skip
-    done = subprocess.run([sys.executable, str(REPO / "entrypoint.py"), *args], env=env_cli, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    args = [
+        "model",
+        "register",
+        "--token-id",
+        token,
+        "--model-path",
+        str(model),
+        "--metric",
+        "auroc",
+        "--baseline",
+        "0.82",
+        "--output",
+        "json",
+    ]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "entrypoint.py"), *args],
+        env=env_cli,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert '"status": "registered"' in done.stdout
     assert "::" not in done.stdout

@@ -65,18 +65,14 @@ def test_another_run_holds_the_claim(run_cli, make_token, make_model, database, 
     )
     before = snapshot(token)
     result = register(run_cli, token, make_model())
-    assert_one_clear_line(
-        result, 3, f"Token {token} is being registered by another run (ci-runner-7:4242:abcd"
-    )
+    assert_one_clear_line(result, 3, f"Token {token} is being registered by another run (ci-runner-7:4242:abcd")
     assert snapshot(token) == before
 
 
 def test_expired_claim_is_taken_over(run_cli, make_token, make_model, database, snapshot):
     token = make_token()
     expired = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    set_token(
-        database, token, model_status="registering", claim_owner="gone:1:dead", claim_expires_at=expired
-    )
+    set_token(database, token, model_status="registering", claim_owner="gone:1:dead", claim_expires_at=expired)
     result = register(run_cli, token, make_model(), "--output", "json")
     assert result.code == 0, result.stderr
     assert snapshot(token).token["model_status"] == "registered"
@@ -114,9 +110,7 @@ def test_unknown_metric_lists_supported(run_cli, make_token, make_model, snapsho
     token = make_token()
     before = snapshot(token)
     result = register(run_cli, token, make_model(), metric="auprc")
-    assert_one_clear_line(
-        result, 2, "Unknown metric 'auprc'", "auroc (auc, roc_auc", "rmse", "engagement_score"
-    )
+    assert_one_clear_line(result, 2, "Unknown metric 'auprc'", "auroc (auc, roc_auc", "rmse", "engagement_score")
     assert snapshot(token) == before
 
 
@@ -168,13 +162,21 @@ def test_negative_baseline_for_an_error_metric(run_cli, make_token, make_model, 
 @pytest.mark.parametrize(
     ("metric", "metrics", "baseline", "fragment"),
     [
-        ("auroc", {"auroc": 0.80}, "0.82", "auroc = 0.8 does not meet the baseline 0.82 (higher is better: it must be >= 0.82)"),
-        ("rmse", {"rmse": 0.5}, "0.4", "rmse = 0.5 does not meet the baseline 0.4 (lower is better: it must be <= 0.4)"),
+        (
+            "auroc",
+            {"auroc": 0.80},
+            "0.82",
+            "auroc = 0.8 does not meet the baseline 0.82 (higher is better: it must be >= 0.82)",
+        ),
+        (
+            "rmse",
+            {"rmse": 0.5},
+            "0.4",
+            "rmse = 0.5 does not meet the baseline 0.4 (lower is better: it must be <= 0.4)",
+        ),
     ],
-)  # fmt: skip
-def test_metric_below_baseline_exit_1(
-    run_cli, make_token, make_model, snapshot, metric, metrics, baseline, fragment
-):
+)
+def test_metric_below_baseline_exit_1(run_cli, make_token, make_model, snapshot, metric, metrics, baseline, fragment):
     token = make_token()
     before = snapshot(token)
     result = register(run_cli, token, make_model(metrics=metrics), metric=metric, baseline=baseline)
@@ -194,9 +196,7 @@ def test_mlflow_unreachable_is_a_bounded_wait_then_exit_4(run_cli, make_token, m
     before = snapshot(token)
     dead = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    result = register(
-        run_cli, token, make_model(), env={"MLFLOW_TRACKING_URI": dead, "HOKUSAI_MLFLOW_TIMEOUT": "3"}
-    )
+    result = register(run_cli, token, make_model(), env={"MLFLOW_TRACKING_URI": dead, "HOKUSAI_MLFLOW_TIMEOUT": "3"})
     elapsed = time.monotonic() - started
     assert_one_clear_line(result, 4, f"MLflow at {dead} did not answer within 3 s", "HOKUSAI_MLFLOW_TIMEOUT")
     assert elapsed < 20, f"took {elapsed:.1f} s for a 3 s budget"
@@ -239,9 +239,7 @@ def test_hokusai_yaml_unknown_key_and_inline_secret(run_cli, make_token, tmp_pat
         "events:\n  webhook:\n    url: https://hooks.example.com/h\n    secret: whsec_abc\n"
     )
     result = run_cli("model", "register")
-    assert_one_clear_line(
-        result, 2, "hokusai.yaml:4: 'events.webhook.secret' writes a secret into hokusai.yaml"
-    )
+    assert_one_clear_line(result, 2, "hokusai.yaml:4: 'events.webhook.secret' writes a secret into hokusai.yaml")
     assert "whsec_abc" not in result.output
 
     (tmp_path / "hokusai.yaml").write_text("database:\n  url: postgresql://u:hunter22@db/hokusai\n")

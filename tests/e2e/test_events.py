@@ -66,8 +66,22 @@ def sink_env(pubsub_emulator, topic: str | None, webhook_url: str | None, sinks:
 
 
 def register(run_cli, token, model, env, *extra):
-    return run_cli("model", "register", "--token-id", token, "--model-path", str(model), "--metric", "auroc",
-                   "--baseline", "0.82", "--output", "json", *extra, env=env)  # fmt: skip
+    return run_cli(
+        "model",
+        "register",
+        "--token-id",
+        token,
+        "--model-path",
+        str(model),
+        "--metric",
+        "auroc",
+        "--baseline",
+        "0.82",
+        "--output",
+        "json",
+        *extra,
+        env=env,
+    )
 
 
 def deliveries(database, event_id: str) -> dict[str, dict]:
@@ -164,9 +178,7 @@ def test_rerun_delivers_a_pending_event_and_emits_no_second_one(
     assert snapshot(token).events == 1
 
 
-def test_webhook_4xx_is_not_retried_and_leaves_the_event_pending(
-    run_cli, make_token, make_model, httpserver, database
-):
+def test_webhook_4xx_is_not_retried_and_leaves_the_event_pending(run_cli, make_token, make_model, httpserver, database):
     receiver = Receiver(httpserver, statuses=[400])
     token = make_token()
     result = register(run_cli, token, make_model(), sink_env(None, None, receiver.url, "webhook,database"))
@@ -205,14 +217,22 @@ def test_dry_run_builds_the_event_and_sends_nothing(
 
 def test_notify_fires_on_commit_and_not_on_rollback(database, services, make_token):
     token = make_token()
-    listener = psycopg2.connect(sa.engine.make_url(services.database_url).render_as_string(hide_password=False)
-                                .replace("postgresql+psycopg2", "postgresql"))  # fmt: skip
+    listener = psycopg2.connect(
+        sa.engine.make_url(services.database_url)
+        .render_as_string(hide_password=False)
+        .replace("postgresql+psycopg2", "postgresql")
+    )
     listener.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
     listener.cursor().execute("LISTEN token_ready_for_deploy")
 
     def event(n: int) -> CloudEventRecord:
-        return CloudEventRecord(id=f"00000000-0000-4000-8000-00000000000{n}", source="test", time="2026-01-01T00:00:00Z",
-                                subject=token, data={"n": n})  # fmt: skip
+        return CloudEventRecord(
+            id=f"00000000-0000-4000-8000-00000000000{n}",
+            source="test",
+            time="2026-01-01T00:00:00Z",
+            subject=token,
+            data={"n": n},
+        )
 
     def notifications(wait: float) -> list[str]:
         if select.select([listener], [], [], wait) == ([], [], []):
@@ -252,8 +272,9 @@ def test_forced_rollback_after_upload_leaves_no_event_and_publishes_nothing(
     env = {**cli_env, **sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")}
     settings = load_settings(
         {"token_id": token, "model_path": str(make_model()), "metric": "auroc", "baseline": "0.82"},
-        environ=env, cwd=tmp_path,
-    )  # fmt: skip
+        environ=env,
+        cwd=tmp_path,
+    )
     real_add_event = outbox.add_event
 
     def add_event_then_fail(uow, event, **kwargs):
@@ -273,8 +294,9 @@ def test_forced_rollback_after_upload_leaves_no_event_and_publishes_nothing(
     monkeypatch.setattr(outbox, "add_event", real_add_event)
     settings_again = load_settings(
         {"token_id": token, "model_path": settings.model_path, "metric": "auroc", "baseline": "0.82"},
-        environ=env, cwd=tmp_path,
-    )  # fmt: skip
+        environ=env,
+        cwd=tmp_path,
+    )
     result, code = run_register(settings_again)
     assert code == 0
     assert snapshot(token).versions == ("1",)
@@ -299,8 +321,12 @@ def test_two_relays_at_once_deliver_each_event_once(
 
     relay_cmd = [sys.executable, "-m", "hokusai_action", "events", "relay", "--output", "json"]
     relay_env = {**cli_env, **env, "HOKUSAI_WEBHOOK_TIMEOUT": "10"}  # slower than the receiver: no retries
-    relays = [subprocess.Popen(relay_cmd, env=relay_env, cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    relays = [
+        subprocess.Popen(
+            relay_cmd, env=relay_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [relay.communicate(timeout=120) for relay in relays]
 
     delivered = [item["event_id"] for out, _ in outputs for item in json.loads(out)["delivered"]]

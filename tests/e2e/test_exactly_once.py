@@ -20,8 +20,23 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def register_cmd(token: str, model) -> list[str]:
-    return [sys.executable, "-m", "hokusai_action", "model", "register", "--token-id", token,
-            "--model-path", str(model), "--metric", "auroc", "--baseline", "0.82", "--output", "json"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "hokusai_action",
+        "model",
+        "register",
+        "--token-id",
+        token,
+        "--model-path",
+        str(model),
+        "--metric",
+        "auroc",
+        "--baseline",
+        "0.82",
+        "--output",
+        "json",
+    ]
 
 
 def waiting_on_locks(connection: sa.Connection) -> int:
@@ -35,9 +50,7 @@ def waiting_on_locks(connection: sa.Connection) -> int:
     ).scalar_one()
 
 
-def test_eight_racing_runs_have_exactly_one_winner(
-    cli_env, services, make_token, make_model, snapshot, tmp_path
-):
+def test_eight_racing_runs_have_exactly_one_winner(cli_env, services, make_token, make_model, snapshot, tmp_path):
     token = make_token()
     model = make_model()
     engine = sa.create_engine(services.database_url)
@@ -58,7 +71,7 @@ def test_eight_racing_runs_have_exactly_one_winner(
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
-                )  # fmt: skip
+                )
                 for _ in range(8)
             ]
             deadline = time.monotonic() + 180
@@ -66,9 +79,7 @@ def test_eight_racing_runs_have_exactly_one_winner(
                 if any(p.poll() is not None for p in processes):
                     break
                 time.sleep(0.2)
-            assert waiting_on_locks(observer) == 8, [
-                p.communicate() for p in processes if p.poll() is not None
-            ]
+            assert waiting_on_locks(observer) == 8, [p.communicate() for p in processes if p.poll() is not None]
             transaction.rollback()
         outcomes = [(p.wait(timeout=300), *p.communicate()) for p in processes]
     finally:
@@ -88,8 +99,9 @@ def test_eight_racing_runs_have_exactly_one_winner(
 def test_killed_run_converges_on_rerun(cli_env, database, make_token, make_model, snapshot, tmp_path):
     token = make_token()
     model = make_model(files={f"shard-{i}.bin": os.urandom(8 * 1024 * 1024) for i in range(4)})
-    process = subprocess.Popen(register_cmd(token, model), env=cli_env, cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        register_cmd(token, model), env=cli_env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     status = "draft"
     while status == "draft" and time.monotonic() < deadline and process.poll() is None:
@@ -100,8 +112,9 @@ def test_killed_run_converges_on_rerun(cli_env, database, make_token, make_model
     process.wait(timeout=30)
     assert snapshot(token).token["model_status"] == "registering"
 
-    rerun = subprocess.run(register_cmd(token, model), env=cli_env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300, check=False)  # fmt: skip
+    rerun = subprocess.run(
+        register_cmd(token, model), env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
 
     assert rerun.returncode == 0, rerun.stderr
     after = snapshot(token)
@@ -132,13 +145,19 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
         uow.commit()
     registry = MlflowRegistry(services.mlflow_url, experiment="hokusai", timeout=10)
     version = registry.upload_and_register(
-        request.model, model_name=request.model_name, token_id=token, tags=_tags(request),
-        params=_params(request), metric_name="auroc", metric_value=request.gate.value,
-    )  # fmt: skip
+        request.model,
+        model_name=request.model_name,
+        token_id=token,
+        tags=_tags(request),
+        params=_params(request),
+        metric_name="auroc",
+        metric_value=request.gate.value,
+    )
     assert snapshot(token).versions == (version.version,)
 
-    rerun = subprocess.run(register_cmd(token, model), env=cli_env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300, check=False)  # fmt: skip
+    rerun = subprocess.run(
+        register_cmd(token, model), env=cli_env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
 
     assert rerun.returncode == 0, rerun.stderr
     assert '"model_version": "1"' in rerun.stdout
@@ -150,6 +169,7 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
 
 def _dead_pid() -> int:
     """The PID of a process that has exited (and been reaped) on this host."""
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True, cwd=REPO
+    )
     return int(done.stdout)

@@ -17,9 +17,7 @@ pytestmark = [pytest.mark.e2e]
 REGISTER = ("model", "register")
 
 
-def register_args(
-    token: str, model: Path, *extra: str, metric: str = "auroc", baseline: str = "0.82"
-) -> list[str]:
+def register_args(token: str, model: Path, *extra: str, metric: str = "auroc", baseline: str = "0.82") -> list[str]:
     return [
         *REGISTER,
         "--token-id",
@@ -49,9 +47,14 @@ def test_register_uploads_records_and_announces(
     assert out["model_version"] == "1"
     assert out["model_uri"] == f"models:/hokusai-{token}/1"
     assert out["metric"] == {
-        "name": "auroc", "value": 0.91, "baseline": 0.82, "greater_is_better": True,
-        "delta": pytest.approx(0.09), "passed": True, "source": "metrics-file",
-    }  # fmt: skip
+        "name": "auroc",
+        "value": 0.91,
+        "baseline": 0.82,
+        "greater_is_better": True,
+        "delta": pytest.approx(0.09),
+        "passed": True,
+        "source": "metrics-file",
+    }
     assert out["artifact_digest"].startswith("sha256:")
     assert out["event_id"] == event_id_for(token, out["artifact_digest"])
     assert out["events_delivered"] == {"database": True}
@@ -83,18 +86,14 @@ def test_register_uploads_records_and_announces(
     )
     compare = filecmp.dircmp(model, downloaded)
     assert not compare.left_only and not compare.right_only and not compare.diff_files
-    assert (downloaded / "config" / "params.json").read_bytes() == (
-        model / "config" / "params.json"
-    ).read_bytes()
+    assert (downloaded / "config" / "params.json").read_bytes() == (model / "config" / "params.json").read_bytes()
 
     # the Hokusai database: the row and one unprocessed event
     shown = run_cli("token", "show", token, "--output", "json").json
     assert shown["model_status"] == "registered"
     assert shown["mlflow_run_id"] == out["mlflow_run_id"]
     assert shown["model_version"] == "1"
-    assert (
-        shown["metric_name"] == "auroc" and shown["metric_value"] == 0.91 and shown["baseline_value"] == 0.82
-    )
+    assert shown["metric_name"] == "auroc" and shown["metric_value"] == 0.91 and shown["baseline_value"] == 0.82
     assert shown["claim_owner"] is None
     with database.unit_of_work() as uow:
         rows = uow.execute(sa.select(events).where(events.c.token_id == token)).all()
@@ -108,8 +107,10 @@ def test_register_uploads_records_and_announces(
     assert row.payload["subject"] == token
     assert row.payload["data"]["mlflow_run_id"] == out["mlflow_run_id"]
     assert row.payload["data"]["git"] == {
-        "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/heads/main", "repository": "hokusai/example",
-    }  # fmt: skip
+        "sha": "0123456789abcdef0123456789abcdef01234567",
+        "ref": "refs/heads/main",
+        "repository": "hokusai/example",
+    }
 
 
 def test_rerun_same_bytes_is_idempotent_and_fast_path(run_cli, make_token, make_model, snapshot):
@@ -142,9 +143,7 @@ def test_other_bytes_for_a_registered_token_exit_3(run_cli, make_token, make_mod
     assert snapshot(token) == before
 
 
-def test_single_file_model_downloads_byte_identical(
-    run_cli, make_token, make_model, mlflow_client, services, tmp_path
-):
+def test_single_file_model_downloads_byte_identical(run_cli, make_token, make_model, mlflow_client, services, tmp_path):
     token = make_token()
     model = make_model(kind="file", name="model.onnx")
 
@@ -158,7 +157,7 @@ def test_single_file_model_downloads_byte_identical(
             artifact_uri=result.json["model_uri"],
             dst_path=str(tmp_path / "dl"),
             tracking_uri=services.mlflow_url,
-        )  # fmt: skip
+        )
     )
     assert sorted(p.name for p in downloaded.iterdir()) == ["model.onnx"]
     assert (downloaded / "model.onnx").read_bytes() == model.read_bytes()
@@ -179,9 +178,7 @@ def test_mlflow_model_directory_stays_loadable_by_pyfunc(run_cli, make_token, tm
     (model_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.97}))
     token = make_token()
 
-    result = run_cli(
-        *register_args(token, model_dir, "--metric", "accuracy", "--baseline", "0.9", "--output", "json")
-    )
+    result = run_cli(*register_args(token, model_dir, "--metric", "accuracy", "--baseline", "0.9", "--output", "json"))
 
     assert result.code == 0, result.stderr
     loaded = mlflow.pyfunc.load_model(result.json["model_uri"])

@@ -148,9 +148,7 @@ def test_events_of_each_token_arrive_in_publish_order(
 
 
 @pytest.mark.integration
-def test_missing_topic_fails_fast_and_the_key_is_not_left_paused(
-    pubsub_emulator: PubSubEmulator, make_sink
-) -> None:
+def test_missing_topic_fails_fast_and_the_key_is_not_left_paused(pubsub_emulator: PubSubEmulator, make_sink) -> None:
     name = "not-created-yet"
     topic = pubsub_emulator.topic_path(name)
     sink = make_sink(topic, timeout=10.0)
@@ -339,8 +337,6 @@ def test_transient_errors_are_retried_within_the_timeout() -> None:
     from google.api_core import exceptions as gexc
 
     publisher = StandInPublisher(result_errors=[gexc.ServiceUnavailable("down"), gexc.Aborted("busy")])
-    PubSubSink("projects/hokusai/topics/token-events", timeout=SHORT_TIMEOUT, publisher=publisher).deliver(
-        make_event()
-    )
+    PubSubSink("projects/hokusai/topics/token-events", timeout=SHORT_TIMEOUT, publisher=publisher).deliver(make_event())
     assert len(publisher.published) == 3
     assert len({p[3]["ce-id"] for p in publisher.published}) == 1

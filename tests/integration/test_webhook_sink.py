@@ -64,9 +64,7 @@ class Receiver:
 
     def _handle(self, request: Request) -> Response:
         with self._lock:
-            self.requests.append(
-                Received(path=request.path, headers=dict(request.headers), body=request.get_data())
-            )
+            self.requests.append(Received(path=request.path, headers=dict(request.headers), body=request.get_data()))
             answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         return answer()
 
@@ -153,9 +151,7 @@ def sleeps() -> RecordingSleep:
 
 
 @pytest.fixture
-def make_sink(
-    receiver: Receiver, secret: str, sleeps: RecordingSleep
-) -> Iterator[Callable[..., WebhookSink]]:
+def make_sink(receiver: Receiver, secret: str, sleeps: RecordingSleep) -> Iterator[Callable[..., WebhookSink]]:
     made: list[WebhookSink] = []
 
     def make(**overrides: object) -> WebhookSink:
@@ -292,9 +288,7 @@ def test_429_honours_retry_after_seconds(receiver, make_sink, sleeps, retry_afte
 @pytest.mark.integration
 def test_503_honours_retry_after_http_date(receiver, make_sink, sleeps):
     when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
-    receiver.will_answer(
-        status(503, headers={"Retry-After": format_datetime(when, usegmt=True)}), status(200)
-    )
+    receiver.will_answer(status(503, headers={"Retry-After": format_datetime(when, usegmt=True)}), status(200))
 
     make_sink().deliver(make_event())
 

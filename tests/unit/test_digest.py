@@ -192,8 +192,7 @@ def test_an_unreadable_file_is_refused_with_the_reason(tmp_path: Path) -> None:
     finally:
         secret.chmod(0o600)
     assert str(raised.value) == (
-        f"Model path {secret} cannot be read: Permission denied. "
-        "Fix its permissions or point --model-path elsewhere."
+        f"Model path {secret} cannot be read: Permission denied. Fix its permissions or point --model-path elsewhere."
     )
 
 

@@ -128,12 +128,8 @@ def test_metrics_match_an_independent_computation(
     labels = [label for _, label in held_out]
 
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["auroc"] == pytest.approx(
-        roc_auc_score(labels, predict.predict_proba(model, rows)), abs=1e-6
-    )
-    assert metrics["accuracy"] == pytest.approx(
-        accuracy_score(labels, predict.predict(model, rows)), abs=1e-6
-    )
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(labels, predict.predict_proba(model, rows)), abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predict.predict(model, rows)), abs=1e-6)
 
 
 def test_auroc_handles_ties_like_sklearn(example_modules: tuple[ModuleType, ModuleType]) -> None:
@@ -226,9 +222,7 @@ BROKEN = [
 
 
 @pytest.mark.parametrize(("name", "schema", "good", "typo"), BROKEN)
-def test_workflow_validation_catches_a_typo(
-    name: str, schema: str, good: str, typo: str, tmp_path: Path
-) -> None:
+def test_workflow_validation_catches_a_typo(name: str, schema: str, good: str, typo: str, tmp_path: Path) -> None:
     # proves the check above applies a real schema rather than passing anything
     if not CHECK_JSONSCHEMA.exists():
         pytest.skip(f"{CHECK_JSONSCHEMA} is not installed (pip install -e '.[test]')")

@@ -213,9 +213,7 @@ def test_crlf_in_a_value_reads_back_as_lf(github_env: dict[str, Path]) -> None:
     assert parsed == {"windows": "one\ntwo", "old-mac": "one\ntwo"}
 
 
-def test_delimiter_never_occurs_in_the_value(
-    github_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_delimiter_never_occurs_in_the_value(github_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     colliding = uuid.UUID("00000000-0000-4000-8000-000000000001")
     fresh = uuid.UUID("00000000-0000-4000-8000-000000000002")
     choices = iter([colliding, fresh])

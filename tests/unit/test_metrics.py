@@ -41,9 +41,7 @@ def test_every_name_and_alias_resolves_case_insensitively(spelling: str, name: s
     assert resolve_metric(f"  {spelling}  ").name == name
 
 
-@pytest.mark.parametrize(
-    ("spelling", "name"), [("ROC-AUC", "auroc"), ("f1-score", "f1"), ("Log Loss", "log_loss")]
-)
+@pytest.mark.parametrize(("spelling", "name"), [("ROC-AUC", "auroc"), ("f1-score", "f1"), ("Log Loss", "log_loss")])
 def test_hyphens_and_spaces_read_as_underscores(spelling: str, name: str) -> None:
     assert resolve_metric(spelling).name == name
 
@@ -293,9 +291,7 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path, content: str, k
     path.write_text(content)
     with pytest.raises(InputError) as raised:
         read_metric_value(AUROC, metric_value=None, metrics_file=path, model_path=tmp_path)
-    assert str(raised.value) == (
-        f"Metrics file {path} must hold a mapping of metric name to number, not {kind}."
-    )
+    assert str(raised.value) == (f"Metrics file {path} must hold a mapping of metric name to number, not {kind}.")
 
 
 @pytest.mark.parametrize(
@@ -310,9 +306,7 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path, content: str, k
         ),
     ],
 )
-def test_a_bad_value_in_the_file_names_the_key_and_the_file(
-    tmp_path: Path, content: str, message: str
-) -> None:
+def test_a_bad_value_in_the_file_names_the_key_and_the_file(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "metrics.json"
     path.write_text(content)
     with pytest.raises(InputError) as raised:

@@ -37,9 +37,7 @@ def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 def load(tmp_path: Path) -> Callable[..., Settings]:
     """load_settings(flags, BASE_ENV + env, cwd=tmp_path), optionally with a hokusai.yaml there."""
 
-    def run(
-        flags: dict[str, Any] | None = None, env: dict[str, str] | None = None, yaml_text: str | None = None
-    ):
+    def run(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None, yaml_text: str | None = None):
         if yaml_text is not None:
             (tmp_path / "hokusai.yaml").write_text(textwrap.dedent(yaml_text), encoding="utf-8")
         return load_settings(flags or {}, {**BASE_ENV, **(env or {})}, cwd=tmp_path)
@@ -125,9 +123,7 @@ def _expected(setting: str, raw: Any) -> Any:
     return EXPECTED_FROM.get(setting, {}).get(raw, raw)
 
 
-@pytest.mark.parametrize(
-    ("setting", "flag", "var", "yaml_text", "flag_value", "env_value", "yaml_value"), LAYERED
-)
+@pytest.mark.parametrize(("setting", "flag", "var", "yaml_text", "flag_value", "env_value", "yaml_value"), LAYERED)
 def test_flag_beats_environment_beats_yaml(
     load, setting, flag, var, yaml_text, flag_value, env_value, yaml_value
 ) -> None:
@@ -344,9 +340,7 @@ def test_unknown_key_names_the_key_and_its_line(load, tmp_path: Path) -> None:
 
 
 def test_unknown_nested_key_names_its_dotted_path_and_line(load, tmp_path: Path) -> None:
-    message = load_error(
-        load, yaml_text="token_id: XRAY\nmlflow:\n  experiment: x\n  tracking_url: http://m\n"
-    )
+    message = load_error(load, yaml_text="token_id: XRAY\nmlflow:\n  experiment: x\n  tracking_url: http://m\n")
     assert message == (
         f"{tmp_path / 'hokusai.yaml'}:4: unknown key 'mlflow.tracking_url'. "
         "Allowed here: experiment, timeout, tracking_uri."
@@ -381,8 +375,7 @@ def test_wrong_type_names_the_key_and_its_line(load, tmp_path: Path, yaml_text, 
 def test_a_yaml_that_is_not_a_mapping_is_refused(load, tmp_path: Path) -> None:
     message = load_error(load, yaml_text="- token_id\n- XRAY\n")
     assert message == (
-        f"{tmp_path / 'hokusai.yaml'} must be a YAML mapping of settings "
-        "(see the README's hokusai.yaml section)."
+        f"{tmp_path / 'hokusai.yaml'} must be a YAML mapping of settings (see the README's hokusai.yaml section)."
     )
 
 
@@ -429,9 +422,7 @@ def test_an_empty_yaml_is_all_defaults(load) -> None:
         (f"database:\n  password: {DB_PASSWORD}\n", 2, "database.password", DB_PASSWORD),
     ],
 )
-def test_an_inline_secret_is_an_error_that_does_not_echo_it(
-    load, tmp_path, yaml_text, line, key, secret
-) -> None:
+def test_an_inline_secret_is_an_error_that_does_not_echo_it(load, tmp_path, yaml_text, line, key, secret) -> None:
     message = load_error(load, yaml_text=yaml_text)
     assert message.startswith(
         f"{tmp_path / 'hokusai.yaml'}:{line}: '{key}' writes a secret into hokusai.yaml. "
@@ -490,9 +481,7 @@ def test_pubsub_sink_without_topic_is_an_error(load) -> None:
 
 
 def test_webhook_sink_without_url_is_an_error(load) -> None:
-    message = load_error(
-        load, env={"HOKUSAI_EVENT_SINKS": "webhook", "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET}
-    )
+    message = load_error(load, env={"HOKUSAI_EVENT_SINKS": "webhook", "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET})
     assert message == "Event sink 'webhook' needs a URL: set HOKUSAI_WEBHOOK_URL."
 
 
@@ -555,8 +544,7 @@ def test_repr_never_shows_the_mlflow_tracking_uri_password(load) -> None:
 def test_after_loading_redact_masks_the_database_password_and_webhook_secret(load) -> None:
     settings = load(env=SECRET_ENV)
     line = (
-        f"password authentication failed for {DB_PASSWORD!r}; "
-        f"signing with {WEBHOOK_SECRET} for {settings.webhook_url}"
+        f"password authentication failed for {DB_PASSWORD!r}; signing with {WEBHOOK_SECRET} for {settings.webhook_url}"
     )
     scrubbed = redact(line)
     assert DB_PASSWORD not in scrubbed
