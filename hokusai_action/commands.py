@@ -4,11 +4,9 @@ GitHub Action entrypoint call these; they import this module only once a command
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import sys
-import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -31,9 +29,6 @@ def quiet_vendor_logs() -> None:
 
 def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
     """Validate, then register; the exit code is 0, or 5 when an event is still pending."""
-    # Importing MLflow takes most of a second; do it while the model is hashed (hashlib and file
-    # reads release the GIL). Importing has no side effect, so failing validation loses nothing.
-    threading.Thread(target=_import_quietly, args=("mlflow",), daemon=True).start()
     request = build_request(settings)  # raises before anything is contacted
     parts = build_parts(settings)
     parts.warm_up_sinks()
@@ -46,11 +41,6 @@ def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
     if result.events_pending and not result.dry_run:
         return result, EXIT_EVENTS_PENDING
     return result, EXIT_OK
-
-
-def _import_quietly(module: str) -> None:
-    with contextlib.suppress(Exception):
-        importlib.import_module(module)
 
 
 def describe_result(result: RegistrationResult) -> list[str]:

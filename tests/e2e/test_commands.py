@@ -1,0 +1,61 @@
+"""The other commands as a user runs them: db upgrade, token create/show, events relay, doctor, the demo."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.services import free_port
+
+pytestmark = [pytest.mark.e2e]
+
+
+def test_db_upgrade_token_create_and_show_on_a_fresh_sqlite_file(run_cli, tmp_path):
+    env = {"HOKUSAI_DATABASE_URL": f"sqlite:///{tmp_path / 'site.db'}"}
+    first = run_cli("db", "upgrade", env=env)
+    assert first.code == 0, first.stderr
+    assert "upgraded from empty to revision 0001" in first.stdout
+    assert "up to date (revision 0001)" in run_cli("db", "upgrade", env=env).stdout
+
+    created = run_cli("token", "create", "xray", "--metadata", '{"owner": "radiology"}', "--output", "json", env=env)
+    assert created.code == 0, created.stderr
+    assert created.json["token_id"] == "XRAY"
+    assert created.json["model_status"] == "draft"
+    assert created.json["metadata"] == {"owner": "radiology"}
+
+    again = run_cli("token", "create", "XRAY", env=env)
+    assert again.code == 3
+    assert "error: Token XRAY already exists (status draft)" in again.stderr
+
+    shown = run_cli("token", "show", "XRAY", env=env)
+    assert shown.code == 0
+    assert "model_status       draft" in shown.stdout
+
+    missing = run_cli("token", "show", "NOPE", env=env)
+    assert missing.code == 3
+    assert "Token NOPE does not exist" in missing.stderr
+
+    bad = run_cli("token", "create", "bad token!", env=env)
+    assert bad.code == 2
+    assert "Token id 'bad token!' is not valid" in bad.stderr
+
+
+def test_events_relay_with_nothing_pending_exits_0(run_cli):
+    result = run_cli("events", "relay", "--output", "json")
+    assert result.code == 0, result.stderr
+    assert result.json["failed"] == []
+
+
+def test_doctor_reports_each_service(run_cli):
+    healthy = run_cli("doctor", "--output", "json")
+    assert healthy.code == 0, healthy.stderr
+    checks = {item["check"]: item for item in healthy.json}
+    assert checks["database"]["ok"] and "schema revision 0001" in checks["database"]["detail"]
+    assert checks["mlflow"]["ok"]
+    assert checks["events"]["ok"]
+
+    down = run_cli(
+        "doctor", env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "HOKUSAI_MLFLOW_TIMEOUT": "1"}
+    )
+    assert down.code == 4
+    assert "FAIL mlflow" in down.stdout
+    assert "ok   database" in down.stdout

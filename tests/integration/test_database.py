@@ -1,0 +1,121 @@
+"""Migrations and the claim on both databases the tool supports: PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from hokusai_action.db.store import Database, get_token, insert_token, release_claim, try_claim
+from hokusai_action.errors import InputError, TokenStateError
+from tests.services import create_database, drop_database
+
+pytestmark = [pytest.mark.integration]
+
+EXPECTED_TOKEN_COLUMNS = {
+    "token_id", "model_status", "mlflow_run_id", "metric_name", "metric_value", "baseline_value", "created_at",
+    "updated_at", "metadata", "model_name", "model_version", "model_uri", "artifact_digest", "registered_at",
+    "claim_owner", "claim_expires_at",
+}  # fmt: skip
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def blank_url(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'site.db'}"
+        return
+    url = create_database("hokusai_migrate")
+    yield url
+    drop_database(url)
+
+
+def columns(database: Database, table: str) -> set[str]:
+    return {column["name"] for column in sa.inspect(database.engine).get_columns(table)}
+
+
+def test_upgrade_creates_the_schema_and_is_idempotent(blank_url):
+    database = Database(blank_url)
+    with pytest.raises(InputError, match="has no registration schema"):
+        database.require_schema()
+    assert database.upgrade() == (None, "0001")
+    assert database.upgrade() == ("0001", "0001")
+    database.require_schema()
+    assert columns(database, "tokens") == EXPECTED_TOKEN_COLUMNS
+    assert {"event_id", "event_type", "source", "timestamp", "payload", "processed", "token_id"} <= columns(
+        database, "events"
+    )
+    assert {"event_id", "sink", "status", "attempts", "last_error", "delivered_at"} <= columns(
+        database, "event_deliveries"
+    )
+    database.dispose()
+
+
+def test_upgrade_extends_an_existing_site_tokens_table(blank_url):
+    """The site already has its documented tokens/events tables with rows: keep them, add columns."""
+    database = Database(blank_url)
+    with database.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE tokens (token_id VARCHAR(64) PRIMARY KEY, model_status VARCHAR(16) NOT NULL, "
+                "mlflow_run_id VARCHAR(64), created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO tokens VALUES ('OLDTOKEN', 'deployed', 'abc123', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+    database.upgrade()
+    assert columns(database, "tokens") == EXPECTED_TOKEN_COLUMNS
+    with database.unit_of_work() as uow:
+        old = get_token(uow, "OLDTOKEN")
+    assert old is not None
+    assert (old.model_status, old.mlflow_run_id) == ("deployed", "abc123")
+    database.dispose()
+
+
+def test_token_create_twice_is_a_state_error(blank_url):
+    database = Database(blank_url)
+    database.upgrade()
+    with database.unit_of_work() as uow:
+        insert_token(uow, "XRAY", metadata={"owner": "radiology"})
+        uow.commit()
+    with pytest.raises(TokenStateError, match="Token XRAY already exists"), database.unit_of_work() as uow:
+        insert_token(uow, "XRAY")
+    database.dispose()
+
+
+def test_the_claim_has_exactly_one_winner_among_threads(blank_url):
+    database = Database(blank_url, timeout=30)
+    database.upgrade()
+    with database.unit_of_work() as uow:
+        insert_token(uow, "RACE")
+        uow.commit()
+    start = threading.Barrier(8)
+    winners: list[str] = []
+
+    def contend(owner: str) -> None:
+        start.wait()
+        with database.unit_of_work() as uow:
+            won = try_claim(uow, "RACE", owner=owner, ttl_seconds=60)
+            uow.commit()
+        if won:
+            winners.append(owner)
+
+    threads = [threading.Thread(target=contend, args=(f"host:{n}:x",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(winners) == 1
+    with database.unit_of_work() as uow:
+        token = get_token(uow, "RACE")
+        assert token is not None and token.model_status == "registering" and token.claim_owner == winners[0]
+        assert not release_claim(uow, "RACE", owner="host:999:someone-else")
+        assert release_claim(uow, "RACE", owner=winners[0])
+        uow.commit()
+    with database.unit_of_work() as uow:
+        assert get_token(uow, "RACE").model_status == "draft"
+    database.dispose()
