@@ -41,7 +41,9 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain, compress, repeat
+from functools import partial
+from itertools import chain, compress, islice, repeat, tee
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +57,11 @@ NOT_COMPUTABLE = (
     "Gate on one of those, or pass the measured value itself instead of a predictions file."
 )
 FILE_MISSING = (
-    "Predictions file {path} does not exist. "
-    "Check the path (a relative path starts from the working directory, {cwd})."
+    "Predictions file {path} does not exist. Check the path (a relative path starts from the working directory, {cwd})."
 )
-FILE_UNREADABLE = (
-    "Cannot read predictions file {path}: {reason}. Point at a regular file that this user may read."
-)
+FILE_UNREADABLE = "Cannot read predictions file {path}: {reason}. Point at a regular file that this user may read."
 NOT_UTF8 = (
-    "Predictions file {path} is not UTF-8 text (undecodable bytes after data row {row}). "
+    "Predictions file {path} is not UTF-8 text (byte 0x{byte:02x}: {reason}). "
     "Save it as UTF-8 CSV or JSON Lines; a compressed file must be decompressed first."
 )
 EMPTY_FILE = (
@@ -99,8 +98,7 @@ NOT_AN_OBJECT = (
     'A JSON Lines file holds one object per line, like {{"label": 1, "score": 0.83}}.'
 )
 BAD_CSV = (
-    "Line {line} of {path} is not valid CSV ({reason}). "
-    "Check the quoting on that line, or that the file is CSV at all."
+    "Line {line} of {path} is not valid CSV ({reason}). Check the quoting on that line, or that the file is CSV at all."
 )
 LINE_TOO_LONG = (
     "Line {line} of {path} is longer than {limit} characters; a predictions row holds a few short fields. "
@@ -133,21 +131,21 @@ ONE_CLASS = (
     "it ranks positives against negatives and needs both. Evaluate on data that holds both classes."
 )
 TOO_FEW_ROWS_FOR_R2 = (
-    "Predictions file {path} has 1 data row, and r2 is undefined on fewer than two. "
-    "Evaluate on more examples."
+    "Predictions file {path} has 1 data row, and r2 is undefined on fewer than two. Evaluate on more examples."
 )
 
 # --- tunables (module level so tests can shrink them to exercise every path on small files) --------
 
 MAX_LINE_CHARS = 1 << 20  # a predictions row is a few short fields; a longer line means a wrong file
 _READ_BUFFER_BYTES = 1 << 20
-_BATCH_ROWS = 4096  # rows parsed before a batch is folded into the statistics
+_BATCH_ROWS = 256  # rows per batch: small enough to stay in cache and die young (fewer GC scans)
 _DISTINCT_SCORES_LIMIT = 1 << 14  # auroc keeps score -> count dicts up to this many distinct scores
 _SORT_RUN_LENGTH = 1 << 16  # auroc sorts its score arrays in runs of this many, then merges lazily
 
 _THRESHOLD = 0.5
 _EPS = 2.0**-52  # float64 machine epsilon, what numpy's finfo(float64).eps is
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_SNIFF_LINES = 1000  # blank lines skipped looking for the first line that shows the format
 _SHOWN_COLUMNS = 20
 _SHOWN_VALUE_CHARS = 40
 
@@ -190,18 +188,6 @@ class _HashingReader(io.RawIOBase):
         super().close()
 
 
-def _bounded_lines(text: io.TextIOBase, path: Path) -> Iterator[str]:
-    """The lines of ``text``, refusing one too long to be a row (a file without newlines, say)."""
-    readline = text.readline
-    limit = MAX_LINE_CHARS
-    number = 0
-    while line := readline(limit + 1):
-        number += 1
-        if len(line) > limit:
-            raise InputError(LINE_TOO_LONG.format(line=number, path=path, limit=limit))
-        yield line
-
-
 def _quote_all(names: Iterable[str]) -> str:
     shown = [f"'{name}'" for name in names]
     if not shown:
@@ -216,6 +202,13 @@ def _show_value(raw: Any) -> str:
     if len(text) > _SHOWN_VALUE_CHARS:
         text = text[:_SHOWN_VALUE_CHARS] + "..."
     return f"'{text}'"
+
+
+def _too_long(lengths: list[int]) -> int | None:
+    """Index of the first length over MAX_LINE_CHARS, if any."""
+    if lengths and max(lengths) > MAX_LINE_CHARS:
+        return next(index for index, length in enumerate(lengths) if length > MAX_LINE_CHARS)
+    return None
 
 
 class _Columns:
@@ -248,97 +241,220 @@ class _Columns:
             raise InputError(SAME_COLUMN.format(column=self.label))
 
 
-class _CsvRows:
-    """(label, score) cells of each data row of a CSV file; ``row`` and ``line`` say where it is."""
+class _EmptyFile(Exception):
+    """Raised by a row reader that found nothing to read; the caller words the message."""
 
-    def __init__(self, lines: Iterable[str], columns: _Columns, *, delimiter: str) -> None:
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+class _Batch:
+    """The raw label and score cells of up to _BATCH_ROWS data rows, and where each row is."""
+
+    __slots__ = ("first_row", "labels", "lines", "scores")
+
+    def __init__(self, labels: list[Any], scores: list[Any], *, first_row: int, lines: int | list[int]) -> None:
+        self.labels = labels
+        self.scores = scores
+        self.first_row = first_row  # the 1-based data row number of labels[0]
+        # the line each row starts on, or (when every row is one line) the line before the first row
+        self.lines = lines
+
+    def location(self, index: int) -> tuple[int, int]:
+        """(data row, line) of the row at ``index``, both 1-based."""
+        lines = self.lines
+        line = lines[index] if isinstance(lines, list) else lines + index + 1
+        return self.first_row + index, line
+
+
+def _line_breaks(fields: list[str]) -> int:
+    """Line breaks inside a record's quoted fields (with newline="" the csv module keeps them)."""
+    return sum(field.count("\n") + field.count("\r") - field.count("\r\n") for field in fields)
+
+
+class _CsvRows:
+    """Batches of a CSV file's data rows.
+
+    Rows are taken from the csv reader a batch at a time and split into label and score cells with
+    C-level ``map``; only a batch holding a blank line or a row of the wrong length is walked row by
+    row, to skip the blanks and name the bad row.
+    """
+
+    def __init__(self, lines: Iterator[str], columns: _Columns, *, delimiter: str) -> None:
+        # a second view of the same lines, to check their lengths after the csv reader has had them
+        lines, self._lines_seen = tee(lines)
         self._reader = csv.reader(lines, delimiter=delimiter, strict=True)
         self._columns = columns
+        self._lines_checked = 0
         self.path = columns.path
-        self.row = 0
         self.file_format = "tsv" if delimiter == "\t" else "csv"
+        self.rows = 0
 
     @property
     def line(self) -> int:
+        """The last line the csv reader has read."""
         return self._reader.line_num
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        reader = self._reader
+    def _check_line_lengths(self) -> None:
+        # readline hands a line over MAX_LINE_CHARS in pieces, which must not pass for rows
+        count = self._reader.line_num - self._lines_checked
+        index = _too_long(list(map(len, islice(self._lines_seen, count))))
+        if index is not None:
+            line = self._lines_checked + index + 1
+            raise InputError(LINE_TOO_LONG.format(line=line, path=self.path, limit=MAX_LINE_CHARS))
+        self._lines_checked += count
+
+    def batches(self) -> Iterator[_Batch]:
+        reader, columns = self._reader, self._columns
         header = next((fields for fields in reader if fields), None)
+        self._check_line_lengths()
         if header is None:
             raise _EmptyFile("header row")
         names = [name.strip() for name in header]
-        columns = self._columns
         columns.resolve(names, where="header")
         for role, name in (("labels", columns.label), ("scores", columns.score)):
-            if names.count(name) > 1:
-                raise InputError(
-                    DUPLICATE_COLUMN.format(
-                        path=columns.path, column=name, count=names.count(name), role=role
-                    )
-                )
-        label_index = names.index(columns.label)
-        score_index = names.index(columns.score)
+            if (count := names.count(name)) > 1:
+                raise InputError(DUPLICATE_COLUMN.format(path=self.path, column=name, count=count, role=role))
         width = len(names)
-        for fields in reader:
+        label_index, score_index = names.index(columns.label), names.index(columns.score)
+        label_of, score_of = itemgetter(label_index), itemgetter(score_index)
+        while records := list(islice(reader, _BATCH_ROWS)):
+            before = self._lines_checked
+            self._check_line_lengths()
+            if set(map(len, records)) == {width}:  # the usual case: no blank line, no short row
+                one_line_each = self._lines_checked - before == len(records)
+                batch = _Batch(
+                    list(map(label_of, records)),
+                    list(map(score_of, records)),
+                    first_row=self.rows + 1,
+                    lines=before if one_line_each else self._first_lines(records, before),
+                )
+            else:
+                batch = self._checked_batch(records, before, width, label_index, score_index)
+            self.rows += len(batch.labels)
+            if batch.labels:
+                yield batch
+
+    @staticmethod
+    def _first_lines(records: list[list[str]], before: int) -> list[int]:
+        """The line each record starts on, when some records span several lines."""
+        lines = []
+        line = before
+        for fields in records:
+            lines.append(line + 1)
+            line += 1 + _line_breaks(fields)
+        return lines
+
+    def _checked_batch(
+        self, records: list[list[str]], before: int, width: int, label_index: int, score_index: int
+    ) -> _Batch:
+        labels: list[str] = []
+        scores: list[str] = []
+        lines: list[int] = []
+        for fields, line in zip(records, self._first_lines(records, before), strict=True):
             if not fields:  # a blank line
                 continue
-            self.row += 1
             if len(fields) != width:
                 raise InputError(
                     ROW_LENGTH.format(
-                        row=self.row, line=self.line, path=columns.path, got=len(fields), expected=width
+                        row=self.rows + len(labels) + 1,
+                        line=line,
+                        path=self.path,
+                        got=len(fields),
+                        expected=width,
                     )
                 )
-            yield fields[label_index], fields[score_index]
+            labels.append(fields[label_index])
+            scores.append(fields[score_index])
+            lines.append(line)
+        return _Batch(labels, scores, first_row=self.rows + 1, lines=lines)
 
 
 class _JsonLinesRows:
-    """(label, score) values of each object of a JSON Lines file; ``row`` and ``line`` say where."""
+    """Batches of a JSON Lines file's objects.
+
+    A batch of lines is decoded with C-level ``map(json.loads, ...)``; a batch holding a blank line,
+    a line that is not an object or an object without the keys is walked line by line instead.
+    """
 
     file_format = "jsonl"
 
-    def __init__(self, lines: Iterable[str], columns: _Columns) -> None:
+    def __init__(self, lines: Iterator[str], columns: _Columns) -> None:
         self._lines = lines
         self._columns = columns
         self.path = columns.path
-        self.row = 0
-        self.line = 0
+        self.rows = 0
+        self.line = 0  # lines read so far
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+    def batches(self) -> Iterator[_Batch]:
+        getters: tuple[itemgetter[Any], itemgetter[Any]] | None = None
+        while chunk := list(islice(self._lines, _BATCH_ROWS)):
+            before = self.line
+            self.line += len(chunk)
+            index = _too_long(list(map(len, chunk)))
+            if index is not None:
+                raise InputError(LINE_TOO_LONG.format(line=before + index + 1, path=self.path, limit=MAX_LINE_CHARS))
+            batch = self._decoded_batch(chunk, before, getters) if getters else None
+            if batch is None:
+                batch = self._checked_batch(chunk, before)
+            if self.rows == 0 and batch.labels:  # the first object has fixed the columns
+                getters = (itemgetter(self._columns.label), itemgetter(self._columns.score))
+            self.rows += len(batch.labels)
+            if batch.labels:
+                yield batch
+        if self.rows == 0:
+            raise _EmptyFile("JSON objects")
+
+    def _decoded_batch(
+        self, chunk: list[str], before: int, getters: tuple[itemgetter[Any], itemgetter[Any]]
+    ) -> _Batch | None:
+        try:
+            records = list(map(json.loads, chunk))
+            if set(map(type, records)) != {dict}:
+                return None
+            labels, scores = list(map(getters[0], records)), list(map(getters[1], records))
+        except (ValueError, KeyError):  # a blank or broken line, or a missing key: find it line by line
+            return None
+        return _Batch(labels, scores, first_row=self.rows + 1, lines=before)
+
+    def _checked_batch(self, chunk: list[str], before: int) -> _Batch:
         columns = self._columns
-        path = columns.path
-        loads = json.loads
-        missing = object()
-        label = score = ""
-        for text in self._lines:
-            self.line += 1
+        labels: list[Any] = []
+        scores: list[Any] = []
+        lines: list[int] = []
+        for line, text in enumerate(chunk, start=before + 1):
             try:
-                record = loads(text)
-            except ValueError as exc:  # json.JSONDecodeError; a blank line is one too
+                record = json.loads(text)
+            except ValueError:  # json.JSONDecodeError; a blank line is one too
                 if not text.strip():
                     continue
-                reason = f"invalid JSON: {exc.msg} at column {exc.colno}"  # type: ignore[attr-defined]
-                raise InputError(NOT_AN_OBJECT.format(line=self.line, path=path, reason=reason)) from None
-            if record.__class__ is not dict:
+                reason = _json_error(text)
+                raise InputError(NOT_AN_OBJECT.format(line=line, path=self.path, reason=reason)) from None
+            if type(record) is not dict:
                 reason = f"it is {_json_kind(record)}"
-                raise InputError(NOT_AN_OBJECT.format(line=self.line, path=path, reason=reason))
-            self.row += 1
-            if self.row == 1:
+                raise InputError(NOT_AN_OBJECT.format(line=line, path=self.path, reason=reason))
+            row = self.rows + len(labels) + 1
+            if row == 1:
                 columns.resolve(list(record), where="first object")
-                label, score = columns.label, columns.score
-            label_value = record.get(label, missing)
-            score_value = record.get(score, missing)
-            if label_value is missing or score_value is missing:
-                absent = label if label_value is missing else score
-                raise InputError(
-                    ROW_MISSING_KEY.format(
-                        row=self.row, line=self.line, path=path, column=absent, found=_quote_all(record)
+            for key in (columns.label, columns.score):
+                if key not in record:
+                    raise InputError(
+                        ROW_MISSING_KEY.format(row=row, line=line, path=self.path, column=key, found=_quote_all(record))
                     )
-                )
-            yield label_value, score_value
-        if self.row == 0:
-            raise _EmptyFile("JSON objects")
+            labels.append(record[columns.label])
+            scores.append(record[columns.score])
+            lines.append(line)
+        return _Batch(labels, scores, first_row=self.rows + 1, lines=lines)
+
+
+def _json_error(text: str) -> str:
+    """Why a line is not JSON, with the column counted on the line without its line break."""
+    try:
+        json.loads(text.rstrip("\r\n"))
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg} at column {exc.colno}"
+    return "invalid JSON"
 
 
 def _json_kind(value: Any) -> str:
@@ -353,19 +469,15 @@ def _json_kind(value: Any) -> str:
     return "a number"
 
 
-class _EmptyFile(Exception):
-    """Raised by a row reader that found nothing to read; the caller words the message."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
-
-
-# --- parsing one cell ---------------------------------------------------------------------------
+# --- parsing cells ------------------------------------------------------------------------------
+#
+# Each kind of cell has a fast converter for a whole batch (C-level map, returning None when any cell
+# is unusable) and a per-cell parser that says what is wrong; the slow path runs only on a batch
+# the fast one refused, so the two must agree on every cell they both accept.
 
 
 class _CellError(Exception):
-    """A cell that cannot be used; the read loop adds the row, line and column and raises InputError."""
+    """A cell that cannot be used; the converter adds the row, line and column and raises InputError."""
 
     def __init__(self, template: str, value: Any) -> None:
         super().__init__(template)
@@ -373,8 +485,11 @@ class _CellError(Exception):
         self.value = value
 
 
+_NUMBER_CELLS = frozenset({str, float, int})  # CSV cells are text; JSON numbers are float or int
+
+
 def _parse_real(raw: Any) -> float:
-    kind = raw.__class__
+    kind = type(raw)
     if kind is float:
         value = raw
     elif kind is str or kind is int:
@@ -386,11 +501,21 @@ def _parse_real(raw: Any) -> float:
             raise _CellError(NOT_FINITE, raw) from None
     elif raw is None:
         raise _CellError(MISSING_VALUE, raw)
-    else:  # bool, list, dict from JSON
+    else:  # a JSON boolean, array or object
         raise _CellError(NOT_A_NUMBER, raw)
     if not math.isfinite(value):
         raise _CellError(NOT_FINITE, raw)
     return value
+
+
+def _reals(cells: list[Any]) -> list[float] | None:
+    if not _NUMBER_CELLS.issuperset(map(type, cells)):
+        return None
+    try:
+        values = list(map(float, cells))
+    except (ValueError, OverflowError):
+        return None
+    return values if all(map(math.isfinite, values)) else None
 
 
 def _parse_probability(raw: Any) -> float:
@@ -400,10 +525,19 @@ def _parse_probability(raw: Any) -> float:
     return value
 
 
-# keys 0/1/True/False also match 0.0/1.0 from JSON: equal numbers share one dict key
+def _probabilities(cells: list[Any]) -> list[float] | None:
+    values = _reals(cells)
+    if values is None or min(values) < 0.0 or max(values) > 1.0:
+        return None
+    return values
+
+
+# keys 0/1 also match True/False and 0.0/1.0 from JSON: equal numbers share one dict key
 _BINARY_LABELS: dict[Any, int] = {
     "0": 0,
     "1": 1,
+    "0.0": 0,
+    "1.0": 1,
     "false": 0,
     "true": 1,
     "False": 0,
@@ -418,7 +552,7 @@ _BINARY_LABELS: dict[Any, int] = {
 def _parse_binary_label(raw: Any) -> int:
     try:
         found = _BINARY_LABELS.get(raw)
-    except TypeError:  # an unhashable JSON list or object
+    except TypeError:  # an unhashable JSON array or object
         raise _CellError(LABEL_NOT_BINARY, raw) from None
     if found is not None:
         return found
@@ -444,6 +578,14 @@ def _parse_binary_label(raw: Any) -> int:
     if value in (0.0, 1.0):
         return int(value)
     raise _CellError(LABEL_NOT_BINARY, raw)
+
+
+def _binary_labels(cells: list[Any]) -> list[int] | None:
+    try:
+        values = list(map(_BINARY_LABELS.get, cells))
+    except TypeError:
+        return None
+    return None if None in values else values
 
 
 def _label_text(raw: Any) -> str:
@@ -484,6 +626,64 @@ def _positive_label_parser(positive_label: Any) -> Callable[[Any], int]:
         return 0
 
     return parse
+
+
+def _all_or_none(parse: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any] | None]:
+    """A batch converter from a per-cell parser, for cells with no C-level fast path."""
+
+    def convert(cells: list[Any]) -> list[Any] | None:
+        try:
+            return list(map(parse, cells))
+        except _CellError:
+            return None
+
+    return convert
+
+
+class _Cells:
+    """Turns a batch's raw cells into labels and scores, naming row, line and column of a bad one."""
+
+    def __init__(
+        self,
+        *,
+        label: tuple[Callable[[list[Any]], list[Any] | None], Callable[[Any], Any]],
+        score: tuple[Callable[[list[Any]], list[float] | None], Callable[[Any], float]],
+        columns: _Columns,
+        metric: str,
+    ) -> None:
+        self._labels, self._parse_label = label
+        self._scores, self._parse_score = score
+        self._columns = columns
+        self._metric = metric
+
+    def convert(self, batch: _Batch) -> tuple[list[Any], list[float]]:
+        labels = self._labels(batch.labels)
+        scores = self._scores(batch.scores)
+        if labels is not None and scores is not None:
+            return labels, scores
+        # some cell was refused: go row by row so the first bad row is the one named
+        labels, scores = [], []
+        columns = self._columns
+        for index, (label_cell, score_cell) in enumerate(zip(batch.labels, batch.scores, strict=True)):
+            column = columns.label
+            try:
+                label = self._parse_label(label_cell)
+                column = columns.score or ""
+                score = self._parse_score(score_cell)
+            except _CellError as exc:
+                row, line = batch.location(index)
+                message = exc.template.format(
+                    row=row,
+                    line=line,
+                    path=columns.path,
+                    column=column,
+                    value=_show_value(exc.value),
+                    metric=self._metric,
+                )
+                raise InputError(message) from None
+            labels.append(label)
+            scores.append(score)
+        return labels, scores
 
 
 # --- statistics ---------------------------------------------------------------------------------
@@ -700,22 +900,22 @@ def _sorted_stream(values: array) -> Iterator[float]:
 
 @dataclass(frozen=True)
 class _Recipe:
-    label_kind: str  # "binary" or "real"
-    parse_score: Callable[[Any], float]
+    binary_labels: bool  # False: labels are real numbers
+    probabilities: bool  # True: scores must lie in [0, 1]
     make: Callable[[], Any]
 
 
 _RECIPES: dict[str, _Recipe] = {
-    "auroc": _Recipe("binary", _parse_real, _RankSum),
-    "accuracy": _Recipe("binary", _parse_probability, lambda: _Confusion("accuracy")),
-    "f1": _Recipe("binary", _parse_probability, lambda: _Confusion("f1")),
-    "precision": _Recipe("binary", _parse_probability, lambda: _Confusion("precision")),
-    "recall": _Recipe("binary", _parse_probability, lambda: _Confusion("recall")),
-    "log_loss": _Recipe("binary", _parse_probability, _LogLoss),
-    "mse": _Recipe("real", _parse_real, lambda: _Regression("mse")),
-    "rmse": _Recipe("real", _parse_real, lambda: _Regression("rmse")),
-    "mae": _Recipe("real", _parse_real, lambda: _Regression("mae")),
-    "r2": _Recipe("real", _parse_real, lambda: _Regression("r2")),
+    "auroc": _Recipe(True, False, _RankSum),
+    "accuracy": _Recipe(True, True, lambda: _Confusion("accuracy")),
+    "f1": _Recipe(True, True, lambda: _Confusion("f1")),
+    "precision": _Recipe(True, True, lambda: _Confusion("precision")),
+    "recall": _Recipe(True, True, lambda: _Confusion("recall")),
+    "log_loss": _Recipe(True, True, _LogLoss),
+    "mse": _Recipe(False, False, lambda: _Regression("mse")),
+    "rmse": _Recipe(False, False, lambda: _Regression("rmse")),
+    "mae": _Recipe(False, False, lambda: _Regression("mae")),
+    "r2": _Recipe(False, False, lambda: _Regression("r2")),
 }
 COMPUTABLE_METRICS: tuple[str, ...] = tuple(_RECIPES)
 
@@ -733,71 +933,60 @@ def compute_metric_from_predictions(
     ``metric`` is a name or alias from the catalogue (``auroc``, ``roc_auc``, ``rmse``...).
     ``score_column`` defaults to ``score``, or ``prediction`` when there is no ``score`` column.
     ``positive_label``, for the binary metrics, makes rows whose label equals it positive and all
-    others negative; without it labels must be 0/1 or true/false. Every problem with the file is an
-    ``InputError`` naming the row, line and column.
+    others negative; without it labels must be 0/1 or true/false (the regression metrics ignore it).
+    Every problem with the file is an ``InputError`` naming the row, line and column where it is.
     """
     name = resolve_metric(metric).name
     recipe = _RECIPES.get(name)
     if recipe is None:
-        supported = ", ".join(COMPUTABLE_METRICS)
-        raise InputError(NOT_COMPUTABLE.format(metric=name, supported=supported))
-    if recipe.label_kind == "real":
-        parse_label: Callable[[Any], float] = _parse_real
-    elif positive_label is not None:
-        parse_label = _positive_label_parser(positive_label)
-    else:
-        parse_label = _parse_binary_label
-    parse_score = recipe.parse_score
-    statistic = recipe.make()
+        raise InputError(NOT_COMPUTABLE.format(metric=name, supported=", ".join(COMPUTABLE_METRICS)))
     path = Path(path)
     columns = _Columns(path, label_column, score_column)
+    if not recipe.binary_labels:
+        label: tuple[Callable[[list[Any]], list[Any] | None], Callable[[Any], Any]] = (_reals, _parse_real)
+    elif positive_label is not None:
+        parse_positive = _positive_label_parser(positive_label)
+        label = (_all_or_none(parse_positive), parse_positive)
+    else:
+        label = (_binary_labels, _parse_binary_label)
+    score = (_probabilities, _parse_probability) if recipe.probabilities else (_reals, _parse_real)
+    cells = _Cells(label=label, score=score, columns=columns, metric=name)
+    statistic = recipe.make()
 
     hashing = _open(path)
-    text = io.TextIOWrapper(
-        io.BufferedReader(hashing, buffer_size=_READ_BUFFER_BYTES), encoding="utf-8-sig", newline=""
-    )
+    buffered = io.BufferedReader(hashing, buffer_size=_READ_BUFFER_BYTES)
     rows: _CsvRows | _JsonLinesRows | None = None
-    with text:
+    with io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="") as text:
         try:
             rows = _row_reader(text, path, columns)
-            labels: list[Any] = []
-            scores: list[float] = []
-            for label_raw, score_raw in rows:
-                try:
-                    labels.append(parse_label(label_raw))
-                except _CellError as exc:
-                    raise _cell_error(exc, rows, column=columns.label, metric=name) from None
-                try:
-                    scores.append(parse_score(score_raw))
-                except _CellError as exc:
-                    del labels[-1]
-                    raise _cell_error(exc, rows, column=columns.score, metric=name) from None
-                if len(labels) == _BATCH_ROWS:
-                    statistic.add(labels, scores)
-                    labels, scores = [], []
-            statistic.add(labels, scores)
-            while hashing.read(_READ_BUFFER_BYTES):  # the reader stops at EOF; this only makes sure
+            for batch in rows.batches():
+                statistic.add(*cells.convert(batch))
+            while hashing.read(_READ_BUFFER_BYTES):  # the reader stopped at EOF; this only makes sure
                 pass
         except _EmptyFile as exc:
             raise InputError(EMPTY_FILE.format(path=path, what=exc.what, metric=name)) from None
-        except UnicodeDecodeError:
-            raise InputError(NOT_UTF8.format(path=path, row=rows.row if rows else 0)) from None
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start] if exc.start < len(exc.object) else 0
+            raise InputError(NOT_UTF8.format(path=path, byte=byte, reason=exc.reason)) from None
         except csv.Error as exc:
             line = rows.line if rows else 0
             raise InputError(BAD_CSV.format(line=line, path=path, reason=exc)) from None
         except OSError as exc:
             raise InputError(FILE_UNREADABLE.format(path=path, reason=exc.strerror or exc)) from exc
 
-    assert rows is not None  # set before the loop, which is the only way here
     if statistic.rows == 0:
         raise InputError(NO_ROWS.format(path=path, metric=name))
     if isinstance(statistic, _RankSum) and (absent := statistic.absent_class()):
         present = "negative" if absent == "positive" else "positive"
-        note = (
-            f" with label '{positive_label}'" if positive_label is not None and absent == "positive" else ""
-        )
+        with_label = positive_label is not None and absent == "positive"
         raise InputError(
-            ONE_CLASS.format(rows=statistic.rows, path=path, present=present, absent=absent, label_note=note)
+            ONE_CLASS.format(
+                rows=statistic.rows,
+                path=path,
+                present=present,
+                absent=absent,
+                label_note=f" with label '{positive_label}'" if with_label else "",
+            )
         )
     if name == "r2" and statistic.rows < 2:
         raise InputError(TOO_FEW_ROWS_FOR_R2.format(path=path))
@@ -808,7 +997,7 @@ def compute_metric_from_predictions(
         label_column=columns.label,
         score_column=columns.score or "",
         metric=name,
-        file_format=rows.file_format,
+        file_format=rows.file_format if rows else "",
     )
 
 
@@ -826,13 +1015,14 @@ def _open(path: Path) -> _HashingReader:
 
 def _row_reader(text: io.TextIOWrapper, path: Path, columns: _Columns) -> _CsvRows | _JsonLinesRows:
     """A row reader for the file's format: by extension, else by its first non-blank line."""
-    lines: Iterator[str] = _bounded_lines(text, path)
+    # lines of at most MAX_LINE_CHARS + 1 characters, so memory is bounded even without newlines
+    lines: Iterator[str] = iter(partial(text.readline, MAX_LINE_CHARS + 1), "")
     file_format = _SUFFIX_FORMATS.get(path.suffix.lower())
     if file_format is None:
         head: list[str] = []
         for line in lines:
             head.append(line)
-            if line.strip():
+            if line.strip() or len(head) > _SNIFF_LINES:
                 break
         first = head[-1].lstrip() if head else ""
         file_format = "jsonl" if first.startswith(("{", "[")) else "csv"
@@ -840,16 +1030,3 @@ def _row_reader(text: io.TextIOWrapper, path: Path, columns: _Columns) -> _CsvRo
     if file_format == "jsonl":
         return _JsonLinesRows(lines, columns)
     return _CsvRows(lines, columns, delimiter="\t" if file_format == "tsv" else ",")
-
-
-def _cell_error(exc: _CellError, rows: _CsvRows | _JsonLinesRows, *, column: str, metric: str) -> InputError:
-    return InputError(
-        exc.template.format(
-            row=rows.row,
-            line=rows.line,
-            path=rows.path,
-            column=column,
-            value=_show_value(exc.value),
-            metric=metric,
-        )
-    )

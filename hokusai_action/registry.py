@@ -13,9 +13,10 @@ MLflow 3 notes this module relies on (DESIGN.md, "Known pitfalls"):
 from __future__ import annotations
 
 import os
-import tempfile
+import posixpath
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ TAG_GIT_SHA = "git.sha"
 TAG_GIT_REF = "git.ref"
 TAG_GIT_REPOSITORY = "git.repository"
 LOGGED_MODEL_NAME = "model"
+UPLOAD_WORKERS = 4
 
 UNREACHABLE = "MLflow at {uri} did not answer within {timeout:g} s ({reason})."
 UNREACHABLE_HINT = (
@@ -272,7 +274,7 @@ class MlflowRegistry:
                     params=dict(params),
                 )
                 doing = "uploading the model"
-                self._upload(logged.model_id, model)
+                self._upload(logged.model_id, logged, model)
                 doing = "finalizing the logged model"
                 self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
                 self.client.set_terminated(run_id, "FINISHED")
@@ -283,15 +285,24 @@ class MlflowRegistry:
         except OSError as exc:
             raise self._service_error(exc, doing) from exc
 
-    def _upload(self, model_id: str, model: ModelFiles) -> None:
+    def _upload(self, model_id: str, logged_model: Any, model: ModelFiles) -> None:
+        """Stream every file to the logged model's artifact store, several files at a time.
+
+        MLflow's own ``log_model_artifacts`` sends one file after another; sending a few side by side
+        keeps both the connection and the server busy (the server has several workers). Each file is
+        streamed from disk by the artifact repository, never read whole into memory.
+        """
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repository = get_artifact_repository(logged_model.artifact_location, tracking_uri=self.tracking_uri)
         if model.is_dir:
-            self.client.log_model_artifacts(model_id, str(model.root))
-            return
-        # log_model_artifacts takes a folder: give it one holding a link to the file, not a copy
-        with tempfile.TemporaryDirectory(prefix="hokusai-upload-") as staging:
-            link = Path(staging) / model.root.name
-            link.symlink_to(model.root.resolve())
-            self.client.log_model_artifacts(model_id, staging)
+            uploads = [(model.root / relative, posixpath.dirname(relative) or None) for relative in model.files]
+        else:
+            uploads = [(model.root, None)]
+        workers = max(1, min(UPLOAD_WORKERS, len(uploads)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hokusai-upload") as pool:
+            # list() re-raises the first failure; the rest finish or fail on their own
+            list(pool.map(lambda item: repository.log_artifact(str(item[0]), item[1]), uploads))
 
     def _register(
         self, model_id: str, run_id: str, model_name: str, digest: str, tags: Mapping[str, str]
