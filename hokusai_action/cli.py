@@ -125,6 +125,14 @@ def model() -> None:
 @click.option("--baseline", help="Value the metric must meet or beat (finite, inside the metric's range).")
 @click.option("--metric-value", help="The measured value, when it is not read from a metrics file.")
 @click.option("--metrics-file", help="JSON/YAML mapping of metric name to value (default: metrics.json in the model).")
+@click.option("--predictions", help="CSV or JSON Lines of labels and scores: the metric is computed from it.")
+@click.option("--label-column", help="Label column of --predictions (default: label).")
+@click.option("--score-column", help="Score/prediction column of --predictions (default: score, else prediction).")
+@click.option("--positive-label", help="Label value counted as positive in --predictions (default: 1/true).")
+@click.option("--mlflow-run-id", help="Take the metric logged in this MLflow run (its latest step).")
+@click.option("--min-improvement", help="Margin over the baseline/champion: absolute (0.01) or relative (2%).")
+@click.option("--compare-to", help="Also beat the version holding this alias of hokusai-<TOKEN> (e.g. champion).")
+@click.option("--set-alias", help="Move this alias to the new version after success.")
 @config_option
 @click.option("--dry-run", is_flag=True, default=None, help="Validate and contact services read-only; change nothing.")
 @click.option("--mlflow-tracking-uri", help="MLflow server or store (default: MLFLOW_TRACKING_URI, then .hokusai/).")
@@ -134,6 +142,9 @@ def model() -> None:
 @handles_errors
 def register_command(output: str, **flags: Any) -> None:
     """Upload, gate and register a model for a draft token, then announce it.
+
+    The measured value comes from one of --metric-value, --metrics-file, --predictions or
+    --mlflow-run-id (default: metrics.json or metrics.yaml inside the model directory).
 
     Exit codes: 0 registered (or already registered with the same bytes), 1 metric below baseline,
     2 bad input or settings, 3 token state forbids it, 4 a service unreachable, 5 registered but an

@@ -29,8 +29,12 @@ def quiet_vendor_logs() -> None:
 
 def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
     """Validate, then register; the exit code is 0, or 5 when an event is still pending."""
-    request = build_request(settings)  # raises before anything is contacted
-    parts = build_parts(settings)
+    parts = build_parts(settings)  # builds clients; contacts nothing
+    try:
+        request = build_request(settings, registry=parts.registry)  # raises before anything changes
+    except BaseException:
+        parts.close()
+        raise
     parts.warm_up_sinks()
     try:
         # MLflow prints "View run at ..." on stdout; stdout belongs to the result (--output json)
@@ -46,7 +50,7 @@ def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
 def describe_result(result: RegistrationResult) -> list[str]:
     """Human lines for a result (stdout in text mode, stderr in JSON mode)."""
     gate = result.gate
-    op = ">=" if gate.metric.greater_is_better else "<="
+    op = gate.op
     lines = []
     if result.dry_run:
         lines.append(f"Dry run: token {result.token_id} would be registered; nothing was changed.")
@@ -55,15 +59,24 @@ def describe_result(result: RegistrationResult) -> list[str]:
     else:
         lines.append(f"Token {result.token_id} registered.")
     lines.append(
-        f"  metric      {gate.metric.name} = {gate.value:g} {op} baseline {gate.baseline:g} "
-        f"({gate.metric.direction}, source: {result.metric_source})"
+        f"  metric      {gate.metric.name} = {gate.value:g} {op} required {gate.required:g} "
+        f"({gate.metric.direction}, delta {gate.delta:+g}, {'pass' if gate.passed else 'FAIL'})"
     )
+    lines.append(f"  baseline    {gate.baseline:g}" + (f", margin {gate.margin.text}" if gate.margin else ""))
+    if gate.champion is not None:
+        champion = gate.champion
+        held = f"version {champion.version} = {champion.value:g}" if champion.version else "held by no version"
+        lines.append(f"  champion    '{champion.alias}' {held}")
+    source = result.metric_source + (f" ({result.metric_source_detail})" if result.metric_source_detail else "")
+    lines.append(f"  source      {source}")
     lines.append(f"  model       {result.model_uri or result.model_name} (run {result.mlflow_run_id})")
     lines.append(f"  digest      {result.artifact_digest}")
     if result.event_id:
         state = ", ".join(f"{sink}: {'delivered' if ok else 'PENDING'}" for sink, ok in result.events_delivered.items())
         lines.append(f"  event       {result.event_id} ({state or 'no sinks'})")
-    for note in result.notes:
+    if result.alias:
+        lines.append(f"  alias       '{result.alias}' -> version {result.model_version}")
+    for note in [*gate.notes(), *result.notes]:
         lines.append(f"  note        {note}")
     if result.events_pending and not result.dry_run:
         lines.append(EVENTS_PENDING.format(event_id=result.event_id, sinks=", ".join(result.events_pending)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,11 +35,14 @@ from hokusai_action.errors import HokusaiError, InputError, TokenStateError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import CloudEventRecord, event_id_for
 from hokusai_action.metrics import (
+    Champion,
     GateResult,
     MeasuredValue,
+    Metric,
     check_in_range,
     enforce_gate,
     evaluate_gate,
+    parse_margin,
     parse_number,
     read_metric_value,
     resolve_metric,
@@ -65,6 +68,7 @@ log = logging.getLogger(__name__)
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 MISSING_OPTION = "Missing {what}: pass {flag} or set '{key}' in hokusai.yaml."
+TOO_MANY_SOURCES = "The measured value must come from one source, but {given} were given. Keep one."
 BAD_TOKEN_ID = "Token id '{given}' is not valid: use 1-64 letters, digits, '_' or '-', starting with a letter or digit."
 TOKEN_MISSING = "Token {token} does not exist in the Hokusai database at {url}."
 TOKEN_MISSING_HINT = "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
@@ -98,6 +102,12 @@ class Registry(Protocol):
         metric_value: float,
     ) -> RegisteredVersion: ...
 
+    def run_metric(self, run_id: str, metric: Metric) -> tuple[float, str]: ...
+
+    def champion(self, model_name: str, alias: str, metric: Metric) -> Champion: ...
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class RegistrationRequest:
@@ -110,6 +120,8 @@ class RegistrationRequest:
     git: GitInfo
     dry_run: bool
     claim_ttl: float
+    compare_to: str | None = None
+    set_alias: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -131,6 +143,8 @@ class RegistrationResult:
     dry_run: bool = False
     already_registered: bool = False
     metric_source: str = "flag"
+    metric_source_detail: str | None = None
+    alias: str | None = None
     event: CloudEventRecord | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -146,12 +160,13 @@ class RegistrationResult:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "model_uri": self.model_uri,
-            "metric": {**self.gate.as_dict(), "source": self.metric_source},
+            "metric": {**self.gate.as_dict(), "source": self.metric_source, "source_detail": self.metric_source_detail},
             "artifact_digest": self.artifact_digest,
             "event_id": self.event_id,
             "events_delivered": self.events_delivered,
             "dry_run": self.dry_run,
             "already_registered": self.already_registered,
+            "alias": self.alias,
         }
         if self.dry_run and self.event is not None:
             out["event"] = self.event.structured()
@@ -169,8 +184,11 @@ def normalise_token_id(raw: str | None) -> str:
     return raw.upper()
 
 
-def build_request(settings: Settings) -> RegistrationRequest:
-    """Validate every input and run the gate. Reads the model files; changes nothing anywhere."""
+def build_request(settings: Settings, registry: Registry | None = None) -> RegistrationRequest:
+    """Validate every input, read the measured value and run the baseline gate. Changes nothing.
+
+    ``registry`` is only contacted (read-only) when the value comes from an MLflow run.
+    """
     token_id = normalise_token_id(settings.token_id)
     if not settings.model_path:
         raise InputError(MISSING_OPTION.format(what="model path", flag="--model-path", key="model_path"))
@@ -180,14 +198,10 @@ def build_request(settings: Settings) -> RegistrationRequest:
         raise InputError(MISSING_OPTION.format(what="baseline", flag="--baseline", key="baseline"))
     metric = resolve_metric(settings.metric)
     baseline = check_in_range(metric, parse_number(settings.baseline, what="Baseline"), what="Baseline")
+    margin = parse_margin(settings.min_improvement)
     model = inspect_model(settings.model_path)
-    measured = read_metric_value(
-        metric,
-        metric_value=settings.metric_value,
-        metrics_file=Path(settings.metrics_file) if settings.metrics_file else None,
-        model_path=model.root,
-    )
-    gate = evaluate_gate(metric, measured.value, baseline)
+    measured = _measure(settings, metric, model, registry)
+    gate = evaluate_gate(metric, measured.value, baseline, margin=margin)
     enforce_gate(gate)
     return RegistrationRequest(
         token_id=token_id,
@@ -199,6 +213,49 @@ def build_request(settings: Settings) -> RegistrationRequest:
         git=settings.git,
         dry_run=settings.dry_run,
         claim_ttl=settings.claim_ttl,
+        compare_to=settings.compare_to,
+        set_alias=settings.set_alias,
+    )
+
+
+def _measure(settings: Settings, metric: Metric, model: ModelFiles, registry: Registry | None) -> MeasuredValue:
+    """The measured value from exactly one source: flag, metrics file, predictions or an MLflow run."""
+    given = [
+        flag
+        for flag, value in (
+            ("--metric-value", settings.metric_value),
+            ("--metrics-file", settings.metrics_file),
+            ("--predictions", settings.predictions),
+            ("--mlflow-run-id", settings.mlflow_run_id),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise InputError(TOO_MANY_SOURCES.format(given=", ".join(given)))
+    if settings.predictions:
+        from hokusai_action.predictions import compute_metric_from_predictions
+
+        computed = compute_metric_from_predictions(
+            settings.predictions,
+            metric.name,
+            label_column=settings.label_column or "label",
+            score_column=settings.score_column,
+            positive_label=settings.positive_label,
+        )
+        value = check_in_range(metric, computed.value, what=f"{metric.name} computed from {settings.predictions}")
+        detail = f"sha256:{computed.sha256}, {computed.rows} rows, {computed.label_column}/{computed.score_column}"
+        return MeasuredValue(value, "predictions", str(settings.predictions), detail)
+    if settings.mlflow_run_id:
+        if registry is None:  # pragma: no cover - the CLI and the action always pass one
+            raise InputError("Reading a metric from an MLflow run needs the MLflow registry.")
+        value, detail = registry.run_metric(settings.mlflow_run_id, metric)
+        value = check_in_range(metric, value, what=f"{metric.name} of MLflow run {settings.mlflow_run_id}")
+        return MeasuredValue(value, "mlflow-run", settings.mlflow_run_id, detail)
+    return read_metric_value(
+        metric,
+        metric_value=settings.metric_value,
+        metrics_file=Path(settings.metrics_file) if settings.metrics_file else None,
+        model_path=model.root,
     )
 
 
@@ -216,7 +273,21 @@ def _tags(request: RegistrationRequest) -> dict[str, str]:
         TAG_GREATER_IS_BETTER: str(gate.metric.greater_is_better).lower(),
         TAG_TOOL_VERSION: __version__,
         "hokusai.metric_source": request.measured.source,
+        "hokusai.gate.required": repr(gate.required),
+        "hokusai.gate.delta": repr(gate.delta),
+        "hokusai.gate.passed": str(gate.passed).lower(),
     }
+    if request.measured.source_path:
+        tags["hokusai.metric_source_path"] = request.measured.source_path[:4000]
+    if request.measured.detail:
+        tags["hokusai.metric_source_detail"] = request.measured.detail[:4000]
+    if gate.margin:
+        tags["hokusai.gate.margin"] = gate.margin.text
+    if gate.champion is not None:
+        tags["hokusai.gate.champion_alias"] = gate.champion.alias
+        tags["hokusai.gate.champion_version"] = gate.champion.version or "none"
+        if gate.champion.value is not None:
+            tags["hokusai.gate.champion_value"] = repr(gate.champion.value)
     for key, value in (
         (TAG_GIT_SHA, request.git.sha),
         (TAG_GIT_REF, request.git.ref),
@@ -259,6 +330,9 @@ def build_event(request: RegistrationRequest, version: RegisteredVersion, regist
             "artifact_digest": request.model.digest,
             "git": request.git.as_dict(),
             "registered_at": registered_at,
+            "metric_source": request.measured.source,
+            "metric_source_detail": request.measured.detail,
+            "gate": gate.as_dict(),
         },
     )
 
@@ -274,6 +348,7 @@ def _result_from_token(request: RegistrationRequest, token: Token, **extra: Any)
         model_version=token.model_version,
         model_uri=token.model_uri,
         metric_source=request.measured.source,
+        metric_source_detail=request.measured.detail,
         **extra,
     )
 
@@ -341,12 +416,12 @@ def register(
     if token.model_status == "registered":  # same bytes (checked above): an idempotent re-run
         result = _finish_registered(request, token, database, sinks)
         result.already_registered = True
-        return result
-
-    if request.dry_run:
-        return _dry_run(request, token, registry)
+        return _move_alias(request, registry, result)
 
     registry.check_reachable()  # bounded wait; nothing is claimed while MLflow is down
+    request = _gate_against_champion(request, registry)
+    if request.dry_run:
+        return _dry_run(request, token, registry)
 
     owner = claim_owner_id()
     token = _claim(request, database, owner)
@@ -354,7 +429,7 @@ def register(
         _check_state(request, token, database)
         result = _finish_registered(request, token, database, sinks)
         result.already_registered = True
-        return result
+        return _move_alias(request, registry, result)
 
     try:
         version = registry.upload_and_register(
@@ -394,7 +469,7 @@ def register(
 
     log.info("token %s registered as %s", request.token_id, version.model_uri)
     delivered = deliver_event(database, sinks, event.id)
-    return RegistrationResult(
+    result = RegistrationResult(
         token_id=request.token_id,
         status="registered",
         gate=request.gate,
@@ -406,7 +481,28 @@ def register(
         event_id=event.id,
         events_delivered=delivered,
         metric_source=request.measured.source,
+        metric_source_detail=request.measured.detail,
     )
+    return _move_alias(request, registry, result)
+
+
+def _gate_against_champion(request: RegistrationRequest, registry: Registry) -> RegistrationRequest:
+    """With --compare-to, the model must also beat the version holding that alias (read-only)."""
+    if not request.compare_to:
+        return request
+    gate = request.gate
+    champion = registry.champion(request.model_name, request.compare_to, gate.metric)
+    gate = evaluate_gate(gate.metric, gate.value, gate.baseline, margin=gate.margin, champion=champion)
+    enforce_gate(gate)
+    return replace(request, gate=gate)
+
+
+def _move_alias(request: RegistrationRequest, registry: Registry, result: RegistrationResult) -> RegistrationResult:
+    """--set-alias: point the alias at the registered version (again on a re-run: it converges)."""
+    if request.set_alias and result.model_version:
+        registry.set_alias(result.model_name, request.set_alias, result.model_version)
+        result.alias = request.set_alias
+    return result
 
 
 def _claim(request: RegistrationRequest, database: Database, owner: str) -> Token:
@@ -455,7 +551,6 @@ def _release_quietly(database: Database, token_id: str, owner: str) -> None:
 
 def _dry_run(request: RegistrationRequest, token: Token, registry: Registry) -> RegistrationResult:
     """Contact every service read-only; report what a real run would do."""
-    registry.check_reachable()
     existing = registry.find_version(request.model_name, request.model.digest)
     preview = RegisteredVersion(
         run_id=existing.run_id if existing else "(new run)",

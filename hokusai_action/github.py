@@ -262,15 +262,42 @@ def _metric_cell(metric: Mapping[str, Any] | None) -> str:
     if baseline is None:
         return f"{label} = {escape_cell(_format_number(value))}"
     sign = "≥" if greater else "≤"
-    try:
-        passed = value >= baseline if greater else value <= baseline
-    except TypeError:
-        passed = None
+    passed = metric.get("passed")
+    if passed is None:
+        try:
+            passed = value >= baseline if greater else value <= baseline
+        except TypeError:
+            passed = None
     verdict = {True: "✅ pass", False: "❌ fail", None: "?"}[passed]
     return (
         f"{label} = {escape_cell(_format_number(value))} {sign} "
         f"{escape_cell(_format_number(baseline))} (baseline) — {verdict}"
     )
+
+
+def _gate_cell(metric: Mapping[str, Any] | None) -> str | None:
+    """The rest of the gate report: required value, delta, margin, champion, where the value came from."""
+    if not metric or metric.get("required") is None:
+        return None
+    parts = [f"required {_format_number(metric['required'])}"]
+    if metric.get("delta") is not None:
+        parts.append(f"delta {metric['delta']:+.6g}")
+    if metric.get("margin"):
+        parts.append(f"margin {metric['margin']}")
+    champion = metric.get("champion")
+    if champion:
+        held = (
+            f"version {champion.get('version')} = {_format_number(champion.get('value'))}"
+            if champion.get("version")
+            else "held by no version (baseline decides)"
+        )
+        parts.append(f"champion '{champion.get('alias')}' {held}")
+    if metric.get("source"):
+        parts.append(
+            f"source {metric['source']}" + (f" ({metric['source_detail']})" if metric.get("source_detail") else "")
+        )
+    parts.extend(metric.get("notes") or [])
+    return escape_cell("; ".join(parts))
 
 
 def _delivery_cell(delivered: Any) -> str:
@@ -315,6 +342,7 @@ def summary_markdown(result: Mapping[str, Any], tracking_uri: str | None = None)
         ("Token", _code(result.get("token_id"))),
         ("Status", _code(status)),
         ("Metric", _metric_cell(result.get("metric"))),
+        ("Gate", _gate_cell(result.get("metric")) or "—"),
         ("MLflow run", _code(result.get("mlflow_run_id"))),
         ("Model version", version_cell),
         ("Model URI", _code(result.get("model_uri"))),

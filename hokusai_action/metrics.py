@@ -76,9 +76,7 @@ METRICS_FILE_NOT_MAPPING = "Metrics file {path} must hold a mapping of metric na
 NOT_A_NUMBER = "{what} '{given}' is not a number."
 NOT_FINITE = "{what} must be a finite number, not {given}."
 OUT_OF_RANGE = "{what} {given:g} is outside {metric}'s range {range} ({direction})."
-GATE_FAILED = (
-    "{metric} = {value:g} does not meet the baseline {baseline:g} ({direction}: it must be {op} {baseline:g})."
-)
+GATE_FAILED = "{metric} = {value:g} does not meet {against} ({direction}: it must be {op} {required:g})."
 GATE_FAILED_HINT = "The model was not uploaded and the token is unchanged."
 
 
@@ -155,8 +153,9 @@ def default_metrics_file(model_path: Path) -> Path | None:
 @dataclass(frozen=True)
 class MeasuredValue:
     value: float
-    source: str  # "flag" | "metrics-file"
-    source_path: str | None = None
+    source: str  # "flag" | "metrics-file" | "predictions" | "mlflow-run"
+    source_path: str | None = None  # the metrics/predictions file, or the MLflow run id
+    detail: str | None = None  # e.g. the predictions file's SHA-256, the run metric's step and time
 
 
 def read_metric_value(
@@ -189,48 +188,148 @@ def read_metric_value(
 
 
 @dataclass(frozen=True)
+class Margin:
+    """``--min-improvement``: absolute (``0.01``) or relative to the reference (``2%``).
+
+    Semantics follow MLflow's ``MetricThreshold``: higher-is-better needs
+    ``value >= ref + abs`` or ``value >= ref + |ref| * rel``; lower-is-better the mirror image. A
+    relative margin on a zero reference adds nothing (there is nothing to take a share of).
+    """
+
+    absolute: float = 0.0
+    relative: float = 0.0
+    text: str = "0"
+
+    def amount(self, reference: float) -> float:
+        return self.absolute + abs(reference) * self.relative
+
+
+BAD_MARGIN = "--min-improvement '{given}' is not a margin: use an absolute number like 0.01 or a relative one like 2%."
+NEGATIVE_MARGIN = "--min-improvement must not be negative (got {given}); use 0 for no margin."
+
+
+def parse_margin(raw: Any) -> Margin | None:
+    if raw is None or raw == "":
+        return None
+    text = str(raw).strip()
+    relative = text.endswith("%")
+    try:
+        number = float(text[:-1] if relative else text)
+    except ValueError:
+        raise InputError(BAD_MARGIN.format(given=text)) from None
+    if not math.isfinite(number):
+        raise InputError(BAD_MARGIN.format(given=text))
+    if number < 0:
+        raise InputError(NEGATIVE_MARGIN.format(given=text))
+    return Margin(relative=number / 100, text=text) if relative else Margin(absolute=number, text=text)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version that holds an alias (``--compare-to champion``) and its recorded value."""
+
+    alias: str
+    version: str | None = None  # None: no version holds the alias, the baseline alone decides
+    value: float | None = None
+
+
+@dataclass(frozen=True)
 class GateResult:
+    """One gate report: value against the better of baseline and champion, plus the margin."""
+
     metric: Metric
     value: float
     baseline: float
+    margin: Margin | None = None
+    champion: Champion | None = None
+
+    def _better(self, a: float, b: float) -> float:
+        return max(a, b) if self.metric.greater_is_better else min(a, b)
+
+    @property
+    def reference(self) -> float:
+        """What the value is compared with: the baseline, or the champion's value when it is better."""
+        if self.champion is not None and self.champion.value is not None:
+            return self._better(self.baseline, self.champion.value)
+        return self.baseline
+
+    @property
+    def required(self) -> float:
+        """The value needed to pass: the reference moved by the margin in the good direction."""
+        amount = self.margin.amount(self.reference) if self.margin else 0.0
+        return self.reference + amount if self.metric.greater_is_better else self.reference - amount
 
     @property
     def delta(self) -> float:
-        """Signed improvement over the baseline in the metric's good direction."""
-        diff = self.value - self.baseline
+        """Signed improvement over the reference in the metric's good direction."""
+        diff = self.value - self.reference
         return diff if self.metric.greater_is_better else -diff
 
     @property
     def passed(self) -> bool:
         # a tie passes; NaN compares False both ways, so it never passes
         if self.metric.greater_is_better:
-            return self.value >= self.baseline
-        return self.value <= self.baseline
+            return self.value >= self.required
+        return self.value <= self.required
+
+    @property
+    def op(self) -> str:
+        return ">=" if self.metric.greater_is_better else "<="
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.champion is not None and self.champion.version is None:
+            out.append(f"no version holds the alias '{self.champion.alias}': the fixed baseline alone decides")
+        if self.margin and self.margin.relative and self.reference == 0:
+            out.append("a relative margin on a zero reference adds nothing")
+        return out
 
     def as_dict(self) -> dict[str, Any]:
+        champion = None
+        if self.champion is not None:
+            champion = {"alias": self.champion.alias, "version": self.champion.version, "value": self.champion.value}
         return {
             "name": self.metric.name,
             "value": self.value,
             "baseline": self.baseline,
             "greater_is_better": self.metric.greater_is_better,
+            "direction": self.metric.direction,
+            "champion": champion,
+            "margin": self.margin.text if self.margin else None,
+            "required": self.required,
             "delta": self.delta,
             "passed": self.passed,
+            "notes": self.notes(),
         }
 
 
-def evaluate_gate(metric: Metric, value: float, baseline: float) -> GateResult:
-    return GateResult(metric, value, baseline)
+def evaluate_gate(
+    metric: Metric,
+    value: float,
+    baseline: float,
+    *,
+    margin: Margin | None = None,
+    champion: Champion | None = None,
+) -> GateResult:
+    return GateResult(metric, value, baseline, margin, champion)
 
 
 def enforce_gate(gate: GateResult) -> None:
-    if not gate.passed:
-        raise GateFailed(
-            GATE_FAILED.format(
-                metric=gate.metric.name,
-                value=gate.value,
-                baseline=gate.baseline,
-                direction=gate.metric.direction,
-                op=">=" if gate.metric.greater_is_better else "<=",
-            ),
-            hint=GATE_FAILED_HINT,
-        )
+    if gate.passed:
+        return
+    against = f"the baseline {gate.baseline:g}"
+    if gate.champion is not None and gate.champion.value is not None and gate.reference != gate.baseline:
+        against = f"the champion '{gate.champion.alias}' (version {gate.champion.version}) at {gate.reference:g}"
+    if gate.margin:
+        against += f" by {gate.margin.text}"
+    raise GateFailed(
+        GATE_FAILED.format(
+            metric=gate.metric.name,
+            value=gate.value,
+            against=against,
+            direction=gate.metric.direction,
+            op=gate.op,
+            required=gate.required,
+        ),
+        hint=GATE_FAILED_HINT,
+    )

@@ -12,6 +12,7 @@ MLflow 3 notes this module relies on (DESIGN.md, "Known pitfalls"):
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import posixpath
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 from hokusai_action.digest import ModelFiles
 from hokusai_action.errors import InputError, ServiceUnavailable
+from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.redact import redact
 
 TAG_TOKEN = "hokusai.token_id"
@@ -47,6 +49,18 @@ REFUSED = "MLflow at {uri} refused the request (HTTP {status}): {reason}."
 REFUSED_HINT = "Check MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD."
 FAILED = "MLflow failed while {doing}: {reason}."
 FAILED_HINT = "Re-run the same command: it resumes without a duplicate version."
+RUN_MISSING = "MLflow run {run_id} does not exist at {uri}. Check --mlflow-run-id and MLFLOW_TRACKING_URI."
+RUN_METRIC_MISSING = (
+    "MLflow run {run_id} logged no {metric} (it has: {found}). Log it there, or choose the metric it has."
+)
+ALIAS_MISSING = (
+    "No version of {model} holds the alias '{alias}'. Check --compare-to, or set the alias on the version "
+    "to compare with."
+)
+CHAMPION_NO_VALUE = (
+    "The version holding '{alias}' (version {version}) records no {metric} to compare with. "
+    "Compare on the metric it was registered with."
+)
 NOT_READY = "MLflow version {version} of {name} is {status} after {timeout:g} s: {message}."
 
 
@@ -203,6 +217,78 @@ class MlflowRegistry:
             raise self._service_error(exc, "searching logged models") from exc
         ready = [model for model in found if model.status == LoggedModelStatus.READY]
         return ready[0] if ready else None
+
+    def run_metric(self, run_id: str, metric: Metric) -> tuple[float, str]:
+        """The latest logged value of ``metric`` (or an alias) in run ``run_id``, and where it came from."""
+        from mlflow.exceptions import MlflowException
+
+        def read() -> Any:
+            try:
+                return self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.get_http_status_code() in (400, 404) or exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    raise InputError(RUN_MISSING.format(run_id=run_id, uri=self.display_uri)) from exc
+                raise
+
+        run = self._with_connection_retries(read, "reading the run")
+        names = [name for name in run.data.metrics if _resolves_to(name, metric)]
+        if not names:
+            found = ", ".join(sorted(run.data.metrics)) or "no metrics"
+            raise InputError(RUN_METRIC_MISSING.format(run_id=run_id, metric=metric.name, found=found))
+        history = self._with_connection_retries(
+            lambda: self.client.get_metric_history(run_id, names[0]), "reading the metric history"
+        )
+        latest = max(history, key=lambda m: (m.step, m.timestamp)) if history else None
+        value = latest.value if latest else run.data.metrics[names[0]]
+        when = ""
+        if latest is not None:
+            stamp = dt.datetime.fromtimestamp(latest.timestamp / 1000, tz=dt.UTC).isoformat(timespec="seconds")
+            when = f"step {latest.step}, logged {stamp}"
+        return float(value), f"run {run_id} metric '{names[0]}' ({when or 'latest'})"
+
+    def champion(self, model_name: str, alias: str, metric: Metric) -> Champion:
+        """The value recorded on the version of ``model_name`` holding ``alias`` (read-only)."""
+        from mlflow.exceptions import MlflowException
+
+        def versions() -> list[Any]:
+            try:
+                return list(self.client.search_model_versions(f"name = '{_quote(model_name)}'", max_results=1))
+            except MlflowException as exc:
+                if exc.get_http_status_code() == 404:
+                    return []
+                raise
+
+        if not self._with_connection_retries(versions, "reading the registered model"):
+            return Champion(alias=alias)  # nothing registered yet: the baseline alone decides
+
+        def holder() -> Any:
+            try:
+                return self.client.get_model_version_by_alias(model_name, alias)
+            except MlflowException as exc:
+                if exc.get_http_status_code() in (400, 404) or exc.error_code in (
+                    "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE",
+                ):  # fmt: skip
+                    raise InputError(ALIAS_MISSING.format(alias=alias, model=model_name)) from exc
+                raise
+
+        version = self._with_connection_retries(holder, "reading the alias")
+        tags = version.tags or {}
+        if tags.get(TAG_METRIC) == metric.name and tags.get(TAG_METRIC_VALUE):
+            return Champion(alias=alias, version=str(version.version), value=float(tags[TAG_METRIC_VALUE]))
+        if version.run_id:
+            run = self._with_connection_retries(lambda: self.client.get_run(version.run_id), "reading the run")
+            for name, value in run.data.metrics.items():
+                if _resolves_to(name, metric):
+                    return Champion(alias=alias, version=str(version.version), value=float(value))
+        raise InputError(CHAMPION_NO_VALUE.format(alias=alias, version=version.version, metric=metric.name))
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_registered_model_alias(model_name, alias, version)
+        except (MlflowException, OSError) as exc:
+            raise self._service_error(exc, f"moving the alias '{alias}'") from exc
 
     # ---------------------------------------------------------------------------------- writes
 
@@ -361,6 +447,13 @@ class MlflowRegistry:
             model_id=getattr(version, "model_id", None),
             source=version.source,
         )
+
+
+def _resolves_to(name: str, metric: Metric) -> bool:
+    try:
+        return resolve_metric(name) is metric
+    except InputError:
+        return False
 
 
 def _first_line(text: str) -> str:

@@ -63,6 +63,14 @@ class Settings:
     baseline: Any = None  # raw: validated against the metric by the core
     metric_value: Any = None
     metrics_file: str | None = None
+    predictions: str | None = None
+    label_column: str | None = None
+    score_column: str | None = None
+    positive_label: str | None = None
+    mlflow_run_id: str | None = None
+    min_improvement: str | None = None
+    compare_to: str | None = None
+    set_alias: str | None = None
     dry_run: bool = False
     # where things live
     home: Path = Path(".hokusai")
@@ -286,6 +294,10 @@ def _first(*candidates: Any) -> Any:
     return None
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _git_info(environ: Mapping[str, str], cwd: Path) -> GitInfo:
     sha = _first(
         environ.get(env.HOKUSAI_GIT_SHA.name),
@@ -423,6 +435,14 @@ def load_settings(
         baseline=_first(flags.get("baseline"), cfg("baseline")),
         metric_value=_first(flags.get("metric_value"), cfg("metric_value")),
         metrics_file=_first(flags.get("metrics_file"), from_config_path("metrics_file")),
+        predictions=_first(flags.get("predictions"), from_config_path("predictions")),
+        label_column=_first(flags.get("label_column"), cfg("label_column")),
+        score_column=_first(flags.get("score_column"), cfg("score_column")),
+        positive_label=_text(_first(flags.get("positive_label"), cfg("positive_label"))),
+        mlflow_run_id=_first(flags.get("mlflow_run_id"), cfg("mlflow_run_id")),
+        min_improvement=_text(_first(flags.get("min_improvement"), cfg("min_improvement"))),
+        compare_to=_first(flags.get("compare_to"), cfg("compare_to")),
+        set_alias=_first(flags.get("set_alias"), cfg("set_alias")),
         dry_run=_boolean(_first(flags.get("dry_run"), cfg("dry_run"), False), "dry-run"),
         home=home,
         config_path=config.path if config else None,
