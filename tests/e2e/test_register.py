@@ -164,7 +164,7 @@ def test_single_file_model_downloads_byte_identical(run_cli, make_token, make_mo
     assert result.json["metric"]["source"] == "flag"
 
 
-@pytest.mark.filterwarnings("ignore:Add type hints:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*Add type hints:UserWarning")
 def test_mlflow_model_directory_stays_loadable_by_pyfunc(run_cli, make_token, tmp_path, mlflow_client):
     import mlflow.pyfunc
     import pandas as pd
