@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--event-runs", type=int, default=9, help="pairs for the events measurement (noisy)")
     parser.add_argument("--skip-events", action="store_true")
     args = parser.parse_args()
 
@@ -218,7 +219,7 @@ def main() -> None:
             print(f"registration: {args.size_mb} MB in {args.files} files, {args.runs} pairs", flush=True)
             ratios, ours, bare, reruns = bench_registration(python, env, work, args.runs, args.size_mb, args.files)
             help_time = bench_help(python, env, work)
-            added = None if args.skip_events else bench_events(env, work, args.runs)
+            added = None if args.skip_events else bench_events(env, work, args.event_runs)
         finally:
             server.stop()
             drop_database(database_url)

@@ -290,7 +290,12 @@ class PubSubSink:
     def prepare(self) -> None:
         """Build the client (imports, credentials, channel) ahead of the first publish; never raises."""
         try:
-            self._client(for_check=False)
+            publisher = self._client(for_check=False)
+            # gRPC connects lazily, on the first call; connect now so the publish after the
+            # registration's commit pays no handshake (no RPC is made, so no permission is needed)
+            import grpc
+
+            grpc.channel_ready_future(publisher.transport.grpc_channel).result(timeout=self.timeout)
         except Exception:
             log.debug("Pub/Sub client warm-up failed; deliver() will report it", exc_info=True)
 
