@@ -9,14 +9,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
 from collections.abc import Mapping
 
 from hokusai_action import github
+from hokusai_action.cli import install_sigterm_handler
 from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_SERVICE_UNAVAILABLE, HokusaiError
-from hokusai_action.redact import redact, register_secret, url_password
+from hokusai_action.redact import install_log_redaction, redact, register_secret, registered_secrets, url_password
 
 SECRET_INPUTS = ("database-url", "webhook-secret", "mlflow-tracking-token")
 SECRET_ENVIRONMENT = (
@@ -64,6 +66,11 @@ def mask_secrets(inputs: Mapping[str, str], environ: Mapping[str, str]) -> None:
             register_secret(secret)
 
 
+def already_masked(inputs: Mapping[str, str], environ: Mapping[str, str]) -> set[str]:
+    values = [inputs.get(name) for name in SECRET_INPUTS] + [environ.get(name) for name in SECRET_ENVIRONMENT]
+    return {secret for value in filter(None, values) for secret in filter(None, (value, url_password(value)))}
+
+
 def flags_from_inputs(inputs: Mapping[str, str]) -> dict[str, object]:
     flags: dict[str, object] = {INPUT_TO_FLAG[name]: value for name, value in inputs.items() if name in INPUT_TO_FLAG}
     # the config input defaults to hokusai.yaml: a missing default file simply means "no file"
@@ -83,11 +90,19 @@ def run_action(environ: Mapping[str, str]) -> int:
     from hokusai_action.settings import load_settings
 
     quiet_vendor_logs()
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(message)s")
+    install_log_redaction()
+    install_sigterm_handler()
     try:
         settings = load_settings(flags_from_inputs(inputs))
+        # secrets read from variables that hokusai.yaml names (url_env, secret_env) are masked too
+        for secret in sorted(registered_secrets() - already_masked(inputs, environ)):
+            github.add_mask(secret)
         result, code = run_register(settings)
     except HokusaiError as exc:
         return report_failure(exc.title, exc.one_line(), exc.exit_code, debug)
+    except KeyboardInterrupt:
+        return report_failure("Interrupted", "Interrupted. Re-run the job: it resumes where it stopped.", 130, False)
     except Exception as exc:
         return report_failure(
             "Unexpected error", UNEXPECTED.format(kind=type(exc).__name__), EXIT_SERVICE_UNAVAILABLE, debug

@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.helpers import register_args  # noqa: E402
 from tests.services import create_database, drop_database, start_mlflow_server  # noqa: E402
 
 BENCH_VENV = REPO / ".bench-venv"
@@ -77,19 +78,7 @@ def bench_registration(python: Path, env: dict[str, str], work: Path, runs: int,
     for run in range(runs):
         token = f"BENCH{uuid.uuid4().hex[:8]}".upper()
         subprocess.run([*cli, "token", "create", token], env=env, cwd=work, check=True, capture_output=True)
-        register = [
-            *cli,
-            "model",
-            "register",
-            "--token-id",
-            token,
-            "--model-path",
-            str(model),
-            "--metric",
-            "auroc",
-            "--baseline",
-            "0.82",
-        ]
+        register = [*cli, *register_args(token, str(model))]
         bare = [
             str(python),
             str(REPO / "benchmarks" / "bare_mlflow_upload.py"),

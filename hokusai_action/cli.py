@@ -18,7 +18,7 @@ import click
 
 from hokusai_action import __version__
 from hokusai_action.errors import EXIT_SERVICE_UNAVAILABLE, HokusaiError
-from hokusai_action.redact import redact
+from hokusai_action.redact import install_log_redaction, redact
 
 UNEXPECTED = "Unexpected error ({kind}): {detail}. Re-run with --debug for the traceback and report it."
 
@@ -30,6 +30,16 @@ def _fail(line: str, code: int) -> None:
     sys.exit(code)
 
 
+def install_sigterm_handler() -> None:
+    """`docker stop` and CI cancellations send SIGTERM: turn it into SystemExit so a claim is released."""
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a HokusaiError into one clear line and its exit code; tracebacks only under --debug."""
 
@@ -39,6 +49,8 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         import logging
 
         logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(message)s")
+        install_log_redaction()
+        install_sigterm_handler()
         try:
             return command(*args, **kwargs)
         except HokusaiError as exc:

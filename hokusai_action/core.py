@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from hokusai_action.db.store import (
     mark_registered,
     owner_is_dead_here,
     release_claim,
+    renew_claim,
     try_claim,
     utcnow,
 )
@@ -65,6 +67,8 @@ from hokusai_action.settings import GitInfo, Settings
 
 log = logging.getLogger(__name__)
 
+# a token past registration with the same bytes is a finished registration: re-runs succeed
+DONE_STATUSES = ("registered", "deployed")
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 MISSING_OPTION = "Missing {what}: pass {flag} or set '{key}' in hokusai.yaml."
@@ -359,7 +363,7 @@ def _check_state(request: RegistrationRequest, token: Token | None, database: Da
             TOKEN_MISSING.format(token=request.token_id, url=database.display_url),
             hint=TOKEN_MISSING_HINT.format(token=request.token_id),
         )
-    if token.model_status == "registered" and token.artifact_digest != request.model.digest:
+    if token.model_status in DONE_STATUSES and token.artifact_digest != request.model.digest:
         raise TokenStateError(
             TOKEN_OTHER_BYTES.format(
                 token=request.token_id,
@@ -369,7 +373,7 @@ def _check_state(request: RegistrationRequest, token: Token | None, database: Da
             ),
             hint=TOKEN_OTHER_BYTES_HINT,
         )
-    if token.model_status not in ("draft", "registering", "registered"):
+    if token.model_status not in ("draft", "registering", *DONE_STATUSES):
         raise TokenStateError(
             TOKEN_NOT_DRAFT.format(token=request.token_id, status=token.model_status),
             hint=TOKEN_NOT_DRAFT_HINT,
@@ -413,7 +417,14 @@ def register(
     _check_state(request, token, database)
     assert token is not None
 
-    if token.model_status == "registered":  # same bytes (checked above): an idempotent re-run
+    if token.model_status in DONE_STATUSES:  # same bytes (checked above): an idempotent re-run
+        if request.dry_run:  # report only: no delivery, no alias move
+            with database.unit_of_work() as uow:
+                delivered = outbox.delivery_status(uow, event_id_for(request.token_id, request.model.digest))
+            return _result_from_token(
+                request, token, event_id=event_id_for(request.token_id, request.model.digest),
+                events_delivered=delivered, dry_run=True, already_registered=True,
+            )  # fmt: skip
         result = _finish_registered(request, token, database, sinks)
         result.already_registered = True
         return _move_alias(request, registry, result)
@@ -424,14 +435,16 @@ def register(
         return _dry_run(request, token, registry)
 
     owner = claim_owner_id()
-    token = _claim(request, database, owner)
-    if token.model_status == "registered":  # another run finished it while we checked
-        _check_state(request, token, database)
-        result = _finish_registered(request, token, database, sinks)
-        result.already_registered = True
-        return _move_alias(request, registry, result)
-
+    heartbeat: ClaimHeartbeat | None = None
     try:
+        token = _claim(request, database, owner)
+        if token.model_status in DONE_STATUSES:  # another run finished it while we checked
+            _check_state(request, token, database)
+            result = _finish_registered(request, token, database, sinks)
+            result.already_registered = True
+            return _move_alias(request, registry, result)
+        heartbeat = ClaimHeartbeat(database, request.token_id, owner, request.claim_ttl)
+        heartbeat.start()
         version = registry.upload_and_register(
             request.model,
             model_name=request.model_name,
@@ -441,6 +454,7 @@ def register(
             metric_name=request.gate.metric.name,
             metric_value=request.gate.value,
         )
+        heartbeat.stop()
         registered_at = utcnow()
         event = build_event(request, version, registered_at.isoformat().replace("+00:00", "Z"))
         with database.unit_of_work() as uow:
@@ -464,11 +478,17 @@ def register(
             outbox.add_event(uow, event, token_id=request.token_id, sinks=request.sinks)
             uow.commit()
     except BaseException:
+        if heartbeat is not None:
+            heartbeat.stop()
         _release_quietly(database, request.token_id, owner)
         raise
 
     log.info("token %s registered as %s", request.token_id, version.model_uri)
-    delivered = deliver_event(database, sinks, event.id)
+    try:
+        delivered = deliver_event(database, sinks, event.id)
+    except HokusaiError as exc:  # committed: a failed delivery leaves the event pending (exit 5), not exit 4
+        log.warning("event %s not delivered: %s", event.id, exc.one_line())
+        delivered = {sink: sink == "database" for sink in request.sinks}
     result = RegistrationResult(
         token_id=request.token_id,
         status="registered",
@@ -545,8 +565,42 @@ def _release_quietly(database: Database, token_id: str, owner: str) -> None:
         with database.unit_of_work() as uow:
             release_claim(uow, token_id, owner=owner)
             uow.commit()
-    except HokusaiError as exc:
-        log.warning("could not release the claim on %s: %s (it expires on its own)", token_id, exc.one_line())
+    except Exception as exc:  # the original error matters more; the claim expires on its own
+        log.warning("could not release the claim on %s (%s); it expires on its own", token_id, type(exc).__name__)
+
+
+class ClaimHeartbeat:
+    """Keeps a claim alive while a long upload runs, so its TTL can be short.
+
+    A run killed on another host (a CI job cancelled) then frees the token within one TTL, and a live
+    upload is never mistaken for a dead one. If the claim is lost anyway, ``mark_registered`` notices.
+    """
+
+    def __init__(self, database: Database, token_id: str, owner: str, ttl: float) -> None:
+        self._database, self._token_id, self._owner, self._ttl = database, token_id, owner, ttl
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._ttl / 4):
+            try:
+                with self._database.unit_of_work() as uow:
+                    renewed = renew_claim(uow, self._token_id, owner=self._owner, ttl_seconds=self._ttl)
+                    uow.commit()
+            except Exception as exc:  # a blip: the next beat tries again, within the TTL
+                log.warning("could not renew the claim on %s (%s)", self._token_id, type(exc).__name__)
+                continue
+            if not renewed:
+                log.warning("the claim on %s was lost; the registration will stop before committing", self._token_id)
+                return
 
 
 def _dry_run(request: RegistrationRequest, token: Token, registry: Registry) -> RegistrationResult:

@@ -8,6 +8,7 @@ message by a driver never shows its password.
 
 from __future__ import annotations
 
+import logging
 import re
 
 MASK = "***"
@@ -16,7 +17,8 @@ _MIN_SECRET_LENGTH = 4  # masking "a" or "ab" would shred every line; such value
 _secrets: set[str] = set()
 
 # scheme://user:password@host  ->  scheme://user:***@host
-_URL_PASSWORD = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)(?P<password>[^@\s/]+)(?=@)")
+# the password may hold a raw "/" (SQLAlchemy accepts postgresql://u:pa/ss@host/db); it ends at "@"
+_URL_PASSWORD = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)(?P<password>[^@\s]+)(?=@)")
 
 
 def register_secret(value: str | None) -> None:
@@ -48,3 +50,22 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return _URL_PASSWORD.sub(lambda m: m.group("prefix") + MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record's final text through ``redact``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Redact every log line the process prints, whoever logs it (MLflow, drivers, our modules)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

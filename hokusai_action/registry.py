@@ -12,6 +12,7 @@ MLflow 3 notes this module relies on (DESIGN.md, "Known pitfalls"):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import posixpath
@@ -405,24 +406,39 @@ class MlflowRegistry:
         except MlflowException as exc:
             if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
-        try:
-            version = self.client.create_model_version(
-                name=model_name,
-                source=f"models:/{model_id}",
-                run_id=run_id,
-                tags=dict(tags),
-                model_id=model_id,
-                await_creation_for=0,
-            )
-        except MlflowException:
-            # a 5xx retried by the client may have created it anyway: look before failing
-            found = self.find_version(model_name, digest)
-            if found is None:
-                raise
-            return found
-        # the client's retry of a POST may have made a second version: keep the oldest
-        found = self.find_version(model_name, digest)
-        return found if found is not None else self._wait_ready(version)
+        # Creating a version is not idempotent, and MLflow's client retries POSTs on 5xx: a 5xx that
+        # arrives after the server committed would leave a second version. So the client must not
+        # retry this call; we retry it ourselves, looking the version up by its digest tag first.
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                found = self.find_version(model_name, digest)
+                if found is not None:
+                    return found
+                time.sleep(attempt)
+            try:
+                with _client_retries_off():
+                    version = self.client.create_model_version(
+                        name=model_name,
+                        source=f"models:/{model_id}",
+                        run_id=run_id,
+                        tags=dict(tags),
+                        model_id=model_id,
+                        await_creation_for=0,
+                    )
+                return self._wait_ready(version)
+            except MlflowException as exc:
+                if attempt == attempts or not (
+                    exc.get_http_status_code() >= 500 or _looks_like_connection_failure(exc)
+                ):
+                    found = self.find_version(model_name, digest)
+                    if found is None:
+                        raise
+                    return found
+            except OSError:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait_ready(self, version: Any) -> RegisteredVersion:
         deadline = time.monotonic() + max(self.timeout, 60)
@@ -480,6 +496,17 @@ def _looks_like_connection_failure(exc: BaseException) -> bool:
         "TEMPORARILY_UNAVAILABLE",
         "INTERNAL_ERROR",
     )
+
+
+@contextlib.contextmanager
+def _client_retries_off():
+    """MLflow reads its retry count per request from the environment."""
+    previous = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        _restore_env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", previous)
 
 
 def _restore_env(name: str, value: str | None) -> None:

@@ -91,7 +91,7 @@ class Settings:
     webhook_allow_http: bool = False
     webhook_secret_env: str | None = None  # the variable hokusai.yaml names, for error messages
     # concurrency
-    claim_ttl: float = 3600.0
+    claim_ttl: float = 300.0
     git: GitInfo = field(default_factory=GitInfo)
 
     def __repr__(self) -> str:
@@ -478,7 +478,7 @@ def load_settings(
             env.HOKUSAI_WEBHOOK_ALLOW_HTTP.name,
         ),
         webhook_secret_env=secret_env,
-        claim_ttl=_positive(_first(ev(env.HOKUSAI_CLAIM_TTL), 3600), env.HOKUSAI_CLAIM_TTL.name),
+        claim_ttl=_positive(_first(ev(env.HOKUSAI_CLAIM_TTL), 300), env.HOKUSAI_CLAIM_TTL.name),
         git=_git_info(environ, cwd),
     )
     _check_sinks(settings)

@@ -170,6 +170,8 @@ def _deliver_one(sink: EventSink, event: CloudEventRecord) -> str | None:
         return redact(exc.one_line())[:MAX_ERROR_LENGTH]
     except HokusaiError as exc:
         return redact(exc.one_line())[:MAX_ERROR_LENGTH]
+    except Exception as exc:  # a sink's own bug must not undo the other sinks' deliveries
+        return redact(f"{type(exc).__name__}: {exc}")[:MAX_ERROR_LENGTH]
     log.info("event %s delivered to %s", event.id, sink.name)
     return None
 

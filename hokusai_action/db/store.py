@@ -140,8 +140,11 @@ class Database:
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         try:
             parsed = sa.engine.make_url(url)
-        except sa_exc.ArgumentError as exc:
+        except (sa_exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is not a number
             raise InputError(DB_BAD_URL.format(reason=redact(str(exc))), hint=DB_BAD_URL_HINT) from exc
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the site and this tool use psycopg2
+            parsed = parsed.set(drivername="postgresql+psycopg2")
         self.url = url
         self.display_url = redact(parsed.render_as_string(hide_password=True))
         connect_args: dict[str, Any] = {}
@@ -330,6 +333,16 @@ def try_claim(
             claim_expires_at=now + dt.timedelta(seconds=ttl_seconds),
             updated_at=now,
         )
+    )
+    return result.rowcount == 1
+
+
+def renew_claim(uow: UnitOfWork, token_id: str, *, owner: str, ttl_seconds: float) -> bool:
+    """Push the claim's expiry forward, only while ``owner`` still holds it."""
+    result = uow.execute(
+        tokens.update()
+        .where(tokens.c.token_id == token_id, tokens.c.model_status == "registering", tokens.c.claim_owner == owner)
+        .values(claim_expires_at=utcnow() + dt.timedelta(seconds=ttl_seconds))
     )
     return result.rowcount == 1
 

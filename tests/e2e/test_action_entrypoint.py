@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import register_args
 from tests.unit.test_github import parse_command, parse_output_file
 
 pytestmark = [pytest.mark.e2e]
@@ -137,20 +138,7 @@ def test_outside_github_the_entrypoint_is_the_cli(cli_env, services, make_token,
     token = make_token()
     model = make_model()
     env_cli = {**cli_env}
-    args = [
-        "model",
-        "register",
-        "--token-id",
-        token,
-        "--model-path",
-        str(model),
-        "--metric",
-        "auroc",
-        "--baseline",
-        "0.82",
-        "--output",
-        "json",
-    ]
+    args = register_args(token, model, "--output", "json")
     done = subprocess.run(
         [sys.executable, str(REPO / "entrypoint.py"), *args],
         env=env_cli,

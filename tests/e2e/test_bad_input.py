@@ -8,16 +8,14 @@ import time
 import pytest
 
 from hokusai_action.db.schema import tokens
+from tests.helpers import register_args
 from tests.services import free_port
 
 pytestmark = [pytest.mark.e2e]
 
 
 def register(run_cli, token, model, *extra, metric="auroc", baseline="0.82", env=None):
-    args = ["model", "register", "--token-id", token, "--model-path", str(model), "--metric", metric]
-    if baseline is not None:
-        args += ["--baseline", baseline]
-    return run_cli(*args, *extra, env=env)
+    return run_cli(*register_args(token, model, *extra, metric=metric, baseline=baseline), env=env)
 
 
 def assert_one_clear_line(result, code: int, *fragments: str) -> None:

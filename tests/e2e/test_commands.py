@@ -59,3 +59,17 @@ def test_doctor_reports_each_service(run_cli):
     assert down.code == 4
     assert "FAIL mlflow" in down.stdout
     assert "ok   database" in down.stdout
+
+
+def test_a_plain_postgresql_url_uses_psycopg2(run_cli, services):
+    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3; the tool and the site use psycopg2."""
+    plain = services.database_url.replace("postgresql+psycopg2://", "postgresql://")
+    result = run_cli("db", "upgrade", env={"HOKUSAI_DATABASE_URL": plain})
+    assert result.code == 0, result.stderr
+
+
+def test_a_database_url_with_a_bad_port_is_bad_input(run_cli):
+    result = run_cli("db", "upgrade", env={"HOKUSAI_DATABASE_URL": "postgresql://u:secretpw@db:notaport/x"})
+    assert result.code == 2
+    assert "not a valid SQLAlchemy URL" in result.stderr
+    assert "secretpw" not in result.output

@@ -20,6 +20,7 @@ from werkzeug import Request, Response
 from hokusai_action.db import outbox
 from hokusai_action.db.schema import event_deliveries, events
 from hokusai_action.events.model import CloudEventRecord
+from tests.helpers import register_args
 
 pytestmark = [pytest.mark.e2e]
 
@@ -66,22 +67,7 @@ def sink_env(pubsub_emulator, topic: str | None, webhook_url: str | None, sinks:
 
 
 def register(run_cli, token, model, env, *extra):
-    return run_cli(
-        "model",
-        "register",
-        "--token-id",
-        token,
-        "--model-path",
-        str(model),
-        "--metric",
-        "auroc",
-        "--baseline",
-        "0.82",
-        "--output",
-        "json",
-        *extra,
-        env=env,
-    )
+    return run_cli(*register_args(token, model, "--output", "json", *extra), env=env)
 
 
 def deliveries(database, event_id: str) -> dict[str, dict]:
@@ -334,3 +320,19 @@ def test_two_relays_at_once_deliver_each_event_once(
     assert sorted(ours) == sorted(event_ids)  # each exactly once across both relays
     posted = [json.loads(body)["id"] for _, body in slow.requests]
     assert sorted(p for p in posted if p in event_ids) == sorted(event_ids)
+
+
+def test_dry_run_on_a_registered_token_delivers_nothing(run_cli, make_token, make_model, httpserver, database):
+    token = make_token()
+    model = make_model()
+    refusing = Receiver(httpserver, statuses=[400])
+    first = register(run_cli, token, model, sink_env(None, None, refusing.url, "webhook,database"))
+    assert first.code == 5
+    httpserver.clear()
+    accepting = Receiver(httpserver)
+    dry = register(run_cli, token, model, sink_env(None, None, accepting.url, "webhook,database"), "--dry-run")
+    assert dry.code == 0, dry.stderr
+    assert dry.json["dry_run"] is True
+    assert dry.json["events_delivered"]["webhook"] is False
+    assert accepting.requests == []
+    assert deliveries(database, first.json["event_id"])["webhook"]["status"] == "pending"

@@ -15,28 +15,13 @@ import sqlalchemy as sa
 from hokusai_action.db.schema import tokens
 from hokusai_action.db.store import try_claim
 from tests.conftest import REPO
+from tests.helpers import register_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def register_cmd(token: str, model) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "hokusai_action",
-        "model",
-        "register",
-        "--token-id",
-        token,
-        "--model-path",
-        str(model),
-        "--metric",
-        "auroc",
-        "--baseline",
-        "0.82",
-        "--output",
-        "json",
-    ]
+    return [sys.executable, "-m", "hokusai_action", *register_args(token, model, "--output", "json")]
 
 
 def waiting_on_locks(connection: sa.Connection) -> int:
@@ -173,3 +158,21 @@ def _dead_pid() -> int:
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True, cwd=REPO
     )
     return int(done.stdout)
+
+
+def test_sigterm_mid_upload_releases_the_claim(cli_env, make_token, make_model, snapshot, mlflow_client, tmp_path):
+    """`docker stop` or a cancelled CI job: the run gives the token back instead of leaving it claimed."""
+    token = make_token()
+    model = make_model(files={f"shard-{i}.bin": os.urandom(8 * 1024 * 1024) for i in range(4)})
+    process = subprocess.Popen(register_cmd(token, model), env=cli_env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while snapshot(token).token["model_status"] == "draft" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    after = snapshot(token)
+    assert after.token["model_status"] == "draft"
+    assert after.token["claim_owner"] is None
+    assert after.events == 0

@@ -6,12 +6,13 @@ import random
 
 import pytest
 
+from tests.helpers import register_args
+
 pytestmark = [pytest.mark.e2e]
 
 
 def register(run_cli, token, model, *extra, metric="auroc", baseline="0.82"):
-    return run_cli("model", "register", "--token-id", token, "--model-path", str(model), "--metric", metric,
-                   "--baseline", baseline, "--output", "json", *extra)  # fmt: skip
+    return run_cli(*register_args(token, model, "--output", "json", *extra, metric=metric, baseline=baseline))
 
 
 def write_predictions(path, rows: int = 400, seed: int = 7, columns=("label", "score")) -> None:

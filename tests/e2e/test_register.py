@@ -11,25 +11,11 @@ import sqlalchemy as sa
 
 from hokusai_action.db.schema import events
 from hokusai_action.events.model import event_id_for
+from tests.helpers import register_args
 
 pytestmark = [pytest.mark.e2e]
 
 REGISTER = ("model", "register")
-
-
-def register_args(token: str, model: Path, *extra: str, metric: str = "auroc", baseline: str = "0.82") -> list[str]:
-    return [
-        *REGISTER,
-        "--token-id",
-        token,
-        "--model-path",
-        str(model),
-        "--metric",
-        metric,
-        "--baseline",
-        baseline,
-        *extra,
-    ]
 
 
 def test_register_uploads_records_and_announces(
@@ -215,3 +201,19 @@ def test_config_file_settings_with_flags_winning(run_cli, make_token, make_model
     result = run_cli(*REGISTER, "--baseline", "0.75", "--output", "json")  # the flag wins
     assert result.code == 0, result.stderr
     assert result.json["metric"]["baseline"] == 0.75
+
+
+def test_a_deployed_token_with_the_same_bytes_is_a_success(run_cli, make_token, make_model, database, snapshot):
+    from hokusai_action.db.schema import tokens
+
+    token = make_token()
+    model = make_model()
+    assert run_cli(*register_args(token, model)).code == 0
+    with database.unit_of_work() as uow:
+        uow.execute(tokens.update().where(tokens.c.token_id == token).values(model_status="deployed"))
+        uow.commit()
+    before = snapshot(token)
+    again = run_cli(*register_args(token, model, "--output", "json"))
+    assert again.code == 0, again.stderr
+    assert again.json["already_registered"] is True
+    assert snapshot(token) == before  # still deployed, nothing new

@@ -119,3 +119,28 @@ def test_the_claim_has_exactly_one_winner_among_threads(blank_url):
     with database.unit_of_work() as uow:
         assert get_token(uow, "RACE").model_status == "draft"
     database.dispose()
+
+
+def test_the_heartbeat_keeps_a_short_claim_alive(blank_url):
+    import time
+
+    from hokusai_action.core import ClaimHeartbeat
+
+    database = Database(blank_url, timeout=30)
+    database.upgrade()
+    with database.unit_of_work() as uow:
+        insert_token(uow, "BEAT")
+        assert try_claim(uow, "BEAT", owner="host:1:a", ttl_seconds=0.4)
+        uow.commit()
+    heartbeat = ClaimHeartbeat(database, "BEAT", "host:1:a", ttl=0.4)
+    heartbeat.start()
+    time.sleep(1.2)  # three TTLs: without renewals the claim would have expired twice over
+    with database.unit_of_work() as uow:
+        assert not try_claim(uow, "BEAT", owner="host:2:b", ttl_seconds=60)
+        uow.commit()
+    heartbeat.stop()
+    time.sleep(0.6)
+    with database.unit_of_work() as uow:
+        assert try_claim(uow, "BEAT", owner="host:2:b", ttl_seconds=60)  # expired once the beats stopped
+        uow.commit()
+    database.dispose()

@@ -162,7 +162,7 @@ def test_timeouts_layer_environment_over_yaml_over_default(
 
 
 def test_claim_ttl_comes_from_the_environment(load) -> None:
-    assert load().claim_ttl == 3600.0
+    assert load().claim_ttl == 300.0
     assert load(env={"HOKUSAI_CLAIM_TTL": "90"}).claim_ttl == 90.0
 
 
