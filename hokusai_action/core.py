@@ -363,7 +363,9 @@ def _check_state(request: RegistrationRequest, token: Token | None, database: Da
             TOKEN_MISSING.format(token=request.token_id, url=database.display_url),
             hint=TOKEN_MISSING_HINT.format(token=request.token_id),
         )
-    if token.model_status in DONE_STATUSES and token.artifact_digest != request.model.digest:
+    if token.model_status in DONE_STATUSES and token.artifact_digest == request.model.digest:
+        return  # an idempotent re-run of this very registration
+    if token.model_status in DONE_STATUSES and token.artifact_digest:
         raise TokenStateError(
             TOKEN_OTHER_BYTES.format(
                 token=request.token_id,
@@ -373,7 +375,7 @@ def _check_state(request: RegistrationRequest, token: Token | None, database: Da
             ),
             hint=TOKEN_OTHER_BYTES_HINT,
         )
-    if token.model_status not in ("draft", "registering", *DONE_STATUSES):
+    if token.model_status not in ("draft", "registering"):
         raise TokenStateError(
             TOKEN_NOT_DRAFT.format(token=request.token_id, status=token.model_status),
             hint=TOKEN_NOT_DRAFT_HINT,

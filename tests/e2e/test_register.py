@@ -37,9 +37,15 @@ def test_register_uploads_records_and_announces(
         "value": 0.91,
         "baseline": 0.82,
         "greater_is_better": True,
+        "direction": "higher is better",
+        "champion": None,
+        "margin": None,
+        "required": 0.82,
         "delta": pytest.approx(0.09),
         "passed": True,
+        "notes": [],
         "source": "metrics-file",
+        "source_detail": None,
     }
     assert out["artifact_digest"].startswith("sha256:")
     assert out["event_id"] == event_id_for(token, out["artifact_digest"])
@@ -150,7 +156,7 @@ def test_single_file_model_downloads_byte_identical(run_cli, make_token, make_mo
     assert result.json["metric"]["source"] == "flag"
 
 
-@pytest.mark.filterwarnings("ignore:.*Add type hints:UserWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow nags about type hints on a test model
 def test_mlflow_model_directory_stays_loadable_by_pyfunc(run_cli, make_token, tmp_path, mlflow_client):
     import mlflow.pyfunc
     import pandas as pd
