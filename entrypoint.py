@@ -56,19 +56,18 @@ DEFAULT_CONFIG = "hokusai.yaml"
 UNEXPECTED = "Unexpected error ({kind}). Re-run with the input debug: true for the traceback and report it."
 
 
-def mask_secrets(inputs: Mapping[str, str], environ: Mapping[str, str]) -> None:
-    """Tell the runner to mask every secret, and remember them for ``redact``, before any output."""
-    values = [inputs.get(name) for name in SECRET_INPUTS] + [environ.get(name) for name in SECRET_ENVIRONMENT]
-    for value in filter(None, values):
-        # a database URL is masked whole (it names hosts and users) and its password on its own
-        for secret in filter(None, (value, url_password(value))):
-            github.add_mask(secret)
-            register_secret(secret)
-
-
-def already_masked(inputs: Mapping[str, str], environ: Mapping[str, str]) -> set[str]:
+def secret_values(inputs: Mapping[str, str], environ: Mapping[str, str]) -> set[str]:
+    """Every secret given as an input or a known variable; a URL's password counts on its own too
+    (a database URL is masked whole, since it names hosts and users, and its password separately)."""
     values = [inputs.get(name) for name in SECRET_INPUTS] + [environ.get(name) for name in SECRET_ENVIRONMENT]
     return {secret for value in filter(None, values) for secret in filter(None, (value, url_password(value)))}
+
+
+def mask_secrets(inputs: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    """Tell the runner to mask every secret, and remember them for ``redact``, before any output."""
+    for secret in sorted(secret_values(inputs, environ)):
+        github.add_mask(secret)
+        register_secret(secret)
 
 
 def flags_from_inputs(inputs: Mapping[str, str]) -> dict[str, object]:
@@ -96,7 +95,7 @@ def run_action(environ: Mapping[str, str]) -> int:
     try:
         settings = load_settings(flags_from_inputs(inputs))
         # secrets read from variables that hokusai.yaml names (url_env, secret_env) are masked too
-        for secret in sorted(registered_secrets() - already_masked(inputs, environ)):
+        for secret in sorted(registered_secrets() - secret_values(inputs, environ)):
             github.add_mask(secret)
         result, code = run_register(settings)
     except HokusaiError as exc:

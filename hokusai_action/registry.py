@@ -144,36 +144,34 @@ class MlflowRegistry:
         from mlflow.exceptions import MlflowException
 
         deadline = time.monotonic() + self.timeout
-        previous = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
         previous_timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         delay = 0.25
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(min(10, remaining + 1))))
-                try:
-                    return call()
-                except MlflowException as exc:
-                    status = exc.get_http_status_code()
-                    retryable = status >= 500 or _looks_like_connection_failure(exc)
-                    if status in (401, 403) or not retryable:
-                        raise self._service_error(exc, doing) from exc
-                    last: BaseException = exc
-                except OSError as exc:  # requests' ConnectionError is an OSError
-                    last = exc
-                if time.monotonic() + delay > deadline:
-                    raise ServiceUnavailable(
-                        UNREACHABLE.format(
-                            uri=self.display_uri, timeout=self.timeout, reason=redact(_first_line(str(last)))
-                        ),
-                        hint=UNREACHABLE_HINT,
-                    ) from last
-                time.sleep(delay)
-                delay = min(delay * 2, 4.0)
-        finally:
-            _restore_env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", previous)
-            _restore_env("MLFLOW_HTTP_REQUEST_TIMEOUT", previous_timeout)
+        with _client_retries_off():  # each attempt is ours: one request, no hidden retries
+            try:
+                while True:
+                    remaining = deadline - time.monotonic()
+                    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(min(10, remaining + 1))))
+                    try:
+                        return call()
+                    except MlflowException as exc:
+                        status = exc.get_http_status_code()
+                        retryable = status >= 500 or _looks_like_connection_failure(exc)
+                        if status in (401, 403) or not retryable:
+                            raise self._service_error(exc, doing) from exc
+                        last: BaseException = exc
+                    except OSError as exc:  # requests' ConnectionError is an OSError
+                        last = exc
+                    if time.monotonic() + delay > deadline:
+                        raise ServiceUnavailable(
+                            UNREACHABLE.format(
+                                uri=self.display_uri, timeout=self.timeout, reason=redact(_first_line(str(last)))
+                            ),
+                            hint=UNREACHABLE_HINT,
+                        ) from last
+                    time.sleep(delay)
+                    delay = min(delay * 2, 4.0)
+            finally:
+                _restore_env("MLFLOW_HTTP_REQUEST_TIMEOUT", previous_timeout)
 
     # ------------------------------------------------------------------------------ read-only
 

@@ -252,8 +252,6 @@ def _describe_schema_error(error: Any) -> str:
         if any(str(part).endswith("_env") for part in error.absolute_path):
             return f"must be an environment variable name (matching {error.validator_value})"
         return f"{error.instance!r} does not match the expected form {error.validator_value}"
-    if validator in ("minLength", "exclusiveMinimum", "uniqueItems"):
-        return f"is invalid: {error.message}"
     return f"is invalid: {error.message}"
 
 
