@@ -14,6 +14,7 @@ EXIT_BAD_INPUT = 2
 EXIT_TOKEN_STATE = 3
 EXIT_SERVICE_UNAVAILABLE = 4
 EXIT_EVENTS_PENDING = 5
+EXIT_INTERNAL = 70  # a bug: never used for a service outage, so retry policies do not retry bugs
 
 
 class HokusaiError(Exception):
@@ -74,3 +75,10 @@ class SinkDeliveryError(HokusaiError):
     def __init__(self, message: str, *, hint: str | None = None, retryable: bool = True) -> None:
         super().__init__(message, hint=hint)
         self.retryable = retryable
+
+
+class InternalError(HokusaiError):
+    """A bug in this tool (exit 70): one line with the exception type; re-run with --debug and report it."""
+
+    exit_code = EXIT_INTERNAL
+    title = "Internal error"

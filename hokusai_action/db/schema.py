@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 metadata = sa.MetaData()
 
 MODEL_STATUSES = ("draft", "registering", "registered", "failed", "deployed", "archived")
-DELIVERY_STATUSES = ("pending", "delivered")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -35,6 +35,7 @@ tokens = sa.Table(
     sa.Column("registered_at", sa.DateTime(timezone=True)),
     sa.Column("claim_owner", sa.String(255)),
     sa.Column("claim_expires_at", sa.DateTime(timezone=True)),
+    sa.Column("event_id", sa.String(36)),  # the event of the current registration (revision 0002)
 )
 
 events = sa.Table(
@@ -59,4 +60,8 @@ event_deliveries = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("last_attempt_at", sa.DateTime(timezone=True)),
     sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    # revision 0002: one relay at a time holds a row's lease; backoff between transient failures
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
 )

@@ -23,7 +23,7 @@ from hokusai_action.db.schema import tokens
 from hokusai_action.errors import InputError, ServiceUnavailable, TokenStateError
 from hokusai_action.redact import redact
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 DB_UNREACHABLE = "The Hokusai database at {url} is unreachable: {reason}."
 DB_UNREACHABLE_HINT = "Check HOKUSAI_DATABASE_URL and that the server is up. Nothing was changed."

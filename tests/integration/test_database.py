@@ -39,8 +39,8 @@ def test_upgrade_creates_the_schema_and_is_idempotent(blank_url):
     database = Database(blank_url)
     with pytest.raises(InputError, match="has no registration schema"):
         database.require_schema()
-    assert database.upgrade() == (None, "0001")
-    assert database.upgrade() == ("0001", "0001")
+    assert database.upgrade() == (None, "0002")
+    assert database.upgrade() == ("0002", "0002")
     database.require_schema()
     assert columns(database, "tokens") == EXPECTED_TOKEN_COLUMNS
     assert {"event_id", "event_type", "source", "timestamp", "payload", "processed", "token_id"} <= columns(
