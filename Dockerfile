@@ -20,13 +20,18 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN python3 -m venv /opt/venv
 
-# Dependencies first, from the lock alone, so editing the source does not reinstall them.
+# Dependencies first, from the lock alone, so editing the source does not reinstall them. Hash-checking
+# mode: pip installs only files whose sha256 is in the lock (scripts/lock.sh writes it) and fails the
+# build on any other, so a changed or substituted file on the index cannot enter the image. --no-deps:
+# the lock already lists every dependency, pinned; nothing is resolved here.
 COPY requirements.lock /tmp/requirements.lock
-RUN /opt/venv/bin/pip install --no-cache-dir --require-virtualenv -r /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --no-cache-dir --require-virtualenv --require-hashes --no-deps \
+        -r /tmp/requirements.lock
 
-# The package itself; its dependencies are all in the lock already. `pip check` proves the lock is
-# complete and consistent; pip and setuptools are then removed, since the image only runs the package
-# (about 26 MB). The last command fails the build if the console script cannot start.
+# The package itself, from the local source (no hash: it is not downloaded); its dependencies are all
+# in the lock already, so --no-deps fetches nothing. `pip check` proves the lock is complete and
+# consistent; pip and setuptools are then removed, since the image only runs the package (about
+# 26 MB). The last command fails the build if the console script cannot start.
 COPY . /src
 RUN /opt/venv/bin/pip install --no-cache-dir --require-virtualenv --no-deps /src \
     && /opt/venv/bin/pip check \
