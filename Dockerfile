@@ -28,14 +28,16 @@ COPY requirements.lock /tmp/requirements.lock
 RUN /opt/venv/bin/pip install --no-cache-dir --require-virtualenv --require-hashes --no-deps \
         -r /tmp/requirements.lock
 
-# The package itself, from the local source (no hash: it is not downloaded); its dependencies are all
-# in the lock already, so --no-deps fetches nothing. `pip check` proves the lock is complete and
-# consistent; pip and setuptools are then removed, since the image only runs the package (about
-# 26 MB). The last command fails the build if the console script cannot start.
+# The package itself, from the local source (no hash: it is not downloaded). It fetches nothing: its
+# dependencies are in the lock (--no-deps), and so is what building it needs, setuptools and wheel
+# (--no-build-isolation builds with those instead of downloading them unchecked). `pip check` proves
+# the lock is complete and consistent; pip, setuptools and wheel are then removed, since the image
+# only runs the package (about 26 MB). The last command fails the build if the console script cannot
+# start.
 COPY . /src
-RUN /opt/venv/bin/pip install --no-cache-dir --require-virtualenv --no-deps /src \
+RUN /opt/venv/bin/pip install --no-cache-dir --require-virtualenv --no-deps --no-build-isolation /src \
     && /opt/venv/bin/pip check \
-    && /opt/venv/bin/python -m pip uninstall --yes --require-virtualenv pip setuptools \
+    && /opt/venv/bin/python -m pip uninstall --yes --require-virtualenv pip setuptools wheel \
     && /opt/venv/bin/hokusai-ml-platform --help >/dev/null
 
 # ---- final stage: the base plus the virtualenv and the entrypoint --------------------------------

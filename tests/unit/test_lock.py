@@ -1,9 +1,10 @@
 """requirements.lock and the Dockerfile: the image installs exactly the locked files, checked by hash.
 
 What a reviewer of a supply-chain change would check: every package in the lock is pinned to one
-version and carries sha256 hashes, the lock agrees with pyproject's direct runtime pins and holds
-nothing from the test extra, no index location is written into it, and the Dockerfile installs the
-lock in pip's hash-checking mode and nothing else from an index.
+version and carries sha256 hashes, the lock agrees with pyproject's direct runtime pins, holds the
+build tools the image builds the package with and nothing from the test extra, no index location is
+written into it, and the Dockerfile installs the lock in pip's hash-checking mode and nothing else
+from an index.
 """
 
 from __future__ import annotations
@@ -115,6 +116,16 @@ def test_direct_runtime_pins_are_locked_at_the_same_versions() -> None:
         )
 
 
+def test_build_requirements_are_locked() -> None:
+    """The image builds the package without build isolation, from the build tools in the lock."""
+    entries = _lock_entries()
+    for spec in _pyproject()["build-system"]["requires"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in entries, f"{name} ([build-system] requires) is missing from requirements.lock"
+        assert requirement.specifier.contains(entries[name][0]), f"{name} {entries[name][0]} does not satisfy {spec!r}"
+
+
 def test_lock_holds_no_test_only_package() -> None:
     project = _pyproject()["project"]
     runtime = {canonicalize_name(Requirement(spec).name) for spec in project["dependencies"]}
@@ -138,4 +149,5 @@ def test_dockerfile_installs_nothing_else_from_an_index() -> None:
             continue
         targets = [arg for arg in args if not arg.startswith("-")]
         assert "--no-deps" in args, f"`pip install {' '.join(args)}` would fetch unhashed dependencies"
+        assert "--no-build-isolation" in args, f"`pip install {' '.join(args)}` would fetch unhashed build tools"
         assert all(target.startswith("/") for target in targets), f"`pip install {' '.join(args)}` installs by name"
