@@ -69,15 +69,17 @@ def compose_bounded(text: str) -> Any:
     """The YAML node graph of ``text`` (``None`` when empty), checked against the bounds."""
     import yaml
 
-    loader = _bounded_loader(text)
+    loader = None
     try:
+        loader = _bounded_loader(text)  # its reader already refuses control characters
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
         raise YamlInvalid(_one_line(exc)) from exc
     except RecursionError as exc:  # PyYAML composes nested collections recursively
         raise YamlRefused(TOO_DEEP.format(limit=MAX_YAML_DEPTH)) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if root is not None:
         _check_expansion(root)
     return root

@@ -46,6 +46,10 @@ ALIAS_RESERVED = (
     "{what} '{alias}' is reserved by MLflow ('latest' and v<number>, in any case, name versions): "
     "choose another name, e.g. champion."
 )
+BAD_TRACKING_URI = (
+    "MLflow tracking URI '{uri}' does not parse ({reason}). Fix --mlflow-tracking-uri / MLFLOW_TRACKING_URI, "
+    "e.g. http://mlflow.example.com:5000."
+)
 PATH_HAS_NUL = "'{key}' contains a NUL character, which no file path can hold. Fix the path."
 
 # MLflow's own rules (mlflow/utils/validation.py: _validate_model_alias_name and
@@ -541,6 +545,7 @@ def load_settings(
         git=_git_info(environ, cwd),
     )
     _check_sinks(settings)
+    _check_tracking_uri(settings.mlflow_tracking_uri)
     for key, flag, setting in _ALIAS_SETTINGS:
         if getattr(settings, key) is not None:
             _check_alias(getattr(settings, key), setting=setting, what=flag)
@@ -548,6 +553,17 @@ def load_settings(
         if "\0" in str(getattr(settings, key, None) or ""):
             raise InputError(PATH_HAS_NUL.format(key=key))
     return settings
+
+
+def _check_tracking_uri(uri: str) -> None:
+    """MLflow parses the URI only when it first connects: a bad one would surface as a raw ValueError."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError as exc:
+        raise InputError(BAD_TRACKING_URI.format(uri=uri, reason=exc)) from exc
 
 
 def _check_sinks(settings: Settings) -> None:

@@ -781,3 +781,15 @@ def test_a_timeout_too_big_for_a_float_is_a_clear_error(load, yaml_text: str, ke
 def test_a_path_with_a_nul_character_is_refused(load, key: str) -> None:
     message = load_error(load, yaml_text=f'{key}: "model\\0.bin"\n')
     assert f"'{key}'" in message and "NUL" in message
+
+
+def test_a_control_character_in_hokusai_yaml_is_invalid_yaml(load, tmp_path) -> None:
+    message = load_error(load, yaml_text="\x1f")  # found by tests/unit/test_fuzz.py
+    assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: invalid YAML: unacceptable")
+
+
+@pytest.mark.parametrize("uri", ["http://[::1", "http://mlflow:notaport", "https://[fe80::1/x"])
+def test_a_tracking_uri_that_does_not_parse_is_a_settings_error(load, uri: str) -> None:
+    # found by tests/unit/test_fuzz.py: MLflow raised a raw ValueError at its first request
+    message = load_error(load, flags={"mlflow_tracking_uri": uri})
+    assert message.startswith(f"MLflow tracking URI '{uri}' does not parse (")
