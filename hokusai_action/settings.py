@@ -304,18 +304,26 @@ def load_config_file(path: Path) -> ConfigFile:
     return config
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value quoted in an error line: its repr, cut short (a fuzzed list can be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe_schema_error(error: Any) -> str:
     validator = error.validator
     if validator == "type":
-        article = "an" if str(error.validator_value)[:1] in "aeiou" else "a"
-        return f"must be {article} {error.validator_value}, not {type(error.instance).__name__} ({error.instance!r})"
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else str(expected)
+        article = "an" if expected[:1] in "aeiou" else "a"
+        return f"must be {article} {expected}, not {type(error.instance).__name__} ({_shown(error.instance)})"
     if validator == "enum":
-        return f"must be one of {', '.join(map(str, error.validator_value))}, not {error.instance!r}"
+        return f"must be one of {', '.join(map(str, error.validator_value))}, not {_shown(error.instance)}"
     if validator == "pattern":
         if any(str(part).endswith("_env") for part in error.absolute_path):
             return f"must be an environment variable name (matching {error.validator_value})"
-        return f"{error.instance!r} does not match the expected form {error.validator_value}"
-    return f"is invalid: {error.message}"
+        return f"{_shown(error.instance)} does not match the expected form {error.validator_value}"
+    return f"is invalid: {_shown(error.message, 200)}"
 
 
 # --------------------------------------------------------------------------------------------------

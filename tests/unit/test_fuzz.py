@@ -159,9 +159,40 @@ def make_safe(document: Any, draw: Any) -> Any:
 @st.composite
 def hokusai_documents(draw: Any) -> str:
     """YAML text: mostly mappings of known and unknown keys with random values, some raw text."""
-    kind = draw(st.sampled_from(["mapping", "mapping", "mapping", "plausible", "raw", "anchors"]))
+    kind = draw(st.sampled_from(["mapping", "mapping", "mapping", "plausible", "raw", "yamlish", "anchors"]))
     if kind == "raw":
         return draw(st.text(max_size=200))
+    if kind == "yamlish":  # YAML's own syntax: anchors, merges, tags, complex keys, flow collections
+        pieces = st.sampled_from(
+            [
+                "token_id: ",
+                "mlflow:\n  ",
+                "events: {sinks: ",
+                "&a ",
+                "*a",
+                "<<: *a",
+                "!!binary aGk=",
+                "!!set {a}",
+                "!!timestamp 2001-12-14",
+                "!!python/object:os.system",
+                "? [k]\n: v",
+                "- ",
+                "[",
+                "]",
+                "{",
+                "}",
+                ", ",
+                "\n",
+                "  ",
+                "'q'",
+                '"\\0"',
+                "---\n",
+                "%YAML 1.1\n",
+                ".nan",
+                "1e999",
+            ]
+        )
+        return "".join(draw(st.lists(pieces | st.text(max_size=5), max_size=25)))
     if kind == "anchors":
         depth = draw(st.integers(min_value=1, max_value=12))
         width = draw(st.integers(min_value=1, max_value=12))

@@ -793,3 +793,11 @@ def test_a_tracking_uri_that_does_not_parse_is_a_settings_error(load, uri: str) 
     # found by tests/unit/test_fuzz.py: MLflow raised a raw ValueError at its first request
     message = load_error(load, flags={"mlflow_tracking_uri": uri})
     assert message.startswith(f"MLflow tracking URI '{uri}' does not parse (")
+
+
+def test_a_long_wrong_value_is_quoted_short_and_a_union_type_reads_well(load, tmp_path) -> None:
+    message = load_error(load, yaml_text=f"token_id: {list(range(500))}\n")
+    assert message.startswith(f"{tmp_path / 'hokusai.yaml'}:1: 'token_id' must be a string, not list ([0, 1, 2, ")
+    assert len(message) < 250
+    message = load_error(load, yaml_text="min_improvement: [1]\n")
+    assert "'min_improvement' must be a string or number, not list ([1])" in message
