@@ -16,8 +16,8 @@ import traceback
 from collections.abc import Mapping
 
 from hokusai_action import github
-from hokusai_action.cli import install_sigterm_handler
-from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_SERVICE_UNAVAILABLE, HokusaiError
+from hokusai_action.cli import install_sigterm_handler, one_line, unexpected_failure
+from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_INTERNAL, HokusaiError, InternalError, ServiceUnavailable
 from hokusai_action.redact import install_log_redaction, redact, register_secret, registered_secrets, url_password
 
 SECRET_INPUTS = ("database-url", "webhook-secret", "mlflow-tracking-token")
@@ -53,7 +53,7 @@ INPUT_TO_FLAG = {
     "webhook-secret": "webhook_secret",
 }
 DEFAULT_CONFIG = "hokusai.yaml"
-UNEXPECTED = "Unexpected error ({kind}). Re-run with the input debug: true for the traceback and report it."
+INTERNAL_ERROR = "internal error ({kind}): {detail}. Re-run with the input debug: true and report it."
 
 
 def secret_values(inputs: Mapping[str, str], environ: Mapping[str, str]) -> set[str]:
@@ -103,9 +103,9 @@ def run_action(environ: Mapping[str, str]) -> int:
     except KeyboardInterrupt:
         return report_failure("Interrupted", "Interrupted. Re-run the job: it resumes where it stopped.", 130, False)
     except Exception as exc:
-        return report_failure(
-            "Unexpected error", UNEXPECTED.format(kind=type(exc).__name__), EXIT_SERVICE_UNAVAILABLE, debug
-        )
+        line, code = unexpected_failure(exc, INTERNAL_ERROR)
+        title = InternalError.title if code == EXIT_INTERNAL else ServiceUnavailable.title
+        return report_failure(title, line, code, debug)
 
     data = result.as_dict()
     for line in describe_result(result):
@@ -127,14 +127,17 @@ def report_failure(title: str, line: str, code: int, debug: bool) -> int:
         print(redact(traceback.format_exc()), file=sys.stderr)
     github.annotation("error", line, title=title)
     github.write_summary(github.failure_summary(title, line))
-    print(f"error: {redact(line)}", file=sys.stderr)
+    print(f"error: {one_line(redact(line))}", file=sys.stderr)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if github.on_github() and not argv:
-        return run_action(os.environ)
+        try:
+            return run_action(os.environ)
+        except Exception as exc:  # outside the registration: reading inputs, writing outputs
+            return report_failure(InternalError.title, unexpected_failure(exc, INTERNAL_ERROR)[0], EXIT_INTERNAL, False)
     from hokusai_action.cli import main as cli_main
 
     try:

@@ -17,17 +17,90 @@ from typing import Any
 import click
 
 from hokusai_action import __version__
-from hokusai_action.errors import EXIT_SERVICE_UNAVAILABLE, HokusaiError
+from hokusai_action.errors import EXIT_INTERNAL, EXIT_SERVICE_UNAVAILABLE, HokusaiError
 from hokusai_action.redact import install_log_redaction, redact
 
-UNEXPECTED = "Unexpected error ({kind}): {detail}. Re-run with --debug for the traceback and report it."
+INTERNAL_ERROR = "internal error ({kind}): {detail}. Re-run with --debug and report it."
+SERVICE_OUTAGE = (
+    "a service did not answer ({kind}): {detail}. Check that MLflow and the database are up and "
+    "reachable, then re-run: a finished step is not repeated."
+)
+_MAX_DETAIL = 300  # characters of the exception's first line kept in the one error line
+
+# Raw connection-level failures that escaped an adapter: an outage (exit 4, worth a retry), not a bug
+# (exit 70). Names are (module, attribute), looked up only in modules already imported, so this
+# costs no import: an exception of a module that is not loaded cannot have been raised.
+_OUTAGE_TYPES = (
+    ("builtins", "ConnectionError"),
+    ("builtins", "TimeoutError"),
+    ("socket", "gaierror"),
+    ("requests.exceptions", "ConnectionError"),
+    ("requests.exceptions", "Timeout"),
+    ("urllib3.exceptions", "NewConnectionError"),
+    ("urllib3.exceptions", "MaxRetryError"),
+    ("urllib3.exceptions", "ProtocolError"),
+    ("urllib3.exceptions", "TimeoutError"),
+    ("sqlalchemy.exc", "OperationalError"),
+    ("sqlalchemy.exc", "DisconnectionError"),
+    ("sqlalchemy.exc", "TimeoutError"),
+    ("psycopg2", "OperationalError"),
+    ("google.api_core.exceptions", "ServiceUnavailable"),
+    ("google.api_core.exceptions", "DeadlineExceeded"),
+    ("google.api_core.exceptions", "RetryError"),
+)
+_GRPC_OUTAGE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a newline inside a value the user gave, a NUL): the
+    error stays on one line and a terminal never interprets what it echoes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def _fail(line: str, code: int) -> None:
-    click.echo(f"error: {redact(line)}", err=True)
+    click.echo(f"error: {one_line(redact(line))}", err=True)
     sys.exit(code)
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 20:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc``, or an exception it was raised from, is a connection-level failure."""
+    types = tuple(
+        kind for module, name in _OUTAGE_TYPES if isinstance(kind := getattr(sys.modules.get(module), name, None), type)
+    )
+    grpc = sys.modules.get("grpc")
+    for link in _exception_chain(exc):
+        if types and isinstance(link, types):
+            return True
+        if getattr(link, "connection_invalidated", False):  # SQLAlchemy: the connection dropped
+            return True
+        if grpc is not None and isinstance(link, grpc.RpcError):
+            code = getattr(link, "code", None)
+            if callable(code) and getattr(code(), "name", None) in _GRPC_OUTAGE_CODES:
+                return True
+    return False
+
+
+def unexpected_failure(exc: BaseException, internal: str = INTERNAL_ERROR) -> tuple[str, int]:
+    """The one line and exit code for an exception that is not a HokusaiError: 4 for an outage that
+    escaped an adapter raw, else 70 (a bug: retrying will not help)."""
+    lines = str(exc).strip().splitlines()
+    detail = lines[0].strip() if lines else "no detail"
+    if len(detail) > _MAX_DETAIL:
+        detail = detail[:_MAX_DETAIL] + "..."
+    if is_outage(exc):
+        return SERVICE_OUTAGE.format(kind=type(exc).__name__, detail=detail), EXIT_SERVICE_UNAVAILABLE
+    return internal.format(kind=type(exc).__name__, detail=detail), EXIT_INTERNAL
 
 
 def install_sigterm_handler() -> None:
@@ -41,7 +114,8 @@ def install_sigterm_handler() -> None:
 
 
 def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a HokusaiError into one clear line and its exit code; tracebacks only under --debug."""
+    """Turn a HokusaiError into one clear line and its exit code, anything else into exit 70 (a bug)
+    or 4 (a raw connection failure); tracebacks only under --debug."""
 
     @click.option("--debug", is_flag=True, help="Print the (redacted) traceback of a failure.")
     @functools.wraps(command)
@@ -62,8 +136,7 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if debug:
                 click.echo(redact(traceback.format_exc()), err=True)
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
-            _fail(UNEXPECTED.format(kind=type(exc).__name__, detail=detail), EXIT_SERVICE_UNAVAILABLE)
+            _fail(*unexpected_failure(exc))
 
     return wrapper
 

@@ -69,7 +69,8 @@ log = logging.getLogger(__name__)
 
 # a token past registration with the same bytes is a finished registration: re-runs succeed
 DONE_STATUSES = ("registered", "deployed")
-TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# used with fullmatch: "$" would also accept a trailing newline ("XRAY\n" was stored once)
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 MISSING_OPTION = "Missing {what}: pass {flag} or set '{key}' in hokusai.yaml."
 TOO_MANY_SOURCES = "The measured value must come from one source, but {given} were given. Keep one."
@@ -183,7 +184,7 @@ class RegistrationResult:
 def normalise_token_id(raw: str | None) -> str:
     if not raw:
         raise InputError(MISSING_OPTION.format(what="token id", flag="--token-id", key="token_id"))
-    if not TOKEN_PATTERN.match(raw):
+    if not isinstance(raw, str) or not TOKEN_PATTERN.fullmatch(raw):
         raise InputError(BAD_TOKEN_ID.format(given=raw))
     return raw.upper()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hokusai_action.errors import GateFailed, InputError
+from hokusai_action.safe_yaml import YamlInvalid, YamlRefused, load_bounded, read_bounded_text
 
 INF = math.inf
 
@@ -101,6 +102,8 @@ def parse_number(raw: Any, *, what: str) -> float:
         value = float(raw.strip() if isinstance(raw, str) else raw)
     except (TypeError, ValueError):
         raise InputError(NOT_A_NUMBER.format(what=what, given=raw)) from None
+    except OverflowError:  # an integer past float's range (YAML and JSON allow any length)
+        raise InputError(NOT_FINITE.format(what=what, given="an integer too large for a float")) from None
     if not math.isfinite(value):
         raise InputError(NOT_FINITE.format(what=what, given=raw))
     return value
@@ -121,18 +124,26 @@ def check_in_range(metric: Metric, value: float, *, what: str) -> float:
 
 
 def _load_metrics_file(path: Path) -> dict[str, Any]:
+    is_json = path.suffix.lower() == ".json"
     try:
-        text = path.read_text(encoding="utf-8")
+        # YAML is bounded in size and alias expansion ("billion laughs"); JSON has no aliases
+        text = path.read_text(encoding="utf-8") if is_json else read_bounded_text(path)
     except OSError as exc:
         raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason=exc.strerror or exc)) from exc
     except UnicodeDecodeError as exc:
         raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason="not UTF-8 text")) from exc
-    import yaml  # YAML is a superset of JSON: .yaml, .yml and unknown suffixes all load with it
-
+    except YamlRefused as exc:
+        raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason=exc)) from exc
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError
+        # .yaml, .yml and unknown suffixes load as YAML, a superset of JSON
+        data = json.loads(text) if is_json else load_bounded(text)
+    except YamlInvalid as exc:
         raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason=f"not valid JSON/YAML: {exc}")) from exc
+    except YamlRefused as exc:
+        raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason=exc)) from exc
+    except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError; deep nesting recurses
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(METRICS_FILE_UNREADABLE.format(path=path, reason=f"not valid JSON/YAML: {reason}")) from exc
     if not isinstance(data, dict):
         raise InputError(METRICS_FILE_NOT_MAPPING.format(path=path, kind=type(data).__name__))
     # a common shape is {"metrics": {...}}; accept it as well

@@ -19,6 +19,7 @@ from typing import Any
 from hokusai_action import environment as env
 from hokusai_action.errors import InputError
 from hokusai_action.redact import redact, register_secret, register_url_password
+from hokusai_action.safe_yaml import YamlInvalid, YamlRefused, compose_bounded, construct, read_bounded_text
 
 DEFAULT_CONFIG_NAME = "hokusai.yaml"
 DEFAULT_EXPERIMENT = "hokusai"
@@ -40,6 +41,28 @@ BAD_BOOL = "{name} must be true or false, not '{value}'."
 UNKNOWN_SINK = "Unknown event sink '{sink}' in {where}. Choose any of: {known}."
 SINK_NEEDS = "Event sink '{sink}' needs {what}."
 ENV_NAME_UNSET = "{key} names the environment variable {name}, but it is not set."
+ALIAS_INVALID = "{what} {alias!r} is not a valid MLflow alias: use 1-255 letters, digits, '_' or '-'."
+ALIAS_RESERVED = (
+    "{what} '{alias}' is reserved by MLflow ('latest' and v<number>, in any case, name versions): "
+    "choose another name, e.g. champion."
+)
+BAD_TRACKING_URI = (
+    "MLflow tracking URI '{uri}' does not parse ({reason}). Fix --mlflow-tracking-uri / MLFLOW_TRACKING_URI, "
+    "e.g. http://mlflow.example.com:5000."
+)
+PATH_HAS_NUL = "'{key}' contains a NUL character, which no file path can hold. Fix the path."
+
+# MLflow's own rules (mlflow/utils/validation.py: _validate_model_alias_name and
+# _validate_model_alias_name_reserved): word characters and '-', at most 255, and, for an alias being
+# set, not 'latest' nor v<digits> in any case. MLflow checks them only when the alias is set, after
+# the registration committed; here they are checked before anything changes. fullmatch: MLflow's
+# re.match(...$) would also let a trailing newline through.
+_ALIAS_NAME = re.compile(r"[\w-]{1,255}")
+_VERSION_ALIAS = re.compile(r"[vV]\d+")
+_RESERVED_ALIAS = "latest"
+# settings that may name an alias: (key, flag, whether the alias is set, or only read)
+_ALIAS_SETTINGS = (("set_alias", "--set-alias", True), ("compare_to", "--compare-to", False))
+_PATH_SETTINGS = ("config", "model_path", "metrics_file", "predictions")
 
 _SECRET_KEY_NAMES = frozenset({"secret", "password", "token", "api_key", "key"})
 
@@ -134,9 +157,45 @@ class ConfigFile:
         return self.lines.get(tuple(keys), 1)
 
 
+def alias_problem(alias: Any, *, setting: bool) -> str | None:
+    """The message template for an alias MLflow would refuse, or None. ``setting``: the alias is to be
+    set (reserved names refused); otherwise only read (``latest`` means the newest version there)."""
+    if not isinstance(alias, str) or not _ALIAS_NAME.fullmatch(alias):
+        return ALIAS_INVALID
+    if setting and (alias.lower() == _RESERVED_ALIAS or _VERSION_ALIAS.fullmatch(alias)):
+        return ALIAS_RESERVED
+    return None
+
+
+def _check_alias(alias: Any, *, setting: bool, what: str) -> None:
+    problem = alias_problem(alias, setting=setting)
+    if problem is not None:
+        raise InputError(problem.format(what=what, alias=alias))
+
+
 def _schema() -> dict[str, Any]:
     schema_path = Path(__file__).with_name("schema") / "hokusai.schema.json"
     return json.loads(schema_path.read_text(encoding="utf-8"))
+
+
+def _python_pattern(pattern: str) -> str:
+    """JSON Schema patterns are ECMA-262 regexes, where a final ``$`` is the end of the text; in
+    Python it also matches before a trailing newline ("XRAY\\n" would pass). Use ``\\Z`` instead."""
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    import jsonschema
+
+    if validator.is_type(instance, "string") and not re.search(_python_pattern(pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    import jsonschema
+
+    strict = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+    return strict(schema)
 
 
 def _line_map(node: Any, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
@@ -180,19 +239,22 @@ def _url_has_password(url: str) -> bool:
 
 def load_config_file(path: Path) -> ConfigFile:
     """Parse and validate ``hokusai.yaml``: unknown keys, wrong types and inline secrets are errors."""
-    import yaml
-
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded_text(path)
     except FileNotFoundError as exc:
         raise InputError(CONFIG_MISSING.format(path=path)) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(CONFIG_UNREADABLE.format(path=path, reason=getattr(exc, "strerror", None) or exc)) from exc
+    except YamlRefused as exc:
+        raise InputError(CONFIG_UNREADABLE.format(path=path, reason=exc)) from exc
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        # bounded before anything walks the tree: aliases would expand per reference
+        root = compose_bounded(text)
+        values = construct(root)
+    except YamlInvalid as exc:
         raise InputError(CONFIG_UNREADABLE.format(path=path, reason=f"invalid YAML: {exc}")) from exc
+    except YamlRefused as exc:
+        raise InputError(CONFIG_UNREADABLE.format(path=path, reason=exc)) from exc
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -215,9 +277,10 @@ def load_config_file(path: Path) -> ConfigFile:
                     instead=f"'{keys[-1]}' takes the NAME of an environment variable, not its value",
                 )
             )
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
+    for key, _flag, setting in _ALIAS_SETTINGS:
+        if isinstance(values.get(key), str):
+            _check_alias(values[key], setting=setting, what=f"{path}:{config.line(key)}: '{key}'")
+    validator = _validator(schema)
     for error in sorted(validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path))):
         keys = tuple(str(p) for p in error.absolute_path if not isinstance(p, int))
         problem = _describe_schema_error(error)
@@ -241,18 +304,26 @@ def load_config_file(path: Path) -> ConfigFile:
     return config
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value quoted in an error line: its repr, cut short (a fuzzed list can be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe_schema_error(error: Any) -> str:
     validator = error.validator
     if validator == "type":
-        article = "an" if str(error.validator_value)[:1] in "aeiou" else "a"
-        return f"must be {article} {error.validator_value}, not {type(error.instance).__name__} ({error.instance!r})"
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else str(expected)
+        article = "an" if expected[:1] in "aeiou" else "a"
+        return f"must be {article} {expected}, not {type(error.instance).__name__} ({_shown(error.instance)})"
     if validator == "enum":
-        return f"must be one of {', '.join(map(str, error.validator_value))}, not {error.instance!r}"
+        return f"must be one of {', '.join(map(str, error.validator_value))}, not {_shown(error.instance)}"
     if validator == "pattern":
         if any(str(part).endswith("_env") for part in error.absolute_path):
             return f"must be an environment variable name (matching {error.validator_value})"
-        return f"{error.instance!r} does not match the expected form {error.validator_value}"
-    return f"is invalid: {error.message}"
+        return f"{_shown(error.instance)} does not match the expected form {error.validator_value}"
+    return f"is invalid: {_shown(error.message, 200)}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,7 +338,7 @@ def _env_value(environ: Mapping[str, str], var: env.EnvVar) -> str | None:
 def _positive(value: Any, name: str) -> float:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
         raise InputError(BAD_NUMBER.format(name=name, value=value)) from None
     if not number > 0 or number == float("inf"):
         raise InputError(BAD_NUMBER.format(name=name, value=value))
@@ -363,6 +434,8 @@ def load_settings(
     cwd = cwd or Path.cwd()
 
     config_flag = flags.get("config")
+    if isinstance(config_flag, str) and "\0" in config_flag:
+        raise InputError(PATH_HAS_NUL.format(key="config"))
     config_path = Path(config_flag) if config_flag else cwd / DEFAULT_CONFIG_NAME
     if not config_path.is_absolute():
         config_path = cwd / config_path
@@ -480,7 +553,25 @@ def load_settings(
         git=_git_info(environ, cwd),
     )
     _check_sinks(settings)
+    _check_tracking_uri(settings.mlflow_tracking_uri)
+    for key, flag, setting in _ALIAS_SETTINGS:
+        if getattr(settings, key) is not None:
+            _check_alias(getattr(settings, key), setting=setting, what=flag)
+    for key in _PATH_SETTINGS:
+        if "\0" in str(getattr(settings, key, None) or ""):
+            raise InputError(PATH_HAS_NUL.format(key=key))
     return settings
+
+
+def _check_tracking_uri(uri: str) -> None:
+    """MLflow parses the URI only when it first connects: a bad one would surface as a raw ValueError."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError as exc:
+        raise InputError(BAD_TRACKING_URI.format(uri=uri, reason=exc)) from exc
 
 
 def _check_sinks(settings: Settings) -> None:

@@ -258,3 +258,34 @@ def test_metrics_file_broken_json(run_cli, make_token, make_model, snapshot):
     result = register(run_cli, token, model)
     assert_one_clear_line(result, 2, "Cannot read metrics file", "not valid JSON/YAML")
     assert snapshot(token) == before
+
+
+@pytest.mark.parametrize("alias", ["latest", "V3"])
+def test_a_reserved_alias_is_refused_before_anything_changes(run_cli, make_token, make_model, snapshot, alias):
+    # MLflow refuses these only when the alias is set: after the commit and the event, exit 4 forever
+    token = make_token()
+    before = snapshot(token)
+    result = register(run_cli, token, make_model(), "--set-alias", alias)
+    assert_one_clear_line(result, 2, f"--set-alias '{alias}' is reserved by MLflow", "choose another name")
+    assert snapshot(token) == before
+
+
+def test_an_alias_mlflow_cannot_store_is_refused_before_anything_changes(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    before = snapshot(token)
+    result = register(run_cli, token, make_model(), "--compare-to", "champion\n")
+    assert_one_clear_line(result, 2, "--compare-to 'champion\\n' is not a valid MLflow alias")
+    assert snapshot(token) == before
+
+
+def test_a_token_id_with_a_trailing_newline_is_refused(run_cli, database):
+    from hokusai_action.db.store import get_token
+
+    result = run_cli("token", "create", "XRAYNL\n")
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1, result.stderr  # one line, the newline shown escaped
+    assert "Token id 'XRAYNL\\n' is not valid" in result.stderr
+    with database.unit_of_work() as uow:
+        assert get_token(uow, "XRAYNL\n") is None
+        assert get_token(uow, "XRAYNL") is None

@@ -416,3 +416,64 @@ def test_gate_failure_line_names_value_baseline_and_direction(
 
 def test_gate_result_is_the_public_type() -> None:
     assert isinstance(evaluate_gate(AUROC, 0.9, 0.8), GateResult)
+
+
+# ------------------------------------------------------------------------------- bounded metrics files
+
+METRICS_LAUGHS = "".join(
+    [
+        "auroc: 0.9\n",
+        'l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n',
+        *(f"l{n}: &l{n} [{','.join([f'*l{n - 1}'] * 9)}]\n" for n in range(1, 9)),
+    ]
+)
+
+
+def test_a_billion_laughs_metrics_yaml_is_refused_fast_and_small(tmp_path: Path) -> None:
+    import time
+    import tracemalloc
+
+    path = tmp_path / "metrics.yaml"
+    path.write_text(METRICS_LAUGHS, encoding="utf-8")
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(InputError) as raised:
+            read_metric_value(AUROC, metric_value=None, metrics_file=path, model_path=tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(raised.value).startswith(f"Cannot read metrics file {path}: its anchors and aliases expand")
+    assert peak < 5 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        ("metrics.yaml", "auroc: " + "[" * 100 + "]" * 100 + "\n", "nested more than 64 levels deep"),
+        ("metrics.yaml", "auroc: 0.9\n" + "#\n" * 600_000, "larger than 1024 KiB"),
+        ("metrics.yaml", "auroc: " + "9" * 5000 + "\n", "not valid JSON/YAML: "),
+        ("metrics.json", '{"auroc": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON/YAML: "),
+    ],
+    ids=["deep-yaml", "large-yaml", "huge-integer-yaml", "deep-json"],
+)
+def test_a_metrics_file_past_the_bounds_is_refused(tmp_path: Path, name: str, text: str, reason: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError) as raised:
+        read_metric_value(AUROC, metric_value=None, metrics_file=path, model_path=tmp_path)
+    assert str(raised.value).startswith(f"Cannot read metrics file {path}: {reason}"), str(raised.value)
+
+
+@pytest.mark.parametrize("raw", [10**400, -(10**400)], ids=["huge", "huge-negative"])
+def test_an_integer_too_big_for_a_float_is_not_finite(raw: int) -> None:
+    with pytest.raises(InputError) as raised:
+        parse_number(raw, what="Metric value")
+    assert str(raised.value).startswith("Metric value must be a finite number")
+
+
+def test_a_metrics_yaml_with_a_few_aliases_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.yaml"
+    path.write_text("auroc: &v 0.91\nauc: *v\n", encoding="utf-8")
+    assert read_metric_value(AUROC, metric_value=None, metrics_file=path, model_path=tmp_path).value == 0.91

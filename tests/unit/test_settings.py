@@ -613,3 +613,191 @@ def test_every_setting_in_the_schema_is_a_cli_option_or_documented_section() -> 
     sections = {"mlflow", "database", "events"}
     assert set(schema["properties"]) - sections <= options
     assert sections <= set(schema["properties"])
+
+
+# ---------------------------------------------------------------------------- aliases (MLflow's rules)
+
+RESERVED_ALIASES = ["latest", "LATEST", "Latest", "v3", "V3", "v0", "v12345"]
+BAD_ALIAS_NAMES = ["champ ion", "champion\n", "prod/eu", "a.b", "x" * 256, "\u00a0"]
+GOOD_ALIASES = ["champion", "v3a", "va", "latest-1", "my_latest", "x" * 255, "V3_rc", "pr\u00e9f\u00e9r\u00e9", "-"]
+
+
+@pytest.mark.parametrize("alias", RESERVED_ALIASES)
+def test_a_reserved_set_alias_is_refused(load, alias: str) -> None:
+    message = load_error(load, flags={"set_alias": alias})
+    assert message.startswith(f"--set-alias '{alias}' is reserved by MLflow")
+    assert "choose another name" in message
+
+
+@pytest.mark.parametrize("alias", BAD_ALIAS_NAMES)
+@pytest.mark.parametrize("key", ["set_alias", "compare_to"])
+def test_an_alias_mlflow_cannot_store_is_refused(load, key: str, alias: str) -> None:
+    message = load_error(load, flags={key: alias})
+    flag = "--" + key.replace("_", "-")
+    assert message.startswith(f"{flag} {alias!r} is not a valid MLflow alias")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("alias", GOOD_ALIASES)
+def test_aliases_mlflow_accepts_load(load, alias: str) -> None:
+    settings = load(flags={"set_alias": alias, "compare_to": alias})
+    assert (settings.set_alias, settings.compare_to) == (alias, alias)
+
+
+def test_compare_to_latest_is_mlflows_newest_version_and_allowed(load) -> None:
+    assert load(flags={"compare_to": "latest"}).compare_to == "latest"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "line", "fragment"),
+    [
+        ("token_id: XRAY\nset_alias: latest\n", 2, "'set_alias' 'latest' is reserved by MLflow"),
+        ("token_id: XRAY\nset_alias: V7\n", 2, "'set_alias' 'V7' is reserved by MLflow"),
+        ("compare_to: 'a b'\n", 1, "'compare_to' 'a b' is not a valid MLflow alias"),
+        ('set_alias: "champion\\n"\n', 1, "'set_alias' 'champion\\n' is not a valid MLflow alias"),
+    ],
+)
+def test_an_alias_in_hokusai_yaml_is_checked_with_its_line(load, tmp_path, yaml_text, line, fragment) -> None:
+    message = load_error(load, yaml_text=yaml_text)
+    assert message.startswith(f"{tmp_path / 'hokusai.yaml'}:{line}: {fragment}"), message
+
+
+def test_the_schema_refuses_reserved_set_aliases_and_allows_compare_to_latest() -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    assert not validator.is_valid({"set_alias": "latest"})
+    assert not validator.is_valid({"set_alias": "v3"})
+    assert validator.is_valid({"set_alias": "champion", "compare_to": "latest"})
+
+
+@pytest.mark.slow  # imports the full MLflow
+def test_the_alias_rule_matches_mlflows_own_validation() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils import validation as mlflow_validation
+
+    from hokusai_action.settings import alias_problem
+
+    for alias in [*RESERVED_ALIASES, *BAD_ALIAS_NAMES, *GOOD_ALIASES]:
+        try:
+            mlflow_validation._validate_model_alias_name(alias)
+            mlflow_validation._validate_model_alias_name_reserved(alias)
+            mlflow_ok = "\n" not in alias  # MLflow's re.match(...$) lets one trailing newline through
+        except MlflowException:
+            mlflow_ok = False
+        assert (alias_problem(alias, setting=True) is None) == mlflow_ok, alias
+
+
+# ------------------------------------------------------------------- full matches (no trailing newline)
+
+
+@pytest.mark.parametrize("token_id", ["XRAY\n", "XRAY\r\n", "\nXRAY"])
+def test_a_token_id_with_a_newline_is_refused_in_hokusai_yaml(load, token_id: str) -> None:
+    message = load_error(load, yaml_text=f"token_id: {json.dumps(token_id)}\n")
+    assert "'token_id'" in message and "does not match the expected form" in message
+
+
+def test_an_env_var_name_with_a_trailing_newline_is_refused(load) -> None:
+    message = load_error(load, yaml_text='database: {url_env: "DB_URL\\n"}\n', env={"DB_URL\n": "sqlite://"})
+    assert "'database.url_env' must be an environment variable name" in message
+
+
+# --------------------------------------------------------------------------- bounded hokusai.yaml
+
+BILLION_LAUGHS = textwrap.dedent(
+    """\
+    a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+    f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+    g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+    h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+    i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+    """
+)
+# the same shape with mappings: the line map used to walk every expanded key
+BILLION_LAUGHS_MAPPINGS = "".join(
+    f"k{n}: &k{n} {{" + ", ".join(f"x{m}: {'*k' + str(n - 1) if n else 1}" for m in range(9)) + "}\n" for n in range(9)
+)
+
+
+@pytest.mark.parametrize("text", [BILLION_LAUGHS, BILLION_LAUGHS_MAPPINGS], ids=["sequences", "mappings"])
+def test_a_billion_laughs_hokusai_yaml_is_refused_fast_and_small(load, tmp_path, text: str) -> None:
+    import time
+    import tracemalloc
+
+    (tmp_path / "hokusai.yaml").write_text(text, encoding="utf-8")
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        message = load_error(load)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    elapsed = time.monotonic() - started
+    assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: its anchors and aliases")
+    assert peak < 5 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+    assert elapsed < 2, f"{elapsed:.2f} s"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 64 levels deep"),
+        ("a: " + "[" * 70 + "]" * 70 + "\n", "nested more than 64 levels deep"),
+        ("a: &a [*a]\n", "an alias refers to the node that contains it"),
+        ("a: &a {b: *a}\n", "an alias refers to the node that contains it"),
+        ("token_id: XRAY\n" + "# padding\n" * 120_000, "larger than 1024 KiB"),
+        ("mlflow: {timeout: " + "9" * 5000 + "}\n", "invalid YAML: "),
+    ],
+    ids=["deep", "just-too-deep", "recursive-sequence", "recursive-mapping", "too-large", "huge-integer"],
+)
+def test_a_hokusai_yaml_past_the_bounds_is_refused_with_the_reason(load, tmp_path, text: str, reason: str) -> None:
+    (tmp_path / "hokusai.yaml").write_text(text, encoding="utf-8")
+    message = load_error(load)
+    assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: {reason}"), message
+
+
+def test_a_few_aliases_still_load_and_errors_keep_their_lines(load, tmp_path) -> None:
+    text = "token_id: XRAY\nevents:\n  sinks: &s [database]\nmlflow:\n  experiment: x\n  timeout: &t 5\n"
+    assert load(yaml_text=text).mlflow_timeout == 5
+    message = load_error(load, yaml_text=text + "database:\n  timeout: *t\n  tls: *s\n")
+    assert message.startswith(f"{tmp_path / 'hokusai.yaml'}:9: unknown key 'database.tls'")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        ("mlflow: {timeout: " + "9" * 400 + "}\n", "HOKUSAI_MLFLOW_TIMEOUT"),
+        ("events: {webhook: {timeout: " + "9" * 400 + "}}\n", "HOKUSAI_WEBHOOK_TIMEOUT"),
+    ],
+)
+def test_a_timeout_too_big_for_a_float_is_a_clear_error(load, yaml_text: str, key: str) -> None:
+    assert load_error(load, yaml_text=yaml_text).startswith(f"{key} must be a positive number of seconds")
+
+
+@pytest.mark.parametrize("key", ["model_path", "metrics_file", "predictions"])
+def test_a_path_with_a_nul_character_is_refused(load, key: str) -> None:
+    message = load_error(load, yaml_text=f'{key}: "model\\0.bin"\n')
+    assert f"'{key}'" in message and "NUL" in message
+
+
+def test_a_control_character_in_hokusai_yaml_is_invalid_yaml(load, tmp_path) -> None:
+    message = load_error(load, yaml_text="\x1f")  # found by tests/unit/test_fuzz.py
+    assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: invalid YAML: unacceptable")
+
+
+@pytest.mark.parametrize("uri", ["http://[::1", "http://mlflow:notaport", "https://[fe80::1/x"])
+def test_a_tracking_uri_that_does_not_parse_is_a_settings_error(load, uri: str) -> None:
+    # found by tests/unit/test_fuzz.py: MLflow raised a raw ValueError at its first request
+    message = load_error(load, flags={"mlflow_tracking_uri": uri})
+    assert message.startswith(f"MLflow tracking URI '{uri}' does not parse (")
+
+
+def test_a_long_wrong_value_is_quoted_short_and_a_union_type_reads_well(load, tmp_path) -> None:
+    message = load_error(load, yaml_text=f"token_id: {list(range(500))}\n")
+    assert message.startswith(f"{tmp_path / 'hokusai.yaml'}:1: 'token_id' must be a string, not list ([0, 1, 2, ")
+    assert len(message) < 250
+    message = load_error(load, yaml_text="min_improvement: [1]\n")
+    assert "'min_improvement' must be a string or number, not list ([1])" in message
