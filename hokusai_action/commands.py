@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from hokusai_action import environment as env
 from hokusai_action.core import RegistrationResult, build_request, normalise_token_id, register
 from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError, TokenStateError
+from hokusai_action.redact import redact_standard_streams
 from hokusai_action.settings import Settings
 from hokusai_action.wiring import build_database, build_parts, build_registry, build_sinks
 
@@ -22,9 +25,25 @@ EVENTS_PENDING = (
 TOKEN_NOT_FOUND = "Token {token} does not exist in the Hokusai database at {url}."
 
 
+VENDOR_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3", "requests", "google", "grpc", "httpx")
+
+
 def quiet_vendor_logs() -> None:
-    for name in ("mlflow", "alembic", "urllib3", "google", "httpx"):
+    """Vendors log at WARNING and above only, and everything they print goes through ``redact``."""
+    for name in VENDOR_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    route_vendor_output()
+
+
+def route_vendor_output() -> None:
+    """Send what MLflow, SQLAlchemy, Alembic, urllib3/requests and the Google client print through
+    ``redact``: their loggers' handlers (MLflow has its own, which does not propagate), warnings,
+    and what they write straight to stdout/stderr (MLflow's "View run ... at: <tracking uri>").
+    MLflow's own printing of the URI is switched off first, unless the user asked for it."""
+    os.environ.setdefault(env.MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name, "true")
+    # MLflow's handler (built at import, later) writes to whatever sys.stderr is at each call, so the
+    # redacting streams catch it; handlers built before the swap get a redacting filter.
+    redact_standard_streams()
 
 
 def run_register(settings: Settings) -> tuple[RegistrationResult, int]:

@@ -24,6 +24,16 @@ MLFLOW_TRACKING_TOKEN = EnvVar(
 MLFLOW_TRACKING_PASSWORD = EnvVar(
     "MLFLOW_TRACKING_PASSWORD", str, "Basic-auth password for the MLflow server (read by MLflow)", secret=True
 )
+# A user name is not a credential and is not registered for masking (a common word like "admin" would
+# shred every line); inside a URL's user-info it is masked with the password all the same.
+MLFLOW_TRACKING_USERNAME = EnvVar(
+    "MLFLOW_TRACKING_USERNAME", str, "Basic-auth user for the MLflow server (read by MLflow)"
+)
+MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT = EnvVar(
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+    bool,
+    "MLflow's own switch; the tool sets it to true so MLflow never prints the tracking URI (with its credentials)",
+)
 HOKUSAI_MLFLOW_EXPERIMENT = EnvVar("HOKUSAI_MLFLOW_EXPERIMENT", str, "MLflow experiment for registration runs")
 HOKUSAI_MLFLOW_TIMEOUT = EnvVar(
     "HOKUSAI_MLFLOW_TIMEOUT", float, "Seconds to keep trying an unreachable MLflow before exit 4 (default 30)"

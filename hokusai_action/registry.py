@@ -113,6 +113,7 @@ class MlflowRegistry:
         """The MLflow client, built on first use: an idempotent re-run never imports MLflow."""
         if self._client is None:
             _configure_http_retries(self.timeout)
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it prints the URI's user-info
             import mlflow
 
             # some registry paths (resolving a models:/<model_id> source) use the global URI, not the client's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.canaries import CANARIES, CanaryWatch
 from tests.services import Services, session_services
 
 # Google's Pub/Sub emulator: session fixture, restartable, skipped loudly where it is not installed
@@ -27,14 +29,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    yield from session_services(tmp_path_factory.mktemp("services"))
+    """The real services; the MLflow URL carries canary credentials (the server has no auth)."""
+    for plain in session_services(tmp_path_factory.mktemp("services")):
+        yield dataclasses.replace(plain, mlflow_url=CANARIES.tracking_uri(plain.mlflow_url))
 
 
 @pytest.fixture(scope="session")
 def database(services: Services):
     from hokusai_action.db.store import Database
 
-    db = Database(services.database_url, timeout=5)
+    # trust auth accepts any password: the canary one, with @:/% in it, exercises every escape
+    db = Database(CANARIES.database_url(services.database_url), timeout=5)
     db.upgrade()
     yield db
     db.dispose()
@@ -48,6 +53,55 @@ def mlflow_client(services: Services):
     mlflow.set_tracking_uri(services.mlflow_url)
     mlflow.set_registry_uri(services.mlflow_url)
     return mlflow.MlflowClient(tracking_uri=services.mlflow_url, registry_uri=services.mlflow_url)
+
+
+# -------------------------------------------------------------------------------------- canaries
+
+
+@pytest.fixture(autouse=True)
+def canary_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[CanaryWatch]:
+    """Fail the test if a canary secret shows up in anything it captured (see tests/canaries.py)."""
+    watch = CanaryWatch()
+    run = subprocess.run
+
+    def recording_run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess:
+        done = run(*args, **kwargs)
+        watch.record_process(done.args, done.stdout, done.stderr, kwargs.get("env"))
+        return done
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    for name in ("capsys", "capfd"):
+        if name in request.fixturenames:
+            capture = request.getfixturevalue(name)
+            read = capture.readouterr
+
+            def recording_read(read=read, name=name):
+                captured = read()
+                watch.record(f"{name} stdout", captured.out)
+                watch.record(f"{name} stderr", captured.err)
+                return captured
+
+            monkeypatch.setattr(capture, "readouterr", recording_read)
+    services = request.getfixturevalue("services") if "services" in request.fixturenames else None
+    database = request.getfixturevalue("database") if "database" in request.fixturenames else None
+
+    yield watch
+
+    for when, key, text in getattr(request.node, "_report_sections", []):
+        watch.record(f"captured {key} ({when})", text)
+    if database is not None:
+        touched = watch.scan_database(database)
+        if services is not None:
+            watch.scan_mlflow(services.mlflow_url, touched)
+    leaks = watch.leaks()
+    if leaks:
+        pytest.fail("a canary secret leaked:\n  " + "\n  ".join(leaks), pytrace=False)
+
+
+@pytest.fixture
+def webhook_secret() -> str:
+    """The webhook signing secret tests should use: a canary that must never be printed."""
+    return CANARIES.webhook_secret
 
 
 # ----------------------------------------------------------------------------------- factories
@@ -117,7 +171,9 @@ def cli_env(services: Services, database, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
     env.update(
         MLFLOW_TRACKING_URI=services.mlflow_url,
-        HOKUSAI_DATABASE_URL=services.database_url,
+        MLFLOW_TRACKING_TOKEN=CANARIES.tracking_token,
+        HOKUSAI_DATABASE_URL=CANARIES.database_url(services.database_url),
+        HOKUSAI_WEBHOOK_SECRET=CANARIES.webhook_secret,
         HOKUSAI_HOME=str(tmp_path / ".hokusai"),
         HOKUSAI_GIT_SHA="0123456789abcdef0123456789abcdef01234567",
         HOKUSAI_GIT_REF="refs/heads/main",

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+from urllib.parse import quote, quote_plus
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hokusai_action import redact as redact_module
-from hokusai_action.redact import MASK, redact, register_secret, register_url_password, registered_secrets
+from hokusai_action.redact import (
+    MASK,
+    RedactingStream,
+    redact,
+    register_secret,
+    register_url_password,
+    registered_secrets,
+)
 
 pytestmark = [pytest.mark.unit]
 
@@ -60,21 +71,33 @@ def test_a_four_character_secret_is_masked() -> None:
 @pytest.mark.parametrize(
     ("url", "masked"),
     [
+        # database URLs keep the role name: drivers print it anyway, and it says which login failed
         ("postgresql://hokusai:s3cret@db:5432/hokusai", "postgresql://hokusai:***@db:5432/hokusai"),
         (
             "postgresql+psycopg2://hokusai:s3cret@db.example.com/hokusai",
             "postgresql+psycopg2://hokusai:***@db.example.com/hokusai",
         ),
-        ("https://ci-bot:ghp_0123456789@mlflow.example.com", "https://ci-bot:***@mlflow.example.com"),
-        ("http://u:p@localhost:5000/api", "http://u:***@localhost:5000/api"),
         ("mysql://root:hunter2@127.0.0.1/site", "mysql://root:***@127.0.0.1/site"),
-        ("redis://:only-password@cache:6379/0", "redis://:***@cache:6379/0"),
-        ("amqp://guest:guest@rabbit//", "amqp://guest:***@rabbit//"),
-        ("git+ssh://deploy:k3y%40x@git.example.com/r.git", "git+ssh://deploy:***@git.example.com/r.git"),
+        ("postgresql://u:p%40ss%3Aw%2Frd%25x@db/site", "postgresql://u:***@db/site"),
+        ("postgresql://u:raw@pass@db/site", "postgresql://u:***@db/site"),
+        # everywhere else the whole user-info goes: a user name is half a credential, often a token
+        ("https://ci-bot:ghp_0123456789@mlflow.example.com", "https://***@mlflow.example.com"),
+        ("http://u:p@localhost:5000/api", "http://***@localhost:5000/api"),
+        ("https://ghp_0123456789abcdef@github.com/o/r.git", "https://***@github.com/o/r.git"),
+        ("http://canaryuser:CANARY-PASS@127.0.0.1:5000/#/experiments/1", "http://***@127.0.0.1:5000/#/experiments/1"),
+        ("redis://:only-password@cache:6379/0", "redis://***@cache:6379/0"),
+        ("amqp://guest:guest@rabbit//", "amqp://***@rabbit//"),
+        ("git+ssh://deploy:k3y%40x@git.example.com/r.git", "git+ssh://***@git.example.com/r.git"),
     ],
 )
-def test_url_passwords_are_masked_in_any_scheme_without_registration(url: str, masked: str) -> None:
+def test_url_credentials_are_masked_in_any_scheme_without_registration(url: str, masked: str) -> None:
     assert redact(f"could not connect to {url} (timeout)") == f"could not connect to {masked} (timeout)"
+
+
+def test_redaction_is_idempotent() -> None:
+    register_secret("s3cret-value")
+    once = redact("a https://tok@h/x and postgresql://u:s3cret-value@db/x and s3cret-value")
+    assert redact(once) == once == "a https://***@h/x and postgresql://u:***@db/x and ***"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +108,9 @@ def test_url_passwords_are_masked_in_any_scheme_without_registration(url: str, m
         "sqlite:////tmp/.hokusai/hokusai.db",
         "projects/hokusai/topics/token-events",
         "user@example.com: 12:30",
+        "git@github.com:hokusai/repo.git",
+        "models:/hokusai-XRAY/1 mlflow-artifacts:/1/models/m-1/artifacts",
+        "file:///tmp/x@y",
         "",
     ],
 )
@@ -140,3 +166,108 @@ def test_no_registered_secret_survives_redaction(secret_values: list[str], befor
 def test_no_url_password_survives_redaction(user: str, password: str) -> None:
     url = f"postgresql://{user}:{password}@db.example.com:5432/site"
     assert redact(f"error: {url}") == f"error: postgresql://{user}:***@db.example.com:5432/site"
+
+
+# --- encoded forms ---------------------------------------------------------------------------------
+
+AWKWARD = "p@ss:w/rd%zz 42"  # every character a URL must encode, and a "%" that is not an escape
+
+
+def sqlalchemy_quote(text: str) -> str:
+    # SQLAlchemy's render_as_string re-encodes only ":", "@" and "/"
+    return text.replace(":", "%3A").replace("@", "%40").replace("/", "%2F")
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        AWKWARD,
+        quote(AWKWARD, safe=""),
+        quote(AWKWARD, safe="").lower(),
+        quote_plus(AWKWARD, safe=""),
+        quote(AWKWARD),  # "/" kept raw
+        sqlalchemy_quote(AWKWARD),
+        quote(quote(AWKWARD, safe=""), safe=""),  # encoded twice: a URL inside a query string
+    ],
+    ids=["raw", "quoted", "lower-hex", "plus", "slash-raw", "sqlalchemy", "twice"],
+)
+def test_a_registered_secret_is_masked_in_every_encoding(shown: str) -> None:
+    register_secret(AWKWARD)
+    assert redact(f"password={shown};") == "password=***;"
+
+
+def test_a_percent_encoded_url_password_registers_its_decoded_form() -> None:
+    register_url_password(f"postgresql+psycopg2://postgres:{quote(AWKWARD, safe='')}@127.0.0.1/site")
+    assert redact(f'FATAL: password "{AWKWARD}" rejected') == 'FATAL: password "***" rejected'
+    assert redact(f"dsn=password={sqlalchemy_quote(AWKWARD)}") == "dsn=password=***"
+
+
+def test_a_token_passed_as_url_user_is_registered_but_a_database_role_is_not() -> None:
+    register_url_password("https://ghp_0123456789abcdef@mlflow.example.com")
+    register_url_password("postgresql://postgres@127.0.0.1/site")
+    register_url_password("https://admin:pa55word@mlflow.example.com")  # the password, not the user name
+    assert registered_secrets() == frozenset({"ghp_0123456789abcdef", "pa55word"})
+    assert redact("Bearer ghp_0123456789abcdef for admin") == "Bearer *** for admin"
+
+
+def test_a_webhook_secret_is_masked_with_and_without_its_prefix() -> None:
+    secret = "whsec_" + "Y2FuYXJ5LXdlYmhvb2stc2VjcmV0LTMyLWJ5dGVzISE="
+    register_secret(secret)
+    body = secret.removeprefix("whsec_")
+    for shown in (secret, body, body.rstrip("="), quote(body, safe="")):
+        assert redact(f"key {shown} end") == "key *** end"
+
+
+@given(password=st.text(alphabet="abcXYZ019@:/%+ -_.!~*'()", min_size=4, max_size=24))
+def test_no_database_password_survives_in_any_encoding(password: str) -> None:
+    redact_module._secrets = set()
+    url = f"postgresql+psycopg2://postgres:{quote(password, safe='')}@127.0.0.1:5432/site"
+    register_url_password(url)
+    for shown in (password, quote(password, safe=""), sqlalchemy_quote(password), url):
+        scrubbed = redact(f"[{shown}]")
+        assert password not in scrubbed
+        assert quote(password, safe="") not in scrubbed
+
+
+# --- streams and warnings ----------------------------------------------------------------------------
+
+
+def test_a_redacting_stream_masks_a_secret_split_across_writes() -> None:
+    register_secret("split-secret-1234")
+    inner = io.StringIO()
+    stream = RedactingStream(inner)
+    for chunk in ("View run at: ", "split-sec", "ret-1234", "\nprogress split-secret-1234\r", "tail split-"):
+        stream.write(chunk)
+    assert inner.getvalue() == "View run at: ***\nprogress ***\r"
+    stream.write("secret-1234")
+    stream.flush()
+    assert inner.getvalue().endswith("tail ***")
+    assert "split-secret-1234" not in inner.getvalue()
+
+
+def test_a_redacting_stream_masks_url_user_info_printed_by_mlflow() -> None:
+    inner = io.StringIO()
+    print(
+        "\U0001f3c3 View run r at: http://canaryuser:CANARY-PASS@127.0.0.1:5000/#/runs/1", file=RedactingStream(inner)
+    )
+    assert inner.getvalue() == "\U0001f3c3 View run r at: http://***@127.0.0.1:5000/#/runs/1\n"
+
+
+def test_add_mask_commands_pass_through_unredacted() -> None:
+    # the runner needs the secret itself to mask it; it never shows these lines
+    register_secret("tok-3f9a8b7c")
+    inner = io.StringIO()
+    stream = RedactingStream(inner)
+    stream.write("::add-mask::tok-3f9a8b7c\nthen tok-3f9a8b7c\n")
+    assert inner.getvalue() == "::add-mask::tok-3f9a8b7c\nthen ***\n"
+
+
+def test_warnings_are_redacted() -> None:
+    register_secret("warned-secret-99")
+    out = io.StringIO()
+    redact_module._redacting_showwarning(
+        UserWarning("connecting to https://warned-secret-99@h"), UserWarning, "x.py", 3, file=out
+    )
+    assert "warned-secret-99" not in out.getvalue()
+    assert "UserWarning: connecting to https://***@h" in out.getvalue()
+    assert warnings.showwarning is not redact_module._redacting_showwarning  # nothing global was touched
