@@ -3,16 +3,21 @@
 The digest is the idempotency key of a registration: the same token with the same bytes is the same
 registration. It covers each file's relative path, size and content, so renaming a file or moving
 bytes between files changes it, and it does not depend on timestamps, permissions or walk order.
+
+What is hashed is exactly what is uploaded: symbolic links are followed only inside the model
+directory (DESIGN.md, "Model files"), and each file's size, times and inode are recorded so that a
+file rewritten before the version exists is noticed (``ModelFiles.ensure_unchanged``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from hokusai_action.errors import InputError
+from hokusai_action.errors import InputError, ModelChanged
 
 CHUNK_SIZE = 1024 * 1024  # 1 MiB: large enough for hashlib to release the GIL, small for memory
 
@@ -20,53 +25,152 @@ PATH_MISSING = "Model path {path} does not exist. Check --model-path (relative p
 PATH_UNREADABLE = "Model path {path} cannot be read: {reason}. Fix its permissions or point --model-path elsewhere."
 PATH_EMPTY = "Model directory {path} holds no files. Point --model-path at the trained model's folder or file."
 PATH_SPECIAL = "Model path {path} is not a regular file or directory."
-PATH_LINKED_DIR = (
-    "Model directory entry {path} is a symbolic link to a folder, which would not be uploaded. "
-    "Replace the link with a copy of the folder."
+LINK_TARGET_HINT = "It is a symbolic link to {target}. Point the link at a file inside the model, or remove it."
+LINK_DANGLING_HINT = "It is a symbolic link to {target}, which does not exist (or loops). Remove the link."
+LINK_OUTSIDE = (
+    "Model path {path} is a symbolic link to {target}, outside the model directory {root}: it would upload "
+    "whatever that is."
 )
+LINK_OUTSIDE_HINT = "Copy the file or folder into the model directory, or remove the link."
+LINK_LOOP = "Model path {path} is a symbolic link to the folder {target}, which leads back to itself (a loop)."
+LINK_LOOP_HINT = "Remove the link, or replace it with a copy of the folder."
+MODEL_CHANGED = "The model changed while it was being uploaded: {path} is not what was hashed. No version was created."
+MODEL_CHANGED_HINT = "Re-run once the training job has finished writing the model."
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A file as it was when hashed. Any difference later means it was rewritten, replaced or relinked.
+
+    ``ctime_ns`` catches a rewrite that kept the size and put the old mtime back (``cp -p``,
+    ``rsync -t``): the kernel sets it on every change and it cannot be set from user space.
+    """
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileState:
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
 
 
 @dataclass(frozen=True)
 class ModelFiles:
-    root: Path
+    root: Path  # as the user gave it (shown in messages)
     is_dir: bool
     files: tuple[str, ...]  # relative POSIX paths, sorted
     total_bytes: int
     digest: str  # "sha256:<hex>"
+    real_root: Path | None = None  # ``root`` with every link resolved: what "inside the model" means
+    states: tuple[FileState, ...] = ()  # per file, in the order of ``files``
 
     @property
     def is_mlflow_model(self) -> bool:
         return self.is_dir and "MLmodel" in self.files
 
+    def path_of(self, relative: str) -> Path:
+        """The local path to read ``relative`` from; its last component is the name to upload it as."""
+        if not self.is_dir:
+            return self.root  # a single file (or a link to one) is uploaded under the name the user gave
+        return (self.real_root or self.root) / relative
 
-def _walk_files(root: Path) -> list[tuple[str, Path]]:
+    def first_change(self) -> str | None:
+        """The first file that is no longer what was hashed (changed, replaced, gone), or None."""
+        for relative, state in zip(self.files, self.states, strict=True):
+            try:
+                now = FileState.of(os.stat(self.path_of(relative)))  # follows in-tree links, as hashing did
+            except OSError:
+                return relative
+            if now != state:
+                return relative
+        return None
+
+    def ensure_unchanged(self) -> None:
+        """Raise ``ModelChanged`` if any file differs from what was hashed (call after uploading it)."""
+        changed = self.first_change()
+        if changed is not None:
+            shown = self.root / changed if self.is_dir else self.root
+            raise ModelChanged(MODEL_CHANGED.format(path=shown), hint=MODEL_CHANGED_HINT)
+
+
+def _resolve_link(link: Path) -> Path | None:
+    """Where ``link`` finally points, or None when that does not exist or the links loop."""
+    try:
+        return Path(os.path.realpath(link, strict=True))
+    except (OSError, RuntimeError):  # ENOENT, ELOOP
+        return None
+
+
+def _link_text(link: Path, resolved: Path) -> str:
+    """The link as written, and where it leads when that reads differently (``../x`` or ``/proc/self``)."""
+    written = os.readlink(link)
+    return written if written == str(resolved) else f"{written} ({resolved})"
+
+
+def _walk_files(root: Path, real_root: Path) -> list[tuple[str, Path]]:
+    """Every file under ``real_root`` as (relative path, path to read), links checked and followed.
+
+    A link is followed only when its target resolves inside the model directory and is a regular file
+    or a folder; a folder link that leads back to a folder being walked is a loop. Entries are named
+    by where they appear in the tree (a link by its own name), so the uploaded tree is the hashed one.
+    """
     found: list[tuple[str, Path]] = []
-
-    def on_error(exc: OSError) -> None:
-        raise InputError(PATH_UNREADABLE.format(path=exc.filename, reason=exc.strerror or exc)) from exc
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
-        dirnames.sort()
-        for name in dirnames:
-            if (Path(dirpath) / name).is_symlink():
-                # MLflow's upload walks without following links: the folder would silently go missing
-                raise InputError(PATH_LINKED_DIR.format(path=Path(dirpath) / name))
-        for name in filenames:
-            full = Path(dirpath) / name
-            if not full.is_file():  # sockets, fifos, dangling links
-                raise InputError(PATH_SPECIAL.format(path=full))
-            found.append((full.relative_to(root).as_posix(), full))
+    # (real folder to list, its relative prefix, the real folders on the way down from the root)
+    pending: list[tuple[Path, str, frozenset[Path]]] = [(real_root, "", frozenset({real_root}))]
+    while pending:
+        folder, prefix, above = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            raise InputError(PATH_UNREADABLE.format(path=root / prefix, reason=exc.strerror or exc)) from exc
+        for entry in entries:
+            relative = prefix + entry.name
+            shown = root / relative
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError as exc:
+                raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
+            target = Path(entry.path)
+            if stat.S_ISLNK(mode):
+                resolved = _resolve_link(target)
+                if resolved is None:
+                    raise InputError(
+                        PATH_SPECIAL.format(path=shown), hint=LINK_DANGLING_HINT.format(target=os.readlink(target))
+                    )
+                if not resolved.is_relative_to(real_root):
+                    raise InputError(
+                        LINK_OUTSIDE.format(path=shown, target=_link_text(target, resolved), root=root),
+                        hint=LINK_OUTSIDE_HINT,
+                    )
+                target = resolved
+                mode = os.stat(resolved).st_mode
+                if stat.S_ISDIR(mode) and any(resolved == seen or seen.is_relative_to(resolved) for seen in above):
+                    raise InputError(LINK_LOOP.format(path=shown, target=resolved), hint=LINK_LOOP_HINT)
+                if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # a FIFO, socket or device
+                    raise InputError(PATH_SPECIAL.format(path=shown), hint=LINK_TARGET_HINT.format(target=resolved))
+            if stat.S_ISDIR(mode):
+                pending.append((target, relative + "/", above | {target}))
+            elif stat.S_ISREG(mode):
+                found.append((relative, target))
+            else:
+                raise InputError(PATH_SPECIAL.format(path=shown))
     found.sort(key=lambda item: item[0])
     return found
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
+def _hash_file(path: Path, shown: Path) -> tuple[str, FileState]:
     hasher = hashlib.sha256()
-    size = 0
     try:
         with path.open("rb", buffering=0) as handle:
+            # taken before reading: a write during the hash or the upload shows in the check after it
+            state = FileState.of(os.fstat(handle.fileno()))
             buffer = bytearray(CHUNK_SIZE)
             view = memoryview(buffer)
+            size = 0
             while True:
                 read = handle.readinto(buffer)
                 if not read:
@@ -74,22 +178,30 @@ def _hash_file(path: Path) -> tuple[str, int]:
                 hasher.update(view[:read])
                 size += read
     except OSError as exc:
-        raise InputError(PATH_UNREADABLE.format(path=path, reason=exc.strerror or exc)) from exc
-    return hasher.hexdigest(), size
+        raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
+    if size != state.size:  # written while we read it: the digest describes no state the file was ever in
+        raise ModelChanged(MODEL_CHANGED.format(path=shown), hint=MODEL_CHANGED_HINT)
+    return hasher.hexdigest(), state
 
 
 def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
-    """Check the model path is a readable, non-empty file or directory and compute its digest."""
+    """Check the model path is a readable, non-empty file or directory and compute its digest.
+
+    The path itself may be a symbolic link (``checkpoints/latest``): it is resolved first, and links
+    inside the model must stay inside that resolved folder.
+    """
     root = Path(model_path)
-    if not root.exists():
+    real_root = _resolve_link(root)
+    if real_root is None:
         raise InputError(PATH_MISSING.format(path=root, cwd=Path.cwd()))
-    if root.is_file():
-        entries = [(root.name, root)]
+    mode = os.stat(real_root).st_mode
+    if stat.S_ISREG(mode):
+        entries = [(root.name, real_root)]
         is_dir = False
-    elif root.is_dir():
-        if not os.access(root, os.R_OK | os.X_OK):
+    elif stat.S_ISDIR(mode):
+        if not os.access(real_root, os.R_OK | os.X_OK):
             raise InputError(PATH_UNREADABLE.format(path=root, reason="permission denied"))
-        entries = _walk_files(root)
+        entries = _walk_files(root, real_root)
         if not entries:
             raise InputError(PATH_EMPTY.format(path=root))
         is_dir = True
@@ -98,15 +210,19 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
 
     manifest = hashlib.sha256()
     total = 0
+    states: list[FileState] = []
     for relative, full in entries:
-        file_digest, size = _hash_file(full)
-        total += size
+        file_digest, state = _hash_file(full, root / relative if is_dir else root)
+        states.append(state)
+        total += state.size
         # NUL cannot occur in a path, so the record boundaries are unambiguous
-        manifest.update(f"{relative}\0{size}\0{file_digest}\n".encode())
+        manifest.update(f"{relative}\0{state.size}\0{file_digest}\n".encode())
     return ModelFiles(
         root=root,
         is_dir=is_dir,
         files=tuple(relative for relative, _ in entries),
         total_bytes=total,
         digest="sha256:" + manifest.hexdigest(),
+        real_root=real_root,
+        states=tuple(states),
     )

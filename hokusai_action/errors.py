@@ -40,6 +40,10 @@ class InputError(HokusaiError):
     title = "Invalid input"
 
 
+class ModelChanged(InputError):
+    """A model file changed between hashing and the version's creation (exit 2): no version is made."""
+
+
 class GateFailed(HokusaiError):
     """The measured metric does not meet the baseline (exit 1)."""
 

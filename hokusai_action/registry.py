@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import posixpath
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hokusai_action.digest import ModelFiles
-from hokusai_action.errors import InputError, ServiceUnavailable
+from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
 from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.redact import redact
 
@@ -38,6 +39,8 @@ TAG_TOOL_VERSION = "hokusai.tool_version"
 TAG_GIT_SHA = "git.sha"
 TAG_GIT_REF = "git.ref"
 TAG_GIT_REPOSITORY = "git.repository"
+log = logging.getLogger(__name__)
+
 LOGGED_MODEL_NAME = "model"
 UPLOAD_WORKERS = 4
 
@@ -361,6 +364,7 @@ class MlflowRegistry:
                 )
                 doing = "uploading the model"
                 self._upload(logged.model_id, logged, model)
+                self._ensure_uploaded_unchanged(logged.model_id, run_id, model)
                 doing = "finalizing the logged model"
                 self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
                 self.client.set_terminated(run_id, "FINISHED")
@@ -381,14 +385,31 @@ class MlflowRegistry:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         repository = get_artifact_repository(logged_model.artifact_location, tracking_uri=self.tracking_uri)
-        if model.is_dir:
-            uploads = [(model.root / relative, posixpath.dirname(relative) or None) for relative in model.files]
-        else:
-            uploads = [(model.root, None)]
+        # each file under its place in the hashed tree (a followed link under its own name)
+        uploads = [(model.path_of(relative), posixpath.dirname(relative) or None) for relative in model.files]
         workers = max(1, min(UPLOAD_WORKERS, len(uploads)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hokusai-upload") as pool:
             # list() re-raises the first failure; the rest finish or fail on their own
             list(pool.map(lambda item: repository.log_artifact(str(item[0]), item[1]), uploads))
+
+    def _ensure_uploaded_unchanged(self, model_id: str, run_id: str, model: ModelFiles) -> None:
+        """Stop before the version exists if a file changed since it was hashed (DESIGN.md, "Model files").
+
+        The logged model is marked FAILED, so a re-run never reuses an upload whose bytes do not match
+        its digest tag; the core then gives the claim back.
+        """
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model.ensure_unchanged()
+        except ModelChanged:
+            try:
+                self.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+                self.client.set_terminated(run_id, "FAILED")
+            except (MlflowException, OSError) as exc:  # it stays PENDING, which is never reused either
+                log.warning("could not mark the stale upload %s failed (%s)", model_id, type(exc).__name__)
+            raise
 
     def _register(
         self, model_id: str, run_id: str, model_name: str, digest: str, tags: Mapping[str, str]

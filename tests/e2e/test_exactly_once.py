@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -124,7 +123,7 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
         cwd=tmp_path,
     )
     request = build_request(settings)
-    dead_owner = f"{socket.gethostname()}:{_dead_pid()}:feed"
+    dead_owner = _dead_owner()
     with database.unit_of_work() as uow:
         assert try_claim(uow, token, owner=dead_owner, ttl_seconds=3600)
         uow.commit()
@@ -152,12 +151,13 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
     assert after.token["mlflow_run_id"] == version.run_id
 
 
-def _dead_pid() -> int:
-    """The PID of a process that has exited (and been reaped) on this host."""
+def _dead_owner() -> str:
+    """The claim owner id of a process that has exited (and been reaped) on this host."""
     done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True, cwd=REPO
-    )
-    return int(done.stdout)
+        [sys.executable, "-c", "from hokusai_action.db.store import claim_owner_id; print(claim_owner_id())"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )  # fmt: skip
+    return done.stdout.strip()
 
 
 def test_sigterm_mid_upload_releases_the_claim(cli_env, make_token, make_model, snapshot, mlflow_client, tmp_path):

@@ -15,7 +15,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from hokusai_action.digest import inspect_model
-from hokusai_action.errors import InputError
+from hokusai_action.errors import InputError, ModelChanged
 from hokusai_action.events.model import CloudEventRecord, event_id_for
 
 pytestmark = [pytest.mark.unit]
@@ -166,11 +166,186 @@ def test_a_dangling_symlink_inside_the_model_is_refused(tmp_path: Path) -> None:
     assert str(raised.value) == f"Model path {root / 'broken.bin'} is not a regular file or directory."
 
 
-def test_a_symlinked_file_is_hashed_by_its_content(tmp_path: Path) -> None:
-    real = write_tree(tmp_path / "real", FILES)
-    linked = write_tree(tmp_path / "linked", {k: v for k, v in FILES.items() if k != "weights.bin"})
-    (linked / "weights.bin").symlink_to(real / "weights.bin")
-    assert inspect_model(linked).digest == inspect_model(real).digest
+def test_a_symlinked_file_inside_the_model_is_hashed_by_its_content(tmp_path: Path) -> None:
+    real = write_tree(tmp_path / "real", {**FILES, "weights-copy.bin": FILES["weights.bin"]})
+    linked = write_tree(tmp_path / "linked", FILES)
+    (linked / "weights-copy.bin").symlink_to("weights.bin")
+    model = inspect_model(linked)
+    assert model.digest == inspect_model(real).digest
+    assert model.files == inspect_model(real).files
+
+
+def test_a_symlinked_folder_inside_the_model_is_walked_under_its_own_name(tmp_path: Path) -> None:
+    real = write_tree(tmp_path / "real", {"ckpt/w.bin": b"w", "ckpt/c.json": b"{}", "latest/w.bin": b"w",
+                                          "latest/c.json": b"{}"})  # fmt: skip
+    linked = write_tree(tmp_path / "linked", {"ckpt/w.bin": b"w", "ckpt/c.json": b"{}"})
+    (linked / "latest").symlink_to("ckpt")
+    model = inspect_model(linked)
+    assert model.files == ("ckpt/c.json", "ckpt/w.bin", "latest/c.json", "latest/w.bin")
+    assert model.digest == inspect_model(real).digest
+    # what the upload reads for each entry is the hashed file, reached through the link
+    assert model.path_of("latest/w.bin") == (tmp_path / "linked").resolve() / "latest/w.bin"
+    assert model.path_of("latest/w.bin").read_bytes() == b"w"
+
+
+def test_a_chain_of_links_inside_the_model_is_followed(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"data/a.bin": b"a"})
+    (root / "one").symlink_to("two")
+    (root / "two").symlink_to("data/a.bin")
+    (root / "dirs").symlink_to("more")
+    (root / "more").symlink_to("data")
+    assert inspect_model(root).files == ("data/a.bin", "dirs/a.bin", "more/a.bin", "one", "two")
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/etc/passwd", "/proc/self/environ", "../../outside.txt", "../../m/../outside.txt", "/etc", "../.."],
+)
+def test_a_link_leaving_the_model_is_refused_naming_it(tmp_path: Path, target: str) -> None:
+    (tmp_path / "outside.txt").write_text("not the model")
+    root = write_tree(tmp_path / "m", {"data/a.bin": b"a"})
+    (root / "data" / "leak").symlink_to(target)
+    with pytest.raises(InputError) as raised:
+        inspect_model(root)
+    message = raised.value.one_line()
+    assert message.startswith(f"Model path {root / 'data' / 'leak'} is a symbolic link to {target}")
+    assert f"outside the model directory {root}" in message
+    assert raised.value.exit_code == 2
+
+
+def test_a_link_through_a_linked_model_path_is_checked_against_the_resolved_folder(tmp_path: Path) -> None:
+    # --model-path latest -> runs/7: a link in runs/7 to ../8/x leaves the model although latest/../8 looks odd
+    runs = write_tree(tmp_path / "runs", {"7/w.bin": b"7", "8/w.bin": b"8"})
+    (tmp_path / "latest").symlink_to(runs / "7")
+    (runs / "7" / "other.bin").symlink_to(Path("..") / "8" / "w.bin")
+    with pytest.raises(InputError, match="outside the model directory"):
+        inspect_model(tmp_path / "latest")
+    (runs / "7" / "other.bin").unlink()
+    (runs / "7" / "other.bin").symlink_to("w.bin")
+    model = inspect_model(tmp_path / "latest")
+    assert model.root == tmp_path / "latest"
+    assert model.real_root == (runs / "7").resolve()
+    assert model.files == ("other.bin", "w.bin")
+
+
+@pytest.mark.parametrize("target", [".", "..", "../../sub", "../.."])
+def test_a_folder_link_back_up_the_tree_is_a_loop(tmp_path: Path, target: str) -> None:
+    root = write_tree(tmp_path / "m", {"sub/deeper/a.bin": b"a"})
+    (root / "sub" / "deeper" / "back").symlink_to(target)
+    with pytest.raises(InputError) as raised:
+        inspect_model(root)
+    assert str(raised.value).startswith(f"Model path {root / 'sub' / 'deeper' / 'back'} is a symbolic link to the")
+    assert "(a loop)" in str(raised.value)
+
+
+def test_two_folder_links_pointing_at_each_other_are_a_loop(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"p/a.bin": b"a", "q/b.bin": b"b"})
+    (root / "p" / "to-q").symlink_to(Path("..") / "q")
+    (root / "q" / "to-p").symlink_to(Path("..") / "p")
+    with pytest.raises(InputError, match=r"\(a loop\)"):
+        inspect_model(root)
+
+
+def test_links_that_loop_on_themselves_are_refused_as_dangling(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"a.bin": b"a"})
+    (root / "x").symlink_to("y")
+    (root / "y").symlink_to("x")
+    with pytest.raises(InputError) as raised:
+        inspect_model(root)
+    assert str(raised.value) == f"Model path {root / 'x'} is not a regular file or directory."
+    assert "does not exist (or loops)" in raised.value.one_line()
+
+
+def test_a_link_to_a_fifo_inside_the_model_is_refused_naming_the_link(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"a.bin": b"a"})
+    (root / "z").mkdir()
+    os.mkfifo(root / "z" / "pipe")
+    (root / "stream").symlink_to(Path("z") / "pipe")
+    with pytest.raises(InputError) as raised:
+        inspect_model(root)  # would block for ever if the FIFO were opened
+    assert str(raised.value) == f"Model path {root / 'stream'} is not a regular file or directory."
+    assert f"symbolic link to {(root / 'z' / 'pipe').resolve()}" in raised.value.one_line()
+
+
+def test_a_fifo_inside_the_model_is_refused(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"a.bin": b"a"})
+    os.mkfifo(root / "pipe")
+    with pytest.raises(InputError) as raised:
+        inspect_model(root)
+    assert str(raised.value) == f"Model path {root / 'pipe'} is not a regular file or directory."
+
+
+def test_a_model_path_that_is_a_link_to_a_file_keeps_the_name_given(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "model-7f3a.pkl"
+    real.write_bytes(b"pickle")
+    (tmp_path / "model.pkl").symlink_to(real)
+    model = inspect_model(tmp_path / "model.pkl")
+    assert model.files == ("model.pkl",)
+    assert model.path_of("model.pkl") == tmp_path / "model.pkl"  # uploaded under this name
+    assert model.digest == inspect_model(write_tree(tmp_path / "f", {"model.pkl": b"pickle"})).digest
+
+
+# ------------------------------------------------------------------------- files changing after hashing
+
+
+def test_an_untouched_model_is_unchanged(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", FILES)
+    (root / "latest").symlink_to("config")
+    model = inspect_model(root)
+    assert model.first_change() is None
+    model.ensure_unchanged()
+    assert inspect_model(root).digest == model.digest  # reading again (the upload) does not count
+    (root / "new.txt").write_text("added after hashing: not uploaded, not in the digest")
+    assert model.first_change() is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["append", "rewrite-same-size", "rewrite-keep-mtime", "replace", "delete", "relink"],
+)
+def test_a_changed_file_is_named(tmp_path: Path, change: str) -> None:
+    root = write_tree(tmp_path / "m", {**FILES, "other.bin": b"other"})
+    (root / "latest").symlink_to("config")
+    model = inspect_model(root)
+    target = root / "latest" / "params.json" if change == "relink" else root / "weights.bin"
+    before = os.stat(target)
+    if change == "append":
+        with target.open("ab") as handle:
+            handle.write(b"more")
+    elif change in ("rewrite-same-size", "rewrite-keep-mtime"):
+        with target.open("r+b") as handle:
+            handle.write(b"X")
+        if change == "rewrite-keep-mtime":  # cp -p / rsync -t put the old time back
+            os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    elif change == "replace":  # write a new file and rename it over the old one
+        (root / "tmp.bin").write_bytes(FILES["weights.bin"])
+        os.utime(root / "tmp.bin", ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(root / "tmp.bin", target)
+    elif change == "delete":
+        target.unlink()
+    elif change == "relink":
+        (root / "latest").unlink()
+        write_tree(root / "config2", {"params.json": b'{"lr": 0.1}'})
+        (root / "latest").symlink_to("config2")
+    expected = "latest/params.json" if change == "relink" else "weights.bin"
+    assert model.first_change() == expected
+    with pytest.raises(ModelChanged) as raised:
+        model.ensure_unchanged()
+    assert raised.value.exit_code == 2
+    assert raised.value.one_line() == (
+        f"The model changed while it was being uploaded: {root / expected} is not what was hashed. "
+        "No version was created. Re-run once the training job has finished writing the model."
+    )
+
+
+def test_a_single_file_model_that_changes_is_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(b"pickle")
+    model = inspect_model(path)
+    assert model.first_change() is None
+    path.write_bytes(b"pickle2")
+    assert model.first_change() == "model.pkl"
 
 
 def test_a_fifo_as_the_model_path_is_refused(tmp_path: Path) -> None:

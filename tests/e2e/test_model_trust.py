@@ -1,0 +1,319 @@
+"""The model directory is trusted only as far as it goes: links stay inside it, and files hold still.
+
+A symbolic link that leaves the model directory (``leak.txt -> /etc/passwd``, ``env -> /proc/self/environ``)
+or points at something that is not a file or folder is refused before anything is claimed; links
+inside it are followed and uploaded as what they point at. A file that changes while it is uploaded
+stops the run before a version exists, and gives the token back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hokusai_action.digest import inspect_model
+from hokusai_action.errors import InputError
+from hokusai_action.registry import TAG_DIGEST
+from tests.helpers import register_args
+
+pytestmark = [pytest.mark.e2e]
+
+
+def register(run_cli, token: str, model: Path, *extra: str):
+    return run_cli(*register_args(token, model, "--metric-value", "0.91", *extra))
+
+
+def assert_refused(result, *fragments: str) -> str:
+    assert result.code == 2, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+    assert result.stdout == ""
+    return error_lines[0]
+
+
+def downloaded_tree(mlflow_client, token: str, version: str, into: Path) -> dict[str, bytes]:
+    """What a deployer gets: the version's artifacts, downloaded, as relative path -> bytes."""
+    import mlflow
+
+    model_version = mlflow_client.get_model_version(f"hokusai-{token}", version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_version.source, dst_path=str(into)))
+    return {
+        path.relative_to(local).as_posix(): path.read_bytes()
+        for path in sorted(local.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+# ---------------------------------------------------------------------------- links out of the model
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/proc/self/environ"])
+def test_a_link_to_a_file_outside_the_model_is_refused(run_cli, make_token, make_model, snapshot, target):
+    token = make_token()
+    model = make_model()
+    (model / "leak.txt").symlink_to(target)
+    before = snapshot(token)
+
+    line = assert_refused(register(run_cli, token, model), f"{model / 'leak.txt'}", target, "outside")
+
+    assert "registering" not in line
+    after = snapshot(token)
+    assert after == before
+    assert after.versions == ()
+    assert after.token["model_status"] == "draft"
+
+
+def test_a_link_to_a_folder_outside_the_model_is_refused(run_cli, make_token, make_model, snapshot, tmp_path):
+    token = make_token()
+    model = make_model()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not part of the model")
+    (model / "extra").symlink_to(outside)
+    before = snapshot(token)
+    assert_refused(register(run_cli, token, model), f"{model / 'extra'}", "outside")
+    assert snapshot(token) == before
+
+
+def test_a_relative_link_climbing_out_of_the_model_is_refused(run_cli, make_token, make_model, snapshot, tmp_path):
+    token = make_token()
+    model = make_model()
+    (tmp_path / "neighbour.txt").write_text("next to the model, not in it")
+    (model / "config" / "sneaky.txt").symlink_to(Path("..") / ".." / "neighbour.txt")
+    before = snapshot(token)
+    assert_refused(register(run_cli, token, model), f"{model / 'config' / 'sneaky.txt'}", "outside")
+    assert snapshot(token) == before
+
+
+def test_a_link_to_a_fifo_is_refused_naming_the_link(run_cli, make_token, make_model, snapshot):
+    # opening a FIFO blocks until a writer comes: the walker must refuse it before reading anything
+    token = make_token()
+    model = make_model()
+    (model / "z").mkdir()
+    os.mkfifo(model / "z" / "pipe")
+    (model / "a-stream").symlink_to(Path("z") / "pipe")  # walked (sorted) before the FIFO itself
+    before = snapshot(token)
+    assert_refused(register(run_cli, token, model), f"{model / 'a-stream'}", "not a regular file or directory")
+    assert snapshot(token) == before
+
+
+def test_a_link_to_a_device_is_refused(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    model = make_model()
+    (model / "zeros.bin").symlink_to("/dev/zero")  # would hash for ever
+    before = snapshot(token)
+    assert_refused(register(run_cli, token, model), f"{model / 'zeros.bin'}")
+    assert snapshot(token) == before
+
+
+def test_a_dangling_link_is_refused_naming_it(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    model = make_model()
+    (model / "weights-old.bin").symlink_to("weights-gone.bin")
+    before = snapshot(token)
+    assert_refused(register(run_cli, token, model), f"{model / 'weights-old.bin'}")
+    assert snapshot(token) == before
+
+
+@pytest.mark.parametrize("target", [".", "..", "config/.."])
+def test_a_link_looping_back_to_the_model_is_refused(run_cli, make_token, make_model, snapshot, target):
+    token = make_token()
+    model = make_model()
+    (model / "config" / "again").symlink_to(Path("..") if target == "." else Path("..") / target)
+    before = snapshot(token)
+    assert_refused(register(run_cli, token, model), f"{model / 'config' / 'again'}")
+    assert snapshot(token) == before
+
+
+def test_two_links_making_a_cycle_are_refused(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    model = make_model()
+    (model / "p").mkdir()
+    (model / "q").mkdir()
+    (model / "p" / "to-q").symlink_to(Path("..") / "q")
+    (model / "q" / "to-p").symlink_to(Path("..") / "p")
+    before = snapshot(token)
+    assert_refused(register(run_cli, token, model), "loop")
+    assert snapshot(token) == before
+
+
+# ----------------------------------------------------------------------------- links inside the model
+
+
+def test_links_inside_the_model_are_followed_and_uploaded_as_hashed(
+    run_cli, make_token, make_model, snapshot, mlflow_client, tmp_path
+):
+    token = make_token()
+    weights = os.urandom(200_000)
+    model = make_model(files={"checkpoints/step-3/weights.bin": weights, "checkpoints/step-3/config.json": b"{}"})
+    (model / "latest").symlink_to(Path("checkpoints") / "step-3")  # a folder link
+    (model / "weights.bin").symlink_to(Path("checkpoints") / "step-3" / "weights.bin")  # a file link
+    hashed = inspect_model(model)
+    assert hashed.files == (
+        "checkpoints/step-3/config.json",
+        "checkpoints/step-3/weights.bin",
+        "latest/config.json",
+        "latest/weights.bin",
+        "metrics.json",
+        "weights.bin",
+    )
+
+    result = register(run_cli, token, model, "--output", "json")
+
+    assert result.code == 0, result.stderr
+    version = result.json["model_version"]
+    assert result.json["artifact_digest"] == hashed.digest
+    tree = downloaded_tree(mlflow_client, token, version, tmp_path / "download")
+    assert sorted(tree) == list(hashed.files)
+    for relative, content in tree.items():
+        assert content == (model / relative).read_bytes(), relative
+    assert tree["latest/weights.bin"] == weights and tree["weights.bin"] == weights
+    # the downloaded tree, hashed again, is the registered digest: what was hashed is what was uploaded
+    assert inspect_model(_download_root(tmp_path)).digest == hashed.digest
+    assert mlflow_client.get_model_version(f"hokusai-{token}", version).tags[TAG_DIGEST] == hashed.digest
+
+
+def _download_root(tmp_path: Path) -> Path:
+    """The folder holding the downloaded model files (MLflow nests them one level down)."""
+    roots = list((tmp_path / "download").rglob("metrics.json"))
+    assert len(roots) == 1, roots
+    return roots[0].parent
+
+
+def test_a_model_path_that_is_itself_a_link_is_allowed(run_cli, make_token, make_model, mlflow_client, tmp_path):
+    token = make_token()
+    model = make_model()
+    link = tmp_path / "current-model"
+    link.symlink_to(model)
+    result = register(run_cli, token, link, "--output", "json")
+    assert result.code == 0, result.stderr
+    assert result.json["artifact_digest"] == inspect_model(model).digest
+
+
+def test_a_single_file_model_path_that_is_a_link_is_allowed(run_cli, make_token, tmp_path, mlflow_client):
+    token = make_token()
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "model-7f3a.pkl"
+    real.write_bytes(os.urandom(5000))
+    link = tmp_path / "model.pkl"
+    link.symlink_to(real)
+    result = register(run_cli, token, link, "--output", "json")
+    assert result.code == 0, result.stderr
+    tree = downloaded_tree(mlflow_client, token, result.json["model_version"], tmp_path / "download")
+    assert tree == {"model.pkl": real.read_bytes()}  # uploaded under the name the user gave
+
+
+# --------------------------------------------------------------------- files changing during the upload
+
+CHANGED = "The model changed while it was being uploaded"
+
+
+def test_a_file_changed_between_hashing_and_upload_stops_before_a_version(
+    services, database, make_token, make_model, snapshot, mlflow_client, cli_env, tmp_path
+):
+    """Drive the core directly: hash, then change a file, then register (the upload reads new bytes)."""
+    from hokusai_action.core import build_request
+    from hokusai_action.core import register as register_request
+    from hokusai_action.registry import MlflowRegistry
+    from hokusai_action.settings import load_settings
+
+    token = make_token()
+    model = make_model()
+    settings = load_settings(
+        {"token_id": token, "model_path": str(model), "metric": "auroc", "baseline": "0.82"},
+        environ=cli_env,
+        cwd=tmp_path,
+    )
+    request = build_request(settings)
+    with (model / "weights.bin").open("ab") as handle:  # the training job writes one more block
+        handle.write(os.urandom(1024))
+    registry = MlflowRegistry(services.mlflow_url, experiment="hokusai", timeout=10)
+
+    with pytest.raises(InputError) as raised:
+        register_request(request, registry=registry, database=database, sinks={})
+
+    assert raised.value.exit_code == 2
+    assert CHANGED in raised.value.one_line()
+    assert "weights.bin" in raised.value.one_line()
+    assert "Re-run once the training job has finished writing" in raised.value.one_line()
+    after = snapshot(token)
+    assert after.versions == ()
+    assert after.events == 0
+    assert after.token["model_status"] == "draft"
+    assert after.token["claim_owner"] is None
+    uploaded = _logged_models(mlflow_client, token)
+    assert uploaded and all(status != "READY" for status in uploaded), uploaded
+
+    # the re-run, once the job has finished writing, registers the new bytes (the half upload is not reused)
+    again = build_request(settings)
+    result = register_request(again, registry=registry, database=database, sinks={})
+    assert result.status == "registered"
+    assert result.artifact_digest == inspect_model(model).digest != request.model.digest
+    assert snapshot(token).versions == ("1",)
+    assert sorted(_logged_models(mlflow_client, token)) == ["FAILED", "READY"]
+
+
+def _logged_models(mlflow_client, token: str) -> list[str]:
+    experiment = mlflow_client.get_experiment_by_name("hokusai")
+    found = mlflow_client.search_logged_models(
+        [experiment.experiment_id], filter_string=f"tags.`hokusai.token_id` = '{token}'"
+    )
+    return [str(model.status).rsplit(".", 1)[-1] for model in found]
+
+
+@pytest.mark.slow
+def test_a_file_rewritten_while_the_cli_uploads_stops_the_run(
+    cli_env, make_token, make_model, snapshot, mlflow_client, tmp_path
+):
+    """As it happens in CI: the training job still writes its last checkpoint while the upload runs."""
+    token = make_token()
+    model = make_model(files={f"shard-{i}.bin": os.urandom(8 * 1024 * 1024) for i in range(6)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hokusai_action", *register_args(token, model, "--metric-value", "0.91")],
+        env=cli_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        # from the moment the token is claimed (the upload starts next), rewrite a shard until the run ends
+        while not stop.is_set() and snapshot(token).token["model_status"] == "draft":
+            time.sleep(0.02)
+        while not stop.is_set():
+            with (model / "shard-5.bin").open("r+b") as handle:
+                handle.write(os.urandom(4096))
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    try:
+        out, err = process.communicate(timeout=300)
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+
+    assert process.returncode == 2, err
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and CHANGED in error_lines[0] and "shard-5.bin" in error_lines[0], err
+    assert "Traceback" not in err and out == ""
+    after = snapshot(token)
+    assert after.versions == ()
+    assert after.events == 0
+    assert after.token["model_status"] == "draft"
+    assert after.token["claim_owner"] is None
+    assert all(status != "READY" for status in _logged_models(mlflow_client, token))
