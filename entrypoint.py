@@ -112,6 +112,8 @@ def run_action(environ: Mapping[str, str]) -> int:
         print(redact(line))
     github.set_outputs(github.outputs_from_result(data))
     github.write_summary(github.summary_markdown(data, tracking_uri=settings.mlflow_tracking_uri))
+    for warning in result.warnings:
+        github.annotation("warning", warning, title="Registered value differs")
     if code == EXIT_EVENTS_PENDING:
         github.annotation(
             "warning",

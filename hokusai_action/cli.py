@@ -282,7 +282,7 @@ def db_upgrade(**flags: Any) -> None:
 
 @main.group(context_settings=CONTEXT)
 def token() -> None:
-    """Create and inspect tokens (the site creates them in production).
+    """Create, inspect and reset tokens (the site creates them in production).
 
     \b
     Example:
@@ -342,6 +342,30 @@ def token_show(symbol: str, output: str, **flags: Any) -> None:
             + (f" (last error: {delivery['last_error']})" if delivery.get("last_error") else "")
         )
     _emit(shown, output, "\n".join(lines))
+
+
+@token.command("reset", context_settings=CONTEXT)
+@click.argument("symbol")
+@config_option
+@database_option
+@output_option
+@handles_errors
+def token_reset(symbol: str, output: str, **flags: Any) -> None:
+    """Set token SYMBOL back to draft, as the site's reset does, and print what was cleared.
+
+    Clears the registration (MLflow run, metric and baseline, model name/version/URI, digest,
+    claim, event id) and keeps the event history. The next registration is a new one: the same
+    bytes reuse their MLflow version and send a new event. Refused (exit 3) while a run holds the
+    token's claim.
+
+    \b
+    Example:
+      hokusai-ml-platform token reset XRAY --output json
+    """
+    from hokusai_action.commands import describe_reset, run_token_reset
+
+    reset = run_token_reset(_settings(**flags), symbol)
+    _emit(reset, output, "\n".join(describe_reset(reset)))
 
 
 # ----------------------------------------------------------------------------------------- events

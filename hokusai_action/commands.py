@@ -12,8 +12,14 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from hokusai_action import environment as env
-from hokusai_action.core import RegistrationResult, build_request, normalise_token_id, register
-from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError, TokenStateError
+from hokusai_action.core import (
+    RegistrationResult,
+    build_request,
+    normalise_token_id,
+    register,
+    registered_event_id,
+)
+from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError
 from hokusai_action.redact import redact_standard_streams
 from hokusai_action.settings import Settings
 from hokusai_action.wiring import build_database, build_parts, build_registry, build_sinks
@@ -22,7 +28,6 @@ EVENTS_PENDING = (
     "Registered, but event {event_id} is not delivered yet to: {sinks}. "
     "Re-run the same command or `hokusai-ml-platform events relay` to deliver it."
 )
-TOKEN_NOT_FOUND = "Token {token} does not exist in the Hokusai database at {url}."
 
 
 VENDOR_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3", "requests", "google", "grpc", "httpx")
@@ -104,6 +109,8 @@ def describe_result(result: RegistrationResult) -> list[str]:
 
 def print_result(result: RegistrationResult, *, output: str, stdout: TextIO, stderr: TextIO) -> None:
     human = "\n".join(describe_result(result))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=stderr)
     if output == "json":
         print(human, file=stderr)
         print(json.dumps(result.as_dict(), sort_keys=True), file=stdout)
@@ -142,8 +149,7 @@ def run_token_create(settings: Settings, symbol: str, metadata: Mapping[str, Any
 
 def run_token_show(settings: Settings, symbol: str) -> dict[str, Any]:
     from hokusai_action.db import outbox
-    from hokusai_action.db.store import get_token
-    from hokusai_action.events.model import event_id_for
+    from hokusai_action.db.store import get_token, token_missing
 
     token_id = normalise_token_id(symbol)
     database = build_database(settings)
@@ -152,15 +158,51 @@ def run_token_show(settings: Settings, symbol: str) -> dict[str, Any]:
         with database.unit_of_work() as uow:
             token = get_token(uow, token_id)
             if token is None:
-                raise TokenStateError(TOKEN_NOT_FOUND.format(token=token_id, url=database.display_url))
+                raise token_missing(token_id, database.display_url)
             shown = token.as_dict()
-            if token.artifact_digest:
-                event_id = event_id_for(token_id, token.artifact_digest)
+            event_id = registered_event_id(token)
+            if event_id:
                 shown["event_id"] = event_id
                 shown["event_deliveries"] = outbox.delivery_rows(uow, event_id)
     finally:
         database.dispose()
     return shown
+
+
+def run_token_reset(settings: Settings, symbol: str) -> dict[str, Any]:
+    """Set a token back to draft as the site's reset does; report what was cleared (events are kept)."""
+    from hokusai_action.db.store import REGISTRATION_COLUMNS, count_events, reset_token
+
+    token_id = normalise_token_id(symbol)
+    database = build_database(settings)
+    try:
+        database.require_schema()
+        with database.unit_of_work() as uow:
+            before = reset_token(uow, token_id, url=database.display_url)
+            kept = count_events(uow, token_id)
+            uow.commit()
+    finally:
+        database.dispose()
+    previous = before.as_dict()
+    return {
+        "token_id": token_id,
+        "status": "draft",
+        "previous_status": before.model_status,
+        "cleared": {column: previous[column] for column in REGISTRATION_COLUMNS if previous[column] is not None},
+        "events_kept": kept,
+    }
+
+
+def describe_reset(reset: Mapping[str, Any]) -> list[str]:
+    lines = [f"Token {reset['token_id']} reset from {reset['previous_status']} to draft."]
+    if reset["cleared"]:
+        lines.extend(f"  cleared     {column} (was {value})" for column, value in reset["cleared"].items())
+    else:
+        lines.append("  cleared     nothing: no registration was recorded")
+    lines.append(
+        f"  events      {reset['events_kept']} event(s) kept; the next registration is new and gets a new event id"
+    )
+    return lines
 
 
 def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tuple[dict[str, Any], int]:

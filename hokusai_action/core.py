@@ -11,6 +11,7 @@ Nothing is claimed, uploaded or written before every input is valid and the gate
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections.abc import Mapping
@@ -24,11 +25,14 @@ from hokusai_action.db.store import (
     Database,
     Token,
     claim_owner_id,
+    count_events,
+    event_exists,
     get_token,
     mark_registered,
     owner_is_dead_here,
     release_claim,
     renew_claim,
+    token_missing,
     try_claim,
     utcnow,
 )
@@ -75,8 +79,6 @@ TOKEN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MISSING_OPTION = "Missing {what}: pass {flag} or set '{key}' in hokusai.yaml."
 TOO_MANY_SOURCES = "The measured value must come from one source, but {given} were given. Keep one."
 BAD_TOKEN_ID = "Token id '{given}' is not valid: use 1-64 letters, digits, '_' or '-', starting with a letter or digit."
-TOKEN_MISSING = "Token {token} does not exist in the Hokusai database at {url}."
-TOKEN_MISSING_HINT = "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
 TOKEN_NOT_DRAFT = "Token {token} is '{status}'; only a draft token can be registered."
 TOKEN_NOT_DRAFT_HINT = "Create a new token for a new model, or ask the Hokusai team to reset this one."
 TOKEN_OTHER_BYTES = (
@@ -88,6 +90,11 @@ TOKEN_CLAIMED = "Token {token} is being registered by another run ({owner}, clai
 TOKEN_CLAIMED_HINT = "Wait for that run to finish, then re-run: a finished registration of the same bytes exits 0."
 CLAIM_LOST = "The claim on token {token} expired and was taken by another run while uploading."
 CLAIM_LOST_HINT = "Re-run: the uploaded version is reused. Raise HOKUSAI_CLAIM_TTL for very large models."
+REGISTERED_VALUE_DIFFERS = (
+    "The {what} given now ({given}) differs from the registered one ({registered}); the registered one is "
+    "reported. To register the new {what}, reset the token (`hokusai-ml-platform token reset {token}`) or "
+    "create a new token."
+)
 
 
 class Registry(Protocol):
@@ -152,6 +159,7 @@ class RegistrationResult:
     alias: str | None = None
     event: CloudEventRecord | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def events_pending(self) -> list[str]:
@@ -172,6 +180,7 @@ class RegistrationResult:
             "dry_run": self.dry_run,
             "already_registered": self.already_registered,
             "alias": self.alias,
+            "warnings": list(self.warnings),
         }
         if self.dry_run and self.event is not None:
             out["event"] = self.event.structured()
@@ -316,10 +325,12 @@ def _params(request: RegistrationRequest) -> dict[str, str]:
     }
 
 
-def build_event(request: RegistrationRequest, version: RegisteredVersion, registered_at: str) -> CloudEventRecord:
+def build_event(
+    request: RegistrationRequest, version: RegisteredVersion, registered_at: str, *, event_id: str
+) -> CloudEventRecord:
     gate = request.gate
     return CloudEventRecord(
-        id=event_id_for(request.token_id, request.model.digest),
+        id=event_id,
         source=request.event_source,
         time=registered_at,
         subject=request.token_id,
@@ -342,11 +353,73 @@ def build_event(request: RegistrationRequest, version: RegisteredVersion, regist
     )
 
 
+def registered_event_id(token: Token) -> str | None:
+    """The event of ``token``'s current registration; rows registered before revision 0002 lack the
+    column, and their registration was the token's first (the id formula of that time)."""
+    if token.event_id:
+        return token.event_id
+    return event_id_for(token.token_id, token.artifact_digest) if token.artifact_digest else None
+
+
+def next_event_id(uow: Any, token_id: str, digest: str) -> str:
+    """The event id of a new registration: numbered by the events the token already had, so a token
+    reset to draft and registered again is heard again. Call it in the transaction that commits."""
+    number = count_events(uow, token_id)
+    while event_exists(uow, number_id := event_id_for(token_id, digest, number)):
+        number += 1  # the site deleted some events: never reuse an id
+    return number_id
+
+
+def _registered_gate(request: RegistrationRequest, token: Token) -> tuple[GateResult, list[str]]:
+    """A re-run reports what is registered, and warns where the values given now differ."""
+    gate = request.gate
+    if token.metric_value is None:  # registered elsewhere without a value: nothing better to report
+        return gate, []
+    metric = gate.metric
+    warnings = []
+    if token.metric_name and token.metric_name != metric.name:
+        try:
+            metric = resolve_metric(token.metric_name)
+        except InputError:
+            metric = replace(gate.metric, name=token.metric_name)
+        warnings.append(
+            REGISTERED_VALUE_DIFFERS.format(
+                what="metric",
+                given=f"{gate.metric.name} = {gate.value:g}",
+                registered=f"{token.metric_name} = {token.metric_value:g}",
+                token=request.token_id,
+            )
+        )
+    elif not _same_number(gate.value, token.metric_value):
+        warnings.append(
+            REGISTERED_VALUE_DIFFERS.format(
+                what=f"{metric.name} value", given=f"{gate.value:g}", registered=f"{token.metric_value:g}",
+                token=request.token_id,
+            )
+        )  # fmt: skip
+    baseline = gate.baseline if token.baseline_value is None else token.baseline_value
+    if not _same_number(gate.baseline, baseline):
+        warnings.append(
+            REGISTERED_VALUE_DIFFERS.format(
+                what="baseline", given=f"{gate.baseline:g}", registered=f"{baseline:g}", token=request.token_id
+            )
+        )
+    return evaluate_gate(metric, token.metric_value, baseline), warnings
+
+
+def _same_number(a: float, b: float) -> bool:
+    return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+
+
 def _result_from_token(request: RegistrationRequest, token: Token, **extra: Any) -> RegistrationResult:
+    gate, warnings = request.gate, []
+    if token.model_status in DONE_STATUSES:
+        gate, warnings = _registered_gate(request, token)
     return RegistrationResult(
         token_id=request.token_id,
         status=token.model_status,
-        gate=request.gate,
+        gate=gate,
+        warnings=warnings,
         artifact_digest=request.model.digest,
         model_name=token.model_name or request.model_name,
         mlflow_run_id=token.mlflow_run_id,
@@ -360,10 +433,7 @@ def _result_from_token(request: RegistrationRequest, token: Token, **extra: Any)
 
 def _check_state(request: RegistrationRequest, token: Token | None, database: Database) -> None:
     if token is None:
-        raise TokenStateError(
-            TOKEN_MISSING.format(token=request.token_id, url=database.display_url),
-            hint=TOKEN_MISSING_HINT.format(token=request.token_id),
-        )
+        raise token_missing(request.token_id, database.display_url)
     if token.model_status in DONE_STATUSES and token.artifact_digest == request.model.digest:
         return  # an idempotent re-run of this very registration
     if token.model_status in DONE_STATUSES and token.artifact_digest:
@@ -401,7 +471,8 @@ def _finish_registered(
     request: RegistrationRequest, token: Token, database: Database, sinks: Mapping[str, EventSink]
 ) -> RegistrationResult:
     """The token is registered with these bytes: deliver whatever is still pending and report."""
-    event_id = event_id_for(request.token_id, request.model.digest)
+    event_id = registered_event_id(token)
+    assert event_id is not None  # registered with these bytes: a digest is set
     delivered = deliver_event(database, sinks, event_id)
     return _result_from_token(request, token, event_id=event_id, events_delivered=delivered)
 
@@ -422,12 +493,12 @@ def register(
 
     if token.model_status in DONE_STATUSES:  # same bytes (checked above): an idempotent re-run
         if request.dry_run:  # report only: no delivery, no alias move
+            event_id = registered_event_id(token)
             with database.unit_of_work() as uow:
-                delivered = outbox.delivery_status(uow, event_id_for(request.token_id, request.model.digest))
+                delivered = outbox.delivery_status(uow, event_id) if event_id else {}
             return _result_from_token(
-                request, token, event_id=event_id_for(request.token_id, request.model.digest),
-                events_delivered=delivered, dry_run=True, already_registered=True,
-            )  # fmt: skip
+                request, token, event_id=event_id, events_delivered=delivered, dry_run=True, already_registered=True
+            )
         result = _finish_registered(request, token, database, sinks)
         result.already_registered = True
         return _move_alias(request, registry, result)
@@ -435,7 +506,7 @@ def register(
     registry.check_reachable()  # bounded wait; nothing is claimed while MLflow is down
     request = _gate_against_champion(request, registry)
     if request.dry_run:
-        return _dry_run(request, token, registry)
+        return _dry_run(request, token, registry, database)
 
     owner = claim_owner_id()
     heartbeat: ClaimHeartbeat | None = None
@@ -459,8 +530,13 @@ def register(
         )
         heartbeat.stop()
         registered_at = utcnow()
-        event = build_event(request, version, registered_at.isoformat().replace("+00:00", "Z"))
         with database.unit_of_work() as uow:
+            event = build_event(
+                request,
+                version,
+                registered_at.isoformat().replace("+00:00", "Z"),
+                event_id=next_event_id(uow, request.token_id, request.model.digest),
+            )
             if not mark_registered(
                 uow,
                 request.token_id,
@@ -475,6 +551,7 @@ def register(
                     "model_uri": version.model_uri,
                     "artifact_digest": request.model.digest,
                     "registered_at": registered_at,
+                    "event_id": event.id,
                 },
             ):
                 raise TokenStateError(CLAIM_LOST.format(token=request.token_id), hint=CLAIM_LOST_HINT)
@@ -606,7 +683,7 @@ class ClaimHeartbeat:
                 return
 
 
-def _dry_run(request: RegistrationRequest, token: Token, registry: Registry) -> RegistrationResult:
+def _dry_run(request: RegistrationRequest, token: Token, registry: Registry, database: Database) -> RegistrationResult:
     """Contact every service read-only; report what a real run would do."""
     existing = registry.find_version(request.model_name, request.model.digest)
     preview = RegisteredVersion(
@@ -616,7 +693,9 @@ def _dry_run(request: RegistrationRequest, token: Token, registry: Registry) -> 
         model_id=existing.model_id if existing else None,
         source=existing.source if existing else "",
     )
-    event = build_event(request, preview, utcnow().isoformat().replace("+00:00", "Z"))
+    with database.unit_of_work() as uow:  # read-only: the id a real run would commit now
+        event_id = next_event_id(uow, request.token_id, request.model.digest)
+    event = build_event(request, preview, utcnow().isoformat().replace("+00:00", "Z"), event_id=event_id)
     result = _result_from_token(request, token, event_id=event.id, dry_run=True, event=event)
     result.events_delivered = {sink: False for sink in request.sinks}
     if existing is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from hokusai_action.db.schema import tokens
+from hokusai_action.db.schema import events, tokens
 from hokusai_action.errors import InputError, ServiceUnavailable, TokenStateError
 from hokusai_action.redact import redact
 
@@ -35,6 +35,27 @@ SCHEMA_MISSING = "The Hokusai database at {url} has no registration schema (revi
 SCHEMA_MISSING_HINT = "Run `hokusai-ml-platform db upgrade` against it first."
 TOKEN_EXISTS = "Token {token} already exists (status {status})."
 TOKEN_EXISTS_HINT = "Use `hokusai-ml-platform token show {token}` to see it."
+TOKEN_MISSING = "Token {token} does not exist in the Hokusai database at {url}."
+TOKEN_MISSING_HINT = "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
+TOKEN_BEING_REGISTERED = (
+    "Token {token} is being registered by another run ({owner}, claim expires {expires}); it was not reset."
+)
+TOKEN_BEING_REGISTERED_HINT = "Wait for that run to finish (or its claim to expire), then reset the token."
+# what a registration writes on a token; a reset clears all of it (the events stay: they happened)
+REGISTRATION_COLUMNS = (
+    "mlflow_run_id",
+    "metric_name",
+    "metric_value",
+    "baseline_value",
+    "model_name",
+    "model_version",
+    "model_uri",
+    "artifact_digest",
+    "registered_at",
+    "claim_owner",
+    "claim_expires_at",
+    "event_id",
+)
 
 
 def utcnow() -> dt.datetime:
@@ -66,6 +87,7 @@ class Token:
     created_at: dt.datetime | None
     updated_at: dt.datetime | None
     metadata: Any
+    event_id: str | None = None  # the event of the current registration (NULL before revision 0002)
 
     @classmethod
     def from_row(cls, row: Any) -> Token:
@@ -87,6 +109,7 @@ class Token:
             created_at=as_utc(m["created_at"]),
             updated_at=as_utc(m["updated_at"]),
             metadata=m["metadata_"],
+            event_id=m["event_id"],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -373,12 +396,24 @@ def owner_is_dead_here(owner: str | None) -> bool:
     return state in STAT_DEAD_STATES or start != claimed.start
 
 
-def get_token(uow: UnitOfWork, token_id: str, *, for_update: bool = False) -> Token | None:
-    query = sa.select(tokens).where(tokens.c.token_id == token_id)
-    if for_update and uow.dialect == "postgresql":
-        query = query.with_for_update()
-    row = uow.execute(query).first()
+def get_token(uow: UnitOfWork, token_id: str) -> Token | None:
+    row = uow.execute(sa.select(tokens).where(tokens.c.token_id == token_id)).first()
     return Token.from_row(row) if row else None
+
+
+def token_missing(token_id: str, url: str) -> TokenStateError:
+    return TokenStateError(
+        TOKEN_MISSING.format(token=token_id, url=url), hint=TOKEN_MISSING_HINT.format(token=token_id)
+    )
+
+
+def count_events(uow: UnitOfWork, token_id: str) -> int:
+    """How many events ``token_id`` has had: one per registration, kept across resets."""
+    return uow.execute(sa.select(sa.func.count()).select_from(events).where(events.c.token_id == token_id)).scalar_one()
+
+
+def event_exists(uow: UnitOfWork, event_id: str) -> bool:
+    return uow.execute(sa.select(events.c.event_id).where(events.c.event_id == event_id)).first() is not None
 
 
 def insert_token(uow: UnitOfWork, token_id: str, *, metadata: dict[str, Any] | None = None) -> Token:
@@ -471,3 +506,31 @@ def mark_registered(uow: UnitOfWork, token_id: str, *, owner: str, values: dict[
         .values(model_status="registered", claim_owner=None, claim_expires_at=None, updated_at=utcnow(), **values)
     )
     return result.rowcount == 1
+
+
+def reset_token(uow: UnitOfWork, token_id: str, *, url: str) -> Token:
+    """Any status -> draft, clearing what registration wrote; refused while a live run holds the claim.
+
+    Returns the token as it was. The row is locked while it is read (PostgreSQL; SQLite has one
+    writer), so a claim taken meanwhile is seen and not reset away. The events stay: they happened.
+    """
+    query = sa.select(tokens).where(tokens.c.token_id == token_id)
+    if uow.dialect == "postgresql":
+        query = query.with_for_update()
+    row = uow.execute(query).first()
+    if row is None:
+        raise token_missing(token_id, url)
+    before = Token.from_row(row)
+    now = utcnow()
+    if before.model_status == "registering" and not (before.claim_expires_at and before.claim_expires_at < now):
+        expires = before.claim_expires_at.isoformat(timespec="seconds") if before.claim_expires_at else "never"
+        raise TokenStateError(
+            TOKEN_BEING_REGISTERED.format(token=token_id, owner=before.claim_owner, expires=expires),
+            hint=TOKEN_BEING_REGISTERED_HINT,
+        )
+    uow.execute(
+        tokens.update()
+        .where(tokens.c.token_id == token_id)
+        .values(model_status="draft", updated_at=now, **dict.fromkeys(REGISTRATION_COLUMNS))
+    )
+    return before

@@ -22,9 +22,17 @@ DEFAULT_SOURCE = "hokusai-ml-platform"
 _EVENT_NAMESPACE = uuid.UUID("6f1c8a52-2b51-4c8e-9f0e-8d0b7f4c2a11")
 
 
-def event_id_for(token_id: str, artifact_digest: str) -> str:
-    """The deterministic event id of registering ``artifact_digest`` for ``token_id``."""
-    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{EVENT_TYPE}:{token_id}:{artifact_digest}"))
+def event_id_for(token_id: str, artifact_digest: str, registration: int = 0) -> str:
+    """The deterministic event id of registering ``artifact_digest`` for ``token_id``.
+
+    ``registration`` counts the events the token had before this registration: a token reset to draft
+    and registered again (even with the same bytes) is a new registration and gets a new id, while a
+    re-run of one registration keeps it. ``0`` gives the id used before resets were possible.
+    """
+    name = f"{EVENT_TYPE}:{token_id}:{artifact_digest}"
+    if registration:
+        name += f":{registration}"
+    return str(uuid.uuid5(_EVENT_NAMESPACE, name))
 
 
 @dataclass(frozen=True)

@@ -223,3 +223,57 @@ def test_a_deployed_token_with_the_same_bytes_is_a_success(run_cli, make_token, 
     assert again.code == 0, again.stderr
     assert again.json["already_registered"] is True
     assert snapshot(token) == before  # still deployed, nothing new
+
+
+def test_a_rerun_reports_the_registered_value_and_warns_of_the_new_one(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    model = make_model(metrics=False)
+    first = run_cli(*register_args(token, model, "--metric-value", "0.9", "--output", "json"))
+    assert first.code == 0, first.stderr
+    assert first.json["warnings"] == []
+    before = snapshot(token)
+
+    again = run_cli(*register_args(token, model, "--metric-value", "0.95", "--baseline", "0.8", "--output", "json"))
+
+    assert again.code == 0, again.stderr
+    assert again.json["already_registered"] is True
+    assert (again.json["metric"]["value"], again.json["metric"]["baseline"]) == (0.9, 0.82)  # what the row holds
+    assert len(again.json["warnings"]) == 2
+    assert "The auroc value given now (0.95) differs from the registered one (0.9)" in again.json["warnings"][0]
+    assert "The baseline given now (0.8) differs from the registered one (0.82)" in again.json["warnings"][1]
+    warned = [line for line in again.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 2 and f"token reset {token}" in warned[0]
+    assert snapshot(token) == before
+
+    text = run_cli(*register_args(token, model, "--metric-value", "0.95"))
+    assert text.code == 0, text.stderr
+    assert "auroc = 0.9 >= required 0.82" in text.stdout
+    assert "0.95" not in text.stdout
+    assert "warning: The auroc value given now (0.95) differs from the registered one (0.9)" in text.stderr
+
+    same = run_cli(*register_args(token, model, "--metric-value", "0.9", "--output", "json"))
+    assert same.code == 0 and same.json["warnings"] == [] and "warning:" not in same.stderr
+
+
+def test_the_action_reports_the_registered_value_with_a_warning_annotation(
+    cli_env, services, make_token, make_model, tmp_path
+):
+    from tests.e2e.test_action_entrypoint import base_inputs, run_entrypoint
+    from tests.unit.test_github import parse_command, parse_output_file
+
+    token = make_token()
+    model = make_model(metrics=False)
+    inputs = {**base_inputs(services, token, model), "metric-value": "0.9"}
+    done, _, _ = run_entrypoint(cli_env, services, tmp_path, inputs)
+    assert done.returncode == 0, done.stderr
+
+    done, outputs_text, summary = run_entrypoint(cli_env, services, tmp_path, {**inputs, "metric-value": "0.95"})
+
+    assert done.returncode == 0, done.stderr
+    assert parse_output_file(outputs_text)["metric-value"] == "0.9"
+    warnings = [parse_command(line) for line in done.stdout.splitlines() if line.startswith("::warning")]
+    assert len(warnings) == 1
+    _kind, properties, message = warnings[0]
+    assert properties["title"] == "Registered value differs"
+    assert "The auroc value given now (0.95) differs from the registered one (0.9)" in message
+    assert "0.95" not in summary

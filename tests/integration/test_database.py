@@ -17,8 +17,9 @@ pytestmark = [pytest.mark.integration]
 EXPECTED_TOKEN_COLUMNS = {
     "token_id", "model_status", "mlflow_run_id", "metric_name", "metric_value", "baseline_value", "created_at",
     "updated_at", "metadata", "model_name", "model_version", "model_uri", "artifact_digest", "registered_at",
-    "claim_owner", "claim_expires_at",
+    "claim_owner", "claim_expires_at", "event_id",
 }  # fmt: skip
+OUR_TABLES = {"tokens", "events", "event_deliveries", "hokusai_schema_origin"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -33,6 +34,64 @@ def blank_url(request, tmp_path) -> Iterator[str]:
 
 def columns(database: Database, table: str) -> set[str]:
     return {column["name"] for column in sa.inspect(database.engine).get_columns(table)}
+
+
+def table_names(database: Database) -> set[str]:
+    return set(sa.inspect(database.engine).get_table_names()) - {"alembic_version"}
+
+
+def downgrade_to_base(database: Database) -> None:
+    from alembic import command
+
+    with database.engine.begin() as connection:
+        command.downgrade(database._alembic_config(connection), "base")
+
+
+def create_site_tables(database: Database) -> None:
+    """The site's own tokens/events tables, each with a column of its own and rows."""
+    uuid_type = "UUID" if database.dialect == "postgresql" else "CHAR(36)"
+    with database.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE tokens (token_id VARCHAR(64) PRIMARY KEY, model_status VARCHAR(16) NOT NULL, "
+                "mlflow_run_id VARCHAR(64), created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL, "
+                "site_owner VARCHAR(64))"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO tokens VALUES "
+                "('OLDTOKEN', 'deployed', 'abc123', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'radiology')"
+            )
+        )
+        connection.execute(
+            sa.text(
+                f"CREATE TABLE events (event_id {uuid_type} PRIMARY KEY, event_type VARCHAR(64) NOT NULL, "
+                "source VARCHAR(255) NOT NULL, timestamp TIMESTAMP NOT NULL, payload JSON NOT NULL, "
+                "site_channel VARCHAR(32))"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO events VALUES "
+                "('0b6f3c1e-0000-4000-8000-000000000001', 'token_created', 'site', CURRENT_TIMESTAMP, '{}', 'ops')"
+            )
+        )
+
+
+def assert_site_tables_intact(database: Database) -> None:
+    assert columns(database, "tokens") == {
+        "token_id", "model_status", "mlflow_run_id", "created_at", "updated_at", "site_owner"
+    }  # fmt: skip
+    assert columns(database, "events") == {"event_id", "event_type", "source", "timestamp", "payload", "site_channel"}
+    with database.engine.connect() as connection:
+        assert sorted(connection.execute(sa.text("SELECT token_id, mlflow_run_id, site_owner FROM tokens")).all()) == [
+            ("NEWTOKEN", None, None),  # a row the tool created is a row of the site's table: it stays
+            ("OLDTOKEN", "abc123", "radiology"),
+        ]
+        assert connection.execute(sa.text("SELECT event_type, site_channel FROM events")).all() == [
+            ("token_created", "ops")
+        ]
 
 
 def test_upgrade_creates_the_schema_and_is_idempotent(blank_url):
@@ -143,4 +202,60 @@ def test_the_heartbeat_keeps_a_short_claim_alive(blank_url):
     with database.unit_of_work() as uow:
         assert try_claim(uow, "BEAT", owner="host:2:b", ttl_seconds=60)  # expired once the beats stopped
         uow.commit()
+    database.dispose()
+
+
+def test_downgrade_removes_only_what_upgrade_added_to_the_site_tables(blank_url):
+    database = Database(blank_url)
+    create_site_tables(database)
+    database.upgrade()
+    with database.unit_of_work() as uow:  # the tool is used before the downgrade: rows in our columns
+        insert_token(uow, "NEWTOKEN")
+        uow.commit()
+
+    downgrade_to_base(database)
+
+    assert database.revision() is None
+    assert table_names(database) == {"tokens", "events"}
+    assert_site_tables_intact(database)
+    assert database.upgrade() == (None, "0002")  # and back up again
+    database.dispose()
+
+
+def test_downgrade_of_a_fresh_database_drops_what_upgrade_created(blank_url):
+    database = Database(blank_url)
+    database.upgrade()
+    assert table_names(database) >= OUR_TABLES
+
+    downgrade_to_base(database)
+
+    assert database.revision() is None
+    assert table_names(database) == set()
+    database.dispose()
+
+
+@pytest.mark.parametrize("site_tables", [True, False], ids=["site-tables", "fresh"])
+def test_downgrade_of_a_database_upgraded_before_the_origin_was_recorded(blank_url, site_tables):
+    """No record: a table with columns beyond ours is the site's and stays; one with only ours goes."""
+    database = Database(blank_url)
+    if site_tables:
+        create_site_tables(database)
+    database.upgrade()
+    with database.engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE hokusai_schema_origin"))
+
+    downgrade_to_base(database)
+
+    if site_tables:
+        assert table_names(database) == {"tokens", "events"}
+        # the site's documented columns stay (we cannot know which it had); registration's own go
+        assert columns(database, "tokens") == EXPECTED_TOKEN_COLUMNS - {
+            "model_name", "model_version", "model_uri", "artifact_digest", "registered_at", "claim_owner",
+            "claim_expires_at", "event_id",
+        } | {"site_owner"}  # fmt: skip
+        assert columns(database, "events") == {
+            "event_id", "event_type", "source", "timestamp", "payload", "processed", "site_channel"
+        }  # fmt: skip
+    else:
+        assert table_names(database) == set()
     database.dispose()

@@ -2,6 +2,8 @@
 
 Creates the site's documented ``tokens`` and ``events`` tables, or extends them with the columns
 registration needs when the site already has them, plus ``event_deliveries`` (the outbox state).
+Which of the two it did is recorded in ``hokusai_schema_origin``, so that downgrade removes only what
+upgrade added and never a table of the site's.
 
 Revision ID: 0001
 Revises:
@@ -9,6 +11,8 @@ Create Date: 2026-11-26
 """
 
 from __future__ import annotations
+
+import json
 
 import sqlalchemy as sa
 from alembic import op
@@ -21,6 +25,15 @@ depends_on = None
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 STATUS_CHECK = "model_status IN ('draft', 'registering', 'registered', 'failed', 'deployed', 'archived')"
+ORIGIN_TABLE = "hokusai_schema_origin"
+# the site's documented columns (DESIGN.md); the rest of ours exist only for registration
+SITE_COLUMNS = {
+    "tokens": {
+        "token_id", "model_status", "mlflow_run_id", "metric_name", "metric_value", "baseline_value",
+        "created_at", "updated_at", "metadata",
+    },
+    "events": {"event_id", "event_type", "source", "timestamp", "payload", "processed"},
+}  # fmt: skip
 
 
 def _token_columns() -> list[sa.Column]:
@@ -43,25 +56,37 @@ def _token_columns() -> list[sa.Column]:
 def _event_columns() -> list[sa.Column]:
     return [
         sa.Column("processed", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.Column("token_id", sa.String(64), sa.ForeignKey("tokens.token_id")),
+        # named: SQLite adds it to a site table by a batch rebuild, which needs constraint names
+        sa.Column("token_id", sa.String(64), sa.ForeignKey("tokens.token_id", name="fk_events_token_id")),
     ]
 
 
-def _add_missing(table: str, columns: list[sa.Column], existing: set[str]) -> None:
+def _add_missing(table: str, columns: list[sa.Column], existing: set[str]) -> list[str]:
     missing = [column for column in columns if column.name not in existing]
     if missing:
         with op.batch_alter_table(table) as batch:
             for column in missing:
                 batch.add_column(column)
+    return [column.name for column in missing]
+
+
+def _our_columns(table: str) -> set[str]:
+    """Every column this revision gives ``table`` when it creates it."""
+    own = _token_columns() if table == "tokens" else _event_columns()
+    return SITE_COLUMNS[table] | {column.name for column in own}
 
 
 def upgrade() -> None:
     inspector = sa.inspect(op.get_bind())
     tables = set(inspector.get_table_names())
+    origin: dict[str, list[str] | None] = {}  # table -> the columns added to the site's table; None: created
 
     if "tokens" in tables:
-        _add_missing("tokens", _token_columns(), {c["name"] for c in inspector.get_columns("tokens")})
+        origin["tokens"] = _add_missing(
+            "tokens", _token_columns(), {c["name"] for c in inspector.get_columns("tokens")}
+        )
     else:
+        origin["tokens"] = None
         op.create_table(
             "tokens",
             sa.Column("token_id", sa.String(64), primary_key=True),
@@ -73,8 +98,11 @@ def upgrade() -> None:
         )
 
     if "events" in tables:
-        _add_missing("events", _event_columns(), {c["name"] for c in inspector.get_columns("events")})
+        origin["events"] = _add_missing(
+            "events", _event_columns(), {c["name"] for c in inspector.get_columns("events")}
+        )
     else:
+        origin["events"] = None
         op.create_table(
             "events",
             sa.Column("event_id", sa.Uuid(as_uuid=False), primary_key=True),
@@ -100,10 +128,68 @@ def upgrade() -> None:
     )
     op.create_index("ix_event_deliveries_pending", "event_deliveries", ["status", "sink"])
 
+    record = op.create_table(
+        ORIGIN_TABLE,
+        sa.Column("table_name", sa.String(64), primary_key=True),
+        sa.Column("created", sa.Boolean, nullable=False),
+        sa.Column("added_columns", sa.Text, nullable=False),  # JSON list
+    )
+    op.bulk_insert(
+        record,
+        [
+            {"table_name": table, "created": added is None, "added_columns": json.dumps(added or [])}
+            for table, added in origin.items()
+        ],
+    )
+
 
 def downgrade() -> None:
+    bind = op.get_bind()
+    inspector = sa.inspect(bind)
+    origin: dict[str, tuple[bool, list[str]]] = {}
+    if inspector.has_table(ORIGIN_TABLE):
+        for row in bind.execute(sa.text(f"SELECT table_name, created, added_columns FROM {ORIGIN_TABLE}")):
+            origin[row.table_name] = (bool(row.created), json.loads(row.added_columns))
+        op.drop_table(ORIGIN_TABLE)
+
     op.drop_index("ix_event_deliveries_pending", table_name="event_deliveries")
     op.drop_table("event_deliveries")
     op.drop_index("ix_events_unprocessed", table_name="events")
-    op.drop_table("events")
-    op.drop_table("tokens")
+    for table in ("events", "tokens"):  # events first: it refers to tokens
+        _undo(table, origin.get(table), {c["name"] for c in inspector.get_columns(table)})
+
+
+def _undo(table: str, origin: tuple[bool, list[str]] | None, present: set[str]) -> None:
+    """Drop ``table`` only if this revision created it and it holds nothing of the site's; otherwise
+    drop only the columns this revision added to it.
+
+    Databases upgraded before the origin was recorded have no record: a table whose columns go
+    beyond ours is the site's (keep it, drop our registration-only columns); one with only our
+    columns cannot be told apart from ours and is dropped, as it was before.
+    """
+    ours = _our_columns(table)
+    if origin is None:
+        created, added = present <= ours, sorted(ours - SITE_COLUMNS[table])
+    else:
+        created, added = origin
+    if created and present <= ours:
+        op.drop_table(table)
+        return
+    if created:  # the site added columns of its own to a table we created: keep the table and its data
+        added = sorted(ours - SITE_COLUMNS[table])
+    _drop_columns(table, [name for name in added if name in present])
+
+
+def _drop_columns(table: str, names: list[str]) -> None:
+    if not names:
+        return
+    if op.get_bind().dialect.name == "sqlite" and table == "tokens":
+        # a batch rebuild of ``tokens`` would drop a table that ``events`` references (SQLite 3.35+)
+        for name in names:
+            op.execute(f'ALTER TABLE tokens DROP COLUMN "{name}"')
+        return
+    # ``events.token_id`` carries a foreign key, which SQLite's DROP COLUMN refuses: rebuild instead
+    # (nothing refers to ``events`` once ``event_deliveries`` is gone)
+    with op.batch_alter_table(table) as batch:
+        for name in names:
+            batch.drop_column(name)
