@@ -289,12 +289,37 @@ def _free(row: Any, *, now: dt.datetime, honour_backoff: bool) -> bool:
     return not (honour_backoff and next_attempt_at is not None and next_attempt_at > now)
 
 
-def _lease_free(now: dt.datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(event_deliveries.c.lease_until.is_(None), event_deliveries.c.lease_until < now)
-
-
-def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(event_deliveries.c.next_attempt_at.is_(None), event_deliveries.c.next_attempt_at <= now)
+# The per-row statements are built once: the relay runs them thousands of times, and building a
+# SQLAlchemy statement costs more than executing it. Parameters are prefixed "b_" (an UPDATE reserves
+# the column names for its SET clause).
+_KEY = sa.and_(
+    event_deliveries.c.event_id == sa.bindparam("b_event_id"),
+    event_deliveries.c.sink == sa.bindparam("b_sink"),
+    event_deliveries.c.status == PENDING,
+)
+_LEASE_FREE = sa.or_(event_deliveries.c.lease_until.is_(None), event_deliveries.c.lease_until < sa.bindparam("b_now"))
+_DUE = sa.or_(event_deliveries.c.next_attempt_at.is_(None), event_deliveries.c.next_attempt_at <= sa.bindparam("b_now"))
+_TAKE = {"lease_owner": sa.bindparam("b_owner"), "lease_until": sa.bindparam("b_until")}
+# the WHERE repeats the page's conditions: another relay may have taken or finished the row since it
+# was read (PostgreSQL re-checks them after that relay's commit; SQLite serialises the writers)
+LEASE = event_deliveries.update().where(_KEY, _LEASE_FREE).values(**_TAKE)
+LEASE_IF_DUE = event_deliveries.update().where(_KEY, _LEASE_FREE, _DUE).values(**_TAKE)
+_MINE = sa.and_(_KEY, event_deliveries.c.lease_owner == sa.bindparam("b_owner"))
+RELEASE = event_deliveries.update().where(_MINE).values(lease_owner=None, lease_until=None)
+FINISH = (
+    event_deliveries.update()
+    .where(_MINE)
+    .values(
+        lease_owner=None,
+        lease_until=None,
+        attempts=event_deliveries.c.attempts + 1,
+        last_attempt_at=sa.bindparam("b_now"),
+        last_error=sa.bindparam("b_error"),
+        status=sa.bindparam("b_status"),
+        delivered_at=sa.bindparam("b_delivered_at"),
+        next_attempt_at=sa.bindparam("b_next_attempt_at"),
+    )
+)
 
 
 def _take_leases(
@@ -302,23 +327,12 @@ def _take_leases(
 ) -> list[_Row]:
     """Lease each row of ``page`` with one conditional UPDATE; keep those whose row count is 1."""
     until = now + dt.timedelta(seconds=lease_seconds)
+    statement = LEASE_IF_DUE if honour_backoff else LEASE
     taken: list[_Row] = []
     with database.unit_of_work() as uow:
         for row in page:
-            # the WHERE repeats the page's conditions: another relay may have taken or finished the
-            # row since it was read (re-checked after its commit on PostgreSQL; serialised on SQLite)
-            conditions = [
-                event_deliveries.c.event_id == row.event_id,
-                event_deliveries.c.sink == row.sink,
-                event_deliveries.c.status == PENDING,
-                _lease_free(now),
-            ]
-            if honour_backoff:
-                conditions.append(_due(now))
-            result = uow.execute(
-                event_deliveries.update().where(*conditions).values(lease_owner=owner, lease_until=until)
-            )
-            if result.rowcount == 1:
+            params = {"b_event_id": row.event_id, "b_sink": row.sink, "b_now": now, "b_owner": owner, "b_until": until}
+            if uow.execute(statement, params).rowcount == 1:
                 event = CloudEventRecord.from_structured(row.payload)
                 taken.append(_Row(str(row.event_id), row.sink, row.token_id, row.attempts, event))
         uow.commit()
@@ -370,27 +384,19 @@ def _record(database: Database, outcomes: list[_Outcome], *, owner: str, report:
     with database.unit_of_work() as uow:
         for outcome in outcomes:
             row = outcome.row
-            values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
-            if not outcome.blocked:
-                values.update(attempts=event_deliveries.c.attempts + 1, last_attempt_at=now, last_error=outcome.error)
-            if outcome.blocked:
-                pass  # not attempted: only the lease is given back
-            elif outcome.error is None:
-                values.update(status=DELIVERED, delivered_at=now, next_attempt_at=None)
-            elif not outcome.retryable:
-                values.update(status=FAILED, next_attempt_at=None)
+            params: dict[str, Any] = {"b_event_id": row.event_id, "b_sink": row.sink, "b_owner": owner}
+            if outcome.blocked:  # not attempted: only the lease is given back
+                result = uow.execute(RELEASE, params)
             else:
-                values.update(next_attempt_at=now + dt.timedelta(seconds=backoff_seconds(row.attempts + 1)))
-            result = uow.execute(
-                event_deliveries.update()
-                .where(
-                    event_deliveries.c.event_id == row.event_id,
-                    event_deliveries.c.sink == row.sink,
-                    event_deliveries.c.status == PENDING,
-                    event_deliveries.c.lease_owner == owner,
-                )
-                .values(**values)
-            )
+                params.update(b_now=now, b_error=outcome.error, b_delivered_at=None, b_next_attempt_at=None)
+                if outcome.error is None:
+                    params.update(b_status=DELIVERED, b_delivered_at=now)
+                elif not outcome.retryable:
+                    params.update(b_status=FAILED)
+                else:
+                    delay = dt.timedelta(seconds=backoff_seconds(row.attempts + 1))
+                    params.update(b_status=PENDING, b_next_attempt_at=now + delay)
+                result = uow.execute(FINISH, params)
             if result.rowcount != 1:
                 log.warning(LOG_LEASE_LOST, row.event_id, row.sink)
             if outcome.error is None:
