@@ -389,21 +389,43 @@ def events() -> None:
 @output_option
 @handles_errors
 def events_relay(event_id: str | None, output: str, **flags: Any) -> None:
-    """Deliver pending events to the configured sinks; exit 5 while any is still pending.
+    """Deliver pending events to the configured sinks; exit 5 while any is still pending or dead-lettered.
+
+    A delivery that failed permanently (webhook 4xx, Pub/Sub topic missing or forbidden) is a dead
+    letter: it is skipped and named until `events retry` re-queues it.
 
     \b
     Example:
       hokusai-ml-platform events relay --event-id 0b6f3c1e-...
     """
-    from hokusai_action.commands import run_events_relay
+    from hokusai_action.commands import describe_relay, run_events_relay
 
     summary, code = run_events_relay(_settings(**flags), event_id=event_id)
-    text = [
-        f"delivered {len(summary['delivered'])}, failed {len(summary['failed'])}, skipped {len(summary['skipped'])}"
-    ]
-    text += [f"  failed  {f['event_id']} -> {f['sink']}: {f['error']}" for f in summary["failed"]]
-    text += [f"  skipped {s['event_id']} -> {s['sink']}: {s['reason']}" for s in summary["skipped"]]
-    _emit(summary, output, "\n".join(text))
+    _emit(summary, output, "\n".join(describe_relay(summary)))
+    sys.exit(code)
+
+
+@events.command("retry", context_settings=CONTEXT)
+@click.argument("event_id", required=False)
+@click.option("--all-failed", is_flag=True, help="Re-queue every dead-lettered delivery.")
+@config_option
+@database_option
+@output_option
+@handles_errors
+def events_retry(event_id: str | None, all_failed: bool, output: str, **flags: Any) -> None:
+    """Put dead-lettered deliveries (failed permanently) back to pending, after fixing the cause.
+
+    Then `events relay` delivers them, with the same event id.
+
+    \b
+    Example:
+      hokusai-ml-platform events retry 0b6f3c1e-... && hokusai-ml-platform events relay
+      hokusai-ml-platform events retry --all-failed
+    """
+    from hokusai_action.commands import describe_retry, run_events_retry
+
+    summary, code = run_events_retry(_settings(**flags), event_id=event_id, all_failed=all_failed)
+    _emit(summary, output, "\n".join(describe_retry(summary, event_id=event_id)))
     sys.exit(code)
 
 

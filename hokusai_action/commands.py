@@ -22,7 +22,7 @@ from hokusai_action.core import (
 from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError
 from hokusai_action.redact import redact_standard_streams
 from hokusai_action.settings import Settings
-from hokusai_action.wiring import build_database, build_parts, build_registry, build_sinks
+from hokusai_action.wiring import build_database, build_parts, build_registry, build_sinks, start_sink_checks
 
 EVENTS_PENDING = (
     "Registered, but event {event_id} is not delivered yet to: {sinks}. "
@@ -31,6 +31,12 @@ EVENTS_PENDING = (
 
 
 VENDOR_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3", "requests", "google", "grpc", "httpx")
+
+
+EVENTS_DEAD_LETTERED = (
+    "Registered, but {sinks} refused event {event_id} for good, so the delivery was dead-lettered ({errors}). "
+    "Fix the cause, then run `hokusai-ml-platform events retry {event_id}` and `hokusai-ml-platform events relay`."
+)
 
 
 def quiet_vendor_logs() -> None:
@@ -54,8 +60,11 @@ def route_vendor_output() -> None:
 def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
     """Validate, then register; the exit code is 0, or 5 when an event is still pending."""
     parts = build_parts(settings)  # builds clients; contacts nothing
+    # each sink's settings are checked read-only while the model is hashed: no added wall time
+    sink_checks = start_sink_checks(parts.sinks)
     try:
         request = build_request(settings, registry=parts.registry)  # raises before anything changes
+        sink_checks.wait()  # a topic that does not exist: exit 2 before the claim
     except BaseException:
         parts.close()
         raise
@@ -64,11 +73,23 @@ def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
         # MLflow prints "View run at ..." on stdout; stdout belongs to the result (--output json)
         with contextlib.redirect_stdout(sys.stderr):
             result = register(request, registry=parts.registry, database=parts.database, sinks=parts.sinks)
+        if result.events_pending and not result.dry_run and result.event_id:
+            result.events_dead_lettered = _dead_letters(parts, result.event_id)
     finally:
         parts.close()
     if result.events_pending and not result.dry_run:
         return result, EXIT_EVENTS_PENDING
     return result, EXIT_OK
+
+
+def _dead_letters(parts: Any, event_id: str) -> dict[str, str]:
+    from hokusai_action.db import outbox
+
+    try:
+        with parts.database.unit_of_work() as uow:
+            return {sink: error for _, sink, error in outbox.dead_letters(uow, event_id)}
+    except HokusaiError:  # the database went away after the commit: the pending line still holds
+        return {}
 
 
 def describe_result(result: RegistrationResult) -> list[str]:
@@ -102,8 +123,13 @@ def describe_result(result: RegistrationResult) -> list[str]:
         lines.append(f"  alias       '{result.alias}' -> version {result.model_version}")
     for note in [*gate.notes(), *result.notes]:
         lines.append(f"  note        {note}")
-    if result.events_pending and not result.dry_run:
-        lines.append(EVENTS_PENDING.format(event_id=result.event_id, sinks=", ".join(result.events_pending)))
+    dead = result.events_dead_lettered
+    waiting = [sink for sink in result.events_pending if sink not in dead]
+    if waiting and not result.dry_run:
+        lines.append(EVENTS_PENDING.format(event_id=result.event_id, sinks=", ".join(waiting)))
+    if dead and not result.dry_run:
+        errors = "; ".join(f"{sink}: {error}" for sink, error in dead.items())
+        lines.append(EVENTS_DEAD_LETTERED.format(sinks=", ".join(dead), event_id=result.event_id, errors=errors))
     return lines
 
 
@@ -205,9 +231,36 @@ def describe_reset(reset: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+RETRY_COMMAND = "hokusai-ml-platform events retry {event_id}"
+DEAD_LETTER = "dead letter {event_id} -> {sink}: {error} Fix the cause, then run `{retry}`."
+SKIPPED_SINK = (
+    "sink '{sink}' is not configured in this run: {count} pending deliveries left for a relay that "
+    "configures it (HOKUSAI_EVENT_SINKS)"
+)
+EVENT_NOT_FOUND = "Event {event_id} does not exist in the Hokusai database at {url}."
+EVENT_NOT_FOUND_HINT = "Check the id: `hokusai-ml-platform token show SYMBOL` prints a token's event id."
+BAD_EVENT_ID = "Event id {event_id!r} is not a UUID."
+RETRY_NEEDS_ONE = "Give either an EVENT_ID or --all-failed (not both, not neither)."
+RETRY_NOTHING = "Event {event_id} has no dead-lettered delivery; nothing was re-queued."
+
+
+def _event_id_argument(event_id: str) -> str:
+    import uuid
+
+    from hokusai_action.errors import InputError
+
+    try:
+        return str(uuid.UUID(event_id.strip()))
+    except (ValueError, AttributeError):
+        raise InputError(BAD_EVENT_ID.format(event_id=event_id), hint=EVENT_NOT_FOUND_HINT) from None
+
+
 def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tuple[dict[str, Any], int]:
+    """Deliver what is pending; exit 5 while anything in scope is undelivered (dead letters included)."""
     from hokusai_action.db import outbox
 
+    if event_id is not None:
+        event_id = _event_id_argument(event_id)
     database = build_database(settings)
     sinks = build_sinks(settings)
     try:
@@ -219,12 +272,69 @@ def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tupl
         database.dispose()
     summary = {
         "delivered": [{"event_id": e, "sink": s} for e, s in report.delivered],
-        "failed": [{"event_id": e, "sink": s, "error": err} for e, s, err in report.failed],
+        "failed": [
+            {"event_id": e, "sink": s, "error": err, "retry": RETRY_COMMAND.format(event_id=e)}
+            for e, s, err in report.dead_letters
+        ],
+        "pending": [{"event_id": e, "sink": s, "error": err} for e, s, err in report.retrying],
+        "waiting": report.waiting,
         "skipped": [
-            {"event_id": e, "sink": s, "reason": f"sink '{s}' is not configured here"} for e, s in report.skipped
+            {"sink": s, "count": n, "reason": SKIPPED_SINK.format(sink=s, count=n)} for s, n in report.skipped.items()
         ],
     }
     return summary, (EXIT_EVENTS_PENDING if report.pending else EXIT_OK)
+
+
+def describe_relay(summary: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"delivered {len(summary['delivered'])}, pending {len(summary['pending']) + summary['waiting']}, "
+        f"dead letters {len(summary['failed'])}, skipped {sum(s['count'] for s in summary['skipped'])}"
+    ]
+    lines += [f"  pending {p['event_id']} -> {p['sink']}: {p['error']}" for p in summary["pending"]]
+    if summary["waiting"]:
+        lines.append(f"  waiting {summary['waiting']} deliveries: backing off, or held by another relay")
+    lines += [f"  skipped {s['reason']}" for s in summary["skipped"]]
+    lines += [
+        "  " + DEAD_LETTER.format(event_id=f["event_id"], sink=f["sink"], error=f["error"], retry=f["retry"])
+        for f in summary["failed"]
+    ]
+    return lines
+
+
+def run_events_retry(
+    settings: Settings, *, event_id: str | None = None, all_failed: bool = False
+) -> tuple[dict[str, Any], int]:
+    """Put dead letters back to pending (one event's, or all); exit 2 for an unknown event id."""
+    from hokusai_action.db import outbox
+    from hokusai_action.errors import InputError
+
+    if (event_id is None) == (not all_failed):
+        raise InputError(RETRY_NEEDS_ONE)
+    if event_id is not None:
+        event_id = _event_id_argument(event_id)
+    database = build_database(settings)
+    try:
+        database.require_schema()
+        if event_id is not None:
+            with database.unit_of_work() as uow:
+                if not outbox.event_exists(uow, event_id):
+                    raise InputError(
+                        EVENT_NOT_FOUND.format(event_id=event_id, url=database.display_url), hint=EVENT_NOT_FOUND_HINT
+                    )
+        requeued = outbox.requeue_failed(database, event_id=event_id)
+    finally:
+        database.dispose()
+    summary = {"requeued": [{"event_id": e, "sink": s, "last_error": err} for e, s, err in requeued]}
+    return summary, EXIT_OK
+
+
+def describe_retry(summary: Mapping[str, Any], *, event_id: str | None) -> list[str]:
+    requeued = summary["requeued"]
+    if not requeued:
+        return [RETRY_NOTHING.format(event_id=event_id) if event_id else "No dead letters; nothing was re-queued."]
+    lines = [f"re-queued {len(requeued)} deliveries; run `hokusai-ml-platform events relay` to send them:"]
+    lines += [f"  {r['event_id']} -> {r['sink']} (was: {r['last_error']})" for r in requeued]
+    return lines
 
 
 def run_doctor(settings: Settings) -> tuple[list[tuple[str, bool, str]], int]:
@@ -262,16 +372,16 @@ def run_doctor(settings: Settings) -> tuple[list[tuple[str, bool, str]], int]:
     record("mlflow", check_mlflow)
 
     def check_sinks() -> str:
-        sinks = build_sinks(settings)
+        sinks = build_sinks(settings)  # a webhook URL or secret that cannot work fails here (exit 2)
+        details = []
         try:
-            for sink in sinks.values():
-                check = getattr(sink, "check_topic", None)
-                if check is not None:
-                    check()
+            for name, sink in sinks.items():
+                preflight = getattr(sink, "preflight", None)  # the registration's own check, bounded
+                details.append(f"{name} ({preflight()})" if preflight is not None else name)
         finally:
             for sink in sinks.values():
                 sink.close()
-        return ", ".join(settings.event_sinks)
+        return ", ".join(details)
 
     record("events", check_sinks)
     return checks, worst

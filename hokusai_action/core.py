@@ -152,6 +152,7 @@ class RegistrationResult:
     model_uri: str | None = None
     event_id: str | None = None
     events_delivered: dict[str, bool] = field(default_factory=dict)
+    events_dead_lettered: dict[str, str] = field(default_factory=dict)  # sink -> last error (events retry)
     dry_run: bool = False
     already_registered: bool = False
     metric_source: str = "flag"

@@ -3,17 +3,73 @@ the core never builds a client itself."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError
 from hokusai_action.events.model import CloudEventRecord
+from hokusai_action.redact import redact
 from hokusai_action.settings import Settings
 
 if TYPE_CHECKING:
     from hokusai_action.db.store import Database
     from hokusai_action.events import EventSink
     from hokusai_action.registry import MlflowRegistry
+
+
+log = logging.getLogger(__name__)
+
+# Each sink's own check is bounded (Pub/Sub: PREFLIGHT_MAX_SECONDS); this is the join's backstop.
+PREFLIGHT_JOIN_SECONDS = 10.0
+SINK_NOT_CHECKED = (
+    "event sink %s could not be checked before the registration (%s); going on: if it is still "
+    "unreachable after the commit, the event stays pending (exit 5) for `events relay`"
+)
+
+
+@dataclass
+class SinkChecks:
+    """Read-only settings checks of the sinks, run in threads beside the model's hashing.
+
+    ``wait()`` raises the first settings error (exit 2: a topic that does not exist, no permission to
+    publish). A sink that cannot be reached is not a settings error: it is logged and the run goes on.
+    """
+
+    threads: list[threading.Thread] = field(default_factory=list)
+    errors: dict[str, BaseException] = field(default_factory=dict)
+    verified: dict[str, str] = field(default_factory=dict)
+
+    def wait(self) -> None:
+        for thread in self.threads:
+            thread.join(PREFLIGHT_JOIN_SECONDS)
+        for name, error in self.errors.items():
+            if isinstance(error, HokusaiError) and error.exit_code == EXIT_BAD_INPUT:
+                raise error
+            detail = error.one_line() if isinstance(error, HokusaiError) else f"{type(error).__name__}: {error}"
+            log.warning(SINK_NOT_CHECKED, name, redact(detail))
+        for name, detail in self.verified.items():
+            log.info("event sink %s checked: %s", name, detail)
+
+
+def start_sink_checks(sinks: dict[str, EventSink]) -> SinkChecks:
+    """Start each sink's ``preflight()`` (if it has one) in a daemon thread; ``wait()`` collects them."""
+    checks = SinkChecks()
+
+    def run(name: str, preflight) -> None:
+        try:
+            checks.verified[name] = preflight()
+        except Exception as exc:  # collected for wait(): a thread must not die with it unseen
+            checks.errors[name] = exc
+
+    for name, sink in sinks.items():
+        preflight = getattr(sink, "preflight", None)
+        if preflight is not None:
+            thread = threading.Thread(target=run, args=(name, preflight), name=f"preflight-{name}", daemon=True)
+            thread.start()
+            checks.threads.append(thread)
+    return checks
 
 
 class DatabaseSink:

@@ -3,13 +3,38 @@
 ``add_event`` writes the ``events`` row and one ``event_deliveries`` row per sink inside the caller's
 transaction and never commits: the event exists if and only if the registration committed. On
 PostgreSQL it also queues ``NOTIFY token_ready_for_deploy, '<event_id>'``, which the server sends
-only at commit. ``deliver_pending`` later hands pending rows to the sinks and marks them delivered;
-with ``FOR UPDATE SKIP LOCKED`` two relays never take the same row at once on PostgreSQL.
+only at commit.
+
+``deliver_pending`` hands pending rows to the sinks, one lease at a time:
+
+- **Lease.** A relay takes a row with ONE conditional ``UPDATE`` (still pending, lease free or
+  expired, backoff over) and checks the row count. PostgreSQL re-checks the ``WHERE`` after a
+  concurrent writer commits and SQLite serialises writers, so on both exactly one relay holds a row.
+  The lease is committed before the sink is called: no database transaction stays open while a slow
+  webhook answers. A relay killed mid-delivery leaves a lease that expires; another relay takes it.
+- **Outcome.** Only the lease holder may record the outcome (``WHERE lease_owner = me``): delivered;
+  ``failed`` (a dead letter) after a permanent failure (``SinkDeliveryError.retryable`` is False),
+  kept with its redacted error until ``requeue_failed`` (``events retry``); or still pending after a
+  transient failure, with ``next_attempt_at`` pushed back (exponential, capped, jittered).
+- **Paging.** Rows are read in key order ``(events.timestamp, event_id, sink)`` and each page starts
+  after the last key of the previous one (keyset), so a row is read at most once per run however
+  many are skipped. Rows of sinks not configured in this run are never read one by one: they are
+  counted once, per sink, for the report.
+- **Order.** Each sink delivers its rows in key order, and while one event of a token is not through
+  for a sink (it failed in this run, backs off, or another relay holds it), that token's later events
+  for that sink wait: one token's events reach a sink in order (Pub/Sub's ordering keys rely on it).
+  A dead letter does not hold its successors back. Delivering one named event (a re-run) sends it
+  whatever waits before it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
+import random
+import socket
+import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +44,7 @@ import sqlalchemy as sa
 
 from hokusai_action.db.schema import event_deliveries, events
 from hokusai_action.db.store import Database, UnitOfWork, as_utc, utcnow
-from hokusai_action.errors import HokusaiError, SinkDeliveryError
+from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError, SinkDeliveryError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import EVENT_TYPE, CloudEventRecord
 from hokusai_action.redact import redact
@@ -28,8 +53,20 @@ log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = EVENT_TYPE
 DATABASE_SINK = "database"
-SINK_NOT_CONFIGURED = "sink '{sink}' is not configured in this run"
 MAX_ERROR_LENGTH = 1000
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+# A lease outlives the slowest delivery (a webhook's 5 attempts of 10 s plus backoff), so a live
+# relay never loses it; a relay killed mid-delivery delays that row by at most this long.
+LEASE_SECONDS = 300.0
+# Backoff between transient failures, across relay runs: base * 2**(attempts-1), capped, with
+# "equal jitter" (half fixed, half random) so many relays do not retry in step.
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 600.0
+BATCH_SIZE = 200
+
+LOG_LEASE_LOST = "event %s: the lease on sink %s expired during delivery and another relay took it over"
+BLOCKED_BY_EARLIER = "an earlier event of token {token} failed for this sink in this run; delivered after it"
 
 
 def add_event(uow: UnitOfWork, event: CloudEventRecord, *, token_id: str, sinks: Iterable[str]) -> None:
@@ -54,7 +91,7 @@ def add_event(uow: UnitOfWork, event: CloudEventRecord, *, token_id: str, sinks:
             {
                 "event_id": event.id,
                 "sink": sink,
-                "status": "delivered" if delivered else "pending",
+                "status": DELIVERED if delivered else PENDING,
                 "attempts": 1 if delivered else 0,
                 "delivered_at": now if delivered else None,
                 "last_attempt_at": now if delivered else None,
@@ -71,36 +108,95 @@ def get_event(uow: UnitOfWork, event_id: str) -> CloudEventRecord | None:
     return CloudEventRecord.from_structured(row.payload) if row else None
 
 
+def event_exists(uow: UnitOfWork, event_id: str) -> bool:
+    return uow.execute(sa.select(events.c.event_id).where(events.c.event_id == event_id)).first() is not None
+
+
 def delivery_status(uow: UnitOfWork, event_id: str) -> dict[str, bool]:
     """``{sink: delivered}`` for one event."""
     rows = uow.execute(
         sa.select(event_deliveries.c.sink, event_deliveries.c.status).where(event_deliveries.c.event_id == event_id)
     ).all()
-    return {row.sink: row.status == "delivered" for row in rows}
+    return {row.sink: row.status == DELIVERED for row in rows}
+
+
+def dead_letters(uow: UnitOfWork, event_id: str | None = None) -> list[tuple[str, str, str]]:
+    """``(event_id, sink, last_error)`` of every failed delivery (of one event, or all)."""
+    query = (
+        sa.select(event_deliveries.c.event_id, event_deliveries.c.sink, event_deliveries.c.last_error)
+        .where(event_deliveries.c.status == FAILED)
+        .order_by(event_deliveries.c.event_id, event_deliveries.c.sink)
+    )
+    if event_id is not None:
+        query = query.where(event_deliveries.c.event_id == event_id)
+    return [(str(row.event_id), row.sink, row.last_error or "") for row in uow.execute(query)]
 
 
 def delivery_rows(uow: UnitOfWork, event_id: str) -> list[dict[str, Any]]:
+    """Every column of one event's delivery rows (status, attempts, last_error, lease, backoff)."""
     rows = uow.execute(
         sa.select(event_deliveries).where(event_deliveries.c.event_id == event_id).order_by(event_deliveries.c.sink)
     ).all()
     out = []
     for row in rows:
         item = dict(row._mapping)
-        for key in ("last_attempt_at", "delivered_at"):
+        item["event_id"] = str(item["event_id"])
+        for key in ("last_attempt_at", "delivered_at", "lease_until", "next_attempt_at"):
             item[key] = as_utc(item[key]).isoformat() if item[key] else None
         out.append(item)
     return out
 
 
+def requeue_failed(database: Database, *, event_id: str | None = None) -> list[tuple[str, str, str]]:
+    """Put dead letters (of one event, or all) back to pending, due at once; return what was re-queued."""
+    with database.unit_of_work() as uow:
+        found = dead_letters(uow, event_id)
+        if found:
+            query = event_deliveries.update().where(event_deliveries.c.status == FAILED)
+            if event_id is not None:
+                query = query.where(event_deliveries.c.event_id == event_id)
+            uow.execute(query.values(status=PENDING, next_attempt_at=None, lease_owner=None, lease_until=None))
+        uow.commit()
+    return found
+
+
+# ------------------------------------------------------------------------------------ the relay
+
+
 @dataclass
 class RelayReport:
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (event_id, sink)
-    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (event_id, sink, error)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # sink not configured here
+    retrying: list[tuple[str, str, str]] = field(default_factory=list)  # transient failure: (id, sink, error)
+    dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # every failed row in scope
+    waiting: int = 0  # pending rows of configured sinks left for later: leased elsewhere, or backing off
+    skipped: dict[str, int] = field(default_factory=dict)  # sink not configured here -> pending rows
 
     @property
     def pending(self) -> int:
-        return len(self.failed) + len(self.skipped)
+        """Deliveries in scope that are not delivered after this run (dead letters included)."""
+        return len(self.retrying) + len(self.dead_letters) + self.waiting + sum(self.skipped.values())
+
+
+@dataclass(frozen=True)
+class _Row:
+    event_id: str
+    sink: str
+    token_id: str
+    attempts: int
+    event: CloudEventRecord
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    row: _Row
+    error: str | None = None
+    retryable: bool = True
+    blocked: bool = False  # not attempted: an earlier event of the token failed for this sink
+
+
+def relay_owner_id() -> str:
+    """Who holds a lease: for people reading the table; liveness comes from the lease's expiry alone."""
+    return f"relay:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def deliver_pending(
@@ -108,85 +204,224 @@ def deliver_pending(
     sinks: Mapping[str, EventSink],
     *,
     event_id: str | None = None,
-    batch_size: int = 100,
+    batch_size: int = BATCH_SIZE,
+    lease_seconds: float = LEASE_SECONDS,
+    owner: str | None = None,
 ) -> RelayReport:
-    """Deliver pending rows (of one event, or all) to the configured sinks; mark what succeeded.
+    """Deliver pending rows (of one event, or all) to the configured sinks; record each outcome.
 
-    Each pending row is taken under a row lock (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) held while
-    its sink delivers, so a concurrent relay skips it instead of sending it twice.
+    With ``event_id`` (a registration delivering its own event, or a re-run) the row is tried at once
+    even while it backs off; the relay over all events honours ``next_attempt_at``. Leases are honoured
+    either way.
     """
+    owner = owner or relay_owner_id()
     report = RelayReport()
-    seen: set[tuple[str, str]] = set()
-    while True:
+    configured = sorted(sink for sink in sinks if sink != DATABASE_SINK)
+    blocked: set[tuple[str, str]] = set()  # (sink, token) whose earlier event is not delivered yet
+    after: tuple[dt.datetime, str, str] | None = None
+    while configured:
+        now = utcnow()
         with database.unit_of_work() as uow:
-            query = (
-                sa.select(event_deliveries.c.event_id, event_deliveries.c.sink, events.c.payload)
-                .join(events, events.c.event_id == event_deliveries.c.event_id)
-                .where(event_deliveries.c.status == "pending")
-                .order_by(events.c.timestamp, event_deliveries.c.event_id, event_deliveries.c.sink)
-                .limit(batch_size)
-            )
-            if event_id is not None:
-                query = query.where(event_deliveries.c.event_id == event_id)
-            if seen:
-                query = query.where(sa.tuple_(event_deliveries.c.event_id, event_deliveries.c.sink).not_in(list(seen)))
-            if uow.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=event_deliveries)
-            rows = uow.execute(query).all()
-            if not rows:
-                return report
-            per_sink: dict[str, list[tuple[tuple[str, str], CloudEventRecord]]] = {}
-            for row in rows:
-                key = (str(row.event_id), row.sink)
-                seen.add(key)
-                if row.sink not in sinks:
-                    report.skipped.append(key)
-                    continue
-                per_sink.setdefault(row.sink, []).append((key, CloudEventRecord.from_structured(row.payload)))
-            # sinks deliver side by side (a registration waits for the slowest, not the sum); each
-            # sink keeps its rows in order, which Pub/Sub's ordering keys rely on
-            with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
-                outcomes = pool.map(lambda item: _deliver_all(sinks[item[0]], item[1]), per_sink.items())
-                for results in list(outcomes):
-                    for key, error in results:
-                        _record_attempt(uow, key, error)
-                        if error is None:
-                            report.delivered.append(key)
-                        else:
-                            report.failed.append((*key, error))
-            uow.commit()
+            page = uow.execute(_page_query(configured, event_id=event_id, after=after).limit(batch_size)).all()
+        if not page:
+            break
+        last = page[-1]
+        after = (last.timestamp, str(last.event_id), last.sink)
+        ready = []
+        for row in page:
+            token = (row.sink, row.token_id)
+            if token in blocked:
+                continue  # an earlier event of this token has not gone through: keep the order
+            if not _free(row, now=now, honour_backoff=event_id is None):
+                blocked.add(token)
+                continue
+            ready.append(row)
+        leased = _take_leases(
+            database, ready, owner=owner, now=now, lease_seconds=lease_seconds, honour_backoff=event_id is None
+        )
+        taken = {(row.event_id, row.sink) for row in leased}
+        blocked.update((row.sink, row.token_id) for row in ready if (str(row.event_id), row.sink) not in taken)
+        per_sink: dict[str, list[_Row]] = {}
+        for row in leased:
+            per_sink.setdefault(row.sink, []).append(row)
+        # sinks deliver side by side (a registration waits for the slowest, not the sum); each sink
+        # keeps its rows in key order, so one token's events arrive in order
+        with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
+            outcomes = list(pool.map(lambda item: _deliver_all(sinks[item[0]], item[1], blocked), per_sink.items()))
+        _record(database, [o for sink_outcomes in outcomes for o in sink_outcomes], owner=owner, report=report)
+        if len(page) < batch_size:
+            break
+    _summarise(database, report, configured=set(configured), event_id=event_id)
+    return report
 
 
-def _deliver_all(
-    sink: EventSink, items: list[tuple[tuple[str, str], CloudEventRecord]]
-) -> list[tuple[tuple[str, str], str | None]]:
-    return [(key, _deliver_one(sink, event)) for key, event in items]
-
-
-def _deliver_one(sink: EventSink, event: CloudEventRecord) -> str | None:
-    try:
-        sink.deliver(event)
-    except SinkDeliveryError as exc:
-        return redact(exc.one_line())[:MAX_ERROR_LENGTH]
-    except HokusaiError as exc:
-        return redact(exc.one_line())[:MAX_ERROR_LENGTH]
-    except Exception as exc:  # a sink's own bug must not undo the other sinks' deliveries
-        return redact(f"{type(exc).__name__}: {exc}")[:MAX_ERROR_LENGTH]
-    log.info("event %s delivered to %s", event.id, sink.name)
-    return None
-
-
-def _record_attempt(uow: UnitOfWork, key: tuple[str, str], error: str | None) -> None:
-    now = utcnow()
-    values: dict[str, Any] = {
-        "attempts": event_deliveries.c.attempts + 1,
-        "last_attempt_at": now,
-        "last_error": error,
-    }
-    if error is None:
-        values.update(status="delivered", delivered_at=now)
-    uow.execute(
-        event_deliveries.update()
-        .where(event_deliveries.c.event_id == key[0], event_deliveries.c.sink == key[1])
-        .values(**values)
+def _page_query(configured: list[str], *, event_id: str | None, after: tuple | None) -> sa.Select:
+    key = (events.c.timestamp, event_deliveries.c.event_id, event_deliveries.c.sink)
+    query = (
+        sa.select(
+            event_deliveries.c.event_id,
+            event_deliveries.c.sink,
+            event_deliveries.c.attempts,
+            event_deliveries.c.lease_until,
+            event_deliveries.c.next_attempt_at,
+            events.c.token_id,
+            events.c.timestamp,
+            events.c.payload,
+        )
+        .join(events, events.c.event_id == event_deliveries.c.event_id)
+        .where(event_deliveries.c.status == PENDING, event_deliveries.c.sink.in_(configured))
+        .order_by(*key)
     )
+    if event_id is not None:
+        query = query.where(event_deliveries.c.event_id == event_id)
+    if after is not None:
+        bounds = (sa.literal(value, type_=column.type) for column, value in zip(key, after, strict=True))
+        query = query.where(sa.tuple_(*key) > sa.tuple_(*bounds))
+    return query
+
+
+def _free(row: Any, *, now: dt.datetime, honour_backoff: bool) -> bool:
+    """Whether ``row`` (as read) may be leased now: no live lease and, if honoured, its backoff is over."""
+    lease_until = as_utc(row.lease_until)
+    next_attempt_at = as_utc(row.next_attempt_at)
+    if lease_until is not None and lease_until >= now:
+        return False
+    return not (honour_backoff and next_attempt_at is not None and next_attempt_at > now)
+
+
+# The per-row statements are built once: the relay runs them thousands of times, and building a
+# SQLAlchemy statement costs more than executing it. Parameters are prefixed "b_" (an UPDATE reserves
+# the column names for its SET clause).
+_KEY = sa.and_(
+    event_deliveries.c.event_id == sa.bindparam("b_event_id"),
+    event_deliveries.c.sink == sa.bindparam("b_sink"),
+    event_deliveries.c.status == PENDING,
+)
+_LEASE_FREE = sa.or_(event_deliveries.c.lease_until.is_(None), event_deliveries.c.lease_until < sa.bindparam("b_now"))
+_DUE = sa.or_(event_deliveries.c.next_attempt_at.is_(None), event_deliveries.c.next_attempt_at <= sa.bindparam("b_now"))
+_TAKE = {"lease_owner": sa.bindparam("b_owner"), "lease_until": sa.bindparam("b_until")}
+# the WHERE repeats the page's conditions: another relay may have taken or finished the row since it
+# was read (PostgreSQL re-checks them after that relay's commit; SQLite serialises the writers)
+LEASE = event_deliveries.update().where(_KEY, _LEASE_FREE).values(**_TAKE)
+LEASE_IF_DUE = event_deliveries.update().where(_KEY, _LEASE_FREE, _DUE).values(**_TAKE)
+_MINE = sa.and_(_KEY, event_deliveries.c.lease_owner == sa.bindparam("b_owner"))
+RELEASE = event_deliveries.update().where(_MINE).values(lease_owner=None, lease_until=None)
+FINISH = (
+    event_deliveries.update()
+    .where(_MINE)
+    .values(
+        lease_owner=None,
+        lease_until=None,
+        attempts=event_deliveries.c.attempts + 1,
+        last_attempt_at=sa.bindparam("b_now"),
+        last_error=sa.bindparam("b_error"),
+        status=sa.bindparam("b_status"),
+        delivered_at=sa.bindparam("b_delivered_at"),
+        next_attempt_at=sa.bindparam("b_next_attempt_at"),
+    )
+)
+
+
+def _take_leases(
+    database: Database, page: list[Any], *, owner: str, now: dt.datetime, lease_seconds: float, honour_backoff: bool
+) -> list[_Row]:
+    """Lease each row of ``page`` with one conditional UPDATE; keep those whose row count is 1."""
+    until = now + dt.timedelta(seconds=lease_seconds)
+    statement = LEASE_IF_DUE if honour_backoff else LEASE
+    taken: list[_Row] = []
+    with database.unit_of_work() as uow:
+        for row in page:
+            params = {"b_event_id": row.event_id, "b_sink": row.sink, "b_now": now, "b_owner": owner, "b_until": until}
+            if uow.execute(statement, params).rowcount == 1:
+                event = CloudEventRecord.from_structured(row.payload)
+                taken.append(_Row(str(row.event_id), row.sink, row.token_id, row.attempts, event))
+        uow.commit()
+    return taken
+
+
+def _deliver_all(sink: EventSink, rows: list[_Row], blocked: set[tuple[str, str]]) -> list[_Outcome]:
+    outcomes = []
+    for row in rows:
+        token = (sink.name, row.token_id)
+        if token in blocked:
+            outcomes.append(_Outcome(row, error=BLOCKED_BY_EARLIER.format(token=row.token_id), blocked=True))
+            continue
+        outcome = _deliver_one(sink, row)
+        if outcome.error is not None:
+            blocked.add(token)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _deliver_one(sink: EventSink, row: _Row) -> _Outcome:
+    try:
+        sink.deliver(row.event)
+    except SinkDeliveryError as exc:
+        return _Outcome(row, error=_error_text(exc.one_line()), retryable=exc.retryable)
+    except HokusaiError as exc:  # a setting the sink found wrong is permanent; an outage is not
+        return _Outcome(row, error=_error_text(exc.one_line()), retryable=exc.exit_code != EXIT_BAD_INPUT)
+    except Exception as exc:  # a sink's own bug must not undo the other sinks' deliveries
+        return _Outcome(row, error=_error_text(f"{type(exc).__name__}: {exc}"))
+    log.info("event %s delivered to %s", row.event_id, sink.name)
+    return _Outcome(row)
+
+
+def _error_text(text: str) -> str:
+    return redact(text)[:MAX_ERROR_LENGTH]
+
+
+def backoff_seconds(attempts: int, *, rng: random.Random | None = None) -> float:
+    """Delay before the next try after ``attempts`` failed ones: exponential, capped, equal jitter."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(max(attempts - 1, 0), 30))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)  # jitter, not a secret
+
+
+def _record(database: Database, outcomes: list[_Outcome], *, owner: str, report: RelayReport) -> None:
+    """Write each outcome, only where this relay still holds the lease."""
+    if not outcomes:
+        return
+    now = utcnow()
+    with database.unit_of_work() as uow:
+        for outcome in outcomes:
+            row = outcome.row
+            params: dict[str, Any] = {"b_event_id": row.event_id, "b_sink": row.sink, "b_owner": owner}
+            if outcome.blocked:  # not attempted: only the lease is given back
+                result = uow.execute(RELEASE, params)
+            else:
+                params.update(b_now=now, b_error=outcome.error, b_delivered_at=None, b_next_attempt_at=None)
+                if outcome.error is None:
+                    params.update(b_status=DELIVERED, b_delivered_at=now)
+                elif not outcome.retryable:
+                    params.update(b_status=FAILED)
+                else:
+                    delay = dt.timedelta(seconds=backoff_seconds(row.attempts + 1))
+                    params.update(b_status=PENDING, b_next_attempt_at=now + delay)
+                result = uow.execute(FINISH, params)
+            if result.rowcount != 1:
+                log.warning(LOG_LEASE_LOST, row.event_id, row.sink)
+            if outcome.error is None:
+                report.delivered.append((row.event_id, row.sink))  # it was delivered, whoever records it
+            elif outcome.retryable or outcome.blocked:
+                report.retrying.append((row.event_id, row.sink, outcome.error))
+        uow.commit()
+
+
+def _summarise(database: Database, report: RelayReport, *, configured: set[str], event_id: str | None) -> None:
+    """Count what is left, per sink, in one query; list the dead letters."""
+    query = (
+        sa.select(event_deliveries.c.sink, sa.func.count())
+        .where(event_deliveries.c.status == PENDING)
+        .group_by(event_deliveries.c.sink)
+    )
+    if event_id is not None:
+        query = query.where(event_deliveries.c.event_id == event_id)
+    with database.unit_of_work() as uow:
+        counts = {sink: count for sink, count in uow.execute(query)}
+        report.dead_letters = dead_letters(uow, event_id)
+    retried_here = len(report.retrying)
+    for sink, count in sorted(counts.items()):
+        if sink in configured:
+            report.waiting += count
+        else:
+            report.skipped[sink] = count
+    report.waiting = max(0, report.waiting - retried_here)

@@ -90,12 +90,12 @@ INVALID_TIMEOUT = "Pub/Sub timeout {timeout!r} is not a finite number of seconds
 TOPIC_NOT_FOUND = "Pub/Sub topic {topic} does not exist on {endpoint}, so the event was not published."
 TOPIC_NOT_FOUND_HINT = (
     "Create the topic (gcloud pubsub topics create {topic_id} --project {project}) "
-    "or fix HOKUSAI_PUBSUB_TOPIC, then run 'hokusai-ml-platform events relay'."
+    "or fix HOKUSAI_PUBSUB_TOPIC; the delivery is kept as a dead letter until 'events retry'."
 )
 PERMISSION_DENIED = "Pub/Sub refused to publish to {topic}: the account in use lacks permission pubsub.topics.publish."
 PERMISSION_DENIED_HINT = (
-    "Grant that account roles/pubsub.publisher on the topic (or run as one that has it), "
-    "then run 'hokusai-ml-platform events relay'."
+    "Grant that account roles/pubsub.publisher on the topic (or run as one that has it); "
+    "the delivery is kept as a dead letter until 'events retry'."
 )
 NOT_AUTHENTICATED = "Pub/Sub could not authenticate the publisher for {topic} ({detail})."
 NOT_AUTHENTICATED_HINT = (
@@ -103,7 +103,10 @@ NOT_AUTHENTICATED_HINT = (
     "'gcloud auth application-default login'), or set PUBSUB_EMULATOR_HOST to use an emulator."
 )
 REJECTED = "Pub/Sub rejected the event for {topic} ({detail})."
-REJECTED_HINT = "Trying again will not help; check the topic's settings (schema, message limits)."
+REJECTED_HINT = (
+    "Trying again will not help; check the topic's settings (schema, message limits). The delivery is "
+    "kept as a dead letter until 'events retry'."
+)
 UNREACHABLE = "Pub/Sub at {endpoint} did not accept the event for {topic} within {timeout:g} s ({detail})."
 UNREACHABLE_HINT = (
     "The service or emulator is down or unreachable; the event is kept, and "
@@ -115,9 +118,19 @@ CHECK_UNREACHABLE = "Pub/Sub at {endpoint} did not answer within {timeout:g} s (
 CHECK_UNREACHABLE_HINT = (
     "Check the network, credentials and PUBSUB_EMULATOR_HOST (if it names an emulator, is it running?)."
 )
-CHECK_TOPIC_NOT_FOUND = "Pub/Sub topic {topic} does not exist on {endpoint}."
+CHECK_TOPIC_NOT_FOUND = "Pub/Sub topic {topic} does not exist on {endpoint}; nothing was changed."
 CHECK_TOPIC_NOT_FOUND_HINT = (
     "Create it (gcloud pubsub topics create {topic_id} --project {project}) or fix HOKUSAI_PUBSUB_TOPIC."
+)
+PREFLIGHT_MAX_SECONDS = 5.0  # the settings check before the claim runs beside hashing: never longer than this
+PUBLISH_PERMISSION = "pubsub.topics.publish"
+PREFLIGHT_CANNOT_PUBLISH = (
+    "The account in use may not publish to Pub/Sub topic {topic} on {endpoint} (no pubsub.topics.publish), "
+    "or the topic does not exist; nothing was changed."
+)
+PERMISSION_DENIED_HINT_PREFLIGHT = (
+    "Grant that account roles/pubsub.publisher on the topic (or run as one that has it), or fix "
+    "HOKUSAI_PUBSUB_TOPIC, then run the registration again."
 )
 CHECK_NOT_VERIFIED = (
     "topic {topic} not verified: the account may not read topic metadata (pubsub.topics.get), "
@@ -234,8 +247,8 @@ class PubSubSink:
             time.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
 
-    def check_topic(self) -> TopicCheck:
-        """Read-only check that Pub/Sub answers within ``timeout`` and the topic exists.
+    def check_topic(self, *, timeout: float | None = None) -> TopicCheck:
+        """Read-only check that Pub/Sub answers within ``timeout`` (default: the sink's) and the topic exists.
 
         Raises ``ServiceUnavailable`` when Pub/Sub cannot be reached, ``InputError`` when the topic is
         missing or there are no credentials. An account that may publish but not read the topic's
@@ -245,9 +258,12 @@ class PubSubSink:
         from google.auth import exceptions as auth_exceptions
 
         endpoint = endpoint_description()
+        budget = self.timeout if timeout is None else timeout
         publisher = self._client(for_check=True)
         try:
-            publisher.get_topic(request={"topic": self.topic}, retry=self._read_retry(), timeout=self._read_timeout())
+            publisher.get_topic(
+                request={"topic": self.topic}, retry=self._read_retry(budget), timeout=self._read_timeout(budget)
+            )
         except gexc.NotFound as exc:
             raise InputError(
                 CHECK_TOPIC_NOT_FOUND.format(topic=self.topic, endpoint=endpoint),
@@ -262,10 +278,43 @@ class PubSubSink:
             ) from exc
         except (gexc.RetryError, gexc.GoogleAPICallError, TimeoutError, OSError) as exc:
             raise ServiceUnavailable(
-                CHECK_UNREACHABLE.format(endpoint=endpoint, timeout=self.timeout, detail=_detail(exc)),
+                CHECK_UNREACHABLE.format(endpoint=endpoint, timeout=budget, detail=_detail(exc)),
                 hint=CHECK_UNREACHABLE_HINT,
             ) from exc
         return TopicCheck(topic=self.topic, endpoint=endpoint, verified=True, detail=f"topic {self.topic} exists")
+
+    def preflight(self) -> str:
+        """The registration's settings check before the claim, bounded by ``PREFLIGHT_MAX_SECONDS``.
+
+        ``InputError`` (exit 2) when the topic does not exist or the account may not publish to it;
+        ``ServiceUnavailable`` when Pub/Sub does not answer (not a settings error: the caller warns and
+        goes on). Publish permission is asked with ``testIamPermissions``, which needs no permission
+        itself; the emulator does not implement it (it has no IAM), so there the topic's existence is
+        the whole check. Returns what was verified, for a log line.
+        """
+        from google.api_core import exceptions as gexc
+
+        budget = min(self.timeout, PREFLIGHT_MAX_SECONDS)
+        started = time.monotonic()
+        check = self.check_topic(timeout=budget)
+        remaining = max(budget - (time.monotonic() - started), _MIN_WAIT)
+        publisher = self._client(for_check=True)
+        try:
+            response = publisher.test_iam_permissions(
+                request={"resource": self.topic, "permissions": [PUBLISH_PERMISSION]},
+                retry=self._read_retry(remaining),
+                timeout=self._read_timeout(remaining),
+            )
+        except gexc.MethodNotImplemented:
+            return check.detail  # the emulator: no IAM to ask
+        except (gexc.GoogleAPICallError, gexc.RetryError, TimeoutError, OSError) as exc:
+            return f"{check.detail}; publish permission not verified ({_detail(exc)})"
+        if PUBLISH_PERMISSION not in response.permissions:
+            raise InputError(
+                PREFLIGHT_CANNOT_PUBLISH.format(topic=self.topic, endpoint=endpoint_description()),
+                hint=PERMISSION_DENIED_HINT_PREFLIGHT,
+            )
+        return f"{check.detail}; the account may publish to it"
 
     def close(self) -> None:
         """Release the client's channel if this sink built the client; safe to call twice."""
@@ -351,7 +400,7 @@ class PubSubSink:
         with contextlib.suppress(RuntimeError, ValueError):
             publisher.resume_publish(self.topic, ordering_key)
 
-    def _read_retry(self) -> Any:
+    def _read_retry(self, budget: float | None = None) -> Any:
         """A bounded retry for unary calls (``get_topic``), which keep the deadline they are given."""
         from google.api_core import exceptions as gexc
         from google.api_core import retry as gretry
@@ -361,11 +410,11 @@ class PubSubSink:
             initial=_BACKOFF_INITIAL,
             maximum=_BACKOFF_MAX,
             multiplier=2.0,
-            timeout=self._read_timeout(),
+            timeout=self._read_timeout(budget),
         )
 
-    def _read_timeout(self) -> float:
-        return max(self.timeout - _WAIT_SLACK, _MIN_WAIT)
+    def _read_timeout(self, budget: float | None = None) -> float:
+        return max((self.timeout if budget is None else budget) - _WAIT_SLACK, _MIN_WAIT)
 
     def _delivery_error(self, exc: BaseException) -> SinkDeliveryError:
         from google.api_core import exceptions as gexc

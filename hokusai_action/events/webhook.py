@@ -8,9 +8,10 @@ https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-w
 
 The ``webhook-id`` is the event id on every attempt (and on every relay), so a receiver dedupes on
 it; the timestamp and signature are fresh on every attempt, so a retry never trips the receiver's
-replay window. Retries follow the same spec: back off with full jitter on 429, 5xx, timeouts and
-connection errors, honour ``Retry-After``, never retry another 4xx, and never follow a redirect
-(a redirect would re-send the signed body to a host nobody configured).
+replay window. Retries follow the same spec: back off with full jitter on 408, 425, 429, 5xx,
+timeouts and connection errors, honour ``Retry-After``, never retry another 4xx, and never follow a
+redirect (a redirect would re-send the signed body to a host nobody configured). A failure that is
+not retried raises ``SinkDeliveryError(retryable=False)``: the outbox keeps it as a dead letter.
 
 The signing secret is kept only inside the signer; it is registered with ``redact`` and never
 appears in a message, a log line or ``repr``.
@@ -46,6 +47,11 @@ SECRET_PREFIX = "whsec_"
 # Standard Webhooks: "The secret key SHOULD be between 24 bytes (192 bits) and 64 bytes (512 bits)".
 MIN_SECRET_BYTES = 24
 LOOPBACK_NAMES = frozenset({"localhost"})
+# The 4xx answers that say "not now" rather than "never": 408 Request Timeout, 425 Too Early, 429 Too
+# Many Requests. Every other 4xx (400, 401, 403, 404, 409, 410, 422, ...) is permanent: the delivery
+# becomes a dead letter. 409 is permanent on purpose: a receiver that has already seen an event id
+# answers 2xx (Standard Webhooks), so a 409 reports a conflict in its own state that a resend won't fix.
+TRANSIENT_4XX = frozenset({408, 425, 429})
 RESPONSE_EXCERPT_CHARS = 200
 
 # --- what went wrong at construction (exit 2) ------------------------------------------------------
@@ -79,25 +85,24 @@ ERR_REJECTED = (
     "{attempt}/{max_attempts}; a {status} is not retried.{detail}"
 )
 HINT_REJECTED_AUTH = (
-    "Check that HOKUSAI_WEBHOOK_SECRET is the secret the receiver verifies with, then run "
-    "`hokusai-ml-platform events relay`."
+    "Check that HOKUSAI_WEBHOOK_SECRET is the secret the receiver verifies with; the delivery is kept "
+    "as a dead letter until `events retry`."
 )
-HINT_REJECTED = (
-    "Fix the receiver or HOKUSAI_WEBHOOK_URL, then run `hokusai-ml-platform events relay` to send "
-    "the pending event again."
-)
+HINT_REJECTED = "Fix the receiver or HOKUSAI_WEBHOOK_URL; the delivery is kept as a dead letter until `events retry`."
 ERR_REDIRECT = (
     "The webhook URL {url} redirects (HTTP {status} to {location}) on attempt {attempt}/{max_attempts}; "
     "redirects are not followed, so that the signed event only goes to the configured host."
 )
-HINT_REDIRECT = "Set HOKUSAI_WEBHOOK_URL to the final address, then run `hokusai-ml-platform events relay`."
+HINT_REDIRECT = (
+    "Set HOKUSAI_WEBHOOK_URL to the final address; the delivery is kept as a dead letter until `events retry`."
+)
 ERR_TLS = (
     "The TLS connection to the webhook receiver {url} failed on attempt {attempt}/{max_attempts} "
     "({reason}); this is not retried."
 )
 HINT_TLS = (
-    "Check the receiver's certificate (or REQUESTS_CA_BUNDLE for a private CA), then run "
-    "`hokusai-ml-platform events relay`."
+    "Check the receiver's certificate (or REQUESTS_CA_BUNDLE for a private CA); the delivery is kept as "
+    "a dead letter until `events retry`."
 )
 ERR_REQUEST = "The webhook request to {url} could not be sent on attempt {attempt}/{max_attempts} ({reason})."
 ERR_GAVE_UP = (
@@ -308,7 +313,7 @@ class WebhookSink:
                         hint=HINT_REDIRECT,
                         retryable=False,
                     )
-                if status == 429 or status >= 500:
+                if status in TRANSIENT_4XX or status >= 500:
                     outcome = f"HTTP {status}"
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     response.close()

@@ -164,16 +164,54 @@ def test_rerun_delivers_a_pending_event_and_emits_no_second_one(
     assert snapshot(token).events == 1
 
 
-def test_webhook_4xx_is_not_retried_and_leaves_the_event_pending(run_cli, make_token, make_model, httpserver, database):
-    receiver = Receiver(httpserver, statuses=[400])
+def test_webhook_410_is_a_dead_letter_until_retried_then_delivered_once(
+    run_cli, make_token, make_model, httpserver, database
+):
+    refusing = Receiver(httpserver, statuses=[410])
     token = make_token()
-    result = register(run_cli, token, make_model(), sink_env(None, None, receiver.url, "webhook,database"))
+    env = sink_env(None, None, refusing.url, "webhook,database")
+
+    result = register(run_cli, token, make_model(), env)
+
     assert result.code == 5, result.stderr
-    assert len(receiver.requests) == 1
-    state = deliveries(database, result.json["event_id"])["webhook"]
-    assert state["status"] == "pending"
-    assert "400" in state["last_error"]
+    event_id = result.json["event_id"]
+    assert len(refusing.requests) == 1  # a permanent failure is not retried
+    assert "dead-lettered" in result.stderr
+    assert f"hokusai-ml-platform events retry {event_id}" in result.stderr
+    state = deliveries(database, event_id)["webhook"]
+    assert state["status"] == "failed"
+    assert "410" in state["last_error"]
     assert SECRET not in state["last_error"]
+    shown = run_cli("token", "show", token, "--output", "json", env=env)
+    assert shown.code == 0, shown.stderr
+    (webhook_row,) = [d for d in shown.json["event_deliveries"] if d["sink"] == "webhook"]
+    assert webhook_row["status"] == "failed" and "410" in webhook_row["last_error"]
+
+    # the relay skips the dead letter (no second POST) and still exits 5, naming it and the fix
+    relay = run_cli("events", "relay", "--event-id", event_id, env=env)
+    assert relay.code == 5, relay.output
+    assert f"dead letter {event_id} -> webhook" in relay.stdout
+    assert "HTTP 410" in relay.stdout
+    assert f"hokusai-ml-platform events retry {event_id}" in relay.stdout
+    assert len(refusing.requests) == 1
+
+    unknown = run_cli("events", "retry", "00000000-0000-4000-8000-000000000000", env=env)
+    assert unknown.code == 2
+    assert "does not exist" in unknown.stderr
+
+    # the receiver is fixed; the operator re-queues the dead letter and the relay delivers it once
+    httpserver.clear()
+    accepting = Receiver(httpserver)
+    retry = run_cli("events", "retry", event_id, env=env)
+    assert retry.code == 0, retry.output
+    assert f"{event_id} -> webhook" in retry.stdout
+    again = run_cli("events", "relay", "--event-id", event_id, "--output", "json", env=env)
+    assert again.code == 0, again.output
+    assert again.json["delivered"] == [{"event_id": event_id, "sink": "webhook"}]
+    received = accepting.verified_events()
+    assert [r["webhook-id"] for r in received] == [event_id]
+    assert received[0]["event"]["id"] == event_id
+    assert deliveries(database, event_id)["webhook"]["status"] == "delivered"
 
 
 def test_webhook_503_twice_then_200_is_three_posts_with_one_id(run_cli, make_token, make_model, httpserver):
@@ -335,4 +373,60 @@ def test_dry_run_on_a_registered_token_delivers_nothing(run_cli, make_token, mak
     assert dry.json["dry_run"] is True
     assert dry.json["events_delivered"]["webhook"] is False
     assert accepting.requests == []
-    assert deliveries(database, first.json["event_id"])["webhook"]["status"] == "pending"
+    assert deliveries(database, first.json["event_id"])["webhook"]["status"] == "failed"  # a dead letter
+
+
+# ------------------------------------------------------------------ sink preflight and Pub/Sub dead letters
+
+
+def test_a_missing_pubsub_topic_is_refused_before_anything_changes(
+    run_cli, make_token, make_model, pubsub_emulator, snapshot
+):
+    token = make_token()
+    before = snapshot(token)
+    missing = pubsub_emulator.topic_path("never-created")
+    result = register(run_cli, token, make_model(), sink_env(pubsub_emulator, missing, None, "pubsub,database"))
+    assert result.code == 2, result.output
+    assert f"Pub/Sub topic {missing} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(token) == before  # no claim, no version, no event
+
+
+def test_an_unparsable_webhook_url_is_refused_before_anything_changes(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    before = snapshot(token)
+    env = {**sink_env(None, None, "https://hooks.example.com:99999/hook", "webhook,database")}
+    result = register(run_cli, token, make_model(), env)
+    assert result.code == 2, result.output
+    assert "webhook URL" in result.stderr
+    assert snapshot(token) == before
+
+
+def test_pubsub_down_at_preflight_goes_on_then_a_deleted_topic_is_a_dead_letter_until_retried(
+    run_cli, make_token, make_model, pubsub_emulator, pubsub_topic, database
+):
+    token = make_token()
+    env = sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")
+    with pubsub_emulator.down():  # unreachable is not a settings error: warn, register, exit 5
+        result = register(run_cli, token, make_model(), env)
+    assert result.code == 5, result.stderr
+    assert "could not be checked" in result.stderr
+    event_id = result.json["event_id"]
+    assert result.json["status"] == "registered"
+    assert deliveries(database, event_id)["pubsub"]["status"] == "pending"
+
+    pubsub_emulator.delete_topic(pubsub_topic.topic)
+    relay = run_cli("events", "relay", "--event-id", event_id, "--output", "json", env=env)
+    assert relay.code == 5, relay.output
+    (dead,) = relay.json["failed"]
+    assert (dead["event_id"], dead["sink"]) == (event_id, "pubsub")
+    assert "does not exist" in dead["error"]
+    assert deliveries(database, event_id)["pubsub"]["status"] == "failed"
+
+    topic = pubsub_emulator.make_topic(pubsub_topic.topic.rsplit("/", 1)[1])
+    subscription = pubsub_emulator.make_subscription(topic)
+    assert run_cli("events", "retry", "--all-failed", env=env).code == 0
+    again = run_cli("events", "relay", "--event-id", event_id, "--output", "json", env=env)
+    assert again.code == 0, again.output
+    messages = pubsub_emulator.pull(subscription, max_messages=2, timeout=5)
+    assert [m.attributes["ce-id"] for m in messages] == [event_id]

@@ -253,7 +253,31 @@ def test_400_is_not_retried(receiver, make_sink, sleeps):
     assert "HTTP 400" in str(error)
     assert "attempt 1/5" in str(error)
     assert "data.token_id: required" in str(error)  # the receiver's reason helps fix it
-    assert "events relay" in error.one_line()
+    assert "events retry" in error.one_line()  # a dead letter: re-queued by hand once fixed
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("code", [400, 401, 403, 404, 409, 410, 422])
+def test_permanent_4xx_is_one_post_and_not_retryable(receiver, make_sink, sleeps, code):
+    receiver.will_answer(status(code))
+
+    with pytest.raises(SinkDeliveryError) as caught:
+        make_sink().deliver(make_event())
+
+    assert len(receiver.requests) == 1
+    assert caught.value.retryable is False
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("code", [408, 425, 429, 500, 502, 503, 504])
+def test_transient_status_is_retried_and_stays_retryable(receiver, make_sink, sleeps, code):
+    receiver.will_answer(*[status(code)] * 2)
+
+    with pytest.raises(SinkDeliveryError) as caught:
+        make_sink(max_attempts=2).deliver(make_event())
+
+    assert len(receiver.requests) == 2
+    assert caught.value.retryable is True
 
 
 @pytest.mark.integration

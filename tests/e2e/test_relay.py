@@ -1,0 +1,224 @@
+"""The relay under concurrency, on SQLite and PostgreSQL: leases, keyset paging, dead letters.
+
+Each test gets a fresh database of each kind and a real webhook receiver (pytest-httpserver); the
+relays are `deliver_pending` calls in threads, each with its own engine, as two relay processes
+would have. The `events relay` / `events retry` command lines are covered in test_events.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from hokusai_action.db import outbox
+from hokusai_action.db.schema import event_deliveries
+from hokusai_action.db.store import Database, insert_token, utcnow
+from hokusai_action.events.model import CloudEventRecord
+from hokusai_action.events.webhook import WebhookSink
+from tests.e2e.test_events import SECRET, Receiver
+from tests.services import create_database, drop_database
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'relay.db'}"
+        return
+    url = create_database("hokusai_relay")
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def fresh_db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url, timeout=10)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def add_events(fresh_db: Database) -> Callable[..., list[str]]:
+    """Commit ``count`` registrations' events (one token each unless ``token`` is given)."""
+
+    def add(count: int, *, sinks: tuple[str, ...] = ("webhook", "database"), token: str | None = None) -> list[str]:
+        ids = []
+        with fresh_db.unit_of_work() as uow:
+            if token is not None:
+                insert_token(uow, token)
+            for n in range(count):
+                token_id = token or f"T{uuid.uuid4().hex[:8]}".upper()
+                if token is None:
+                    insert_token(uow, token_id)
+                event = CloudEventRecord(
+                    id=str(uuid.uuid4()), source="test", time="2026-01-01T00:00:00Z", subject=token_id, data={"n": n}
+                )
+                outbox.add_event(uow, event, token_id=token_id, sinks=sinks)
+                ids.append(event.id)
+            uow.commit()
+        return ids
+
+    return add
+
+
+def webhook(url: str) -> WebhookSink:
+    return WebhookSink(url, SECRET, timeout=10, max_attempts=1, allow_insecure_http=True)
+
+
+def rows(database: Database) -> dict[tuple[str, str], dict]:
+    with database.unit_of_work() as uow:
+        found = uow.execute(sa.select(event_deliveries)).all()
+    return {(str(r.event_id), r.sink): dict(r._mapping) for r in found}
+
+
+def posted_ids(receiver: Receiver) -> Counter:
+    return Counter(json.loads(body)["id"] for _, body in receiver.requests)
+
+
+def test_two_relays_deliver_each_event_exactly_once(fresh_db, database_url, add_events, httpserver):
+    event_ids = add_events(8)
+    receiver = Receiver(httpserver, delay=0.15)  # slow enough that the relays overlap
+    start = threading.Barrier(2)
+    reports = []
+
+    def relay() -> None:
+        database = Database(database_url, timeout=10)  # its own engine, as another process would have
+        sink = webhook(receiver.url)
+        try:
+            start.wait()
+            reports.append(outbox.deliver_pending(database, {"webhook": sink}, batch_size=3))
+        finally:
+            sink.close()
+            database.dispose()
+
+    threads = [threading.Thread(target=relay) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert posted_ids(receiver) == Counter(event_ids)  # each event POSTed exactly once
+    delivered = [event_id for report in reports for event_id, _ in report.delivered]
+    assert sorted(delivered) == sorted(event_ids)
+    assert all(r["status"] == "delivered" and r["attempts"] == 1 for r in rows(fresh_db).values())
+    assert all(r["lease_owner"] is None for r in rows(fresh_db).values())
+
+
+def test_a_lease_held_by_a_live_relay_is_not_taken(fresh_db, add_events, httpserver):
+    (event_id,) = add_events(1)
+    with fresh_db.unit_of_work() as uow:
+        uow.execute(
+            event_deliveries.update()
+            .where(event_deliveries.c.event_id == event_id, event_deliveries.c.sink == "webhook")
+            .values(lease_owner="relay:other:1:live", lease_until=utcnow() + dt.timedelta(minutes=5))
+        )
+        uow.commit()
+    receiver = Receiver(httpserver)
+
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+
+    assert receiver.requests == []
+    assert report.delivered == [] and report.waiting == 1 and report.pending == 1
+    row = rows(fresh_db)[(event_id, "webhook")]
+    assert (row["status"], row["lease_owner"], row["attempts"]) == ("pending", "relay:other:1:live", 0)
+
+
+def test_an_expired_lease_of_a_killed_relay_is_taken_over(fresh_db, add_events, httpserver):
+    (event_id,) = add_events(1)
+    with fresh_db.unit_of_work() as uow:
+        uow.execute(
+            event_deliveries.update()
+            .where(event_deliveries.c.event_id == event_id, event_deliveries.c.sink == "webhook")
+            .values(lease_owner="relay:gone:1:killed", lease_until=utcnow() - dt.timedelta(seconds=1))
+        )
+        uow.commit()
+    receiver = Receiver(httpserver)
+
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+
+    assert report.delivered == [(event_id, "webhook")]
+    assert posted_ids(receiver) == Counter([event_id])
+    row = rows(fresh_db)[(event_id, "webhook")]
+    assert (row["status"], row["lease_owner"]) == ("delivered", None)
+
+
+def test_unconfigured_sink_rows_are_counted_not_leased_and_pages_cover_every_row(fresh_db, add_events, httpserver):
+    pubsub_only = add_events(7, sinks=("pubsub", "database"))
+    ours = add_events(5)
+    receiver = Receiver(httpserver)
+
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, batch_size=2)
+
+    assert posted_ids(receiver) == Counter(ours)
+    assert report.skipped == {"pubsub": 7}
+    assert report.pending == 7
+    state = rows(fresh_db)
+    assert all(state[(e, "pubsub")]["lease_owner"] is None for e in pubsub_only)
+    assert all(state[(e, "pubsub")]["attempts"] == 0 for e in pubsub_only)
+
+
+def test_one_tokens_events_reach_a_sink_in_order(fresh_db, add_events, httpserver):
+    first, second, third = add_events(3, token="ORDERED")
+    receiver = Receiver(httpserver, statuses=[503])  # the first event's only attempt fails
+
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, batch_size=2)
+
+    assert [json.loads(body)["id"] for _, body in receiver.requests] == [first]  # the later ones waited
+    assert report.delivered == []
+    again = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, event_id=None)
+    assert again.delivered == []  # the first one backs off: its successors keep waiting behind it
+    for event_id in (first, second, third):
+        outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, event_id=event_id)
+    assert [json.loads(body)["id"] for _, body in receiver.requests] == [first, first, second, third]
+
+
+@pytest.mark.parametrize("refusal", [400, 404, 410])
+def test_transient_failure_backs_off_and_permanent_failure_is_a_dead_letter(fresh_db, add_events, httpserver, refusal):
+    transient, permanent = add_events(2)
+    receiver = Receiver(httpserver)
+    httpserver.clear()
+    statuses = {transient: 503, permanent: refusal}
+    seen = []
+
+    def handle(request):
+        from werkzeug import Response
+
+        event_id = json.loads(request.get_data())["id"]
+        seen.append(event_id)
+        return Response("no", status=statuses.get(event_id, 200))
+
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(handle)
+
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+
+    state = rows(fresh_db)
+    assert state[(transient, "webhook")]["status"] == "pending"
+    assert state[(transient, "webhook")]["next_attempt_at"] is not None
+    assert state[(permanent, "webhook")]["status"] == "failed"
+    assert f"HTTP {refusal}" in state[(permanent, "webhook")]["last_error"]
+    assert [d[:2] for d in report.dead_letters] == [(permanent, "webhook")]
+    assert [r[:2] for r in report.retrying] == [(transient, "webhook")]
+
+    # the relay skips the dead letter and waits out the backoff: nothing is sent again
+    later = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+    assert sorted(seen) == sorted([transient, permanent])  # one POST each
+    assert later.pending == 2
+
+    # the operator fixes the receiver and re-queues the dead letter: delivered once more, same id
+    statuses.clear()
+    assert [d[:2] for d in outbox.requeue_failed(fresh_db, event_id=permanent)] == [(permanent, "webhook")]
+    final = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+    assert final.delivered == [(permanent, "webhook")]
+    assert rows(fresh_db)[(permanent, "webhook")]["status"] == "delivered"
