@@ -22,6 +22,7 @@ from hokusai_action.db.store import Database, UnitOfWork, as_utc, utcnow
 from hokusai_action.errors import HokusaiError, SinkDeliveryError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import EVENT_TYPE, CloudEventRecord
+from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ def deliver_pending(
                             report.delivered.append(key)
                         else:
                             report.failed.append((*key, error))
+            failpoint("before_mark_delivered")
             uow.commit()
 
 
@@ -172,6 +174,7 @@ def _deliver_one(sink: EventSink, event: CloudEventRecord) -> str | None:
         return redact(exc.one_line())[:MAX_ERROR_LENGTH]
     except Exception as exc:  # a sink's own bug must not undo the other sinks' deliveries
         return redact(f"{type(exc).__name__}: {exc}")[:MAX_ERROR_LENGTH]
+    failpoint("after_publish", sink.name)
     log.info("event %s delivered to %s", event.id, sink.name)
     return None
 
