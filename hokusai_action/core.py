@@ -40,6 +40,7 @@ from hokusai_action.digest import ModelFiles, inspect_model
 from hokusai_action.errors import HokusaiError, InputError, TokenStateError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import CloudEventRecord, event_id_for
+from hokusai_action.failpoints import failpoint
 from hokusai_action.metrics import (
     Champion,
     GateResult,
@@ -513,6 +514,7 @@ def register(
     heartbeat: ClaimHeartbeat | None = None
     try:
         token = _claim(request, database, owner)
+        failpoint("after_claim")
         if token.model_status in DONE_STATUSES:  # another run finished it while we checked
             _check_state(request, token, database)
             result = _finish_registered(request, token, database, sinks)
@@ -557,6 +559,7 @@ def register(
             ):
                 raise TokenStateError(CLAIM_LOST.format(token=request.token_id), hint=CLAIM_LOST_HINT)
             outbox.add_event(uow, event, token_id=request.token_id, sinks=request.sinks)
+            failpoint("before_commit")
             uow.commit()
     except BaseException:
         if heartbeat is not None:
@@ -564,6 +567,7 @@ def register(
         _release_quietly(database, request.token_id, owner)
         raise
 
+    failpoint("after_commit")
     log.info("token %s registered as %s", request.token_id, version.model_uri)
     try:
         delivered = deliver_event(database, sinks, event.id)

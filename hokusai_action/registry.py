@@ -26,6 +26,7 @@ from typing import Any
 
 from hokusai_action.digest import ModelFiles
 from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
+from hokusai_action.failpoints import after_each_call, failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.redact import redact
 
@@ -367,6 +368,7 @@ class MlflowRegistry:
                 self._ensure_uploaded_unchanged(logged.model_id, run_id, model)
                 doing = "finalizing the logged model"
                 self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+                failpoint("after_finalize")
                 self.client.set_terminated(run_id, "FINISHED")
             doing = "registering the model version"
             return self._register(logged.model_id, run_id, model_name, model.digest, tags)
@@ -385,6 +387,7 @@ class MlflowRegistry:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         repository = get_artifact_repository(logged_model.artifact_location, tracking_uri=self.tracking_uri)
+        repository = after_each_call(repository, "log_artifact", "mid_upload")
         # each file under its place in the hashed tree (a followed link under its own name)
         uploads = [(model.path_of(relative), posixpath.dirname(relative) or None) for relative in model.files]
         workers = max(1, min(UPLOAD_WORKERS, len(uploads)))
@@ -446,6 +449,7 @@ class MlflowRegistry:
                         model_id=model_id,
                         await_creation_for=0,
                     )
+                failpoint("after_version_created")
                 return self._wait_ready(version)
             except MlflowException as exc:
                 if attempt == attempts or not (

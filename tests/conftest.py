@@ -19,7 +19,7 @@ from tests.canaries import CANARIES, CanaryWatch
 from tests.services import Services, session_services
 
 # Google's Pub/Sub emulator: session fixture, restartable, skipped loudly where it is not installed
-pytest_plugins = ["tests.pubsub_emulator"]
+pytest_plugins = ["tests.pubsub_emulator", "tests.fault_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -47,6 +47,7 @@ from hokusai_action.db.store import Database, UnitOfWork, as_utc, utcnow
 from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError, SinkDeliveryError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import EVENT_TYPE, CloudEventRecord
+from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,7 @@ def _deliver_one(sink: EventSink, row: _Row) -> _Outcome:
         return _Outcome(row, error=_error_text(exc.one_line()), retryable=exc.exit_code != EXIT_BAD_INPUT)
     except Exception as exc:  # a sink's own bug must not undo the other sinks' deliveries
         return _Outcome(row, error=_error_text(f"{type(exc).__name__}: {exc}"))
+    failpoint("after_publish", sink.name)
     log.info("event %s delivered to %s", row.event_id, sink.name)
     return _Outcome(row)
 
@@ -380,6 +382,7 @@ def _record(database: Database, outcomes: list[_Outcome], *, owner: str, report:
     """Write each outcome, only where this relay still holds the lease."""
     if not outcomes:
         return
+    failpoint("before_mark_delivered")
     now = utcnow()
     with database.unit_of_work() as uow:
         for outcome in outcomes:
