@@ -7,7 +7,8 @@
 # image tagged docker.io/library/python:3.11-slim. The packed root filesystem is cached in
 # .image-build/ and the image in buildah's storage, so both are made once. Then it runs
 # `buildah bud --pull=never` on the Dockerfile, handing pip inside the build this machine's index
-# settings as build arguments (never written into the repository).
+# settings as build arguments (never written into the repository). Whatever index serves them, pip
+# installs only files whose sha256 is in requirements.lock (--require-hashes in the Dockerfile).
 #
 # usage: scripts/build-image.sh [TAG]            default TAG: hokusai-ml-platform:dev
 # environment:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -24,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCK = REPO_ROOT / "requirements.lock"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
+HADOLINT = Path(sys.executable).with_name("hadolint")
 
 PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)")
 HASH_OPTION = re.compile(r"--hash=sha256:[0-9a-f]{64}")
@@ -151,3 +154,10 @@ def test_dockerfile_installs_nothing_else_from_an_index() -> None:
         assert "--no-deps" in args, f"`pip install {' '.join(args)}` would fetch unhashed dependencies"
         assert "--no-build-isolation" in args, f"`pip install {' '.join(args)}` would fetch unhashed build tools"
         assert all(target.startswith("/") for target in targets), f"`pip install {' '.join(args)}` installs by name"
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    if not HADOLINT.exists():
+        pytest.skip(f"{HADOLINT} is not installed (pip install -e '.[test]')")
+    result = subprocess.run([str(HADOLINT), str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
