@@ -257,7 +257,10 @@ def test_pubsub_emulator_killed_after_a_publish_and_restarted(
         for token in (first_token, second_token)
     ]
     for name, verdict in zip(("A published, then emulator killed", "B while down, relayed"), verdicts, strict=True):
-        fault_tally.record(f"pubsub emulator: {name}", reached=first.reached, rerun_ok=relay.code == 0, verdict=verdict)
+        fault_tally.record(
+            f"pubsub emulator: {name}", reached=first.reached, rerun_ok=relay.code == 0, verdict=verdict,
+            new_fault=verdict is verdicts[0],
+        )  # fmt: skip
 
     assert relay.code == 0, relay.output
     for verdict in verdicts:
