@@ -444,16 +444,17 @@ class FaultTally:
     events_lost: int = 0
     cases: list[str] = field(default_factory=list)
 
-    def record(self, case: str, *, reached: bool, rerun_ok: bool, verdict: Verdict) -> None:
+    def record(self, case: str, *, reached: bool, rerun_ok: bool, verdict: Verdict, new_fault: bool = True) -> None:
+        """``new_fault=False``: another token checked after a fault already counted (its figures still add)."""
         self.cases.append(case)
-        self.injected += int(reached)
-        self.converged += int(reached and rerun_ok and not verdict.problems)
+        self.injected += int(reached and new_fault)
+        self.converged += int(reached and new_fault and rerun_ok and not verdict.problems)
         self.versions_duplicated += verdict.versions_duplicated
         self.events_lost += verdict.events_lost
 
     def lines(self) -> list[str]:
         return [
-            f"cases run: {len(self.cases)}",
+            f"end states checked: {len(self.cases)}",
             f"faults injected: {self.injected}",
             f"re-runs converged: {self.converged}",
             f"versions duplicated: {self.versions_duplicated} (must be 0)",
