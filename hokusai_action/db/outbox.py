@@ -57,9 +57,10 @@ DATABASE_SINK = "database"
 MAX_ERROR_LENGTH = 1000
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-# A lease outlives the slowest delivery (a webhook's 5 attempts of 10 s plus backoff), so a live
-# relay never loses it; a relay killed mid-delivery delays that row by at most this long.
-LEASE_SECONDS = 300.0
+# A lease outlives the slowest delivery with the default settings (a webhook's 5 attempts of 10 s plus
+# at most 15.5 s of backoff; Pub/Sub's 30 s), so a live relay keeps it; a relay killed (SIGKILL)
+# mid-delivery delays that row by at most this long. SIGTERM and Ctrl-C hand the leases back at once.
+LEASE_SECONDS = 120.0
 # Backoff between transient failures, across relay runs: base * 2**(attempts-1), capped, with
 # "equal jitter" (half fixed, half random) so many relays do not retry in step.
 BACKOFF_BASE_SECONDS = 1.0
@@ -247,8 +248,12 @@ def deliver_pending(
             per_sink.setdefault(row.sink, []).append(row)
         # sinks deliver side by side (a registration waits for the slowest, not the sum); each sink
         # keeps its rows in key order, so one token's events arrive in order
-        with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
-            outcomes = list(pool.map(lambda item: _deliver_all(sinks[item[0]], item[1], blocked), per_sink.items()))
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
+                outcomes = list(pool.map(lambda item: _deliver_all(sinks[item[0]], item[1], blocked), per_sink.items()))
+        except BaseException:  # SIGTERM (SystemExit), Ctrl-C: hand the leases back for the re-run
+            _release_quietly(database, leased, owner=owner)
+            raise
         _record(database, [o for sink_outcomes in outcomes for o in sink_outcomes], owner=owner, report=report)
         if len(page) < batch_size:
             break
@@ -340,10 +345,20 @@ def _take_leases(
     return taken
 
 
+def _release_quietly(database: Database, rows: list[_Row], *, owner: str) -> None:
+    try:
+        with database.unit_of_work() as uow:
+            for row in rows:
+                uow.execute(RELEASE, {"b_event_id": row.event_id, "b_sink": row.sink, "b_owner": owner})
+            uow.commit()
+    except Exception:  # the leases then expire on their own
+        log.debug("could not release delivery leases", exc_info=True)
+
+
 def _deliver_all(sink: EventSink, rows: list[_Row], blocked: set[tuple[str, str]]) -> list[_Outcome]:
     outcomes = []
     for row in rows:
-        token = (sink.name, row.token_id)
+        token = (row.sink, row.token_id)
         if token in blocked:
             outcomes.append(_Outcome(row, error=BLOCKED_BY_EARLIER.format(token=row.token_id), blocked=True))
             continue

@@ -402,6 +402,7 @@ def test_an_unparsable_webhook_url_is_refused_before_anything_changes(run_cli, m
     assert snapshot(token) == before
 
 
+@pytest.mark.slow  # two emulator restarts and four CLI runs
 def test_pubsub_down_at_preflight_goes_on_then_a_deleted_topic_is_a_dead_letter_until_retried(
     run_cli, make_token, make_model, pubsub_emulator, pubsub_topic, database
 ):

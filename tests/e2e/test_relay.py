@@ -222,3 +222,35 @@ def test_transient_failure_backs_off_and_permanent_failure_is_a_dead_letter(fres
     final = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
     assert final.delivered == [(permanent, "webhook")]
     assert rows(fresh_db)[(permanent, "webhook")]["status"] == "delivered"
+
+
+def test_an_interrupted_relay_hands_its_leases_back(fresh_db, add_events):
+    (event_id,) = add_events(1)
+
+    class Interrupted:
+        name = "webhook"
+
+        def deliver(self, event: CloudEventRecord) -> None:
+            raise SystemExit(143)  # what the CLI's SIGTERM handler raises
+
+        def close(self) -> None:
+            return None
+
+    with pytest.raises(SystemExit):
+        outbox.deliver_pending(fresh_db, {"webhook": Interrupted()})
+
+    row = rows(fresh_db)[(event_id, "webhook")]
+    assert (row["status"], row["lease_owner"], row["lease_until"]) == ("pending", None, None)
+
+
+@pytest.mark.unit
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    import random
+
+    rng = random.Random(7)
+    first = [outbox.backoff_seconds(1, rng=rng) for _ in range(50)]
+    assert all(outbox.BACKOFF_BASE_SECONDS / 2 <= d <= outbox.BACKOFF_BASE_SECONDS for d in first)
+    assert len(set(first)) > 1  # jitter: relays do not retry in step
+    fourth = outbox.backoff_seconds(4, rng=rng)
+    assert 4 * outbox.BACKOFF_BASE_SECONDS <= fourth <= 8 * outbox.BACKOFF_BASE_SECONDS
+    assert outbox.backoff_seconds(1000, rng=rng) <= outbox.BACKOFF_MAX_SECONDS
