@@ -62,7 +62,7 @@ _VERSION_ALIAS = re.compile(r"[vV]\d+")
 _RESERVED_ALIAS = "latest"
 # settings that may name an alias: (key, flag, whether the alias is set, or only read)
 _ALIAS_SETTINGS = (("set_alias", "--set-alias", True), ("compare_to", "--compare-to", False))
-_PATH_SETTINGS = ("config", "model_path", "metrics_file", "predictions")
+_PATH_SETTINGS = ("model_path", "metrics_file", "predictions")  # --config is checked before it is read
 
 _SECRET_KEY_NAMES = frozenset({"secret", "password", "token", "api_key", "key"})
 
@@ -558,7 +558,7 @@ def load_settings(
         if getattr(settings, key) is not None:
             _check_alias(getattr(settings, key), setting=setting, what=flag)
     for key in _PATH_SETTINGS:
-        if "\0" in str(getattr(settings, key, None) or ""):
+        if "\0" in str(getattr(settings, key) or ""):
             raise InputError(PATH_HAS_NUL.format(key=key))
     return settings
 

@@ -289,3 +289,20 @@ def test_a_token_id_with_a_trailing_newline_is_refused(run_cli, database):
     with database.unit_of_work() as uow:
         assert get_token(uow, "XRAYNL\n") is None
         assert get_token(uow, "XRAYNL") is None
+
+
+def test_a_billion_laughs_hokusai_yaml_is_refused_before_anything_changes(
+    run_cli, make_token, make_model, snapshot, tmp_path
+):
+    # 9 lines that expand to 9**9 values: rejected from the node graph, before any walk or conversion
+    token = make_token()
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{n}: &a{n} [{','.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)]
+    config = tmp_path / "laughs.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    before = snapshot(token)
+    started = time.monotonic()
+    result = register(run_cli, token, make_model(), "--config", str(config))
+    assert_one_clear_line(result, 2, f"Cannot read config file {config}: its anchors and aliases expand")
+    assert time.monotonic() - started < 60
+    assert snapshot(token) == before

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from hokusai_action.cli import main
@@ -80,6 +80,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 def assert_user_error(result: Any, case: Any) -> None:
     """Exit 0-5, no traceback, and a failure is one ``error:`` line on stderr with stdout empty."""
     output = result.stdout + result.stderr
+    event(f"exit {result.exit_code}")  # shown by --hypothesis-show-statistics
     assert result.exception is None or isinstance(result.exception, SystemExit), (case, result.exc_info)
     assert "Traceback" not in output, (case, output)
     assert 0 <= result.exit_code <= 5, (case, result.exit_code, output)

@@ -801,3 +801,7 @@ def test_a_long_wrong_value_is_quoted_short_and_a_union_type_reads_well(load, tm
     assert len(message) < 250
     message = load_error(load, yaml_text="min_improvement: [1]\n")
     assert "'min_improvement' must be a string or number, not list ([1])" in message
+
+
+def test_a_config_flag_with_a_nul_character_is_refused_before_it_is_opened(load) -> None:
+    assert load_error(load, flags={"config": "hokusai\0.yaml"}).startswith("'config' contains a NUL character")
