@@ -85,7 +85,7 @@ def run_action(environ: Mapping[str, str]) -> int:
     if inputs.get("mlflow-tracking-token"):
         os.environ["MLFLOW_TRACKING_TOKEN"] = inputs["mlflow-tracking-token"]  # MLflow reads it itself
 
-    from hokusai_action.commands import describe_result, quiet_vendor_logs, run_register
+    from hokusai_action.commands import describe_result, quiet_vendor_logs, run_register, undelivered_lines
     from hokusai_action.settings import load_settings
 
     quiet_vendor_logs()
@@ -115,12 +115,8 @@ def run_action(environ: Mapping[str, str]) -> int:
     for warning in result.warnings:
         github.annotation("warning", warning, title="Registered value differs")
     if code == EXIT_EVENTS_PENDING:
-        github.annotation(
-            "warning",
-            f"Registered, but event {result.event_id} is not delivered yet to: {', '.join(result.events_pending)}. "
-            "Re-run the job or `hokusai-ml-platform events relay`.",
-            title="Event pending",
-        )
+        for line in undelivered_lines(result):
+            github.annotation("warning", redact(line), title="Event not delivered")
     return code
 
 

@@ -233,7 +233,7 @@ def register_command(output: str, **flags: Any) -> None:
 
     Exit codes: 0 registered (or already registered with the same bytes), 1 metric below baseline,
     2 bad input or settings, 3 token state forbids it, 4 a service unreachable, 5 registered but an
-    event is still undelivered.
+    event is still undelivered, 70 internal error (a bug: re-run with --debug and report it).
 
     \b
     Example:
@@ -383,26 +383,48 @@ def events() -> None:
 
 @events.command("relay", context_settings=CONTEXT)
 @click.option("--event-id", help="Deliver only this event (default: every pending one).")
+@click.option("--follow", is_flag=True, help="Keep relaying every --interval seconds until stopped (SIGTERM, Ctrl-C).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=5.0,
+    show_default=True,
+    help="Seconds between passes with --follow.",
+)
 @config_option
 @database_option
 @click.option("--event-sinks", help="Comma list of pubsub, webhook, database (default: database).")
 @output_option
 @handles_errors
-def events_relay(event_id: str | None, output: str, **flags: Any) -> None:
+def events_relay(event_id: str | None, follow: bool, interval: float, output: str, **flags: Any) -> None:
     """Deliver pending events to the configured sinks; exit 5 while any is still pending or dead-lettered.
 
     A delivery that failed permanently (webhook 4xx, Pub/Sub topic missing or forbidden) is a dead
-    letter: it is skipped and named until `events retry` re-queues it.
+    letter: it is skipped and named until `events retry` re-queues it. With --follow the relay runs
+    as a small service: one pass every --interval seconds, a report line only when a pass moved or
+    found something, until SIGTERM or Ctrl-C (it then hands back the deliveries it holds).
 
     \b
     Example:
       hokusai-ml-platform events relay --event-id 0b6f3c1e-...
+      HOKUSAI_EVENT_SINKS=pubsub,database hokusai-ml-platform events relay --follow --interval 10
     """
-    from hokusai_action.commands import describe_relay, run_events_relay
+    from hokusai_action.commands import describe_relay, relay_moved_something, run_events_relay
 
-    summary, code = run_events_relay(_settings(**flags), event_id=event_id)
-    _emit(summary, output, "\n".join(describe_relay(summary)))
-    sys.exit(code)
+    settings = _settings(**flags)
+    if not follow:
+        summary, code = run_events_relay(settings, event_id=event_id)
+        _emit(summary, output, "\n".join(describe_relay(summary)))
+        sys.exit(code)
+    import time
+
+    previous: dict[str, Any] | None = None
+    while True:
+        summary, _code = run_events_relay(settings, event_id=event_id)
+        if relay_moved_something(summary, previous):
+            _emit(summary, output, "\n".join(describe_relay(summary)))
+        previous = summary
+        time.sleep(interval)
 
 
 @events.command("retry", context_settings=CONTEXT)

@@ -123,11 +123,19 @@ def describe_result(result: RegistrationResult) -> list[str]:
         lines.append(f"  alias       '{result.alias}' -> version {result.model_version}")
     for note in [*gate.notes(), *result.notes]:
         lines.append(f"  note        {note}")
+    return lines + undelivered_lines(result)
+
+
+def undelivered_lines(result: RegistrationResult) -> list[str]:
+    """What is still undelivered after a registration (exit 5), and what to run about it."""
+    if result.dry_run:
+        return []
+    lines = []
     dead = result.events_dead_lettered
     waiting = [sink for sink in result.events_pending if sink not in dead]
-    if waiting and not result.dry_run:
+    if waiting:
         lines.append(EVENTS_PENDING.format(event_id=result.event_id, sinks=", ".join(waiting)))
-    if dead and not result.dry_run:
+    if dead:
         errors = "; ".join(f"{sink}: {error}" for sink, error in dead.items())
         lines.append(EVENTS_DEAD_LETTERED.format(sinks=", ".join(dead), event_id=result.event_id, errors=errors))
     return lines
@@ -283,6 +291,21 @@ def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tupl
         ],
     }
     return summary, (EXIT_EVENTS_PENDING if report.pending else EXIT_OK)
+
+
+def relay_moved_something(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+    """Whether a --follow pass is worth a report: it delivered something, or what is stuck changed."""
+    if summary["delivered"] or previous is None:
+        return True
+
+    def stuck(report: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (
+            sorted((f["event_id"], f["sink"]) for f in report["failed"]),
+            sorted((p["event_id"], p["sink"]) for p in report["pending"]),
+            sorted((s["sink"], s["count"]) for s in report["skipped"]),
+        )
+
+    return stuck(summary) != stuck(previous)
 
 
 def describe_relay(summary: Mapping[str, Any]) -> list[str]:

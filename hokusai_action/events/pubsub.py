@@ -57,8 +57,8 @@ EVENT_TYPE_ATTRIBUTE = "event_type"
 # letters, digits and - _ . ~ + %, not starting with "goog" (https://cloud.google.com/pubsub/docs/admin).
 # Project ids are checked loosely (legacy ids contain "." and ":"); the service has the last word.
 _TOPIC_PATH = re.compile(
-    r"^projects/(?P<project>[A-Za-z0-9][A-Za-z0-9.:_-]{0,99})"
-    r"/topics/(?P<topic>(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254})$"
+    r"projects/(?P<project>[A-Za-z0-9][A-Za-z0-9.:_-]{0,99})"
+    r"/topics/(?P<topic>(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254})"
 )
 
 # Transient failures worth another attempt inside one delivery (the set the client retries by
@@ -159,7 +159,7 @@ class TopicCheck:
 
 def parse_topic_path(topic: str) -> tuple[str, str]:
     """Return ``(project, topic_id)`` of ``projects/P/topics/T``; raise ``InputError`` otherwise."""
-    match = _TOPIC_PATH.match(topic.strip()) if isinstance(topic, str) else None
+    match = _TOPIC_PATH.fullmatch(topic.strip()) if isinstance(topic, str) else None
     if match is None:
         raise InputError(INVALID_TOPIC.format(topic=topic))
     return match.group("project"), match.group("topic")

@@ -28,8 +28,10 @@ COMMAND_PATHS = [
     ("token",),
     ("token", "create"),
     ("token", "show"),
+    ("token", "reset"),
     ("events",),
     ("events", "relay"),
+    ("events", "retry"),
     ("doctor",),
 ]
 # DESIGN.md / STYLE.md: --help imports no MLflow, SQLAlchemy or Google client
