@@ -254,3 +254,49 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     fourth = outbox.backoff_seconds(4, rng=rng)
     assert 4 * outbox.BACKOFF_BASE_SECONDS <= fourth <= 8 * outbox.BACKOFF_BASE_SECONDS
     assert outbox.backoff_seconds(1000, rng=rng) <= outbox.BACKOFF_MAX_SECONDS
+
+
+@pytest.mark.e2e
+def test_relay_follow_delivers_what_arrives_until_stopped(fresh_db, database_url, add_events, httpserver, tmp_path):
+    """`events relay --follow` keeps delivering events committed after it started; SIGTERM stops it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    receiver = Receiver(httpserver)
+    first = add_events(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+    env.update(
+        HOKUSAI_DATABASE_URL=database_url,
+        HOKUSAI_EVENT_SINKS="webhook,database",
+        HOKUSAI_WEBHOOK_URL=receiver.url,
+        HOKUSAI_WEBHOOK_SECRET=SECRET,
+        HOKUSAI_HOME=str(tmp_path / ".hokusai"),
+    )
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", "0.2"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while posted_ids(receiver) != Counter(first) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = add_events(2)  # committed while the relay is already running
+        while posted_ids(receiver) != Counter(first + second) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.6)  # a few idle passes: nothing more is sent
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        out, err = relay.communicate(timeout=30)
+    assert posted_ids(receiver) == Counter(first + second)  # each exactly once
+    assert relay.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    reports = [line for line in out.splitlines() if line.startswith("delivered ")]
+    assert reports and len(reports) <= 4, out  # idle passes print nothing
+    assert all(r["status"] == "delivered" and r["lease_owner"] is None for r in rows(fresh_db).values())
