@@ -2,4 +2,4 @@
 
 from hokusai_action.cli import main
 
-main()
+main(prog_name="hokusai-ml-platform")

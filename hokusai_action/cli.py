@@ -175,7 +175,31 @@ database_option = click.option(
 )
 
 
-@click.group(context_settings=CONTEXT)
+USAGE_HINT = "Run '{command} --help' for the options and an example."
+
+
+class OneLineErrors(click.Group):
+    """Click's own usage errors (an unknown option, a missing value) as one line and exit 2, like ours.
+
+    Click prints usage, a hint and the error on three or four lines; a CI log reader wants the one
+    line that says what failed and what to do.
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "hokusai-ml-platform"
+            _fail(f"{exc.format_message()} {USAGE_HINT.format(command=command)}", exc.exit_code)
+        except click.ClickException as exc:  # a file option that cannot be opened, for instance
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("Aborted.", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="hokusai-ml-platform")
 def main() -> None:
     """Register a model trained for a Hokusai token: MLflow registry, Hokusai database,

@@ -140,3 +140,24 @@ def test_every_command_appears_in_the_readme() -> None:
     text = readme.read_text(encoding="utf-8")
     missing = [label(path) for path in walk(main) if path and label(path) not in text]
     assert missing == [], f"README.md does not mention: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["model", "register", "--modle-path", "x"], "No such option '--modle-path'. Did you mean '--model-path'?"),
+        (["model", "regster"], "No such command 'regster'."),
+        (["token", "create"], "Missing argument 'SYMBOL'."),
+        (["events", "relay", "--interval", "0"], "Invalid value for '--interval'"),
+    ],
+)
+def test_click_usage_errors_are_one_line_and_exit_2(args: list[str], expected: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hokusai_action", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert "Run 'hokusai-ml-platform " in lines[0] and "--help'" in lines[0]
