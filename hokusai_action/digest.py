@@ -36,6 +36,7 @@ LINK_LOOP = "Model path {path} is a symbolic link to the folder {target}, which 
 LINK_LOOP_HINT = "Remove the link, or replace it with a copy of the folder."
 MODEL_CHANGED = "The model changed while it was being uploaded: {path} is not what was hashed. No version was created."
 MODEL_CHANGED_HINT = "Re-run once the training job has finished writing the model."
+MODEL_CHANGED_WHILE_HASHED = "The model changed while it was being hashed: {path} grew or shrank. Nothing was uploaded."
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class FileState:
     device: int
 
     @classmethod
-    def of(cls, stat: os.stat_result) -> FileState:
-        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+    def of(cls, result: os.stat_result) -> FileState:
+        return cls(result.st_size, result.st_mtime_ns, result.st_ctime_ns, result.st_ino, result.st_dev)
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
             raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
         if size != state.size:  # written while we read it: the digest describes no state the file was ever in
             shown = root / relative if is_dir else root
-            raise ModelChanged(MODEL_CHANGED.format(path=shown), hint=MODEL_CHANGED_HINT)
+            raise ModelChanged(MODEL_CHANGED_WHILE_HASHED.format(path=shown), hint=MODEL_CHANGED_HINT)
         states.append(state)
         total += size
         # NUL cannot occur in a path, so the record boundaries are unambiguous
