@@ -36,6 +36,7 @@ LINK_LOOP = "Model path {path} is a symbolic link to the folder {target}, which 
 LINK_LOOP_HINT = "Remove the link, or replace it with a copy of the folder."
 MODEL_CHANGED = "The model changed while it was being uploaded: {path} is not what was hashed. No version was created."
 MODEL_CHANGED_HINT = "Re-run once the training job has finished writing the model."
+MODEL_CHANGED_WHILE_HASHED = "The model changed while it was being hashed: {path} grew or shrank. Nothing was uploaded."
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class FileState:
     device: int
 
     @classmethod
-    def of(cls, stat: os.stat_result) -> FileState:
-        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+    def of(cls, result: os.stat_result) -> FileState:
+        return cls(result.st_size, result.st_mtime_ns, result.st_ctime_ns, result.st_ino, result.st_dev)
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,11 @@ class ModelFiles:
 
     def first_change(self) -> str | None:
         """The first file that is no longer what was hashed (changed, replaced, gone), or None."""
+        base = str(self.real_root or self.root)
         for relative, state in zip(self.files, self.states, strict=True):
+            path = os.path.join(base, relative) if self.is_dir else self.root
             try:
-                now = FileState.of(os.stat(self.path_of(relative)))  # follows in-tree links, as hashing did
+                now = FileState.of(os.stat(path))  # follows in-tree links, as hashing did
             except OSError:
                 return relative
             if now != state:
@@ -110,14 +113,15 @@ def _link_text(link: Path, resolved: Path) -> str:
     return written if written == str(resolved) else f"{written} ({resolved})"
 
 
-def _walk_files(root: Path, real_root: Path) -> list[tuple[str, Path]]:
+def _walk_files(root: Path, real_root: Path) -> list[tuple[str, str]]:
     """Every file under ``real_root`` as (relative path, path to read), links checked and followed.
 
     A link is followed only when its target resolves inside the model directory and is a regular file
     or a folder; a folder link that leads back to a folder being walked is a loop. Entries are named
     by where they appear in the tree (a link by its own name), so the uploaded tree is the hashed one.
+    Plain strings, not ``Path``s, per file: with many small files the path objects cost more than hashing.
     """
-    found: list[tuple[str, Path]] = []
+    found: list[tuple[str, str]] = []
     # (real folder to list, its relative prefix, the real folders on the way down from the root)
     pending: list[tuple[Path, str, frozenset[Path]]] = [(real_root, "", frozenset({real_root}))]
     while pending:
@@ -129,59 +133,58 @@ def _walk_files(root: Path, real_root: Path) -> list[tuple[str, Path]]:
             raise InputError(PATH_UNREADABLE.format(path=root / prefix, reason=exc.strerror or exc)) from exc
         for entry in entries:
             relative = prefix + entry.name
-            shown = root / relative
             try:
                 mode = entry.stat(follow_symlinks=False).st_mode
             except OSError as exc:
-                raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
-            target = Path(entry.path)
-            if stat.S_ISLNK(mode):
-                resolved = _resolve_link(target)
-                if resolved is None:
-                    raise InputError(
-                        PATH_SPECIAL.format(path=shown), hint=LINK_DANGLING_HINT.format(target=os.readlink(target))
-                    )
-                if not resolved.is_relative_to(real_root):
-                    raise InputError(
-                        LINK_OUTSIDE.format(path=shown, target=_link_text(target, resolved), root=root),
-                        hint=LINK_OUTSIDE_HINT,
-                    )
-                target = resolved
-                mode = os.stat(resolved).st_mode
-                if stat.S_ISDIR(mode) and any(resolved == seen or seen.is_relative_to(resolved) for seen in above):
-                    raise InputError(LINK_LOOP.format(path=shown, target=resolved), hint=LINK_LOOP_HINT)
-                if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # a FIFO, socket or device
-                    raise InputError(PATH_SPECIAL.format(path=shown), hint=LINK_TARGET_HINT.format(target=resolved))
-            if stat.S_ISDIR(mode):
-                pending.append((target, relative + "/", above | {target}))
-            elif stat.S_ISREG(mode):
-                found.append((relative, target))
-            else:
-                raise InputError(PATH_SPECIAL.format(path=shown))
+                raise InputError(PATH_UNREADABLE.format(path=root / relative, reason=exc.strerror or exc)) from exc
+            if stat.S_ISREG(mode):
+                found.append((relative, entry.path))
+            elif stat.S_ISDIR(mode):
+                pending.append((Path(entry.path), relative + "/", above | {Path(entry.path)}))
+            elif stat.S_ISLNK(mode):
+                resolved = _check_link(root, real_root, Path(entry.path), root / relative, above)
+                if resolved.is_dir():
+                    pending.append((resolved, relative + "/", above | {resolved}))
+                else:
+                    found.append((relative, str(resolved)))
+            else:  # a FIFO, socket or device
+                raise InputError(PATH_SPECIAL.format(path=root / relative))
     found.sort(key=lambda item: item[0])
     return found
 
 
-def _hash_file(path: Path, shown: Path) -> tuple[str, FileState]:
+def _check_link(root: Path, real_root: Path, link: Path, shown: Path, above: frozenset[Path]) -> Path:
+    """Where ``link`` leads, if it may be followed: inside the model, to a file or a folder, no loop."""
+    resolved = _resolve_link(link)
+    if resolved is None:
+        raise InputError(PATH_SPECIAL.format(path=shown), hint=LINK_DANGLING_HINT.format(target=os.readlink(link)))
+    if not resolved.is_relative_to(real_root):
+        raise InputError(
+            LINK_OUTSIDE.format(path=shown, target=_link_text(link, resolved), root=root), hint=LINK_OUTSIDE_HINT
+        )
+    mode = os.stat(resolved).st_mode
+    if stat.S_ISDIR(mode) and any(resolved == seen or seen.is_relative_to(resolved) for seen in above):
+        raise InputError(LINK_LOOP.format(path=shown, target=resolved), hint=LINK_LOOP_HINT)
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # a FIFO, socket or device: never opened
+        raise InputError(PATH_SPECIAL.format(path=shown), hint=LINK_TARGET_HINT.format(target=resolved))
+    return resolved
+
+
+def _hash_file(path: str, buffer: bytearray) -> tuple[str, FileState, int]:
+    """(sha256 hex, the file's state before reading, bytes read); raises OSError."""
     hasher = hashlib.sha256()
-    try:
-        with path.open("rb", buffering=0) as handle:
-            # taken before reading: a write during the hash or the upload shows in the check after it
-            state = FileState.of(os.fstat(handle.fileno()))
-            buffer = bytearray(CHUNK_SIZE)
-            view = memoryview(buffer)
-            size = 0
-            while True:
-                read = handle.readinto(buffer)
-                if not read:
-                    break
-                hasher.update(view[:read])
-                size += read
-    except OSError as exc:
-        raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
-    if size != state.size:  # written while we read it: the digest describes no state the file was ever in
-        raise ModelChanged(MODEL_CHANGED.format(path=shown), hint=MODEL_CHANGED_HINT)
-    return hasher.hexdigest(), state
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        # taken before reading: a write during the hash or the upload shows in the check after it
+        state = FileState.of(os.fstat(handle.fileno()))
+        size = 0
+        while True:
+            read = handle.readinto(buffer)
+            if not read:
+                break
+            hasher.update(view[:read])
+            size += read
+    return hasher.hexdigest(), state, size
 
 
 def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
@@ -196,7 +199,7 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
         raise InputError(PATH_MISSING.format(path=root, cwd=Path.cwd()))
     mode = os.stat(real_root).st_mode
     if stat.S_ISREG(mode):
-        entries = [(root.name, real_root)]
+        entries = [(root.name, str(real_root))]
         is_dir = False
     elif stat.S_ISDIR(mode):
         if not os.access(real_root, os.R_OK | os.X_OK):
@@ -211,12 +214,20 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
     manifest = hashlib.sha256()
     total = 0
     states: list[FileState] = []
+    buffer = bytearray(CHUNK_SIZE)  # one for all files: a fresh 1 MiB per small file costs more than hashing it
     for relative, full in entries:
-        file_digest, state = _hash_file(full, root / relative if is_dir else root)
+        try:
+            file_digest, state, size = _hash_file(full, buffer)
+        except OSError as exc:
+            shown = root / relative if is_dir else root
+            raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
+        if size != state.size:  # written while we read it: the digest describes no state the file was ever in
+            shown = root / relative if is_dir else root
+            raise ModelChanged(MODEL_CHANGED_WHILE_HASHED.format(path=shown), hint=MODEL_CHANGED_HINT)
         states.append(state)
-        total += state.size
+        total += size
         # NUL cannot occur in a path, so the record boundaries are unambiguous
-        manifest.update(f"{relative}\0{state.size}\0{file_digest}\n".encode())
+        manifest.update(f"{relative}\0{size}\0{file_digest}\n".encode())
     return ModelFiles(
         root=root,
         is_dir=is_dir,

@@ -30,6 +30,8 @@ from hokusai_action.failpoints import after_each_call, failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.redact import redact
 
+log = logging.getLogger(__name__)
+
 TAG_TOKEN = "hokusai.token_id"
 TAG_DIGEST = "hokusai.artifact_digest"
 TAG_METRIC = "hokusai.metric"
@@ -40,8 +42,6 @@ TAG_TOOL_VERSION = "hokusai.tool_version"
 TAG_GIT_SHA = "git.sha"
 TAG_GIT_REF = "git.ref"
 TAG_GIT_REPOSITORY = "git.repository"
-log = logging.getLogger(__name__)
-
 LOGGED_MODEL_NAME = "model"
 UPLOAD_WORKERS = 4
 

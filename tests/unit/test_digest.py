@@ -339,6 +339,26 @@ def test_a_changed_file_is_named(tmp_path: Path, change: str) -> None:
     )
 
 
+def test_a_file_growing_while_it_is_hashed_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the writer's timing cannot be forced from outside: append right after the hasher took the file's state
+    from hokusai_action import digest
+
+    root = write_tree(tmp_path / "m", FILES)
+    real_fstat = os.fstat
+
+    def fstat_then_write(fd: int) -> os.stat_result:
+        state = real_fstat(fd)
+        with (root / "weights.bin").open("ab") as handle:
+            handle.write(b"one more block")
+        return state
+
+    monkeypatch.setattr(digest.os, "fstat", fstat_then_write)
+    with pytest.raises(ModelChanged) as raised:
+        inspect_model(root)
+    assert raised.value.one_line().startswith(f"The model changed while it was being hashed: {root / 'weights.bin'} ")
+    assert "Nothing was uploaded." in raised.value.one_line()
+
+
 def test_a_single_file_model_that_changes_is_noticed(tmp_path: Path) -> None:
     path = tmp_path / "model.pkl"
     path.write_bytes(b"pickle")
