@@ -111,6 +111,9 @@ class MlflowRegistry:
         self.artifact_root = artifact_root
         self._client: Any = None
         self._experiment_id: str | None = None
+        # before any call: _client_retries_off() restores the variables it finds, so bounds set while
+        # it is active (the first client use is inside one) would be undone when it exits
+        _configure_http_retries(timeout)
 
     @property
     def client(self) -> Any:
@@ -391,9 +394,15 @@ class MlflowRegistry:
         # each file under its place in the hashed tree (a followed link under its own name)
         uploads = [(model.path_of(relative), posixpath.dirname(relative) or None) for relative in model.files]
         workers = max(1, min(UPLOAD_WORKERS, len(uploads)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hokusai-upload") as pool:
-            # list() re-raises the first failure; the rest finish or fail on their own
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hokusai-upload")
+        try:
+            # list() re-raises the first failure
             list(pool.map(lambda item: repository.log_artifact(str(item[0]), item[1]), uploads))
+        except BaseException:
+            # files not started yet are dropped: with MLflow gone each would wait out its own retries
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     def _ensure_uploaded_unchanged(self, model_id: str, run_id: str, model: ModelFiles) -> None:
         """Stop before the version exists if a file changed since it was hashed (DESIGN.md, "Model files").

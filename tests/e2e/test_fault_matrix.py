@@ -277,16 +277,6 @@ print(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "registry.py: check_reachable() builds the client inside _client_retries_off(), whose exit pops "
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES (unset before), undoing _configure_http_retries' bound of 3. Uploads "
-        "then retry MLflow's default 7 times (backoff up to 64 s, ~127 s per file), and _upload's pool waits "
-        "for every queued file: with MLflow killed mid-upload the run took ~270 s to exit 4 with "
-        "HOKUSAI_MLFLOW_TIMEOUT=10."
-    ),
-)
 def test_the_upload_retry_bound_survives_the_first_contact_with_mlflow(services, cli_env, tmp_path):
     """The user-visible cost is in test_mlflow_killed_mid_upload_and_restarted's duration; this is its cause."""
     done = subprocess.run(
