@@ -28,6 +28,7 @@ COMMAND_PATHS = [
     ("token",),
     ("token", "create"),
     ("token", "show"),
+    ("token", "reset"),
     ("events",),
     ("events", "relay"),
     ("doctor",),
