@@ -24,6 +24,7 @@ from hokusai_action.db import outbox
 from hokusai_action.db.store import (
     Database,
     Token,
+    UnitOfWork,
     claim_owner_id,
     count_events,
     event_exists,
@@ -360,7 +361,7 @@ def registered_event_id(token: Token) -> str | None:
     return event_id_for(token.token_id, token.artifact_digest) if token.artifact_digest else None
 
 
-def next_event_id(uow: Any, token_id: str, digest: str) -> str:
+def next_event_id(uow: UnitOfWork, token_id: str, digest: str) -> str:
     """The event id of a new registration: numbered by the events the token already had, so a token
     reset to draft and registered again is heard again. Call it in the transaction that commits."""
     number = count_events(uow, token_id)
