@@ -24,6 +24,7 @@ from hokusai_action.db import outbox
 from hokusai_action.db.store import (
     Database,
     Token,
+    UnitOfWork,
     claim_owner_id,
     count_events,
     event_exists,
@@ -32,6 +33,7 @@ from hokusai_action.db.store import (
     owner_is_dead_here,
     release_claim,
     renew_claim,
+    token_claimed,
     token_missing,
     try_claim,
     utcnow,
@@ -87,7 +89,6 @@ TOKEN_OTHER_BYTES = (
     "this model is {digest}."
 )
 TOKEN_OTHER_BYTES_HINT = "A token holds one model: create a new token for this one."
-TOKEN_CLAIMED = "Token {token} is being registered by another run ({owner}, claim expires {expires})."
 TOKEN_CLAIMED_HINT = "Wait for that run to finish, then re-run: a finished registration of the same bytes exits 0."
 CLAIM_LOST = "The claim on token {token} expired and was taken by another run while uploading."
 CLAIM_LOST_HINT = "Re-run: the uploaded version is reused. Raise HOKUSAI_CLAIM_TTL for very large models."
@@ -363,7 +364,7 @@ def registered_event_id(token: Token) -> str | None:
     return event_id_for(token.token_id, token.artifact_digest) if token.artifact_digest else None
 
 
-def next_event_id(uow: Any, token_id: str, digest: str) -> str:
+def next_event_id(uow: UnitOfWork, token_id: str, digest: str) -> str:
     """The event id of a new registration: numbered by the events the token already had, so a token
     reset to draft and registered again is heard again. Call it in the transaction that commits."""
     number = count_events(uow, token_id)
@@ -456,11 +457,7 @@ def _check_state(request: RegistrationRequest, token: Token | None, database: Da
 
 
 def _claimed_error(request: RegistrationRequest, token: Token) -> TokenStateError:
-    expires = token.claim_expires_at.isoformat(timespec="seconds") if token.claim_expires_at else "never"
-    return TokenStateError(
-        TOKEN_CLAIMED.format(token=request.token_id, owner=token.claim_owner, expires=expires),
-        hint=TOKEN_CLAIMED_HINT,
-    )
+    return token_claimed(token, hint=TOKEN_CLAIMED_HINT)
 
 
 def deliver_event(database: Database, sinks: Mapping[str, EventSink], event_id: str) -> dict[str, bool]:

@@ -37,10 +37,8 @@ TOKEN_EXISTS = "Token {token} already exists (status {status})."
 TOKEN_EXISTS_HINT = "Use `hokusai-ml-platform token show {token}` to see it."
 TOKEN_MISSING = "Token {token} does not exist in the Hokusai database at {url}."
 TOKEN_MISSING_HINT = "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
-TOKEN_BEING_REGISTERED = (
-    "Token {token} is being registered by another run ({owner}, claim expires {expires}); it was not reset."
-)
-TOKEN_BEING_REGISTERED_HINT = "Wait for that run to finish (or its claim to expire), then reset the token."
+TOKEN_CLAIMED = "Token {token} is being registered by another run ({owner}, claim expires {expires})."
+TOKEN_CLAIMED_RESET_HINT = "It was not reset: wait for that run to finish (or its claim to expire), then reset it."
 # what a registration writes on a token; a reset clears all of it (the events stay: they happened)
 REGISTRATION_COLUMNS = (
     "mlflow_run_id",
@@ -407,6 +405,13 @@ def token_missing(token_id: str, url: str) -> TokenStateError:
     )
 
 
+def token_claimed(token: Token, *, hint: str) -> TokenStateError:
+    expires = token.claim_expires_at.isoformat(timespec="seconds") if token.claim_expires_at else "never"
+    return TokenStateError(
+        TOKEN_CLAIMED.format(token=token.token_id, owner=token.claim_owner, expires=expires), hint=hint
+    )
+
+
 def count_events(uow: UnitOfWork, token_id: str) -> int:
     """How many events ``token_id`` has had: one per registration, kept across resets."""
     return uow.execute(sa.select(sa.func.count()).select_from(events).where(events.c.token_id == token_id)).scalar_one()
@@ -523,11 +528,7 @@ def reset_token(uow: UnitOfWork, token_id: str, *, url: str) -> Token:
     before = Token.from_row(row)
     now = utcnow()
     if before.model_status == "registering" and not (before.claim_expires_at and before.claim_expires_at < now):
-        expires = before.claim_expires_at.isoformat(timespec="seconds") if before.claim_expires_at else "never"
-        raise TokenStateError(
-            TOKEN_BEING_REGISTERED.format(token=token_id, owner=before.claim_owner, expires=expires),
-            hint=TOKEN_BEING_REGISTERED_HINT,
-        )
+        raise token_claimed(before, hint=TOKEN_CLAIMED_RESET_HINT)
     uow.execute(
         tokens.update()
         .where(tokens.c.token_id == token_id)

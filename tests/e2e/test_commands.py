@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.services import free_port
@@ -37,6 +39,35 @@ def test_db_upgrade_token_create_and_show_on_a_fresh_sqlite_file(run_cli, tmp_pa
     bad = run_cli("token", "create", "bad token!", env=env)
     assert bad.code == 2
     assert "Token id 'bad token!' is not valid" in bad.stderr
+
+
+def test_token_reset_and_register_again_on_a_sqlite_file(run_cli, make_model, tmp_path):
+    from tests.helpers import register_args
+
+    env = {"HOKUSAI_DATABASE_URL": f"sqlite:///{tmp_path / 'site.db'}"}
+    assert run_cli("db", "upgrade", env=env).code == 0
+    token = f"R{uuid.uuid4().hex[:10]}".upper()
+    assert run_cli("token", "create", token, env=env).code == 0
+    model = make_model()
+    first = run_cli(*register_args(token, model, "--output", "json"), env=env)
+    assert first.code == 0, first.stderr
+
+    reset = run_cli("token", "reset", token.lower(), env=env)
+    assert reset.code == 0, reset.stderr
+    assert f"Token {token} reset from registered to draft." in reset.stdout
+    assert "cleared     model_version (was 1)" in reset.stdout
+    shown = run_cli("token", "show", token, "--output", "json", env=env)
+    assert (shown.json["model_status"], shown.json["event_id"]) == ("draft", None)
+    assert "event_deliveries" not in shown.json
+
+    again = run_cli(*register_args(token, model, "--output", "json"), env=env)
+    assert again.code == 0, again.stderr
+    assert again.json["model_version"] == first.json["model_version"]
+    assert again.json["event_id"] != first.json["event_id"]
+
+    missing = run_cli("token", "reset", "NOPE", env=env)
+    assert missing.code == 3
+    assert "Token NOPE does not exist" in missing.stderr
 
 
 def test_events_relay_with_nothing_pending_exits_0(run_cli):
