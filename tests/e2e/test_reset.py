@@ -88,9 +88,7 @@ def test_reset_then_other_bytes_make_a_new_version(run_cli, make_token, make_mod
     assert len(event_ids(database, token)) == 2
 
 
-def test_reset_a_site_reset_token_registered_before_event_ids_were_stored(
-    run_cli, make_token, make_model, database
-):
+def test_reset_a_site_reset_token_registered_before_event_ids_were_stored(run_cli, make_token, make_model, database):
     """Rows registered before revision 0002 have no event_id: re-runs find their event by the old formula."""
     token = make_token()
     model = make_model()
