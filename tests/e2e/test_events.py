@@ -20,11 +20,12 @@ from werkzeug import Request, Response
 from hokusai_action.db import outbox
 from hokusai_action.db.schema import event_deliveries, events
 from hokusai_action.events.model import CloudEventRecord
+from tests.canaries import CANARIES
 from tests.helpers import register_args
 
 pytestmark = [pytest.mark.e2e]
 
-SECRET = "whsec_" + base64.b64encode(b"hokusai-test-signing-secret-32by").decode()
+SECRET = "whsec_" + base64.b64encode(CANARIES.webhook_key).decode()  # a canary (tests/canaries.py): never printed
 
 
 class Receiver:

@@ -1,27 +1,75 @@
-"""Secrets never printed: credentials in every place a user puts them, and what vendors print."""
+"""Secrets are never printed: the CLI runs with a canary in every credential (tests/canaries.py; the
+autouse fixture scans everything captured), and these tests add the places a user would look first."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.canaries import CANARIES, find_canaries
 from tests.helpers import register_args
+from tests.services import free_port
 
 pytestmark = [pytest.mark.e2e]
 
-URI_USER = "uri-user-5d1c"
-URI_PASSWORD = "uri-pass-5d1c"
 
+@pytest.mark.parametrize(
+    ("extra", "env"),
+    [
+        ((), {}),
+        (("--debug",), {}),
+        # the user turned MLflow's printing back on: the URI it prints is redacted on its way out
+        ((), {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "false"}),
+    ],
+    ids=["plain", "debug", "mlflow-prints-the-uri"],
+)
+def test_a_registration_prints_no_credential(run_cli, make_token, make_model, cli_env, extra, env):
+    assert CANARIES.uri_password in cli_env["MLFLOW_TRACKING_URI"]  # MLflow prints this URI when a run ends
+    result = run_cli(*register_args(make_token(), make_model(), *extra), env=env)
 
-def with_userinfo(url: str, userinfo: str) -> str:
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{userinfo}@{rest}"
-
-
-@pytest.mark.parametrize("debug", [(), ("--debug",)], ids=["plain", "debug"])
-def test_credentials_in_the_tracking_uri_are_never_printed(run_cli, make_token, make_model, services, debug):
-    uri = with_userinfo(services.mlflow_url.split("@")[-1], f"{URI_USER}:{URI_PASSWORD}")
-    token = make_token()
-    result = run_cli(*register_args(token, make_model(), *debug), env={"MLFLOW_TRACKING_URI": uri})
     assert result.code == 0, result.stderr
-    for leaked in (URI_USER, URI_PASSWORD):
-        assert leaked not in result.output
+    assert find_canaries(result.output) == []
+    if env:
+        assert "View run" in result.stderr  # stdout belongs to the result
+        assert "://***@127.0.0.1:" in result.stderr
+
+
+def test_a_json_registration_keeps_stdout_for_the_result(run_cli, make_token, make_model):
+    result = run_cli(
+        *register_args(make_token(), make_model(), "--output", "json"),
+        env={"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "false"},
+    )
+    assert result.code == 0, result.stderr
+    assert result.json["status"] == "registered"  # MLflow's lines went to stderr, redacted
+    assert "://***@127.0.0.1:" in result.stderr
+    assert find_canaries(result.output) == []
+
+
+def test_an_unreachable_database_under_debug_prints_no_password(run_cli, make_model):
+    dead = CANARIES.database_url(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/site")
+    result = run_cli(*register_args("XRAY", make_model(), "--debug"), env={"HOKUSAI_DATABASE_URL": dead})
+
+    assert result.code == 4
+    assert "postgresql+psycopg2://postgres:***@127.0.0.1" in result.stderr
+    assert find_canaries(result.output) == []
+
+
+def test_an_unreachable_mlflow_under_debug_prints_no_credential(run_cli, make_token, make_model):
+    dead = CANARIES.tracking_uri(f"http://127.0.0.1:{free_port()}")
+    result = run_cli(
+        *register_args(make_token(), make_model(), "--debug"),
+        env={"MLFLOW_TRACKING_URI": dead, "HOKUSAI_MLFLOW_TIMEOUT": "2"},
+    )
+    assert result.code == 4
+    assert "MLflow at http://***@127.0.0.1:" in result.stderr
+    assert find_canaries(result.output) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("db", "upgrade"), ("doctor",), ("doctor", "--output", "json"), ("events", "relay"), ("token", "show", "XRAY")],
+    ids=lambda args: " ".join(args),
+)
+def test_other_commands_print_no_credential(run_cli, args):
+    result = run_cli(*args, "--debug")
+    assert result.code in (0, 3), result.stderr
+    assert find_canaries(result.output) == []
