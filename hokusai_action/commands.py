@@ -8,8 +8,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
-from typing import Any, TextIO
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hokusai_action import environment as env
 from hokusai_action.core import (
@@ -23,6 +23,9 @@ from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError
 from hokusai_action.redact import redact_standard_streams
 from hokusai_action.settings import Settings
 from hokusai_action.wiring import build_database, build_parts, build_registry, build_sinks, start_sink_checks
+
+if TYPE_CHECKING:
+    from hokusai_action.db.store import Database
 
 EVENTS_PENDING = (
     "Registered, but event {event_id} is not delivered yet to: {sinks}. "
@@ -55,6 +58,17 @@ def route_vendor_output() -> None:
     # MLflow's handler (built at import, later) writes to whatever sys.stderr is at each call, so the
     # redacting streams catch it; handlers built before the swap get a redacting filter.
     redact_standard_streams()
+
+
+@contextlib.contextmanager
+def open_site_database(settings: Settings) -> Iterator[Database]:
+    """The site database with the registration schema in place; disposed of on the way out."""
+    database = build_database(settings)
+    try:
+        database.require_schema()
+        yield database
+    finally:
+        database.dispose()
 
 
 def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
@@ -170,14 +184,9 @@ def run_token_create(settings: Settings, symbol: str, metadata: Mapping[str, Any
     from hokusai_action.db.store import insert_token
 
     token_id = normalise_token_id(symbol)
-    database = build_database(settings)
-    try:
-        database.require_schema()
-        with database.unit_of_work() as uow:
-            token = insert_token(uow, token_id, metadata=dict(metadata or {}))
-            uow.commit()
-    finally:
-        database.dispose()
+    with open_site_database(settings) as database, database.unit_of_work() as uow:
+        token = insert_token(uow, token_id, metadata=dict(metadata or {}))
+        uow.commit()
     return token.as_dict()
 
 
@@ -186,20 +195,15 @@ def run_token_show(settings: Settings, symbol: str) -> dict[str, Any]:
     from hokusai_action.db.store import get_token, token_missing
 
     token_id = normalise_token_id(symbol)
-    database = build_database(settings)
-    try:
-        database.require_schema()
-        with database.unit_of_work() as uow:
-            token = get_token(uow, token_id)
-            if token is None:
-                raise token_missing(token_id, database.display_url)
-            shown = token.as_dict()
-            event_id = registered_event_id(token)
-            if event_id:
-                shown["event_id"] = event_id
-                shown["event_deliveries"] = outbox.delivery_rows(uow, event_id)
-    finally:
-        database.dispose()
+    with open_site_database(settings) as database, database.unit_of_work() as uow:
+        token = get_token(uow, token_id)
+        if token is None:
+            raise token_missing(token_id, database.display_url)
+        shown = token.as_dict()
+        event_id = registered_event_id(token)
+        if event_id:
+            shown["event_id"] = event_id
+            shown["event_deliveries"] = outbox.delivery_rows(uow, event_id)
     return shown
 
 
@@ -208,15 +212,10 @@ def run_token_reset(settings: Settings, symbol: str) -> dict[str, Any]:
     from hokusai_action.db.store import REGISTRATION_COLUMNS, count_events, reset_token
 
     token_id = normalise_token_id(symbol)
-    database = build_database(settings)
-    try:
-        database.require_schema()
-        with database.unit_of_work() as uow:
-            before = reset_token(uow, token_id, url=database.display_url)
-            kept = count_events(uow, token_id)
-            uow.commit()
-    finally:
-        database.dispose()
+    with open_site_database(settings) as database, database.unit_of_work() as uow:
+        before = reset_token(uow, token_id, url=database.display_url)
+        kept = count_events(uow, token_id)
+        uow.commit()
     previous = before.as_dict()
     return {
         "token_id": token_id,
@@ -335,9 +334,7 @@ def run_events_retry(
         raise InputError(RETRY_NEEDS_ONE)
     if event_id is not None:
         event_id = _event_id_argument(event_id)
-    database = build_database(settings)
-    try:
-        database.require_schema()
+    with open_site_database(settings) as database:
         if event_id is not None:
             with database.unit_of_work() as uow:
                 if not outbox.event_exists(uow, event_id):
@@ -345,8 +342,6 @@ def run_events_retry(
                         EVENT_NOT_FOUND.format(event_id=event_id, url=database.display_url), hint=EVENT_NOT_FOUND_HINT
                     )
         requeued = outbox.requeue_failed(database, event_id=event_id)
-    finally:
-        database.dispose()
     summary = {"requeued": [{"event_id": e, "sink": s, "last_error": err} for e, s, err in requeued]}
     return summary, EXIT_OK
 
