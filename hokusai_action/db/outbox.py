@@ -31,10 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import random
-import socket
-import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +40,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hokusai_action.db.schema import event_deliveries, events
-from hokusai_action.db.store import Database, UnitOfWork, as_utc, utcnow
+from hokusai_action.db.store import Database, UnitOfWork, as_utc, claim_owner_id, owner_is_dead_here, utcnow
 from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError, SinkDeliveryError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import EVENT_TYPE, CloudEventRecord
@@ -197,8 +194,10 @@ class _Outcome:
 
 
 def relay_owner_id() -> str:
-    """Who holds a lease: for people reading the table; liveness comes from the lease's expiry alone."""
-    return f"relay:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """Who holds a lease, in the claim owner's form (host, pid, start time, PID namespace, boot): a
+    relay killed outright is provably dead to a re-run on the same machine and namespace, which then
+    takes its leases at once; anyone else waits for the lease to expire."""
+    return claim_owner_id()
 
 
 def deliver_pending(
@@ -220,6 +219,7 @@ def deliver_pending(
     report = RelayReport()
     configured = sorted(sink for sink in sinks if sink != DATABASE_SINK)
     blocked: set[tuple[str, str]] = set()  # (sink, token) whose earlier event is not delivered yet
+    dead_owners = _DeadOwners()
     after: tuple[dt.datetime, str, str] | None = None
     while configured:
         now = utcnow()
@@ -234,12 +234,18 @@ def deliver_pending(
             token = (row.sink, row.token_id)
             if token in blocked:
                 continue  # an earlier event of this token has not gone through: keep the order
-            if not _free(row, now=now, honour_backoff=event_id is None):
+            if not _free(row, now=now, honour_backoff=event_id is None, dead_owners=dead_owners):
                 blocked.add(token)
                 continue
             ready.append(row)
         leased = _take_leases(
-            database, ready, owner=owner, now=now, lease_seconds=lease_seconds, honour_backoff=event_id is None
+            database,
+            ready,
+            owner=owner,
+            now=now,
+            lease_seconds=lease_seconds,
+            honour_backoff=event_id is None,
+            dead_owners=dead_owners,
         )
         taken = {(row.event_id, row.sink) for row in leased}
         blocked.update((row.sink, row.token_id) for row in ready if (str(row.event_id), row.sink) not in taken)
@@ -251,10 +257,10 @@ def deliver_pending(
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
                 outcomes = list(pool.map(lambda item: _deliver_all(sinks[item[0]], item[1], blocked), per_sink.items()))
+            _record(database, [o for sink_outcomes in outcomes for o in sink_outcomes], owner=owner, report=report)
         except BaseException:  # SIGTERM (SystemExit), Ctrl-C: hand the leases back for the re-run
             _release_quietly(database, leased, owner=owner)
             raise
-        _record(database, [o for sink_outcomes in outcomes for o in sink_outcomes], owner=owner, report=report)
         if len(page) < batch_size:
             break
     _summarise(database, report, configured=set(configured), event_id=event_id)
@@ -268,6 +274,7 @@ def _page_query(configured: list[str], *, event_id: str | None, after: tuple | N
             event_deliveries.c.event_id,
             event_deliveries.c.sink,
             event_deliveries.c.attempts,
+            event_deliveries.c.lease_owner,
             event_deliveries.c.lease_until,
             event_deliveries.c.next_attempt_at,
             events.c.token_id,
@@ -286,11 +293,26 @@ def _page_query(configured: list[str], *, event_id: str | None, after: tuple | N
     return query
 
 
-def _free(row: Any, *, now: dt.datetime, honour_backoff: bool) -> bool:
-    """Whether ``row`` (as read) may be leased now: no live lease and, if honoured, its backoff is over."""
+class _DeadOwners:
+    """``owner_is_dead_here`` once per lease owner a relay meets (it reads /proc)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, owner: str | None) -> bool:
+        if not owner:
+            return False
+        if owner not in self._known:
+            self._known[owner] = owner_is_dead_here(owner)
+        return self._known[owner]
+
+
+def _free(row: Any, *, now: dt.datetime, honour_backoff: bool, dead_owners: _DeadOwners) -> bool:
+    """Whether ``row`` (as read) may be leased now: no live lease (or one whose holder is provably
+    dead) and, if honoured, its backoff is over."""
     lease_until = as_utc(row.lease_until)
     next_attempt_at = as_utc(row.next_attempt_at)
-    if lease_until is not None and lease_until >= now:
+    if lease_until is not None and lease_until >= now and not dead_owners(row.lease_owner):
         return False
     return not (honour_backoff and next_attempt_at is not None and next_attempt_at > now)
 
@@ -310,6 +332,11 @@ _TAKE = {"lease_owner": sa.bindparam("b_owner"), "lease_until": sa.bindparam("b_
 # was read (PostgreSQL re-checks them after that relay's commit; SQLite serialises the writers)
 LEASE = event_deliveries.update().where(_KEY, _LEASE_FREE).values(**_TAKE)
 LEASE_IF_DUE = event_deliveries.update().where(_KEY, _LEASE_FREE, _DUE).values(**_TAKE)
+# a lease whose holder is provably dead (killed on this machine and PID namespace) is taken at once,
+# only if that holder still has it
+_HELD_BY_DEAD = event_deliveries.c.lease_owner == sa.bindparam("b_stale")
+TAKE_OVER = event_deliveries.update().where(_KEY, _HELD_BY_DEAD).values(**_TAKE)
+TAKE_OVER_IF_DUE = event_deliveries.update().where(_KEY, _HELD_BY_DEAD, _DUE).values(**_TAKE)
 _MINE = sa.and_(_KEY, event_deliveries.c.lease_owner == sa.bindparam("b_owner"))
 RELEASE = event_deliveries.update().where(_MINE).values(lease_owner=None, lease_until=None)
 FINISH = (
@@ -329,15 +356,28 @@ FINISH = (
 
 
 def _take_leases(
-    database: Database, page: list[Any], *, owner: str, now: dt.datetime, lease_seconds: float, honour_backoff: bool
+    database: Database,
+    page: list[Any],
+    *,
+    owner: str,
+    now: dt.datetime,
+    lease_seconds: float,
+    honour_backoff: bool,
+    dead_owners: _DeadOwners,
 ) -> list[_Row]:
     """Lease each row of ``page`` with one conditional UPDATE; keep those whose row count is 1."""
     until = now + dt.timedelta(seconds=lease_seconds)
-    statement = LEASE_IF_DUE if honour_backoff else LEASE
     taken: list[_Row] = []
     with database.unit_of_work() as uow:
         for row in page:
             params = {"b_event_id": row.event_id, "b_sink": row.sink, "b_now": now, "b_owner": owner, "b_until": until}
+            lease_until = as_utc(row.lease_until)
+            if lease_until is not None and lease_until >= now and dead_owners(row.lease_owner):
+                statement = TAKE_OVER_IF_DUE if honour_backoff else TAKE_OVER
+                params["b_stale"] = row.lease_owner
+                log.warning("took over the delivery of %s to %s from a dead relay", row.event_id, row.sink)
+            else:
+                statement = LEASE_IF_DUE if honour_backoff else LEASE
             if uow.execute(statement, params).rowcount == 1:
                 event = CloudEventRecord.from_structured(row.payload)
                 taken.append(_Row(str(row.event_id), row.sink, row.token_id, row.attempts, event))

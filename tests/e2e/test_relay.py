@@ -154,6 +154,35 @@ def test_an_expired_lease_of_a_killed_relay_is_taken_over(fresh_db, add_events, 
     assert (row["status"], row["lease_owner"]) == ("delivered", None)
 
 
+def test_a_live_lease_of_a_relay_killed_here_is_taken_over_at_once(fresh_db, add_events, httpserver):
+    """A relay SIGKILLed mid-delivery on this machine is provably dead: its lease is not waited out."""
+    import subprocess
+    import sys
+
+    from hokusai_action.db.store import claim_owner_id
+
+    probe = "from hokusai_action.db.store import claim_owner_id; print(claim_owner_id())"
+    dead = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    alive = claim_owner_id()  # this very process: alive, so its lease holds
+    dead_event, live_event = add_events(2)
+    with fresh_db.unit_of_work() as uow:
+        for event_id, owner in ((dead_event, dead), (live_event, alive)):
+            uow.execute(
+                event_deliveries.update()
+                .where(event_deliveries.c.event_id == event_id, event_deliveries.c.sink == "webhook")
+                .values(lease_owner=owner, lease_until=utcnow() + dt.timedelta(minutes=2))
+            )
+        uow.commit()
+    receiver = Receiver(httpserver)
+
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+
+    assert posted_ids(receiver) == Counter([dead_event])
+    assert report.delivered == [(dead_event, "webhook")] and report.waiting == 1
+    assert rows(fresh_db)[(dead_event, "webhook")]["status"] == "delivered"
+    assert rows(fresh_db)[(live_event, "webhook")]["lease_owner"] == alive
+
+
 def test_unconfigured_sink_rows_are_counted_not_leased_and_pages_cover_every_row(fresh_db, add_events, httpserver):
     pubsub_only = add_events(7, sinks=("pubsub", "database"))
     ours = add_events(5)

@@ -71,5 +71,6 @@ def test_an_unreachable_mlflow_under_debug_prints_no_credential(run_cli, make_to
 )
 def test_other_commands_print_no_credential(run_cli, args):
     result = run_cli(*args, "--debug")
-    assert result.code in (0, 3), result.stderr
+    # 5: `events relay` over the session database, which holds other tests' undeliverable events
+    assert result.code in (0, 3, 5), result.stderr
     assert find_canaries(result.output) == []
