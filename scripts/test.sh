@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the test dependencies and run the whole suite against real services: the machine's
+# Install the test dependencies and run the whole suite (slow tests included: the fault matrix; add
+# `-m "not slow"` for the quick loop) against real services: the machine's
 # PostgreSQL (127.0.0.1:5432), an `mlflow server` and Google's Pub/Sub emulator that the tests start
 # themselves, and HTTP receivers on loopback. Extra arguments go to pytest.
 set -euo pipefail
@@ -10,6 +11,15 @@ if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+# The CLI under test runs from a second venv with the runtime dependencies only (mlflow-skinny, as users
+# install it). mlflow-skinny and the full mlflow the test server needs cannot share one venv; and the
+# full one imports pandas and friends, which would triple every CLI start in the tests.
+if [[ ! -x .venv-cli/bin/python ]]; then
+    "$python" -m venv .venv-cli
+fi
+.venv-cli/bin/python -m pip install --quiet --disable-pip-version-check -e .
+export HOKUSAI_TEST_CLI_PYTHON="$PWD/.venv-cli/bin/python"
 
 status=0
 .venv/bin/python -m pytest "$@" || status=$?

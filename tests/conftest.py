@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.canaries import CANARIES, CanaryWatch
+from tests.helpers import CLI_PYTHON
 from tests.services import Services, session_services
 
 # Google's Pub/Sub emulator: session fixture, restartable, skipped loudly where it is not installed
@@ -188,7 +188,7 @@ def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., CliResult]
 
     def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> CliResult:
         done = subprocess.run(
-            [sys.executable, "-m", "hokusai_action", *args],
+            [CLI_PYTHON, "-m", "hokusai_action", *args],
             env={**cli_env, **(env or {})},
             cwd=cwd or tmp_path,
             capture_output=True,

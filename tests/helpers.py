@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+# The interpreter that runs the CLI and the action entrypoint in end-to-end tests. scripts/test.sh
+# points it at `.venv-cli`, which holds the runtime dependencies only (mlflow-skinny), as users install
+# the tool: that is what is under test, and it starts in a third of the time of the test venv, whose
+# full `mlflow` (needed for the server) imports pandas and friends. Without it, the test venv runs it.
+CLI_PYTHON = os.environ.get("HOKUSAI_TEST_CLI_PYTHON") or sys.executable
 
 
 def register_args(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from tests.helpers import register_args
+from tests.helpers import CLI_PYTHON, register_args
 from tests.unit.test_github import parse_command, parse_output_file
 
 pytestmark = [pytest.mark.e2e]
@@ -41,7 +40,7 @@ def run_entrypoint(cli_env, services, workspace: Path, inputs: dict[str, str], *
         for name, value in {**defaults, **inputs}.items():
             env[f"INPUT_{name.upper()}"] = value
     done = subprocess.run(
-        [sys.executable, str(REPO / "entrypoint.py"), *args],
+        [CLI_PYTHON, str(REPO / "entrypoint.py"), *args],
         env=env,
         cwd=workspace,
         capture_output=True,
@@ -140,7 +139,7 @@ def test_outside_github_the_entrypoint_is_the_cli(cli_env, services, make_token,
     env_cli = {**cli_env}
     args = register_args(token, model, "--output", "json")
     done = subprocess.run(
-        [sys.executable, str(REPO / "entrypoint.py"), *args],
+        [CLI_PYTHON, str(REPO / "entrypoint.py"), *args],
         env=env_cli,
         cwd=tmp_path,
         capture_output=True,

@@ -7,7 +7,6 @@ import base64
 import json
 import select
 import subprocess
-import sys
 import threading
 import time
 
@@ -21,7 +20,7 @@ from hokusai_action.db import outbox
 from hokusai_action.db.schema import event_deliveries, events
 from hokusai_action.events.model import CloudEventRecord
 from tests.canaries import CANARIES
-from tests.helpers import register_args
+from tests.helpers import CLI_PYTHON, register_args
 
 pytestmark = [pytest.mark.e2e]
 
@@ -344,7 +343,7 @@ def test_two_relays_at_once_deliver_each_event_once(
     httpserver.clear()
     slow = Receiver(httpserver, delay=0.5)  # slow enough that the two relays overlap
 
-    relay_cmd = [sys.executable, "-m", "hokusai_action", "events", "relay", "--output", "json"]
+    relay_cmd = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--output", "json"]
     relay_env = {**cli_env, **env, "HOKUSAI_WEBHOOK_TIMEOUT": "10"}  # slower than the receiver: no retries
     relays = [
         subprocess.Popen(

@@ -14,13 +14,13 @@ import sqlalchemy as sa
 from hokusai_action.db.schema import tokens
 from hokusai_action.db.store import try_claim
 from tests.conftest import REPO
-from tests.helpers import register_args
+from tests.helpers import CLI_PYTHON, register_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def register_cmd(token: str, model) -> list[str]:
-    return [sys.executable, "-m", "hokusai_action", *register_args(token, model, "--output", "json")]
+    return [CLI_PYTHON, "-m", "hokusai_action", *register_args(token, model, "--output", "json")]
 
 
 def waiting_on_locks(connection: sa.Connection) -> int:

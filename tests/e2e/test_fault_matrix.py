@@ -26,7 +26,7 @@ from tests.faults import (
     other_tokens_state,
     run_to_failpoint,
 )
-from tests.helpers import register_args
+from tests.helpers import CLI_PYTHON, register_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ def shards(count: int = 6, size: int = 256 * 1024) -> dict[str, bytes]:
 
 
 def register_cmd(token: str, model: Path) -> list[str]:
-    return [sys.executable, "-m", "hokusai_action", *register_args(token, model, "--output", "json")]
+    return [CLI_PYTHON, "-m", "hokusai_action", *register_args(token, model, "--output", "json")]
 
 
 def sink_env(*, webhook: WebhookReceiver | None = None, topic: str | None = None, emulator=None) -> dict[str, str]:

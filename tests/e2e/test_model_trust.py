@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from hokusai_action.digest import inspect_model
 from hokusai_action.errors import InputError
 from hokusai_action.registry import TAG_DIGEST
-from tests.helpers import register_args
+from tests.helpers import CLI_PYTHON, register_args
 
 pytestmark = [pytest.mark.e2e]
 
@@ -279,7 +278,7 @@ def test_a_file_rewritten_while_the_cli_uploads_stops_the_run(
     token = make_token()
     model = make_model(files={f"shard-{i}.bin": os.urandom(8 * 1024 * 1024) for i in range(6)})
     process = subprocess.Popen(
-        [sys.executable, "-m", "hokusai_action", *register_args(token, model, "--metric-value", "0.91")],
+        [CLI_PYTHON, "-m", "hokusai_action", *register_args(token, model, "--metric-value", "0.91")],
         env=cli_env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -24,6 +24,7 @@ from hokusai_action.db.store import Database, insert_token, utcnow
 from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.events.webhook import WebhookSink
 from tests.e2e.test_events import SECRET, Receiver
+from tests.helpers import CLI_PYTHON
 from tests.services import create_database, drop_database
 
 pytestmark = [pytest.mark.integration]
@@ -291,7 +292,6 @@ def test_relay_follow_delivers_what_arrives_until_stopped(fresh_db, database_url
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     receiver = Receiver(httpserver)
@@ -305,7 +305,7 @@ def test_relay_follow_delivers_what_arrives_until_stopped(fresh_db, database_url
         HOKUSAI_HOME=str(tmp_path / ".hokusai"),
     )
     relay = subprocess.Popen(
-        [sys.executable, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", "0.2"],
+        [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", "0.2"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -14,6 +14,7 @@ import click
 import pytest
 
 from hokusai_action.cli import main
+from tests.helpers import CLI_PYTHON
 
 pytestmark = [pytest.mark.unit]
 
@@ -153,7 +154,7 @@ def test_every_command_appears_in_the_readme() -> None:
 )
 def test_click_usage_errors_are_one_line_and_exit_2(args: list[str], expected: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "hokusai_action", *args], capture_output=True, text=True, timeout=60, check=False
+        [CLI_PYTHON, "-m", "hokusai_action", *args], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 2
     assert done.stdout == ""
