@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +66,8 @@ BATCH_SIZE = 200
 
 LOG_LEASE_LOST = "event %s: the lease on sink %s expired during delivery and another relay took it over"
 BLOCKED_BY_EARLIER = "an earlier event of token {token} failed for this sink in this run; delivered after it"
+SINK_DOWN_THIS_PASS = "sink {sink} failed several times in a row in this pass (or the lease was lost); tried next pass"
+SINK_DOWN_AFTER = 3  # transient failures in a row that make a sink count as down for the rest of a pass
 
 
 def add_event(uow: UnitOfWork, event: CloudEventRecord, *, token_id: str, sinks: Iterable[str]) -> None:
@@ -220,6 +222,18 @@ def deliver_pending(
     configured = sorted(sink for sink in sinks if sink != DATABASE_SINK)
     blocked: set[tuple[str, str]] = set()  # (sink, token) whose earlier event is not delivered yet
     dead_owners = _DeadOwners()
+
+    def renew(row: _Row) -> bool:
+        until = utcnow() + dt.timedelta(seconds=lease_seconds)
+        params = {"b_event_id": row.event_id, "b_sink": row.sink, "b_owner": owner, "b_until": until}
+        with database.unit_of_work() as uow:
+            kept = uow.execute(RENEW, params).rowcount == 1
+            uow.commit()
+        return kept
+
+    def finish(outcome: _Outcome) -> None:
+        _record(database, [outcome], owner=owner, report=report)
+
     after: tuple[dt.datetime, str, str] | None = None
     while configured:
         now = utcnow()
@@ -256,8 +270,12 @@ def deliver_pending(
         # keeps its rows in key order, so one token's events arrive in order
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
-                outcomes = list(pool.map(lambda item: _deliver_all(sinks[item[0]], item[1], blocked), per_sink.items()))
-            _record(database, [o for sink_outcomes in outcomes for o in sink_outcomes], owner=owner, report=report)
+                work = [
+                    pool.submit(_deliver_all, sinks[sink], rows, blocked, renew, finish)
+                    for sink, rows in per_sink.items()
+                ]
+                for done in work:
+                    done.result()
         except BaseException:  # SIGTERM (SystemExit), Ctrl-C: hand the leases back for the re-run
             _release_quietly(database, leased, owner=owner)
             raise
@@ -339,6 +357,7 @@ TAKE_OVER = event_deliveries.update().where(_KEY, _HELD_BY_DEAD).values(**_TAKE)
 TAKE_OVER_IF_DUE = event_deliveries.update().where(_KEY, _HELD_BY_DEAD, _DUE).values(**_TAKE)
 _MINE = sa.and_(_KEY, event_deliveries.c.lease_owner == sa.bindparam("b_owner"))
 RELEASE = event_deliveries.update().where(_MINE).values(lease_owner=None, lease_until=None)
+RENEW = event_deliveries.update().where(_MINE).values(lease_until=sa.bindparam("b_until"))
 FINISH = (
     event_deliveries.update()
     .where(_MINE)
@@ -395,18 +414,31 @@ def _release_quietly(database: Database, rows: list[_Row], *, owner: str) -> Non
         log.debug("could not release delivery leases", exc_info=True)
 
 
-def _deliver_all(sink: EventSink, rows: list[_Row], blocked: set[tuple[str, str]]) -> list[_Outcome]:
-    outcomes = []
+def _deliver_all(
+    sink: EventSink,
+    rows: list[_Row],
+    blocked: set[tuple[str, str]],
+    renew: Callable[[_Row], bool],
+    finish: Callable[[_Outcome], None],
+) -> None:
+    """Deliver ``rows`` in order, each under a lease renewed just before it is sent and recorded just
+    after, so a slow page never outlives a lease (another relay would then send the row too). After a
+    few transient failures in a row the sink counts as down and is left alone for the rest of the
+    pass, so a pass over a dead webhook costs a few timeouts, not one per row."""
+    failures_in_a_row = 0
     for row in rows:
         token = (row.sink, row.token_id)
         if token in blocked:
-            outcomes.append(_Outcome(row, error=BLOCKED_BY_EARLIER.format(token=row.token_id), blocked=True))
+            finish(_Outcome(row, error=BLOCKED_BY_EARLIER.format(token=row.token_id), blocked=True))
+            continue
+        if failures_in_a_row >= SINK_DOWN_AFTER or not renew(row):  # not attempted: the lease goes back
+            finish(_Outcome(row, error=SINK_DOWN_THIS_PASS.format(sink=sink.name), blocked=True))
             continue
         outcome = _deliver_one(sink, row)
         if outcome.error is not None:
             blocked.add(token)
-        outcomes.append(outcome)
-    return outcomes
+        failures_in_a_row = failures_in_a_row + 1 if outcome.error is not None and outcome.retryable else 0
+        finish(outcome)
 
 
 def _deliver_one(sink: EventSink, row: _Row) -> _Outcome:

@@ -117,6 +117,35 @@ def test_two_relays_deliver_each_event_exactly_once(fresh_db, database_url, add_
     assert all(r["lease_owner"] is None for r in rows(fresh_db).values())
 
 
+def test_a_slow_page_never_outlives_its_leases(fresh_db, database_url, add_events, httpserver):
+    """Leases are renewed row by row: rows whose lease ran out while earlier rows were being sent are
+    either still ours (renewed) or were taken by another relay, and are then sent by it alone."""
+    import time
+
+    event_ids = add_events(3)  # three tokens, so no order holds one back
+    receiver = Receiver(httpserver, delay=0.7)
+    reports = []
+
+    def relay(start_after: float) -> None:
+        database = Database(database_url, timeout=10)
+        sink = webhook(receiver.url)
+        try:
+            time.sleep(start_after)
+            reports.append(outbox.deliver_pending(database, {"webhook": sink}, lease_seconds=1.0))
+        finally:
+            sink.close()
+            database.dispose()
+
+    threads = [threading.Thread(target=relay, args=(delay,)) for delay in (0.0, 1.2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert posted_ids(receiver) == Counter(event_ids)  # each exactly once, whichever relay sent it
+    assert all(r["status"] == "delivered" and r["lease_owner"] is None for r in rows(fresh_db).values())
+
+
 def test_a_lease_held_by_a_live_relay_is_not_taken(fresh_db, add_events, httpserver):
     (event_id,) = add_events(1)
     with fresh_db.unit_of_work() as uow:
