@@ -236,26 +236,34 @@ def test_downgrade_of_a_fresh_database_drops_what_upgrade_created(blank_url):
 
 @pytest.mark.parametrize("site_tables", [True, False], ids=["site-tables", "fresh"])
 def test_downgrade_of_a_database_upgraded_before_the_origin_was_recorded(blank_url, site_tables):
-    """No record: a table with columns beyond ours is the site's and stays; one with only ours goes."""
+    """No record of who created the tables: the site's documented table has only columns we know, so
+    no table is dropped (that could not be undone); only registration's own columns go."""
     database = Database(blank_url)
     if site_tables:
         create_site_tables(database)
     database.upgrade()
     with database.engine.begin() as connection:
         connection.execute(sa.text("DROP TABLE hokusai_schema_origin"))
+        connection.execute(
+            sa.text(
+                "INSERT INTO tokens (token_id, model_status, created_at, updated_at) "
+                "VALUES ('KEEPME', 'draft', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
 
     downgrade_to_base(database)
 
-    if site_tables:
-        assert table_names(database) == {"tokens", "events"}
-        # the site's documented columns stay (we cannot know which it had); registration's own go
-        assert columns(database, "tokens") == EXPECTED_TOKEN_COLUMNS - {
-            "model_name", "model_version", "model_uri", "artifact_digest", "registered_at", "claim_owner",
-            "claim_expires_at", "event_id",
-        } | {"site_owner"}  # fmt: skip
-        assert columns(database, "events") == {
-            "event_id", "event_type", "source", "timestamp", "payload", "processed", "site_channel"
-        }  # fmt: skip
-    else:
-        assert table_names(database) == set()
+    assert table_names(database) == {"tokens", "events"}
+    site_own = {"site_owner"} if site_tables else set()
+    # the site's documented columns stay (we cannot know which it had); registration's own go
+    assert columns(database, "tokens") == EXPECTED_TOKEN_COLUMNS - {
+        "model_name", "model_version", "model_uri", "artifact_digest", "registered_at", "claim_owner",
+        "claim_expires_at", "event_id",
+    } | site_own  # fmt: skip
+    assert columns(database, "events") == {
+        "event_id", "event_type", "source", "timestamp", "payload", "processed",
+    } | ({"site_channel"} if site_tables else set())  # fmt: skip
+    with database.engine.connect() as connection:
+        kept = connection.execute(sa.text("SELECT token_id FROM tokens WHERE token_id = 'KEEPME'")).scalar()
+    assert kept == "KEEPME"
     database.dispose()

@@ -163,13 +163,14 @@ def _undo(table: str, origin: tuple[bool, list[str]] | None, present: set[str]) 
     """Drop ``table`` only if this revision created it and it holds nothing of the site's; otherwise
     drop only the columns this revision added to it.
 
-    Databases upgraded before the origin was recorded have no record: a table whose columns go
-    beyond ours is the site's (keep it, drop our registration-only columns); one with only our
-    columns cannot be told apart from ours and is dropped, as it was before.
+    Databases upgraded before the origin was recorded have no record, and the site's documented
+    table has only columns we know: without proof that we created it, a table is never dropped (a
+    table left behind can be dropped by hand; a dropped one cannot be brought back), only our
+    registration-only columns go.
     """
     ours = _our_columns(table)
     if origin is None:
-        created, added = present <= ours, sorted(ours - SITE_COLUMNS[table])
+        created, added = False, sorted(ours - SITE_COLUMNS[table])
     else:
         created, added = origin
     if created and present <= ours:
