@@ -49,6 +49,7 @@ _OUTAGE_TYPES = (
     ("google.api_core.exceptions", "RetryError"),
 )
 _GRPC_OUTAGE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+_VENDOR_WRAPPERS = frozenset({"mlflow", "google", "grpc", "requests", "urllib3", "sqlalchemy", "psycopg2"})
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -69,7 +70,11 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
     current: BaseException | None = exc
     while current is not None and current not in chain and len(chain) < 20:
         chain.append(current)
-        current = current.__cause__ or current.__context__
+        # explicit causes (``raise ... from``); the implicit __context__ only of a vendor's wrapper
+        # (MLflow raises its MlflowException inside ``except`` without ``from``). A bug of ours, or a
+        # builtin error, raised while handling an outage stays a bug: exit 70, not a retried exit 4.
+        vendor = type(current).__module__.partition(".")[0] in _VENDOR_WRAPPERS
+        current = current.__cause__ or (current.__context__ if vendor else None)
     return chain
 
 
@@ -80,6 +85,8 @@ def is_outage(exc: BaseException) -> bool:
     )
     grpc = sys.modules.get("grpc")
     for link in _exception_chain(exc):
+        if isinstance(link, BrokenPipeError):  # our own stdout closed (`| head`): not a service
+            return False
         if types and isinstance(link, types):
             return True
         if getattr(link, "connection_invalidated", False):  # SQLAlchemy: the connection dropped

@@ -139,6 +139,26 @@ def test_other_errors_are_bugs_not_outages(exc: BaseException) -> None:
     assert run_raising(exc).exit_code == EXIT_INTERNAL
 
 
+def _bug_raised_while_handling_a_connection_error() -> BaseException:
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionError:
+            raise KeyError("retry_state")  # noqa: B904 - a bug in a handler: the outage is only its context
+    except KeyError as bug:
+        return bug
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_bug_raised_while_handling_a_connection_error, lambda: BrokenPipeError(32, "Broken pipe")],
+    ids=["bug-in-a-handler", "broken-pipe"],
+)
+def test_a_bug_near_an_outage_is_still_a_bug(make) -> None:
+    result = run_raising(make())
+    assert result.exit_code == EXIT_INTERNAL, result.stderr
+
+
 def test_one_line_escapes_control_characters() -> None:
     assert one_line("Token id 'XRAY\n' is\tnot valid\x00\u2028") == "Token id 'XRAY\\n' is\\tnot valid\\x00\\u2028"
     assert one_line("caf\u00e9 ok") == "caf\u00e9 ok"
