@@ -23,6 +23,7 @@ import io
 import logging
 import re
 import sys
+import threading
 import warnings
 from typing import Any, TextIO
 from urllib.parse import unquote
@@ -180,21 +181,29 @@ class RedactingStream(io.TextIOBase):
     def __init__(self, inner: TextIO) -> None:
         super().__init__()
         self.inner = inner
-        self._pending = ""
+        # one partial line per thread (upload, delivery and preflight threads print side by side):
+        # a line another thread finishes meanwhile must not cut this one's secret in two
+        self._pending: dict[int, str] = {}
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        self._pending += text
-        cut = max(self._pending.rfind("\n"), self._pending.rfind("\r"))
-        if cut >= 0:
-            complete, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
-            self.inner.write(self._redact_lines(complete))
+        me = threading.get_ident()
+        with self._lock:
+            pending = self._pending.pop(me, "") + text
+            cut = max(pending.rfind("\n"), pending.rfind("\r"))
+            if cut >= 0:
+                complete, pending = pending[: cut + 1], pending[cut + 1 :]
+                self.inner.write(self._redact_lines(complete))
+            if pending:
+                self._pending[me] = pending
         return len(text)
 
     def flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, ""
-            self.inner.write(self._redact_lines(pending))
-        self.inner.flush()
+        with self._lock:
+            pending, self._pending = "".join(self._pending.values()), {}
+            if pending:
+                self.inner.write(self._redact_lines(pending))
+            self.inner.flush()
 
     @staticmethod
     def _redact_lines(text: str) -> str:

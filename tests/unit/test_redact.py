@@ -245,6 +245,31 @@ def test_a_redacting_stream_masks_a_secret_split_across_writes() -> None:
     assert "split-secret-1234" not in inner.getvalue()
 
 
+def test_a_redacting_stream_keeps_each_threads_partial_line_whole() -> None:
+    """Another thread finishing its line must not cut this thread's URL user-info in two."""
+    import threading
+
+    inner = io.StringIO()
+    stream = RedactingStream(inner)
+    half_written, finish = threading.Event(), threading.Event()
+
+    def upload_thread() -> None:
+        stream.write("uploading to https://unregistered-user:unregistered")
+        half_written.set()
+        finish.wait(5)
+        stream.write("-pass@store.example.com/bucket\n")
+
+    worker = threading.Thread(target=upload_thread)
+    worker.start()
+    half_written.wait(5)
+    stream.write("progress 50%\n")  # another thread's whole line, in between
+    finish.set()
+    worker.join(5)
+    stream.flush()
+    assert "unregistered" not in inner.getvalue()
+    assert inner.getvalue().splitlines() == ["progress 50%", "uploading to https://***@store.example.com/bucket"]
+
+
 def test_a_redacting_stream_masks_url_user_info_printed_by_mlflow() -> None:
     inner = io.StringIO()
     print(
