@@ -40,16 +40,30 @@ class SinkChecks:
     threads: list[threading.Thread] = field(default_factory=list)
     errors: dict[str, BaseException] = field(default_factory=dict)
     verified: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, name: str, *, detail: str | None = None, error: BaseException | None = None) -> None:
+        with self.lock:
+            if error is not None:
+                self.errors[name] = error
+            else:
+                self.verified[name] = detail or ""
 
     def wait(self) -> None:
         for thread in self.threads:
             thread.join(PREFLIGHT_JOIN_SECONDS)
-        for name, error in self.errors.items():
+        with self.lock:  # a check still running past the join (a slow credential probe) is "not checked"
+            errors, verified = dict(self.errors), dict(self.verified)
+            unfinished = [t.name.removeprefix("preflight-") for t in self.threads if t.is_alive()]
+        for name in unfinished:
+            if name not in errors and name not in verified:
+                log.warning(SINK_NOT_CHECKED, name, f"no answer within {PREFLIGHT_JOIN_SECONDS:g} s")
+        for name, error in errors.items():
             if isinstance(error, HokusaiError) and error.exit_code == EXIT_BAD_INPUT:
                 raise error
             detail = error.one_line() if isinstance(error, HokusaiError) else f"{type(error).__name__}: {error}"
             log.warning(SINK_NOT_CHECKED, name, redact(detail))
-        for name, detail in self.verified.items():
+        for name, detail in verified.items():
             log.info("event sink %s checked: %s", name, detail)
 
 
@@ -59,9 +73,9 @@ def start_sink_checks(sinks: dict[str, EventSink]) -> SinkChecks:
 
     def run(name: str, preflight) -> None:
         try:
-            checks.verified[name] = preflight()
+            checks.record(name, detail=preflight())
         except Exception as exc:  # collected for wait(): a thread must not die with it unseen
-            checks.errors[name] = exc
+            checks.record(name, error=exc)
 
     for name, sink in sinks.items():
         preflight = getattr(sink, "preflight", None)
