@@ -272,7 +272,16 @@ class PubSubSink:
         except gexc.PermissionDenied as exc:
             detail = f"{CHECK_NOT_VERIFIED.format(topic=self.topic)} ({_detail(exc)})"
             return TopicCheck(topic=self.topic, endpoint=endpoint, verified=False, detail=detail)
-        except (gexc.Unauthenticated, auth_exceptions.GoogleAuthError) as exc:
+        except auth_exceptions.GoogleAuthError as exc:
+            if _auth_hiccup(exc):  # the metadata server or token endpoint did not answer: not a setting
+                raise ServiceUnavailable(
+                    CHECK_UNREACHABLE.format(endpoint=endpoint, timeout=budget, detail=_detail(exc)),
+                    hint=CHECK_UNREACHABLE_HINT,
+                ) from exc
+            raise InputError(
+                NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc)), hint=NOT_AUTHENTICATED_HINT
+            ) from exc
+        except gexc.Unauthenticated as exc:
             raise InputError(
                 NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc)), hint=NOT_AUTHENTICATED_HINT
             ) from exc
@@ -431,6 +440,12 @@ class PubSubSink:
             return SinkDeliveryError(
                 PERMISSION_DENIED.format(topic=self.topic), hint=PERMISSION_DENIED_HINT, retryable=False
             )
+        if isinstance(exc, auth_exceptions.GoogleAuthError) and _auth_hiccup(exc):
+            return SinkDeliveryError(
+                UNREACHABLE.format(endpoint=endpoint, topic=self.topic, timeout=self.timeout, detail=_detail(exc)),
+                hint=UNREACHABLE_HINT,
+                retryable=True,
+            )
         if isinstance(exc, gexc.Unauthenticated | auth_exceptions.GoogleAuthError):
             return SinkDeliveryError(
                 NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc)),
@@ -455,6 +470,14 @@ class PubSubSink:
             hint=PUBLISH_FAILED_HINT,
             retryable=True,
         )
+
+
+def _auth_hiccup(exc: BaseException) -> bool:
+    """A credentials failure worth retrying: the token endpoint or metadata server did not answer
+    (``TransportError``), or google-auth says so itself (``retryable``, e.g. a 5xx on refresh)."""
+    from google.auth import exceptions as auth_exceptions
+
+    return isinstance(exc, auth_exceptions.TransportError) or bool(getattr(exc, "retryable", False))
 
 
 def _detail(exc: BaseException) -> str:

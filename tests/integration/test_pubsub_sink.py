@@ -333,6 +333,31 @@ def test_permission_denied_is_not_retryable_and_resumes_the_key() -> None:
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize(
+    ("make_error", "retryable"),
+    [
+        (lambda e: e.TransportError("metadata server did not answer"), True),
+        (lambda e: e.RefreshError("token endpoint 503", retryable=True), True),
+        (lambda e: e.RefreshError("invalid_grant: account disabled"), False),
+        (lambda e: e.DefaultCredentialsError("no credentials found"), False),
+    ],
+    ids=["transport", "refresh-retryable", "refresh-revoked", "no-credentials"],
+)
+def test_a_credentials_hiccup_is_retried_but_bad_credentials_are_a_dead_letter(make_error, retryable: bool) -> None:
+    """Google's clients fail auth on their own (no emulator shows it): a stand-in publisher raises."""
+    from google.auth import exceptions as auth_exceptions
+
+    sink = PubSubSink(
+        "projects/hokusai/topics/token-events",
+        timeout=SHORT_TIMEOUT,
+        publisher=StandInPublisher(result_errors=[make_error(auth_exceptions)]),
+    )
+    with pytest.raises(SinkDeliveryError) as caught:
+        sink.deliver(make_event())
+    assert caught.value.retryable is retryable
+
+
+@pytest.mark.unit
 def test_a_key_paused_by_an_abandoned_attempt_is_resumed_and_published() -> None:
     from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 
