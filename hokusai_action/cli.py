@@ -451,10 +451,15 @@ def events_relay(event_id: str | None, follow: bool, interval: float, output: st
 
     previous: dict[str, Any] | None = None
     while True:
-        summary, _code = run_events_relay(settings, event_id=event_id)
-        if relay_moved_something(summary, previous):
-            _emit(summary, output, "\n".join(describe_relay(summary)))
-        previous = summary
+        try:
+            summary, _code = run_events_relay(settings, event_id=event_id)
+        except HokusaiError as exc:  # a database outage ends one pass, not the relay: it tries again
+            click.echo(f"error: {one_line(redact(exc.one_line()))} (trying again in {interval:g} s)", err=True)
+            previous = None
+        else:
+            if relay_moved_something(summary, previous):
+                _emit(summary, output, "\n".join(describe_relay(summary)))
+            previous = summary
         time.sleep(interval)
 
 

@@ -27,7 +27,6 @@ from hokusai_action.db.store import (
     UnitOfWork,
     claim_owner_id,
     count_events,
-    event_exists,
     get_token,
     mark_registered,
     owner_is_dead_here,
@@ -368,7 +367,7 @@ def next_event_id(uow: UnitOfWork, token_id: str, digest: str) -> str:
     """The event id of a new registration: numbered by the events the token already had, so a token
     reset to draft and registered again is heard again. Call it in the transaction that commits."""
     number = count_events(uow, token_id)
-    while event_exists(uow, number_id := event_id_for(token_id, digest, number)):
+    while outbox.event_exists(uow, number_id := event_id_for(token_id, digest, number)):
         number += 1  # the site deleted some events: never reuse an id
     return number_id
 

@@ -417,10 +417,6 @@ def count_events(uow: UnitOfWork, token_id: str) -> int:
     return uow.execute(sa.select(sa.func.count()).select_from(events).where(events.c.token_id == token_id)).scalar_one()
 
 
-def event_exists(uow: UnitOfWork, event_id: str) -> bool:
-    return uow.execute(sa.select(events.c.event_id).where(events.c.event_id == event_id)).first() is not None
-
-
 def insert_token(uow: UnitOfWork, token_id: str, *, metadata: dict[str, Any] | None = None) -> Token:
     existing = get_token(uow, token_id)
     if existing is not None:

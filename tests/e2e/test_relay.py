@@ -358,3 +358,62 @@ def test_relay_follow_delivers_what_arrives_until_stopped(fresh_db, database_url
     reports = [line for line in out.splitlines() if line.startswith("delivered ")]
     assert reports and len(reports) <= 4, out  # idle passes print nothing
     assert all(r["status"] == "delivered" and r["lease_owner"] is None for r in rows(fresh_db).values())
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_relay_follow_outlives_a_database_outage(httpserver, tmp_path):
+    """A pass that cannot reach the database prints one line and the relay carries on."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.faults import TcpProxy
+    from tests.helpers import CLI_PYTHON
+
+    url = create_database("hokusai_follow")
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    through_proxy = sa.engine.make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    database = Database(url, timeout=10)
+    relay = None
+    try:
+        database.upgrade()
+        receiver = Receiver(httpserver)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+        env.update(
+            HOKUSAI_DATABASE_URL=through_proxy,
+            HOKUSAI_DATABASE_TIMEOUT="2",
+            HOKUSAI_EVENT_SINKS="webhook,database",
+            HOKUSAI_WEBHOOK_URL=receiver.url,
+            HOKUSAI_WEBHOOK_SECRET=SECRET,
+            HOKUSAI_HOME=str(tmp_path / ".hokusai"),
+        )
+        relay = subprocess.Popen(
+            [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", "0.3"],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(2)
+        proxy.cut()
+        time.sleep(3)  # passes fail: the database does not answer
+        proxy.restore()
+        with database.unit_of_work() as uow:
+            insert_token(uow, "FOLLOW")
+            event = CloudEventRecord(id=str(uuid.uuid4()), source="t", time="2026-01-01T00:00:00Z", subject="FOLLOW")
+            outbox.add_event(uow, event, token_id="FOLLOW", sinks=("webhook", "database"))
+            uow.commit()
+        deadline = time.monotonic() + 60
+        while posted_ids(receiver) != Counter([event.id]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert relay.poll() is None, "the relay stopped"
+    finally:
+        if relay is not None:
+            relay.send_signal(signal.SIGTERM)
+            _, err = relay.communicate(timeout=30)
+        proxy.close()
+        database.dispose()
+        drop_database(url)
+    assert posted_ids(receiver) == Counter([event.id])
+    outage_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert outage_lines and all("trying again" in line for line in outage_lines), err
+    assert "Traceback" not in err
