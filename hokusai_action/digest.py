@@ -7,15 +7,21 @@ bytes between files changes it, and it does not depend on timestamps, permission
 What is hashed is exactly what is uploaded: symbolic links are followed only inside the model
 directory (DESIGN.md, "Model files"), and each file's size, times and inode are recorded so that a
 file rewritten before the version exists is noticed (``ModelFiles.ensure_unchanged``).
+
+Each file is hashed through the very inode the walk checked: it is opened without following a final
+link and its (device, inode) must be the walk's, so a file swapped for a link to a secret (or a folder
+for a link to ``/``) between the walk and the hash is refused, never read.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hokusai_action.errors import InputError, ModelChanged
 
@@ -37,6 +43,15 @@ LINK_LOOP_HINT = "Remove the link, or replace it with a copy of the folder."
 MODEL_CHANGED = "The model changed while it was being uploaded: {path} is not what was hashed. No version was created."
 MODEL_CHANGED_HINT = "Re-run once the training job has finished writing the model."
 MODEL_CHANGED_WHILE_HASHED = "The model changed while it was being hashed: {path} grew or shrank. Nothing was uploaded."
+MODEL_SWAPPED = (
+    "The model changed while it was being read: {path} is no longer the file that was listed (replaced, or "
+    "reached through a folder that was swapped). Nothing was uploaded."
+)
+MODEL_SWAPPED_FOR_LINK = (
+    "The model changed while it was being read: {path} was replaced by a symbolic link. Nothing was uploaded."
+)
+# not following a final link, and never waiting on a FIFO swapped in for a file
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,7 @@ class ModelFiles:
     digest: str  # "sha256:<hex>"
     real_root: Path | None = None  # ``root`` with every link resolved: what "inside the model" means
     states: tuple[FileState, ...] = ()  # per file, in the order of ``files``
+    links: tuple[bool, ...] = ()  # per file: reached through a link of its own name (followed when read)
 
     @property
     def is_mlflow_model(self) -> bool:
@@ -78,25 +94,46 @@ class ModelFiles:
             return self.root  # a single file (or a link to one) is uploaded under the name the user gave
         return (self.real_root or self.root) / relative
 
+    def _changed(self, index: int) -> bool:
+        """Whether file ``index`` is no longer what was hashed: rewritten, replaced, relinked or gone.
+
+        A file that was not reached through a link of its own is checked without following one (a file
+        turned into a link is a change); a link must still lead inside the model, to the hashed inode.
+        """
+        path = os.path.join(self.real_root or self.root, self.files[index]) if self.is_dir else str(self.root)
+        try:
+            if self.links[index]:
+                resolved = Path(os.path.realpath(path, strict=True))
+                if not resolved.is_relative_to(self.real_root or self.root):
+                    return True
+                now = os.stat(path)
+            else:
+                now = os.lstat(path)
+        except (OSError, RuntimeError):  # gone, unreadable, or the links loop now
+            return True
+        return not stat.S_ISREG(now.st_mode) or FileState.of(now) != self.states[index]
+
     def first_change(self) -> str | None:
         """The first file that is no longer what was hashed (changed, replaced, gone), or None."""
-        base = str(self.real_root or self.root)
-        for relative, state in zip(self.files, self.states, strict=True):
-            path = os.path.join(base, relative) if self.is_dir else self.root
-            try:
-                now = FileState.of(os.stat(path))  # follows in-tree links, as hashing did
-            except OSError:
-                return relative
-            if now != state:
+        for index, relative in enumerate(self.files):
+            if self._changed(index):
                 return relative
         return None
+
+    def ensure_file_unchanged(self, index: int) -> None:
+        """Raise ``ModelChanged`` if file ``index`` differs from what was hashed (call just before sending it)."""
+        if self._changed(index):
+            self._raise_changed(self.files[index])
 
     def ensure_unchanged(self) -> None:
         """Raise ``ModelChanged`` if any file differs from what was hashed (call after uploading it)."""
         changed = self.first_change()
         if changed is not None:
-            shown = self.root / changed if self.is_dir else self.root
-            raise ModelChanged(MODEL_CHANGED.format(path=shown), hint=MODEL_CHANGED_HINT)
+            self._raise_changed(changed)
+
+    def _raise_changed(self, relative: str) -> None:
+        shown = self.root / relative if self.is_dir else self.root
+        raise ModelChanged(MODEL_CHANGED.format(path=shown), hint=MODEL_CHANGED_HINT)
 
 
 def _resolve_link(link: Path) -> Path | None:
@@ -113,15 +150,22 @@ def _link_text(link: Path, resolved: Path) -> str:
     return written if written == str(resolved) else f"{written} ({resolved})"
 
 
-def _walk_files(root: Path, real_root: Path) -> list[tuple[str, str]]:
-    """Every file under ``real_root`` as (relative path, path to read), links checked and followed.
+class _Entry(NamedTuple):
+    relative: str  # where it appears in the tree, a link under its own name
+    read_path: str  # the file to read: for a link, where it resolved to
+    link: bool  # reached through a link of its own name
+    identity: tuple[int, int]  # (st_dev, st_ino) the walk checked: the file hashed must be this one
+
+
+def _walk_files(root: Path, real_root: Path) -> list[_Entry]:
+    """Every file under ``real_root``, links checked and followed.
 
     A link is followed only when its target resolves inside the model directory and is a regular file
     or a folder; a folder link that leads back to a folder being walked is a loop. Entries are named
     by where they appear in the tree (a link by its own name), so the uploaded tree is the hashed one.
     Plain strings, not ``Path``s, per file: with many small files the path objects cost more than hashing.
     """
-    found: list[tuple[str, str]] = []
+    found: list[_Entry] = []
     # (real folder to list, its relative prefix, the real folders on the way down from the root)
     pending: list[tuple[Path, str, frozenset[Path]]] = [(real_root, "", frozenset({real_root}))]
     while pending:
@@ -134,27 +178,30 @@ def _walk_files(root: Path, real_root: Path) -> list[tuple[str, str]]:
         for entry in entries:
             relative = prefix + entry.name
             try:
-                mode = entry.stat(follow_symlinks=False).st_mode
+                listed = entry.stat(follow_symlinks=False)
             except OSError as exc:
                 raise InputError(PATH_UNREADABLE.format(path=root / relative, reason=exc.strerror or exc)) from exc
+            mode = listed.st_mode
             if stat.S_ISREG(mode):
-                found.append((relative, entry.path))
+                found.append(_Entry(relative, entry.path, False, (listed.st_dev, listed.st_ino)))
             elif stat.S_ISDIR(mode):
                 pending.append((Path(entry.path), relative + "/", above | {Path(entry.path)}))
             elif stat.S_ISLNK(mode):
-                resolved = _check_link(root, real_root, Path(entry.path), root / relative, above)
-                if resolved.is_dir():
+                resolved, target = _check_link(root, real_root, Path(entry.path), root / relative, above)
+                if stat.S_ISDIR(target.st_mode):
                     pending.append((resolved, relative + "/", above | {resolved}))
                 else:
-                    found.append((relative, str(resolved)))
+                    found.append(_Entry(relative, str(resolved), True, (target.st_dev, target.st_ino)))
             else:  # a FIFO, socket or device
                 raise InputError(PATH_SPECIAL.format(path=root / relative))
-    found.sort(key=lambda item: item[0])
+    found.sort(key=lambda item: item.relative)
     return found
 
 
-def _check_link(root: Path, real_root: Path, link: Path, shown: Path, above: frozenset[Path]) -> Path:
-    """Where ``link`` leads, if it may be followed: inside the model, to a file or a folder, no loop."""
+def _check_link(
+    root: Path, real_root: Path, link: Path, shown: Path, above: frozenset[Path]
+) -> tuple[Path, os.stat_result]:
+    """Where ``link`` leads and what is there, if it may be followed: inside the model, a file or a folder, no loop."""
     resolved = _resolve_link(link)
     if resolved is None:
         raise InputError(PATH_SPECIAL.format(path=shown), hint=LINK_DANGLING_HINT.format(target=os.readlink(link)))
@@ -162,21 +209,35 @@ def _check_link(root: Path, real_root: Path, link: Path, shown: Path, above: fro
         raise InputError(
             LINK_OUTSIDE.format(path=shown, target=_link_text(link, resolved), root=root), hint=LINK_OUTSIDE_HINT
         )
-    mode = os.stat(resolved).st_mode
+    try:
+        target = os.stat(resolved, follow_symlinks=False)  # realpath left no link to follow
+    except OSError as exc:
+        raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
+    mode = target.st_mode
     if stat.S_ISDIR(mode) and any(resolved == seen or seen.is_relative_to(resolved) for seen in above):
         raise InputError(LINK_LOOP.format(path=shown, target=resolved), hint=LINK_LOOP_HINT)
     if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # a FIFO, socket or device: never opened
         raise InputError(PATH_SPECIAL.format(path=shown), hint=LINK_TARGET_HINT.format(target=resolved))
-    return resolved
+    return resolved, target
 
 
-def _hash_file(path: str, buffer: bytearray) -> tuple[str, FileState, int]:
-    """(sha256 hex, the file's state before reading, bytes read); raises OSError."""
+class _NotListed(Exception):
+    """The file opened is not the one the walk checked (another inode, or not a regular file)."""
+
+
+def _hash_file(path: str, buffer: bytearray, identity: tuple[int, int]) -> tuple[str, FileState, int]:
+    """(sha256 hex, the file's state before reading, bytes read) of the inode ``identity`` at ``path``.
+
+    Raises OSError (ELOOP: ``path`` is a link now) or ``_NotListed`` before reading a byte of anything else.
+    """
     hasher = hashlib.sha256()
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
+    with open(os.open(path, _OPEN_FLAGS), "rb", buffering=0) as handle:
         # taken before reading: a write during the hash or the upload shows in the check after it
-        state = FileState.of(os.fstat(handle.fileno()))
+        opened = os.fstat(handle.fileno())
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != identity:
+            raise _NotListed(path)
+        state = FileState.of(opened)
         size = 0
         while True:
             read = handle.readinto(buffer)
@@ -197,9 +258,10 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
     real_root = _resolve_link(root)
     if real_root is None:
         raise InputError(PATH_MISSING.format(path=root, cwd=Path.cwd()))
-    mode = os.stat(real_root).st_mode
+    found = os.stat(real_root)
+    mode = found.st_mode
     if stat.S_ISREG(mode):
-        entries = [(root.name, str(real_root))]
+        entries = [_Entry(root.name, str(real_root), os.path.islink(root), (found.st_dev, found.st_ino))]
         is_dir = False
     elif stat.S_ISDIR(mode):
         if not os.access(real_root, os.R_OK | os.X_OK):
@@ -215,14 +277,19 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
     total = 0
     states: list[FileState] = []
     buffer = bytearray(CHUNK_SIZE)  # one for all files: a fresh 1 MiB per small file costs more than hashing it
-    for relative, full in entries:
+    for relative, full, link, identity in entries:
+        shown = root / relative if is_dir else root
         try:
-            file_digest, state, size = _hash_file(full, buffer)
+            file_digest, state, size = _hash_file(full, buffer, identity)
+        except _NotListed as exc:
+            raise ModelChanged(MODEL_SWAPPED.format(path=shown), hint=MODEL_CHANGED_HINT) from exc
         except OSError as exc:
-            shown = root / relative if is_dir else root
+            if exc.errno == errno.ELOOP and os.path.islink(full):  # swapped for a link since the walk
+                # a link's target turned into a link: the link still is one, what it led to was swapped
+                swapped = MODEL_SWAPPED if link else MODEL_SWAPPED_FOR_LINK
+                raise ModelChanged(swapped.format(path=shown), hint=MODEL_CHANGED_HINT) from exc
             raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
         if size != state.size:  # written while we read it: the digest describes no state the file was ever in
-            shown = root / relative if is_dir else root
             raise ModelChanged(MODEL_CHANGED_WHILE_HASHED.format(path=shown), hint=MODEL_CHANGED_HINT)
         states.append(state)
         total += size
@@ -231,9 +298,10 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
     return ModelFiles(
         root=root,
         is_dir=is_dir,
-        files=tuple(relative for relative, _ in entries),
+        files=tuple(entry.relative for entry in entries),
         total_bytes=total,
         digest="sha256:" + manifest.hexdigest(),
         real_root=real_root,
         states=tuple(states),
+        links=tuple(entry.link for entry in entries),
     )

@@ -367,7 +367,15 @@ class MlflowRegistry:
                     params=dict(params),
                 )
                 doing = "uploading the model"
-                self._upload(logged.model_id, logged, model)
+                try:
+                    self._upload(logged.model_id, logged, model)
+                except ModelChanged:
+                    self._abandon_upload(logged.model_id, run_id)
+                    raise
+                except OSError:
+                    # a model file gone or changed mid-upload is the user's input (exit 2), not MLflow (exit 4)
+                    self._ensure_uploaded_unchanged(logged.model_id, run_id, model)
+                    raise
                 self._ensure_uploaded_unchanged(logged.model_id, run_id, model)
                 doing = "finalizing the logged model"
                 self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
@@ -386,18 +394,31 @@ class MlflowRegistry:
         MLflow's own ``log_model_artifacts`` sends one file after another; sending a few side by side
         keeps both the connection and the server busy (the server has several workers). Each file is
         streamed from disk by the artifact repository, never read whole into memory.
+
+        The repository opens each file by path, following links: right before a file is sent it must
+        still be the inode that was hashed (a plain file not turned into a link, a link still inside
+        the model), or ``ModelChanged`` stops the upload before a secret swapped in leaves the machine.
         """
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         repository = get_artifact_repository(logged_model.artifact_location, tracking_uri=self.tracking_uri)
         repository = after_each_call(repository, "log_artifact", "mid_upload")
         # each file under its place in the hashed tree (a followed link under its own name)
-        uploads = [(model.path_of(relative), posixpath.dirname(relative) or None) for relative in model.files]
+        uploads = [
+            (index, str(model.path_of(relative)), posixpath.dirname(relative) or None)
+            for index, relative in enumerate(model.files)
+        ]
+
+        def send(item: tuple[int, str, str | None]) -> None:
+            index, path, folder = item
+            model.ensure_file_unchanged(index)
+            repository.log_artifact(path, folder)
+
         workers = max(1, min(UPLOAD_WORKERS, len(uploads)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hokusai-upload")
         try:
             # list() re-raises the first failure
-            list(pool.map(lambda item: repository.log_artifact(str(item[0]), item[1]), uploads))
+            list(pool.map(send, uploads))
         except BaseException:
             # files not started yet are dropped: with MLflow gone each would wait out its own retries
             pool.shutdown(wait=True, cancel_futures=True)
@@ -410,18 +431,22 @@ class MlflowRegistry:
         The logged model is marked FAILED, so a re-run never reuses an upload whose bytes do not match
         its digest tag; the core then gives the claim back.
         """
+        try:
+            model.ensure_unchanged()
+        except ModelChanged:
+            self._abandon_upload(model_id, run_id)
+            raise
+
+    def _abandon_upload(self, model_id: str, run_id: str) -> None:
+        """Mark an upload whose files changed FAILED, so no re-run reuses it (best effort)."""
         from mlflow.entities import LoggedModelStatus
         from mlflow.exceptions import MlflowException
 
         try:
-            model.ensure_unchanged()
-        except ModelChanged:
-            try:
-                self.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
-                self.client.set_terminated(run_id, "FAILED")
-            except (MlflowException, OSError) as exc:  # it stays PENDING, which is never reused either
-                log.warning("could not mark the stale upload %s failed (%s)", model_id, type(exc).__name__)
-            raise
+            self.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+            self.client.set_terminated(run_id, "FAILED")
+        except (MlflowException, OSError) as exc:  # it stays PENDING, which is never reused either
+            log.warning("could not mark the stale upload %s failed (%s)", model_id, type(exc).__name__)
 
     def _register(
         self, model_id: str, run_id: str, model_name: str, digest: str, tags: Mapping[str, str]

@@ -262,6 +262,122 @@ def test_a_file_changed_between_hashing_and_upload_stops_before_a_version(
     assert sorted(_logged_models(mlflow_client, token)) == ["FAILED", "READY"]
 
 
+SECRET = b"AWS_SECRET_ACCESS_KEY=canary-swapped-in-7c1e"
+
+
+def _hashed_request(services, make_token, make_model, cli_env, tmp_path):
+    """A validated request (its model hashed) and a registry, before anything is claimed or uploaded."""
+    from hokusai_action.core import build_request
+    from hokusai_action.registry import MlflowRegistry
+    from hokusai_action.settings import load_settings
+
+    token = make_token()
+    model = make_model(files={f"shard-{i}.bin": os.urandom(4096) for i in range(6)})
+    settings = load_settings(
+        {"token_id": token, "model_path": str(model), "metric": "auroc", "baseline": "0.82"},
+        environ=cli_env,
+        cwd=tmp_path,
+    )
+    return token, model, build_request(settings), MlflowRegistry(services.mlflow_url, experiment="hokusai", timeout=10)
+
+
+def _assert_stopped_before_a_version(raised, snapshot, mlflow_client, token: str, named: str) -> None:
+    assert raised.value.exit_code == 2
+    line = raised.value.one_line()
+    assert CHANGED in line and named in line, line
+    after = snapshot(token)
+    assert after.versions == ()
+    assert after.events == 0
+    assert after.token["model_status"] == "draft"
+    assert after.token["claim_owner"] is None
+    assert all(status != "READY" for status in _logged_models(mlflow_client, token))
+
+
+def _uploaded_bytes(mlflow_client, token: str, into: Path) -> dict[str, bytes]:
+    """Every file any logged model of ``token`` holds in the artifact store, as "model id/path" -> bytes."""
+    import mlflow
+
+    experiment = mlflow_client.get_experiment_by_name("hokusai")
+    found = mlflow_client.search_logged_models(
+        [experiment.experiment_id], filter_string=f"tags.`hokusai.token_id` = '{token}'"
+    )
+    assert found, "no logged model was created"
+    uploaded: dict[str, bytes] = {}
+    for logged in found:
+        if not mlflow_client.list_logged_model_artifacts(logged.model_id):
+            continue
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=logged.artifact_location, dst_path=str(into / logged.model_id)
+            )
+        )
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                uploaded[f"{logged.model_id}/{path.relative_to(local).as_posix()}"] = path.read_bytes()
+    return uploaded
+
+
+def test_a_file_swapped_for_a_link_out_after_hashing_is_never_uploaded(
+    services, database, make_token, make_model, snapshot, mlflow_client, cli_env, tmp_path
+):
+    """The attack: once the model is hashed, swap a file for a link to a secret; the upload must not send it."""
+    from hokusai_action.core import register as register_request
+    from hokusai_action.errors import ModelChanged
+
+    token, model, request, registry = _hashed_request(services, make_token, make_model, cli_env, tmp_path)
+    secret = tmp_path / "secrets" / "environ"
+    secret.parent.mkdir()
+    secret.write_bytes(SECRET)
+    (model / "shard-3.bin").unlink()
+    (model / "shard-3.bin").symlink_to(secret)
+
+    with pytest.raises(ModelChanged) as raised:
+        register_request(request, registry=registry, database=database, sinks={})
+
+    _assert_stopped_before_a_version(raised, snapshot, mlflow_client, token, "shard-3.bin")
+    uploaded = _uploaded_bytes(mlflow_client, token, tmp_path / "uploaded")
+    assert not any(SECRET in content for content in uploaded.values()), sorted(uploaded)
+    assert not any(name.endswith("/shard-3.bin") for name in uploaded), sorted(uploaded)
+
+
+def test_a_file_deleted_after_hashing_is_a_changed_model_not_an_mlflow_failure(
+    services, database, make_token, make_model, snapshot, mlflow_client, cli_env, tmp_path
+):
+    from hokusai_action.core import register as register_request
+    from hokusai_action.errors import ModelChanged
+
+    token, model, request, registry = _hashed_request(services, make_token, make_model, cli_env, tmp_path)
+    (model / "shard-2.bin").unlink()  # the training job cleans up its checkpoints
+
+    with pytest.raises(ModelChanged) as raised:  # exit 2: it was exit 4, "MLflow failed while uploading"
+        register_request(request, registry=registry, database=database, sinks={})
+
+    _assert_stopped_before_a_version(raised, snapshot, mlflow_client, token, "shard-2.bin")
+
+
+def test_a_file_deleted_between_its_check_and_its_send_is_a_changed_model(
+    services, database, make_token, make_model, snapshot, mlflow_client, cli_env, tmp_path, monkeypatch
+):
+    """The window no check can close: the file goes after it was found unchanged, as MLflow opens it."""
+    from hokusai_action.core import register as register_request
+    from hokusai_action.digest import ModelFiles
+    from hokusai_action.errors import ModelChanged
+
+    token, model, request, registry = _hashed_request(services, make_token, make_model, cli_env, tmp_path)
+    real_check = ModelFiles.ensure_file_unchanged
+
+    def check_then_delete(self: ModelFiles, index: int) -> None:
+        real_check(self, index)
+        if self.files[index] == "shard-4.bin":
+            (model / "shard-4.bin").unlink()
+
+    monkeypatch.setattr(ModelFiles, "ensure_file_unchanged", check_then_delete)
+    with pytest.raises(ModelChanged) as raised:  # the OSError MLflow's client raises is not "MLflow failed"
+        register_request(request, registry=registry, database=database, sinks={})
+
+    _assert_stopped_before_a_version(raised, snapshot, mlflow_client, token, "shard-4.bin")
+
+
 def _logged_models(mlflow_client, token: str) -> list[str]:
     experiment = mlflow_client.get_experiment_by_name("hokusai")
     found = mlflow_client.search_logged_models(

@@ -359,6 +359,122 @@ def test_a_file_growing_while_it_is_hashed_is_refused(tmp_path: Path, monkeypatc
     assert "Nothing was uploaded." in raised.value.one_line()
 
 
+# ------------------------------------------------------------- files swapped between listing and hashing
+
+
+def swap_on_first_hash(monkeypatch: pytest.MonkeyPatch, swap) -> None:
+    """Run ``swap`` once, after the walk listed the files and before the first one is hashed."""
+    from hokusai_action import digest
+
+    real_hash = digest._hash_file
+    done: list[bool] = []
+
+    def hash_after_swap(*args, **kwargs):
+        if not done:
+            done.append(True)
+            swap()
+        return real_hash(*args, **kwargs)
+
+    monkeypatch.setattr(digest, "_hash_file", hash_after_swap)
+
+
+SECRET = b"AWS_SECRET_ACCESS_KEY=canary-" + uuid.uuid4().hex.encode()
+
+
+@pytest.mark.parametrize("swapped", ["file", "folder", "link-target", "single-file"])
+def test_a_file_swapped_for_a_link_after_the_walk_is_refused_not_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped: str
+) -> None:
+    outside = write_tree(tmp_path / "outside", {"weights.bin": SECRET, "a.bin": SECRET})
+    root = write_tree(tmp_path / "m", {**FILES, "sub/a.bin": b"a"})
+    if swapped == "link-target":
+        (root / "alias.bin").symlink_to("weights.bin")  # an in-tree link: followed to weights.bin
+    model_path, named = root, root / "weights.bin"
+    if swapped == "file":  # m/weights.bin -> outside/weights.bin
+        victim, link_to = root / "weights.bin", outside / "weights.bin"
+    elif swapped == "folder":  # m/sub -> outside: m/sub/a.bin is now outside/a.bin
+        victim, link_to, named = root / "sub", outside, root / "sub" / "a.bin"
+    elif swapped == "link-target":  # what m/alias.bin resolved to turns into a link out
+        victim, link_to, named = root / "weights.bin", outside / "weights.bin", root / "alias.bin"
+    else:
+        victim, link_to = root / "weights.bin", outside / "weights.bin"
+        model_path = named = victim
+
+    def swap() -> None:
+        if victim.is_dir():
+            for child in victim.iterdir():
+                child.unlink()
+            victim.rmdir()
+        else:
+            victim.unlink()
+        victim.symlink_to(link_to)
+
+    swap_on_first_hash(monkeypatch, swap)
+    with pytest.raises(InputError) as raised:
+        inspect_model(model_path)
+    assert raised.value.exit_code == 2
+    line = raised.value.one_line()
+    assert line.startswith(f"The model changed while it was being read: {named} "), line
+    assert "Nothing was uploaded." in line
+    assert line.endswith("Re-run once the training job has finished writing the model.")
+    if swapped in ("file", "single-file"):
+        assert "was replaced by a symbolic link" in line
+
+
+def test_a_file_swapped_for_another_file_after_the_walk_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_tree(tmp_path / "m", FILES)
+    swap_on_first_hash(
+        monkeypatch, lambda: os.replace(write_tree(tmp_path / "o", {"w": b"new"}) / "w", root / "z/last.txt")
+    )
+    with pytest.raises(ModelChanged) as raised:
+        inspect_model(root)
+    assert raised.value.one_line().startswith(f"The model changed while it was being read: {root / 'z/last.txt'} ")
+
+
+def test_a_fifo_swapped_in_after_the_walk_is_refused_without_blocking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_tree(tmp_path / "m", FILES)
+
+    def swap() -> None:
+        (root / "weights.bin").unlink()
+        os.mkfifo(root / "weights.bin")
+
+    swap_on_first_hash(monkeypatch, swap)
+    with pytest.raises(ModelChanged) as raised:  # opening a FIFO for reading would wait for a writer
+        inspect_model(root)
+    assert f"{root / 'weights.bin'} " in raised.value.one_line()
+
+
+def test_a_file_turned_into_a_link_after_hashing_is_a_change(tmp_path: Path) -> None:
+    outside = write_tree(tmp_path / "outside", {"secret": SECRET})
+    root = write_tree(tmp_path / "m", FILES)
+    model = inspect_model(root)
+    (root / "weights.bin").unlink()
+    (root / "weights.bin").symlink_to(outside / "secret")
+    assert model.first_change() == "weights.bin"
+    with pytest.raises(ModelChanged):
+        model.ensure_file_unchanged(model.files.index("weights.bin"))
+
+
+def test_a_link_repointed_out_of_the_model_after_hashing_is_a_change_even_to_the_same_bytes(tmp_path: Path) -> None:
+    # a hard link outside holds the very same inode: only where the link now leads tells them apart
+    root = write_tree(tmp_path / "m", FILES)
+    (tmp_path / "outside").mkdir()
+    os.link(root / "weights.bin", tmp_path / "outside" / "weights.bin")
+    (root / "alias.bin").symlink_to("weights.bin")
+    model = inspect_model(root)
+    (root / "alias.bin").unlink()
+    (root / "alias.bin").symlink_to(tmp_path / "outside" / "weights.bin")
+    assert model.first_change() == "alias.bin"
+    model.ensure_file_unchanged(model.files.index("weights.bin"))  # the others are what was hashed
+    with pytest.raises(ModelChanged) as raised:
+        model.ensure_file_unchanged(model.files.index("alias.bin"))
+    assert f"{root / 'alias.bin'} is not what was hashed" in raised.value.one_line()
+
+
 def test_a_single_file_model_that_changes_is_noticed(tmp_path: Path) -> None:
     path = tmp_path / "model.pkl"
     path.write_bytes(b"pickle")
