@@ -455,10 +455,6 @@ def _check_state(request: RegistrationRequest, token: Token | None, database: Da
         )
 
 
-def _claimed_error(request: RegistrationRequest, token: Token) -> TokenStateError:
-    return token_claimed(token, hint=TOKEN_CLAIMED_HINT)
-
-
 def deliver_event(database: Database, sinks: Mapping[str, EventSink], event_id: str) -> dict[str, bool]:
     outbox.deliver_pending(database, sinks, event_id=event_id)
     with database.unit_of_work() as uow:
@@ -633,11 +629,11 @@ def _claim(request: RegistrationRequest, database: Database, owner: str) -> Toke
             assert token is not None
             return token
     if token.model_status == "registering":
-        raise _claimed_error(request, token)
+        raise token_claimed(token, hint=TOKEN_CLAIMED_HINT)
     if token.model_status == "registered":
         return token
     _check_state(request, token, database)
-    raise _claimed_error(request, token)
+    raise token_claimed(token, hint=TOKEN_CLAIMED_HINT)
 
 
 def _release_quietly(database: Database, token_id: str, owner: str) -> None:

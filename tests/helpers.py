@@ -21,3 +21,16 @@ def register_args(
     if baseline is not None:
         args += ["--baseline", baseline]
     return [*args, *extra]
+
+
+def assert_one_clear_line(result, code: int, *fragments: str) -> str:
+    """A failed CLI run as a user must see it: ``code``, one ``error:`` line holding ``fragments``,
+    no traceback, nothing on stdout. Returns the line."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+    assert result.stdout == ""
+    return error_lines[0]

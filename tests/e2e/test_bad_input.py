@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hokusai_action.db.schema import tokens
-from tests.helpers import register_args
+from tests.helpers import assert_one_clear_line, register_args
 from tests.services import free_port
 
 pytestmark = [pytest.mark.e2e]
@@ -16,16 +16,6 @@ pytestmark = [pytest.mark.e2e]
 
 def register(run_cli, token, model, *extra, metric="auroc", baseline="0.82", env=None):
     return run_cli(*register_args(token, model, *extra, metric=metric, baseline=baseline), env=env)
-
-
-def assert_one_clear_line(result, code: int, *fragments: str) -> None:
-    assert result.code == code, (result.code, result.stdout, result.stderr)
-    assert "Traceback" not in result.output
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error_lines[0], error_lines[0]
-    assert result.stdout == ""
 
 
 def set_token(database, token_id: str, **values) -> None:

@@ -20,7 +20,7 @@ import pytest
 from hokusai_action.digest import inspect_model
 from hokusai_action.errors import InputError
 from hokusai_action.registry import TAG_DIGEST
-from tests.helpers import CLI_PYTHON, register_args
+from tests.helpers import CLI_PYTHON, assert_one_clear_line, register_args
 
 pytestmark = [pytest.mark.e2e]
 
@@ -30,14 +30,7 @@ def register(run_cli, token: str, model: Path, *extra: str):
 
 
 def assert_refused(result, *fragments: str) -> str:
-    assert result.code == 2, (result.code, result.stdout, result.stderr)
-    assert "Traceback" not in result.output
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error_lines[0], error_lines[0]
-    assert result.stdout == ""
-    return error_lines[0]
+    return assert_one_clear_line(result, 2, *fragments)
 
 
 def downloaded_tree(mlflow_client, token: str, version: str, into: Path) -> dict[str, bytes]:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -88,6 +94,23 @@ def posted_ids(receiver: Receiver) -> Counter:
     return Counter(json.loads(body)["id"] for _, body in receiver.requests)
 
 
+def start_follow_relay(
+    database_url: str, webhook_url: str, cwd: Path, *, interval: float, **extra_env: str
+) -> subprocess.Popen:
+    """`events relay --follow` as a subprocess, delivering to ``webhook_url`` (and the database)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+    env.update(
+        HOKUSAI_DATABASE_URL=database_url,
+        HOKUSAI_EVENT_SINKS="webhook,database",
+        HOKUSAI_WEBHOOK_URL=webhook_url,
+        HOKUSAI_WEBHOOK_SECRET=SECRET,
+        HOKUSAI_HOME=str(cwd / ".hokusai"),
+        **extra_env,
+    )
+    command = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", str(interval)]
+    return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_two_relays_deliver_each_event_exactly_once(fresh_db, database_url, add_events, httpserver):
     event_ids = add_events(8)
     receiver = Receiver(httpserver, delay=0.15)  # slow enough that the relays overlap
@@ -120,7 +143,6 @@ def test_two_relays_deliver_each_event_exactly_once(fresh_db, database_url, add_
 def test_a_slow_page_never_outlives_its_leases(fresh_db, database_url, add_events, httpserver):
     """Leases are renewed row by row: rows whose lease ran out while earlier rows were being sent are
     either still ours (renewed) or were taken by another relay, and are then sent by it alone."""
-    import time
 
     event_ids = add_events(3)  # three tokens, so no order holds one back
     receiver = Receiver(httpserver, delay=0.7)
@@ -186,8 +208,6 @@ def test_an_expired_lease_of_a_killed_relay_is_taken_over(fresh_db, add_events, 
 
 def test_a_live_lease_of_a_relay_killed_here_is_taken_over_at_once(fresh_db, add_events, httpserver):
     """A relay SIGKILLed mid-delivery on this machine is provably dead: its lease is not waited out."""
-    import subprocess
-    import sys
 
     from hokusai_action.db.store import claim_owner_id
 
@@ -304,7 +324,6 @@ def test_an_interrupted_relay_hands_its_leases_back(fresh_db, add_events):
 
 @pytest.mark.unit
 def test_backoff_is_exponential_capped_and_jittered() -> None:
-    import random
 
     rng = random.Random(7)
     first = [outbox.backoff_seconds(1, rng=rng) for _ in range(50)]
@@ -318,29 +337,10 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 @pytest.mark.e2e
 def test_relay_follow_delivers_what_arrives_until_stopped(fresh_db, database_url, add_events, httpserver, tmp_path):
     """`events relay --follow` keeps delivering events committed after it started; SIGTERM stops it."""
-    import os
-    import signal
-    import subprocess
-    import time
 
     receiver = Receiver(httpserver)
     first = add_events(1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
-    env.update(
-        HOKUSAI_DATABASE_URL=database_url,
-        HOKUSAI_EVENT_SINKS="webhook,database",
-        HOKUSAI_WEBHOOK_URL=receiver.url,
-        HOKUSAI_WEBHOOK_SECRET=SECRET,
-        HOKUSAI_HOME=str(tmp_path / ".hokusai"),
-    )
-    relay = subprocess.Popen(
-        [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", "0.2"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    relay = start_follow_relay(database_url, receiver.url, tmp_path, interval=0.2)
     try:
         deadline = time.monotonic() + 60
         while posted_ids(receiver) != Counter(first) and time.monotonic() < deadline:
@@ -364,13 +364,8 @@ def test_relay_follow_delivers_what_arrives_until_stopped(fresh_db, database_url
 @pytest.mark.slow
 def test_relay_follow_outlives_a_database_outage(httpserver, tmp_path):
     """A pass that cannot reach the database prints one line and the relay carries on."""
-    import os
-    import signal
-    import subprocess
-    import time
 
     from tests.faults import TcpProxy
-    from tests.helpers import CLI_PYTHON
 
     url = create_database("hokusai_follow")
     proxy = TcpProxy(("127.0.0.1", 5432))
@@ -380,19 +375,7 @@ def test_relay_follow_outlives_a_database_outage(httpserver, tmp_path):
     try:
         database.upgrade()
         receiver = Receiver(httpserver)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
-        env.update(
-            HOKUSAI_DATABASE_URL=through_proxy,
-            HOKUSAI_DATABASE_TIMEOUT="2",
-            HOKUSAI_EVENT_SINKS="webhook,database",
-            HOKUSAI_WEBHOOK_URL=receiver.url,
-            HOKUSAI_WEBHOOK_SECRET=SECRET,
-            HOKUSAI_HOME=str(tmp_path / ".hokusai"),
-        )
-        relay = subprocess.Popen(
-            [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", "0.3"],
-            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        relay = start_follow_relay(through_proxy, receiver.url, tmp_path, interval=0.3, HOKUSAI_DATABASE_TIMEOUT="2")
         time.sleep(2)
         proxy.cut()
         time.sleep(3)  # passes fail: the database does not answer
