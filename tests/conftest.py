@@ -18,8 +18,8 @@ from tests.canaries import CANARIES, CanaryWatch
 from tests.helpers import CLI_PYTHON
 from tests.services import Services, session_services
 
-# Google's Pub/Sub emulator: session fixture, restartable, skipped loudly where it is not installed
-pytest_plugins = ["tests.pubsub_emulator", "tests.fault_fixtures"]
+# Google's Pub/Sub emulator and fake-gcs-server: session fixtures, skipped loudly where not installed
+pytest_plugins = ["tests.pubsub_emulator", "tests.gcs_emulator", "tests.fault_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 

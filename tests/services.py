@@ -3,6 +3,8 @@
 PostgreSQL is the machine's server (127.0.0.1:5432, trust auth; ``.ci/run`` starts it when it is
 down). MLflow is started here on a free loopback port with a SQL backend and ``--serve-artifacts``,
 exactly as a team would run it, and stopped by its process group at the end of the session.
+``start_mlflow_server`` also starts the production topologies: artifacts in a ``gs://`` bucket,
+proxied by the server or written by the client (tests/e2e/test_gcs_topology.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +61,7 @@ def drop_database(url: str) -> None:
 class MlflowServer:
     url: str
     backend_url: str
-    artifacts: Path
+    artifacts: Path | str  # the local artifact folder, or the gs:// URI the server writes to / points at
     process: subprocess.Popen
     log_path: Path
 
@@ -73,17 +75,44 @@ class MlflowServer:
                 self.process.wait(timeout=15)
 
 
-def start_mlflow_server(workdir: Path, backend_url: str) -> MlflowServer:
+def start_mlflow_server(
+    workdir: Path,
+    backend_url: str,
+    *,
+    artifact_store: str | None = None,
+    proxied: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> MlflowServer:
+    """Start ``mlflow server`` on a free loopback port and wait for ``/health``.
+
+    The default is the topology the suite grew up on: ``--serve-artifacts`` onto a local folder.
+    With ``artifact_store`` (e.g. ``gs://bucket/prefix``) the artifacts live there instead, either
+    proxied through the server (``--serve-artifacts --artifacts-destination``) or, with
+    ``proxied=False``, written by the client itself (``--no-serve-artifacts --default-artifact-root``).
+    ``env`` adds to the server's environment (``STORAGE_EMULATOR_HOST``, multipart settings).
+    """
     port = free_port()
-    artifacts = workdir / "mlartifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "mlflow-server.log"
-    env = {
+    # the default keeps its old log name; other topologies may share a workdir with it
+    default = artifact_store is None and proxied and not env
+    log_path = workdir / ("mlflow-server.log" if default else f"mlflow-server-{port}.log")
+    if artifact_store is None:
+        local = workdir / "mlartifacts"
+        local.mkdir(parents=True, exist_ok=True)
+        artifacts: Path | str = local
+        artifact_store = local.as_uri()
+    else:
+        artifacts = artifact_store
+    if proxied:
+        artifact_args = ["--serve-artifacts", "--artifacts-destination", artifact_store]
+    else:
+        artifact_args = ["--no-serve-artifacts", "--default-artifact-root", artifact_store]
+    server_env = {
         **os.environ,
         # 2 cores: without this the server starts 7 extra job workers (~2.4 GB)
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **(env or {}),
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    server_env.pop("MLFLOW_TRACKING_URI", None)
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -96,14 +125,12 @@ def start_mlflow_server(workdir: Path, backend_url: str) -> MlflowServer:
                 str(port),
                 "--backend-store-uri",
                 backend_url,
-                "--serve-artifacts",
-                "--artifacts-destination",
-                artifacts.as_uri(),
+                *artifact_args,
                 "--workers",
                 "2",
             ],
             cwd=workdir,
-            env=env,
+            env=server_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

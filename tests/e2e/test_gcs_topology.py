@@ -1,0 +1,187 @@
+"""The production topology: MLflow's artifacts in a GCS bucket (fake-gcs-server), both ways it is deployed.
+
+- proxied: ``mlflow server --serve-artifacts --artifacts-destination gs://B/prefix``; the client talks
+  HTTP to the server only (it is run here without ``STORAGE_EMULATOR_HOST``), the server writes the bucket.
+- direct: ``mlflow server --no-serve-artifacts --default-artifact-root gs://B/prefix``; the client writes
+  the bucket itself through google-cloud-storage, anonymously because ``STORAGE_EMULATOR_HOST`` is set.
+
+In both, what a user would check: ``model register`` exits 0, the registered version downloads
+byte-identical, the bytes really are objects in the bucket, an MLflow model directory stays loadable,
+and a re-run changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CliResult
+from tests.gcs_emulator import GcsEmulator
+from tests.helpers import CLI_PYTHON, register_args
+from tests.services import MlflowServer, create_database, drop_database, start_mlflow_server
+
+pytestmark = [pytest.mark.e2e]
+
+# Google's credential variables the client must not need with the emulator (ADC would find them)
+GOOGLE_CREDENTIAL_VARIABLES = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE")
+
+
+@dataclass
+class Topology:
+    mode: str  # "proxied" or "direct"
+    server: MlflowServer
+    prefix: str  # the objects of this server live under gs://<bucket>/<prefix>/
+    emulator: GcsEmulator
+
+    @property
+    def client_writes_bucket(self) -> bool:
+        return self.mode == "direct"
+
+
+@pytest.fixture(scope="session", params=["proxied", "direct"])
+def gcs_topology(request, gcs_emulator: GcsEmulator, tmp_path_factory) -> Iterator[Topology]:
+    """One MLflow server per mode (pytest runs one mode's tests, then stops it, then the other's)."""
+    mode = request.param
+    backend = create_database(f"hokusai_mlflow_gcs_{mode}")
+    prefix = f"mlflow-{mode}"
+    server = start_mlflow_server(
+        tmp_path_factory.mktemp(f"mlflow-gcs-{mode}"),
+        backend,
+        artifact_store=gcs_emulator.artifact_uri(prefix),
+        proxied=mode == "proxied",
+        env={"STORAGE_EMULATOR_HOST": gcs_emulator.url},
+    )
+    try:
+        yield Topology(mode=mode, server=server, prefix=prefix, emulator=gcs_emulator)
+    finally:
+        server.stop()
+        drop_database(backend)
+
+
+@pytest.fixture
+def run_on(gcs_topology: Topology, cli_env: dict[str, str], tmp_path: Path) -> Callable[..., CliResult]:
+    """Run the CLI against the topology's server, with what a user of that topology has set."""
+    env = {k: v for k, v in cli_env.items() if k not in (*GOOGLE_CREDENTIAL_VARIABLES, "STORAGE_EMULATOR_HOST")}
+    env["MLFLOW_TRACKING_URI"] = gcs_topology.server.url
+    if gcs_topology.client_writes_bucket:
+        env["STORAGE_EMULATOR_HOST"] = gcs_topology.emulator.url
+
+    def run(*args: str) -> CliResult:
+        done = subprocess.run(
+            [CLI_PYTHON, "-m", "hokusai_action", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+@contextlib.contextmanager
+def mlflow_pointed_at(url: str) -> Iterator[object]:
+    """MLflow's global tracking/registry URIs on ``url`` (``models:/`` resolves through them), then back."""
+    import mlflow
+
+    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(url)
+    mlflow.set_registry_uri(url)
+    try:
+        yield mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """relative posix path -> bytes of every file under ``root``."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def blobs_of_model(topology: Topology, model_id: str) -> dict[str, bytes]:
+    """The logged model's files as objects in the bucket: relative path -> bytes."""
+    marker = f"/models/{model_id}/artifacts/"
+    found = {}
+    for name, data in topology.emulator.blobs(topology.prefix + "/").items():
+        if marker in name:
+            found[name.split(marker, 1)[1]] = data
+    return found
+
+
+def test_register_puts_the_bytes_in_the_bucket_and_they_download_identical(
+    gcs_topology: Topology, run_on, make_token, make_model, tmp_path
+):
+    token = make_token()
+    files = {
+        "weights.bin": os.urandom(3 * 1024 * 1024 + 17),
+        "tokenizer/vocab.txt": b"a\nb\nc\n",
+        "tokenizer/deep/config.json": b'{"layers": 2}',
+        "empty.txt": b"",
+    }
+    model = make_model(files=files)
+
+    result = run_on(*register_args(token, model, "--output", "json"))
+
+    assert result.code == 0, result.stderr
+    out = result.json
+    assert out["status"] == "registered" and out["model_version"] == "1"
+    with mlflow_pointed_at(gcs_topology.server.url) as client:
+        from mlflow.artifacts import download_artifacts
+
+        version = client.get_model_version(out["model_name"], "1")
+        assert version.status == "READY"
+        model_id = version.source.removeprefix("models:/")  # the server leaves version.model_id empty
+        location = client.get_logged_model(model_id).artifact_location
+        expected_scheme = "gs://" if gcs_topology.client_writes_bucket else "mlflow-artifacts:"
+        assert location.startswith(expected_scheme), location
+        downloaded = Path(
+            download_artifacts(
+                artifact_uri=out["model_uri"], dst_path=str(tmp_path / "dl"), tracking_uri=gcs_topology.server.url
+            )
+        )
+    assert tree(downloaded) == tree(model)  # file by file, bytes and names
+    # the bytes are objects in the bucket, not on some local disk
+    assert blobs_of_model(gcs_topology, model_id) == tree(model)
+
+    objects_before = gcs_topology.emulator.blob_names(gcs_topology.prefix + "/")
+    again = run_on(*register_args(token, model, "--output", "json"))
+
+    assert again.code == 0, again.stderr
+    assert "already registered with these bytes" in again.stderr
+    for key in ("model_version", "mlflow_run_id", "artifact_digest", "event_id"):
+        assert again.json[key] == out[key]
+    assert gcs_topology.emulator.blob_names(gcs_topology.prefix + "/") == objects_before  # nothing uploaded
+    with mlflow_pointed_at(gcs_topology.server.url) as client:
+        assert [v.version for v in client.search_model_versions(f"name = '{out['model_name']}'")] == ["1"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow nags about type hints on a test model
+def test_mlflow_model_directory_stays_loadable(gcs_topology: Topology, run_on, make_token, tmp_path):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    class Tripler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+            return model_input["x"] * 3
+
+    model_dir = tmp_path / "pyfunc-model"
+    mlflow.pyfunc.save_model(str(model_dir), python_model=Tripler())
+    (model_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.97}))
+    token = make_token()
+
+    result = run_on(*register_args(token, model_dir, "--metric", "accuracy", "--baseline", "0.9", "--output", "json"))
+
+    assert result.code == 0, result.stderr
+    with mlflow_pointed_at(gcs_topology.server.url):
+        loaded = mlflow.pyfunc.load_model(result.json["model_uri"])
+    assert list(loaded.predict(pd.DataFrame({"x": [1, 2, 3]}))) == [3, 6, 9]
