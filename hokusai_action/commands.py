@@ -381,10 +381,13 @@ def run_doctor(settings: Settings) -> tuple[list[tuple[str, bool, str]], int]:
     database.dispose()
 
     registry = build_registry(settings)
+    artifact_location: list[str] = []  # the experiment's, once MLflow answered
 
     def check_mlflow() -> str:
         experiment = registry.check_reachable()
         exists = f"experiment id {experiment}" if experiment else "experiment will be created on first run"
+        if experiment:
+            artifact_location.extend(_artifact_location(registry, experiment))
         return f"{registry.display_uri} reachable, {settings.mlflow_experiment}: {exists}"
 
     record("mlflow", check_mlflow)
@@ -402,4 +405,33 @@ def run_doctor(settings: Settings) -> tuple[list[tuple[str, bool, str]], int]:
         return ", ".join(details)
 
     record("events", check_sinks)
+    _record_google_identities(record, settings, artifact_location)
     return checks, worst
+
+
+def _artifact_location(registry: Any, experiment_id: str) -> list[str]:
+    """Where the experiment's artifacts go (``gs://...`` when this machine writes them to GCS itself)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        location = registry.client.get_experiment(experiment_id).artifact_location
+    except (MlflowException, OSError):  # the mlflow check above already reported the server
+        return []
+    return [location] if location else []
+
+
+def _record_google_identities(record: Any, settings: Settings, artifact_location: list[str]) -> None:
+    """Which identity each Google client this configuration uses would authenticate as (no network call).
+
+    GCS: when artifacts go to ``gs://`` from this machine (a server with ``--no-serve-artifacts`` and a
+    ``gs://`` default root), or ``STORAGE_EMULATOR_HOST`` is set. A server that proxies artifacts uses
+    its own identity, not ours. Pub/Sub: when the ``pubsub`` sink is configured.
+    """
+    from hokusai_action import google_identity
+
+    environ = os.environ
+    writes_gcs = any(location.startswith("gs://") for location in artifact_location)
+    if writes_gcs or environ.get(google_identity.EMULATOR_VARIABLES["gcs"]):
+        record("gcs auth", lambda: google_identity.identity_for("gcs", environ).describe())
+    if "pubsub" in settings.event_sinks:
+        record("pubsub auth", lambda: google_identity.identity_for("pubsub", environ).describe())

@@ -73,10 +73,17 @@ def run_on(gcs_topology: Topology, cli_env: dict[str, str], tmp_path: Path) -> C
     if gcs_topology.client_writes_bucket:
         env["STORAGE_EMULATOR_HOST"] = gcs_topology.emulator.url
 
-    def run(*args: str) -> CliResult:
+    def run(*args: str, env_changes: dict[str, str | None] | None = None) -> CliResult:
+        """``env_changes``: variables to set, or to remove where the value is None."""
+        run_env = dict(env)
+        for name, value in (env_changes or {}).items():
+            if value is None:
+                run_env.pop(name, None)
+            else:
+                run_env[name] = value
         done = subprocess.run(
             [CLI_PYTHON, "-m", "hokusai_action", *args],
-            env=env,
+            env=run_env,
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -185,3 +192,61 @@ def test_mlflow_model_directory_stays_loadable(gcs_topology: Topology, run_on, m
     with mlflow_pointed_at(gcs_topology.server.url):
         loaded = mlflow.pyfunc.load_model(result.json["model_uri"])
     assert list(loaded.predict(pd.DataFrame({"x": [1, 2, 3]}))) == [3, 6, 9]
+
+
+# ------------------------------------------------------------------------------------------- doctor
+
+
+def test_doctor_names_the_identity_that_writes_the_bucket(gcs_topology: Topology, run_on, tmp_path):
+    """Direct mode: this machine writes gs://, so doctor says as whom (read from the credentials file,
+    no call to Google). Proxied mode: the server writes the bucket with its own identity; no line."""
+    from tests.unit.test_google_identity import github_wif
+
+    experiment = f"doctor-{gcs_topology.mode}"
+    with mlflow_pointed_at(gcs_topology.server.url) as client:
+        if client.get_experiment_by_name(experiment) is None:
+            client.create_experiment(experiment)  # artifact location: the server's default root
+    info, secrets = github_wif()
+    credentials = tmp_path / "gha-creds-0123456789abcdef.json"
+    credentials.write_text(json.dumps(info))
+
+    result = run_on(
+        "doctor",
+        "--output",
+        "json",
+        env_changes={
+            "HOKUSAI_MLFLOW_EXPERIMENT": experiment,
+            "STORAGE_EMULATOR_HOST": None,  # as in production: the real GCS, so credentials matter
+            "GOOGLE_APPLICATION_CREDENTIALS": str(credentials),
+        },
+    )
+
+    assert result.code == 0, result.output
+    checks = {item["check"]: item for item in result.json}
+    for secret in secrets:
+        assert secret not in result.output
+    if not gcs_topology.client_writes_bucket:
+        assert "gcs auth" not in checks
+        return
+    assert checks["gcs auth"]["ok"]
+    detail = checks["gcs auth"]["detail"]
+    assert detail.startswith("external_account, Workload Identity Federation, provider //iam.googleapis.com/")
+    assert "impersonating deployer@hokusai-prod.iam.gserviceaccount.com" in detail
+    assert detail.endswith(f"file {credentials} (GOOGLE_APPLICATION_CREDENTIALS)")
+
+    emulated = run_on("doctor", env_changes={"HOKUSAI_MLFLOW_EXPERIMENT": experiment})
+    assert emulated.code == 0, emulated.output
+    assert f"gcs auth  emulator at {gcs_topology.emulator.url} (STORAGE_EMULATOR_HOST), no credentials" in (
+        emulated.stdout
+    )
+
+    missing = run_on(
+        "doctor",
+        env_changes={
+            "HOKUSAI_MLFLOW_EXPERIMENT": experiment,
+            "STORAGE_EMULATOR_HOST": None,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "gha-creds-gone.json"),
+        },
+    )
+    assert missing.code == 2
+    assert "FAIL gcs auth" in missing.stdout and "gha-creds-gone.json, which does not exist" in missing.stdout
