@@ -62,6 +62,7 @@ def bench_multipart(python: Path, env: dict[str, str], work: Path, server_url: s
     import mlflow
     from mlflow.artifacts import download_artifacts
 
+    mlflow.set_tracking_uri(server_url)
     mlflow.set_registry_uri(server_url)  # models:/ resolves through the global registry URI
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bar in the printed results
     model = make_model(work / "big-model", size_mb, 1)
