@@ -95,7 +95,7 @@ def posted_ids(receiver: Receiver) -> Counter:
 
 
 def start_follow_relay(
-    database_url: str, webhook_url: str, cwd: Path, *, interval: float, **extra_env: str
+    database_url: str, webhook_url: str, cwd: Path, *, interval: float, args: tuple[str, ...] = (), **extra_env: str
 ) -> subprocess.Popen:
     """`events relay --follow` as a subprocess, delivering to ``webhook_url`` (and the database)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
@@ -107,7 +107,7 @@ def start_follow_relay(
         HOKUSAI_HOME=str(cwd / ".hokusai"),
         **extra_env,
     )
-    command = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", str(interval)]
+    command = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", str(interval), *args]
     return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -353,7 +353,8 @@ def test_relay_follow_delivers_what_arrives_until_stopped(fresh_db, database_url
         relay.send_signal(signal.SIGTERM)
         out, err = relay.communicate(timeout=30)
     assert posted_ids(receiver) == Counter(first + second)  # each exactly once
-    assert relay.returncode == 128 + signal.SIGTERM, err
+    assert relay.returncode == 0, err  # a service stopped on request
+    assert "relay stopped by SIGTERM" in err
     assert "Traceback" not in err
     reports = [line for line in out.splitlines() if line.startswith("delivered ")]
     assert reports and len(reports) <= 4, out  # idle passes print nothing
@@ -400,3 +401,183 @@ def test_relay_follow_outlives_a_database_outage(httpserver, tmp_path):
     outage_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert outage_lines and all("trying again" in line for line in outage_lines), err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------- the relay as a service
+
+
+class TimedReceiver(Receiver):
+    """A Receiver that also notes when each event id arrived (time.monotonic)."""
+
+    def __init__(self, httpserver, statuses=(), delay: float = 0.0) -> None:
+        self.arrived: dict[str, float] = {}
+        super().__init__(httpserver, statuses=statuses, delay=delay)
+
+    def handle(self, request):
+        self.arrived.setdefault(json.loads(request.get_data())["id"], time.monotonic())
+        return super().handle(request)
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def stop(relay: subprocess.Popen, signum: int = signal.SIGTERM) -> tuple[str, str]:
+    if relay.poll() is None:
+        relay.send_signal(signum)
+    return relay.communicate(timeout=60)
+
+
+@pytest.mark.e2e
+def test_follow_wakes_on_notify_not_on_its_poll(database_url, fresh_db, add_events, httpserver, tmp_path):
+    """PostgreSQL: the commit's NOTIFY wakes the relay at once, far inside its 60 s --interval.
+    SQLite: after a delivery the relay polls every 0.1 s, doubling while idle: an event committed
+    right after the last one arrives within a second or two, not at the 60 s cap."""
+
+    receiver = TimedReceiver(httpserver)
+    first = add_events(1)
+    relay = start_follow_relay(database_url, receiver.url, tmp_path, interval=60)
+    try:
+        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")  # the relay is up
+        latencies = []
+        for _ in range(3):
+            time.sleep(0.3)
+            committed = time.monotonic()
+            (event_id,) = add_events(1)
+            wait_until(lambda event_id=event_id: event_id in receiver.arrived, timeout=30, what="a wake-up")
+            latencies.append(receiver.arrived[event_id] - committed)
+    finally:
+        _, err = stop(relay)
+    assert relay.returncode == 0, err
+    assert max(latencies) < 5.0, latencies  # 60 s would mean it waited for its --interval
+    assert all(count == 1 for count in posted_ids(receiver).values())
+
+
+@pytest.mark.unit
+def test_idle_polling_backs_off_from_short_to_the_interval() -> None:
+    backoff = outbox.IdleBackoff(cap=5.0)
+    assert backoff.after_pass(active=True) == outbox.POLL_MIN_SECONDS
+    idle = [backoff.after_pass(active=False) for _ in range(8)]
+    assert idle == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    assert backoff.after_pass(active=True) == outbox.POLL_MIN_SECONDS  # activity: short again
+    assert outbox.IdleBackoff(cap=0.05).after_pass(active=True) == 0.05  # never above --interval
+
+
+@pytest.mark.e2e
+def test_sigterm_finishes_the_delivery_in_hand_and_hands_the_rest_back(
+    database_url, fresh_db, add_events, httpserver, tmp_path
+):
+    """Stopped mid-page: the POST in flight completes and is recorded, the page's other leases are
+    released at once (no lease left held by the stopping relay), exit 0."""
+
+    ids = add_events(4)  # four tokens, one page, one sink: sent one after another
+    receiver = Receiver(httpserver, delay=1.5)
+    relay = start_follow_relay(database_url, receiver.url, tmp_path, interval=30, HOKUSAI_WEBHOOK_TIMEOUT="10")
+    try:
+        wait_until(lambda: len(receiver.requests) >= 1, what="the first POST")
+    finally:
+        _, err = stop(relay)
+    assert relay.returncode == 0, err
+    assert "relay stopped by SIGTERM" in err and "Traceback" not in err
+    state = rows(fresh_db)
+    assert posted_ids(receiver) == Counter(ids[:1])  # the one in hand, nothing after the signal
+    assert state[(ids[0], "webhook")]["status"] == "delivered"
+    for event_id in ids[1:]:
+        row = state[(event_id, "webhook")]
+        assert (row["status"], row["lease_owner"], row["lease_until"], row["attempts"]) == ("pending", None, None, 0)
+    # another relay takes them at once: nothing waits for a lease to expire
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+    assert sorted(e for e, _ in report.delivered) == sorted(ids[1:])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm", "sigint"])
+def test_a_stopped_relay_exits_at_once_when_idle(database_url, fresh_db, add_events, httpserver, tmp_path, ctrl_c):
+    receiver = Receiver(httpserver)
+    ids = add_events(1)
+    relay = start_follow_relay(database_url, receiver.url, tmp_path, interval=60)
+    wait_until(lambda: posted_ids(receiver) == Counter(ids), what="the delivery")
+    time.sleep(0.5)  # now idle, waiting up to 60 s
+    asked = time.monotonic()
+    _, err = stop(relay, signal.SIGINT if ctrl_c else signal.SIGTERM)
+    assert relay.returncode == 0, err
+    assert time.monotonic() - asked < 10  # woken by the signal, not by the end of its wait
+    assert f"relay stopped by {'SIGINT' if ctrl_c else 'SIGTERM'}" in err and "Traceback" not in err
+
+
+@pytest.mark.e2e
+def test_max_seconds_ends_a_follow_with_the_exit_code_of_a_pass(
+    database_url, fresh_db, add_events, httpserver, tmp_path
+):
+    receiver = Receiver(httpserver)
+    delivered = add_events(2)
+    relay = start_follow_relay(database_url, receiver.url, tmp_path, interval=60, args=("--max-seconds", "2"))
+    started = time.monotonic()
+    out, err = relay.communicate(timeout=60)
+    assert relay.returncode == 0, err  # everything delivered
+    assert 2 <= time.monotonic() - started < 30
+    assert posted_ids(receiver) == Counter(delivered)
+
+    # a receiver that refuses for good: a dead letter is left, so a bounded relay exits 5 naming it
+    httpserver.clear()
+    refusing = Receiver(httpserver, statuses=[410])
+    (dead,) = add_events(1)
+    relay = start_follow_relay(database_url, refusing.url, tmp_path, interval=60, args=("--max-seconds", "1.5"))
+    out, err = relay.communicate(timeout=60)
+    assert relay.returncode == 5, (out, err)
+    assert f"dead letter {dead} -> webhook" in out
+
+
+@pytest.mark.e2e
+def test_max_seconds_needs_follow(httpserver, tmp_path):
+    receiver = Receiver(httpserver)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
+    env.update(HOKUSAI_DATABASE_URL=f"sqlite:///{tmp_path / 'site.db'}", HOKUSAI_HOME=str(tmp_path / ".hokusai"))
+    done = subprocess.run(
+        [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--max-seconds", "5"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: --max-seconds bounds a relay that follows (--follow)")
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+    assert receiver.requests == []
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_three_following_relays_deliver_a_stream_exactly_once(database_url, fresh_db, add_events, httpserver, tmp_path):
+    """Three `events relay --follow` processes (as on three machines) share one database while 40
+    registrations' events are committed, one token each and some tokens twice: every event id
+    reaches the receiver exactly once, one token's events in commit order, and no lease is left."""
+
+    receiver = Receiver(httpserver, delay=0.03)
+    relays = [start_follow_relay(database_url, receiver.url, tmp_path, interval=2) for _ in range(3)]
+    committed: list[str] = []
+    pairs: list[list[str]] = []
+    try:
+        for n in range(30):
+            committed += add_events(1)
+            if n % 10 == 9:
+                pairs.append(add_events(2, token=f"TWICE{n}"))  # one token, two events: in order
+                committed += pairs[-1]
+            time.sleep(0.05)
+        wait_until(lambda: len(posted_ids(receiver)) == len(committed), timeout=120, what="every delivery")
+        time.sleep(1.0)  # room for a duplicate to show up
+    finally:
+        outputs = [stop(relay) for relay in relays]
+    assert [relay.returncode for relay in relays] == [0, 0, 0], [err for _, err in outputs]
+    assert posted_ids(receiver) == Counter(committed)  # each exactly once
+    order = [json.loads(body)["id"] for _, body in receiver.requests]
+    assert all(order.index(first) < order.index(second) for first, second in pairs)
+    state = rows(fresh_db)
+    assert all(r["status"] == "delivered" and r["attempts"] == 1 for k, r in state.items() if k[1] == "webhook")
+    assert all(r["lease_owner"] is None for r in state.values())
+    assert not any("Traceback" in err for _, err in outputs)
