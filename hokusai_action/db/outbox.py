@@ -620,8 +620,8 @@ class Notifications:
             return self.listening
         try:
             pooled = self._database.engine.raw_connection()
+            connection = pooled.driver_connection  # (None once detached)
             pooled.detach()  # ours for good: never handed back to the pool while it listens
-            connection = pooled.driver_connection
             connection.autocommit = True
             with connection.cursor() as cursor:
                 cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
