@@ -57,6 +57,10 @@ def route_vendor_output() -> None:
     and what they write straight to stdout/stderr (MLflow's "View run ... at: <tracking uri>").
     MLflow's own printing of the URI is switched off first, unless the user asked for it."""
     os.environ.setdefault(env.MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name, "true")
+    # MLflow's telemetry (on outside CI) fetches a config from the internet in a thread; when that
+    # fails it pops a variable from os.environ while a request thread iterates os.environ for proxies
+    # (urllib's getproxies_environment): KeyError, exit 4, seen in 1 of 16 registrations at once
+    os.environ.setdefault(env.MLFLOW_DISABLE_TELEMETRY.name, "true")
     # MLflow's handler (built at import, later) writes to whatever sys.stderr is at each call, so the
     # redacting streams catch it; handlers built before the swap get a redacting filter.
     redact_standard_streams()
