@@ -5,9 +5,9 @@ measurement, never a timed test).
 
 Starts a real `mlflow server` (PostgreSQL backend, --serve-artifacts) and a fresh site database
 with the test helpers, creates --runs draft tokens and small models (a --size-kb weights file and a
-metrics.json each), then starts --runs `model register` processes at the same moment with the
-interpreter given by --python (the runtime virtualenv, mlflow-skinny, as users install it). While
-they run, pg_stat_activity is sampled every 20 ms and each connection of application_name
+metrics.json each), times one registration alone, then starts --runs `model register` processes at
+the same moment with the interpreter given by --python (the runtime virtualenv, mlflow-skinny, as
+users install it). While they run, pg_stat_activity is sampled every 20 ms and each connection of application_name
 `hokusai-ml-platform` is mapped to its client process (tests/pg_connections.py). Prints each exit
 code, the p50 and p95 (nearest rank) wall time, each process's peak connections and the peak total,
 and checks that every token is registered with version 1. Exits 1 if any check fails.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -58,12 +59,13 @@ def make_small_model(root: Path, size_kb: int) -> Path:
 def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) -> bool:
     site = Database(site_url, timeout=30)
     site.upgrade()
-    tokens = [f"CONC{n:02d}{uuid.uuid4().hex[:6]}".upper() for n in range(args.runs)]
+    tokens = [f"CONC{n:02d}{uuid.uuid4().hex[:6]}".upper() for n in range(args.runs + 1)]
     with site.unit_of_work() as uow:
         for token in tokens:
             insert_token(uow, token)
         uow.commit()
-    models = [make_small_model(work / f"model-{n}", args.size_kb) for n in range(args.runs)]
+    models = [make_small_model(work / f"model-{n}", args.size_kb) for n in range(args.runs + 1)]
+    solo_token, solo_model = tokens.pop(), models.pop()  # one registration alone first, for scale
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
     env.update(
         PYTHONPATH=str(REPO),
@@ -71,6 +73,13 @@ def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) ->
         HOKUSAI_DATABASE_URL=site_url,
         HOKUSAI_HOME=str(work / ".hokusai"),
     )
+    solo = [args.python, "-m", "hokusai_action", *register_args(solo_token, solo_model)]
+    began = time.perf_counter()
+    done = subprocess.run(solo, env=env, cwd=work, capture_output=True, text=True, check=False)
+    alone = time.perf_counter() - began
+    if done.returncode != 0:
+        print(f"  the registration alone failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        return False
     walls: list[float] = [0.0] * args.runs
     results: list[tuple[int, str]] = [(0, "")] * args.runs
     start = threading.Barrier(args.runs + 1)
@@ -87,6 +96,7 @@ def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) ->
         walls[index] = time.perf_counter() - began
         results[index] = (process.returncode, err)
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the server is not reaped: clients only
     database_name = sa.engine.make_url(site_url).database
     with ConnectionSampler(PG_ADMIN_URL, period=0.02, database=database_name) as sampler:
         threads = [threading.Thread(target=one, args=(n, sampler)) for n in range(args.runs)]
@@ -97,10 +107,13 @@ def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) ->
         for thread in threads:
             thread.join()
         total = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
     ok = True
     codes = [code for code, _ in results]
     print(f"{args.runs} registrations at once ({args.size_kb} KiB models), all started together:")
+    print(f"  one alone       {alone:.2f} s (same server and database, just before)")
     print(f"  exit codes      {codes}")
     for code, err in results:
         if code != 0:
@@ -110,6 +123,10 @@ def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) ->
         f"  wall            p50 {nearest_rank(walls, 50):.2f} s, p95 {nearest_rank(walls, 95):.2f} s, "
         f"min {min(walls):.2f} s, max {max(walls):.2f} s, mean {statistics.mean(walls):.2f} s; "
         f"all done in {total:.2f} s"
+    )
+    print(
+        f"  client CPU      {cpu:.1f} s in all, {cpu / args.runs:.2f} s per registration; "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
     )
     peaks = sorted(sampler.peak.values())
     print(
