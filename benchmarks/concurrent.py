@@ -49,6 +49,23 @@ def nearest_rank(values: list[float], percent: float) -> float:
     return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in process group ``pgid`` (the MLflow server and its
+    workers), from /proc/PID/stat fields 14-15 and 5 (pgrp)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 (pgrp), counted after the command name
+            ticks += int(fields[11]) + int(fields[12])  # fields 14 (utime) and 15 (stime)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def make_small_model(root: Path, size_kb: int) -> Path:
     root.mkdir(parents=True)
     (root / "weights.bin").write_bytes(os.urandom(size_kb * 1024))
@@ -56,7 +73,7 @@ def make_small_model(root: Path, size_kb: int) -> Path:
     return root
 
 
-def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) -> bool:
+def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str, server_pgid: int) -> bool:
     site = Database(site_url, timeout=30)
     site.upgrade()
     tokens = [f"CONC{n:02d}{uuid.uuid4().hex[:6]}".upper() for n in range(args.runs + 1)]
@@ -97,6 +114,7 @@ def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) ->
         results[index] = (process.returncode, err)
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # the server is not reaped: clients only
+    server_before = group_cpu_seconds(server_pgid)
     database_name = sa.engine.make_url(site_url).database
     with ConnectionSampler(PG_ADMIN_URL, period=0.02, database=database_name) as sampler:
         threads = [threading.Thread(target=one, args=(n, sampler)) for n in range(args.runs)]
@@ -109,6 +127,7 @@ def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) ->
         total = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    server_cpu = group_cpu_seconds(server_pgid) - server_before
 
     ok = True
     codes = [code for code, _ in results]
@@ -125,8 +144,8 @@ def run(args: argparse.Namespace, work: Path, site_url: str, mlflow_url: str) ->
         f"all done in {total:.2f} s"
     )
     print(
-        f"  client CPU      {cpu:.1f} s in all, {cpu / args.runs:.2f} s per registration; "
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
+        f"  CPU             clients {cpu:.1f} s ({cpu / args.runs:.2f} s per registration), MLflow server "
+        f"{server_cpu:.1f} s; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
     )
     peaks = sorted(sampler.peak.values())
     print(
@@ -159,7 +178,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="hokusai-concurrent-") as folder:
             work = Path(folder)
             server = start_mlflow_server(work, mlflow_backend)
-            ok = run(args, work, site_url, server.url)
+            ok = run(args, work, site_url, server.url, server.process.pid)
             server.stop()
             server = None
     finally:
