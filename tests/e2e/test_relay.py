@@ -496,6 +496,51 @@ def test_follow_on_postgresql_is_woken_by_the_commits_notify(httpserver, tmp_pat
     assert all(count == 1 for count in posted_ids(receiver).values())
 
 
+class WithoutNotify:
+    """A unit of work seen as another dialect by ``add_event``: its commit sends no NOTIFY, like a
+    writer that does not know about the channel, or a NOTIFY sent while no relay was listening."""
+
+    dialect = "silent"
+
+    def __init__(self, uow) -> None:
+        self._uow = uow
+
+    def execute(self, *args):
+        return self._uow.execute(*args)
+
+
+@pytest.mark.e2e
+def test_follow_on_postgresql_still_finds_an_event_no_notify_announced(httpserver, tmp_path):
+    """The events table is the truth: a listening relay passes over it every --interval (1 s here),
+    so an event whose NOTIFY it never got is delivered all the same."""
+
+    url = create_database("hokusai_missed")
+    database = Database(url, timeout=10)
+    relay = None
+    try:
+        database.upgrade()
+        receiver = TimedReceiver(httpserver)
+        first = commit_events(database, 1)
+        relay = start_follow_relay(url, receiver.url, tmp_path, interval=1)
+        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")
+        assert listening_connections(url) == 1
+        with database.unit_of_work() as uow:
+            insert_token(uow, "SILENT")
+            event = CloudEventRecord(id=str(uuid.uuid4()), source="t", time="2026-01-01T00:00:00Z", subject="SILENT")
+            outbox.add_event(WithoutNotify(uow), event, token_id="SILENT", sinks=("webhook", "database"))
+            uow.commit()
+        committed = time.monotonic()
+        wait_until(lambda: event.id in receiver.arrived, timeout=30, what="the safety poll")
+    finally:
+        if relay is not None:
+            _, err = stop(relay)
+        database.dispose()
+        drop_database(url)
+    assert relay.returncode == 0, err
+    assert receiver.arrived[event.id] - committed < 5.0
+    assert posted_ids(receiver) == Counter([*first, event.id])
+
+
 @pytest.mark.e2e
 def test_follow_on_sqlite_polls_quickly_after_activity(httpserver, tmp_path):
     """No NOTIFY on SQLite: after a delivery the relay polls every 0.1 s, doubling while idle, so an
