@@ -542,6 +542,48 @@ def test_follow_on_postgresql_still_finds_an_event_no_notify_announced(httpserve
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
+def test_follow_listens_again_after_its_listen_connection_is_killed(httpserver, tmp_path):
+    """An administrator (or a failover) ends the LISTEN connection: the relay notices, passes over the
+    table, LISTENs again, and is woken by the next commit as before."""
+
+    url = create_database("hokusai_relisten")
+    database = Database(url, timeout=10)
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    relay = None
+    try:
+        database.upgrade()
+        receiver = TimedReceiver(httpserver)
+        first = commit_events(database, 1)
+        relay = start_follow_relay(url, receiver.url, tmp_path, interval=60)
+        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")
+        with admin.connect() as connection:
+            killed = connection.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query = :listen"
+                ),
+                {"listen": f"LISTEN {outbox.NOTIFY_CHANNEL}"},
+            ).all()
+        assert len(killed) == 1
+        wait_until(lambda: listening_connections(url) == 1, timeout=30, what="a new LISTEN")
+        time.sleep(7.0)  # idle: only a NOTIFY can wake it within the 60 s --interval now
+        committed = time.monotonic()
+        (event_id,) = commit_events(database, 1)
+        wait_until(lambda: event_id in receiver.arrived, timeout=90, what="the wake-up")
+    finally:
+        if relay is not None:
+            _, err = stop(relay)
+        admin.dispose()
+        database.dispose()
+        drop_database(url)
+    assert relay.returncode == 0, err
+    assert receiver.arrived[event_id] - committed < 2.0
+    assert "the LISTEN connection dropped" in err and "Traceback" not in err
+    assert posted_ids(receiver) == Counter([*first, event_id])
+
+
+@pytest.mark.e2e
 def test_follow_on_sqlite_polls_quickly_after_activity(httpserver, tmp_path):
     """No NOTIFY on SQLite: after a delivery the relay polls every 0.1 s, doubling while idle, so an
     event committed shortly after the last one arrives within a second or two, not at the 60 s cap."""
