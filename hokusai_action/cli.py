@@ -183,6 +183,7 @@ database_option = click.option(
 
 
 USAGE_HINT = "Run '{command} --help' for the options and an example."
+MAX_SECONDS_WITHOUT_FOLLOW = "--max-seconds bounds a relay that follows (--follow); a single pass ends by itself."
 
 
 class OneLineErrors(click.Group):
@@ -414,53 +415,93 @@ def events() -> None:
 
 @events.command("relay", context_settings=CONTEXT)
 @click.option("--event-id", help="Deliver only this event (default: every pending one).")
-@click.option("--follow", is_flag=True, help="Keep relaying every --interval seconds until stopped (SIGTERM, Ctrl-C).")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep delivering as events arrive (LISTEN on PostgreSQL, polling on SQLite) until SIGTERM/Ctrl-C.",
+)
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1, max=3600),
     default=5.0,
     show_default=True,
-    help="Seconds between passes with --follow.",
+    help="With --follow: the longest wait between passes (the safety poll under LISTEN; the polling cap).",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True, max=86400 * 366),
+    help="With --follow: stop after this many seconds; exit 0, or 5 if deliveries are left.",
 )
 @config_option
 @database_option
 @click.option("--event-sinks", help="Comma list of pubsub, webhook, database (default: database).")
 @output_option
 @handles_errors
-def events_relay(event_id: str | None, follow: bool, interval: float, output: str, **flags: Any) -> None:
+def events_relay(
+    event_id: str | None, follow: bool, interval: float, max_seconds: float | None, output: str, **flags: Any
+) -> None:
     """Deliver pending events to the configured sinks; exit 5 while any is still pending or dead-lettered.
 
     A delivery that failed permanently (webhook 4xx, Pub/Sub topic missing or forbidden) is a dead
-    letter: it is skipped and named until `events retry` re-queues it. With --follow the relay runs
-    as a small service: one pass every --interval seconds, a report line only when a pass moved or
-    found something, until SIGTERM or Ctrl-C (it then hands back the deliveries it holds).
+    letter: it is skipped and named until `events retry` re-queues it.
+
+    With --follow the relay runs as a service: on PostgreSQL it LISTENs for the NOTIFY each
+    registration's commit sends and delivers at once (and passes over the table every --interval,
+    since a NOTIFY sent while it was not listening is lost); on SQLite it polls, every 0.1 s after
+    a delivery, doubling while idle up to --interval. It prints a report line only when a pass moved
+    or found something. SIGTERM or Ctrl-C stops it cleanly: each delivery in hand is finished and
+    recorded, the rest handed back to other relays, exit 0. --max-seconds N stops it after N seconds
+    with the exit code of a single pass (0, or 5 if anything is still pending or dead-lettered).
+    Any number of relays, on any machines, can follow one database: each delivery is leased by one.
 
     \b
     Example:
       hokusai-ml-platform events relay --event-id 0b6f3c1e-...
-      HOKUSAI_EVENT_SINKS=pubsub,database hokusai-ml-platform events relay --follow --interval 10
+      HOKUSAI_EVENT_SINKS=webhook,database hokusai-ml-platform events relay --follow
+      hokusai-ml-platform events relay --follow --max-seconds 60   # in a CI job
     """
-    from hokusai_action.commands import describe_relay, relay_moved_something, run_events_relay
+    from hokusai_action.commands import describe_relay, run_events_relay
+    from hokusai_action.errors import InputError
 
+    if max_seconds is not None and not follow:
+        raise InputError(MAX_SECONDS_WITHOUT_FOLLOW)
     settings = _settings(**flags)
     if not follow:
         summary, code = run_events_relay(settings, event_id=event_id)
         _emit(summary, output, "\n".join(describe_relay(summary)))
         sys.exit(code)
-    import time
+    sys.exit(_follow(settings, event_id=event_id, interval=interval, max_seconds=max_seconds, output=output))
 
-    previous: dict[str, Any] | None = None
-    while True:
-        try:
-            summary, _code = run_events_relay(settings, event_id=event_id)
-        except HokusaiError as exc:  # a database outage ends one pass, not the relay: it tries again
-            click.echo(f"error: {one_line(redact(exc.one_line()))} (trying again in {interval:g} s)", err=True)
-            previous = None
-        else:
-            if relay_moved_something(summary, previous):
-                _emit(summary, output, "\n".join(describe_relay(summary)))
-            previous = summary
-        time.sleep(interval)
+
+def _follow(settings: Any, *, event_id: str | None, interval: float, max_seconds: float | None, output: str) -> int:
+    """Run the following relay with SIGTERM and SIGINT turned into a clean stop (exit 0)."""
+    import signal
+
+    from hokusai_action.commands import StopRequest, describe_relay, run_events_follow
+
+    stop = StopRequest()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: stop.request(number))
+
+    def on_error(exc: HokusaiError, retry_in: float) -> None:
+        # a database outage ends one pass, not the relay: it tries again
+        click.echo(f"error: {one_line(redact(exc.one_line()))} (trying again in {retry_in:g} s)", err=True)
+
+    def on_pass(summary: dict[str, Any]) -> None:
+        _emit(summary, output, "\n".join(describe_relay(summary)))
+
+    code = run_events_follow(
+        settings,
+        interval=interval,
+        stop=stop,
+        on_pass=on_pass,
+        on_error=on_error,
+        max_seconds=max_seconds,
+        event_id=event_id,
+    )
+    if stop():
+        click.echo(f"relay stopped by {signal.Signals(stop.signal or signal.SIGTERM).name}", err=True)
+    return code
 
 
 @events.command("retry", context_settings=CONTEXT)

@@ -8,7 +8,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hokusai_action import environment as env
@@ -25,6 +26,7 @@ from hokusai_action.settings import Settings
 from hokusai_action.wiring import build_database, build_parts, build_registry, build_sinks, start_sink_checks
 
 if TYPE_CHECKING:
+    from hokusai_action.db.outbox import RelayReport
     from hokusai_action.db.store import Database
 
 EVENTS_PENDING = (
@@ -55,6 +57,10 @@ def route_vendor_output() -> None:
     and what they write straight to stdout/stderr (MLflow's "View run ... at: <tracking uri>").
     MLflow's own printing of the URI is switched off first, unless the user asked for it."""
     os.environ.setdefault(env.MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name, "true")
+    # MLflow's telemetry (on outside CI) fetches a config from the internet in a thread; when that
+    # fails it pops a variable from os.environ while a request thread iterates os.environ for proxies
+    # (urllib's getproxies_environment): KeyError, exit 4, seen in 1 of 16 registrations at once
+    os.environ.setdefault(env.MLFLOW_DISABLE_TELEMETRY.name, "true")
     # MLflow's handler (built at import, later) writes to whatever sys.stderr is at each call, so the
     # redacting streams catch it; handlers built before the swap get a redacting filter.
     redact_standard_streams()
@@ -277,7 +283,12 @@ def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tupl
         for sink in sinks.values():
             sink.close()
         database.dispose()
-    summary = {
+    return relay_summary(report), (EXIT_EVENTS_PENDING if report.pending else EXIT_OK)
+
+
+def relay_summary(report: RelayReport) -> dict[str, Any]:
+    """A relay pass's report as the `events relay` JSON object."""
+    return {
         "delivered": [{"event_id": e, "sink": s} for e, s in report.delivered],
         "failed": [
             {"event_id": e, "sink": s, "error": err, "retry": RETRY_COMMAND.format(event_id=e)}
@@ -289,7 +300,97 @@ def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tupl
             {"sink": s, "count": n, "reason": SKIPPED_SINK.format(sink=s, count=n)} for s, n in report.skipped.items()
         ],
     }
-    return summary, (EXIT_EVENTS_PENDING if report.pending else EXIT_OK)
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGINT in a following relay: the flag stops the pass between deliveries, and a
+    byte written to a pipe wakes the relay's wait at once (a signal handler may only do that much)."""
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self.signal: int | None = None
+
+    def request(self, signum: int | None = None) -> None:
+        self.signal = signum
+        self._flag.set()
+        with contextlib.suppress(OSError):  # the pipe is full: it is readable already
+            os.write(self._write, b"!")
+
+    def __call__(self) -> bool:
+        return self._flag.is_set()
+
+    @property
+    def wake_fd(self) -> int:
+        return self._read
+
+
+def run_events_follow(
+    settings: Settings,
+    *,
+    interval: float,
+    stop: StopRequest,
+    on_pass: Callable[[dict[str, Any]], None],
+    on_error: Callable[[HokusaiError, float], None],
+    max_seconds: float | None = None,
+    event_id: str | None = None,
+) -> int:
+    """`events relay --follow`: pass over the pending deliveries, wait, repeat, until ``stop`` is set
+    (exit 0) or ``max_seconds`` have passed (exit 0, or 5 when what a pass would leave is not empty).
+
+    The wait ends early on a NOTIFY (PostgreSQL, ``outbox.Notifications``), and otherwise lasts
+    --interval while listening, or a polling backoff that starts short after activity and grows to
+    --interval (SQLite); never past the moment a backed-off row falls due. A pass that cannot reach
+    the database is reported and retried after --interval: an outage ends a pass, not the relay.
+    """
+    import time
+
+    from hokusai_action.db import outbox
+
+    if event_id is not None:
+        event_id = _event_id_argument(event_id)
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    database = build_database(settings)
+    sinks = build_sinks(settings)
+    notifications = outbox.Notifications(database)
+    backoff = outbox.IdleBackoff(interval)
+    previous: dict[str, Any] | None = None
+    try:
+        while not stop():
+            notifications.start()  # before the pass: whatever commits after it wakes the wait
+            try:
+                database.require_schema()
+                report = outbox.deliver_pending(database, sinks, event_id=event_id, stop=stop)
+                delay = interval if notifications.listening else backoff.after_pass(active=bool(report.delivered))
+                due = outbox.seconds_until_due(database, sinks, event_id=event_id)
+            except HokusaiError as exc:
+                on_error(exc, interval)
+                previous, delay, due = None, interval, None
+            else:
+                summary = relay_summary(report)
+                if relay_moved_something(summary, previous):
+                    on_pass(summary)
+                previous = summary
+            if due is not None:
+                delay = min(delay, due)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                delay = min(delay, left)
+            if stop():
+                break
+            notifications.wait(delay, wake_fd=stop.wake_fd)
+        if stop():
+            return EXIT_OK  # stopped on request: what is left waits for the next relay
+        left = outbox.outstanding(database, sinks, event_id=event_id)
+        return EXIT_EVENTS_PENDING if left.pending else EXIT_OK
+    finally:
+        notifications.close()
+        for sink in sinks.values():
+            sink.close()
+        database.dispose()
 
 
 def relay_moved_something(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:

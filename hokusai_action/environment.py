@@ -34,6 +34,11 @@ MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT = EnvVar(
     bool,
     "MLflow's own switch; the tool sets it to true so MLflow never prints the tracking URI (with its credentials)",
 )
+MLFLOW_DISABLE_TELEMETRY = EnvVar(
+    "MLFLOW_DISABLE_TELEMETRY",
+    bool,
+    "MLflow's own switch; the tool sets it to true unless you set it (MLflow's telemetry thread races our requests)",
+)
 HOKUSAI_MLFLOW_EXPERIMENT = EnvVar("HOKUSAI_MLFLOW_EXPERIMENT", str, "MLflow experiment for registration runs")
 HOKUSAI_MLFLOW_TIMEOUT = EnvVar(
     "HOKUSAI_MLFLOW_TIMEOUT", float, "Seconds to keep trying an unreachable MLflow before exit 4 (default 30)"

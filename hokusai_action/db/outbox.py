@@ -32,6 +32,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import select
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +70,7 @@ BATCH_SIZE = 200
 LOG_LEASE_LOST = "event %s: the lease on sink %s expired during delivery and another relay took it over"
 BLOCKED_BY_EARLIER = "an earlier event of token {token} failed for this sink in this run; delivered after it"
 SINK_DOWN_THIS_PASS = "sink {sink} failed several times in a row in this pass (or the lease was lost); tried next pass"
+RELAY_STOPPING = "the relay was stopping; handed back for the next relay"
 SINK_DOWN_AFTER = 3  # transient failures in a row that make a sink count as down for the rest of a pass
 
 
@@ -210,14 +214,21 @@ def deliver_pending(
     batch_size: int = BATCH_SIZE,
     lease_seconds: float = LEASE_SECONDS,
     owner: str | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> RelayReport:
     """Deliver pending rows (of one event, or all) to the configured sinks; record each outcome.
 
     With ``event_id`` (a registration delivering its own event, or a re-run) the row is tried at once
     even while it backs off; the relay over all events honours ``next_attempt_at``. Leases are honoured
-    either way.
+    either way. Once ``stop()`` is true (a stopping ``--follow`` relay), each sink finishes the
+    delivery in hand and hands the rest of its leases back; no further page is read.
     """
     owner = owner or relay_owner_id()
+    halt = threading.Event()  # set when the pass is interrupted: the sinks' threads stop too
+
+    def stopping() -> bool:
+        return halt.is_set() or (stop is not None and stop())
+
     report = RelayReport()
     configured = sorted(sink for sink in sinks if sink != DATABASE_SINK)
     blocked: set[tuple[str, str]] = set()  # (sink, token) whose earlier event is not delivered yet
@@ -235,7 +246,7 @@ def deliver_pending(
         _record(database, [outcome], owner=owner, report=report)
 
     after: tuple[dt.datetime, str, str] | None = None
-    while configured:
+    while configured and not stopping():
         now = utcnow()
         with database.unit_of_work() as uow:
             page = uow.execute(_page_query(configured, event_id=event_id, after=after).limit(batch_size)).all()
@@ -271,11 +282,15 @@ def deliver_pending(
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
                 work = [
-                    pool.submit(_deliver_all, sinks[sink], rows, blocked, renew, finish)
+                    pool.submit(_deliver_all, sinks[sink], rows, blocked, renew, finish, stopping)
                     for sink, rows in per_sink.items()
                 ]
-                for done in work:
-                    done.result()
+                try:
+                    for done in work:
+                        done.result()
+                except BaseException:
+                    halt.set()  # the threads finish the delivery in hand, then stop (the pool waits)
+                    raise
         except BaseException:  # SIGTERM (SystemExit), Ctrl-C: hand the leases back for the re-run
             _release_quietly(database, leased, owner=owner)
             raise
@@ -420,6 +435,7 @@ def _deliver_all(
     blocked: set[tuple[str, str]],
     renew: Callable[[_Row], bool],
     finish: Callable[[_Outcome], None],
+    stopping: Callable[[], bool] = lambda: False,
 ) -> None:
     """Deliver ``rows`` in order, each under a lease renewed just before it is sent and recorded just
     after, so a slow page never outlives a lease (another relay would then send the row too). After a
@@ -428,6 +444,9 @@ def _deliver_all(
     failures_in_a_row = 0
     for row in rows:
         token = (row.sink, row.token_id)
+        if stopping():  # not attempted: the lease goes back at once, for another relay
+            finish(_Outcome(row, error=RELAY_STOPPING, blocked=True))
+            continue
         if token in blocked:
             finish(_Outcome(row, error=BLOCKED_BY_EARLIER.format(token=row.token_id), blocked=True))
             continue
@@ -515,3 +534,141 @@ def _summarise(database: Database, report: RelayReport, *, configured: set[str],
         else:
             report.skipped[sink] = count
     report.waiting = max(0, report.waiting - retried_here)
+
+
+# ------------------------------------------------------------------------------ a relay that follows
+
+# Polling (SQLite, or PostgreSQL while LISTEN is not possible): the first wait after a pass that
+# delivered something is this short, and each idle pass doubles it up to the relay's --interval.
+POLL_MIN_SECONDS = 0.1
+LOG_LISTEN_FAILED = "cannot LISTEN on %s (%s); polling every --interval until it can"
+LOG_LISTEN_LOST = "the LISTEN connection dropped (%s); passing over the events table and listening again"
+
+
+def outstanding(database: Database, sinks: Mapping[str, EventSink], *, event_id: str | None = None) -> RelayReport:
+    """What a pass would leave behind, counted without delivering: the rows of the configured sinks
+    that are pending (waiting) and the dead letters; pending rows of other sinks as skipped."""
+    report = RelayReport()
+    _summarise(database, report, configured={s for s in sinks if s != DATABASE_SINK}, event_id=event_id)
+    return report
+
+
+def seconds_until_due(
+    database: Database, sinks: Mapping[str, EventSink], *, event_id: str | None = None
+) -> float | None:
+    """Seconds until the earliest pending row of a configured sink comes off its backoff or its
+    lease expires (None when no such time lies ahead): a following relay wakes no later than that,
+    since no NOTIFY announces it."""
+    configured = [sink for sink in sinks if sink != DATABASE_SINK]
+    if not configured:
+        return None
+    now = utcnow()
+    rows = event_deliveries.c
+    scope = [rows.status == PENDING, rows.sink.in_(configured)]
+    if event_id is not None:
+        scope.append(rows.event_id == event_id)
+    with database.unit_of_work() as uow:
+        backoff = uow.execute(sa.select(sa.func.min(rows.next_attempt_at)).where(*scope, rows.next_attempt_at > now))
+        first_backoff = backoff.scalar()
+        lease = uow.execute(sa.select(sa.func.min(rows.lease_until)).where(*scope, rows.lease_until > now))
+        first_lease = lease.scalar()
+    times = [as_utc(value) for value in (first_backoff, first_lease) if value is not None]
+    if not times:
+        return None
+    return max(0.0, (min(times) - now).total_seconds())  # type: ignore[type-var]
+
+
+class IdleBackoff:
+    """The wait between polling passes: ``POLL_MIN_SECONDS`` after a pass that moved something,
+    doubled after each idle one, never above ``cap`` (the relay's --interval)."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.floor = min(POLL_MIN_SECONDS, cap)
+        self._delay = self.floor
+
+    def after_pass(self, *, active: bool) -> float:
+        self._delay = self.floor if active else min(self.cap, self._delay * 2)
+        return self._delay
+
+
+class Notifications:
+    """``LISTEN token_ready_for_deploy`` on a connection of its own, outside the pool (PostgreSQL).
+
+    A registration's commit sends ``NOTIFY token_ready_for_deploy, '<event_id>'`` (``add_event``), so
+    a following relay wakes at once instead of at its next poll. A NOTIFY reaches only those
+    listening when it is sent: the relay therefore passes over the events table (the truth) right
+    after each LISTEN starts and at least every --interval, and a notification only wakes it early.
+    On SQLite there is nothing to listen to: ``wait`` sleeps until its timeout or the wake-up fd.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: Any = None  # the psycopg2 connection, in autocommit, while listening
+
+    @property
+    def supported(self) -> bool:
+        return self._database.dialect == "postgresql"
+
+    @property
+    def listening(self) -> bool:
+        return self._connection is not None
+
+    def start(self) -> bool:
+        """LISTEN (again) if possible; False (and the relay polls) when the server cannot be reached."""
+        if not self.supported or self.listening:
+            return self.listening
+        try:
+            pooled = self._database.engine.raw_connection()
+            connection = pooled.driver_connection  # (None once detached)
+            pooled.detach()  # ours for good: never handed back to the pool while it listens
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except Exception as exc:  # a database outage: poll, and try again before the next pass
+            log.warning(LOG_LISTEN_FAILED, NOTIFY_CHANNEL, redact(type(exc).__name__))
+            return False
+        self._connection = connection
+        return True
+
+    def wait(self, timeout: float, *, wake_fd: int | None = None) -> bool:
+        """Wait up to ``timeout`` seconds; True when notifications arrived (all drained) or the
+        listening connection dropped (the caller passes over the table and listens again)."""
+        if self._connection is not None and self._drain():
+            return True
+        waited_on: list[Any] = [fd for fd in (wake_fd,) if fd is not None]
+        if self._connection is not None:
+            waited_on.append(self._connection)
+        if not waited_on:
+            time.sleep(max(0.0, timeout))
+            return False
+        try:
+            ready, _, _ = select.select(waited_on, [], [], max(0.0, timeout))
+        except (OSError, ValueError) as exc:  # the connection's socket is already closed
+            self._lost(exc)
+            return True
+        if self._connection is not None and self._connection in ready:
+            return self._drain()
+        return False
+
+    def _drain(self) -> bool:
+        try:
+            self._connection.poll()
+        except Exception as exc:  # psycopg2.OperationalError: the server or the network went away
+            self._lost(exc)
+            return True
+        arrived = bool(self._connection.notifies)
+        self._connection.notifies.clear()
+        return arrived
+
+    def _lost(self, exc: BaseException) -> None:
+        log.warning(LOG_LISTEN_LOST, redact(type(exc).__name__))
+        self.close()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # already gone
+                log.debug("closing the LISTEN connection failed", exc_info=True)

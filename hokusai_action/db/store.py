@@ -26,6 +26,12 @@ from hokusai_action.errors import InputError, ServiceUnavailable, TokenStateErro
 from hokusai_action.redact import redact
 
 HEAD_REVISION = "0002"
+# Connections one process holds at most on a server database (PostgreSQL): the main thread and one
+# more (the claim heartbeat during an upload, or a second sink's delivery thread). No code path
+# nests one unit of work inside another, so two never wait on each other. `events relay --follow`
+# holds one more, outside the pool, for LISTEN.
+POOL_SIZE = 2
+APPLICATION_NAME = "hokusai-ml-platform"  # pg_stat_activity.application_name of every connection
 
 DB_UNREACHABLE = "The Hokusai database at {url} is unreachable: {reason}."
 DB_UNREACHABLE_HINT = "Check HOKUSAI_DATABASE_URL and that the server is up. Nothing was changed."
@@ -177,9 +183,15 @@ class Database:
             connect_args["timeout"] = timeout
         elif parsed.get_backend_name() == "postgresql":
             connect_args["connect_timeout"] = max(1, math.ceil(timeout))
-            connect_args["application_name"] = "hokusai-ml-platform"
+            connect_args["application_name"] = APPLICATION_NAME
+        pool: dict[str, Any] = {}
+        if parsed.get_backend_name() != "sqlite":
+            # a bounded pool: 16 registrations at once must not hold 16 x 15 server connections (the
+            # default pool_size 5 + max_overflow 10). A thread that finds both in use waits for one
+            # (every hold is one short transaction), at most `timeout` seconds, then reports an outage.
+            pool = {"pool_size": POOL_SIZE, "max_overflow": 0, "pool_timeout": timeout}
         try:
-            self.engine = sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+            self.engine = sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True, **pool)
         except (sa_exc.ArgumentError, ImportError) as exc:
             raise InputError(DB_BAD_URL.format(reason=redact(str(exc))), hint=DB_BAD_URL_HINT) from exc
         if parsed.get_backend_name() == "sqlite":

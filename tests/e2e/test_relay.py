@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from hokusai_action.db import outbox
 from hokusai_action.db.schema import event_deliveries
-from hokusai_action.db.store import Database, insert_token, utcnow
+from hokusai_action.db.store import APPLICATION_NAME, Database, insert_token, utcnow
 from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.events.webhook import WebhookSink
 from tests.e2e.test_events import SECRET, Receiver
@@ -80,6 +80,22 @@ def add_events(fresh_db: Database) -> Callable[..., list[str]]:
     return add
 
 
+def commit_events(database: Database, count: int, **options) -> list[str]:
+    """``add_events`` for a database that is not the ``fresh_db`` fixture."""
+    ids = []
+    with database.unit_of_work() as uow:
+        for n in range(count):
+            token_id = f"T{uuid.uuid4().hex[:8]}".upper()
+            insert_token(uow, token_id)
+            event = CloudEventRecord(
+                id=str(uuid.uuid4()), source="test", time="2026-01-01T00:00:00Z", subject=token_id, data={"n": n}
+            )
+            outbox.add_event(uow, event, token_id=token_id, sinks=options.get("sinks", ("webhook", "database")))
+            ids.append(event.id)
+        uow.commit()
+    return ids
+
+
 def webhook(url: str) -> WebhookSink:
     return WebhookSink(url, SECRET, timeout=10, max_attempts=1, allow_insecure_http=True)
 
@@ -95,7 +111,7 @@ def posted_ids(receiver: Receiver) -> Counter:
 
 
 def start_follow_relay(
-    database_url: str, webhook_url: str, cwd: Path, *, interval: float, **extra_env: str
+    database_url: str, webhook_url: str, cwd: Path, *, interval: float, args: tuple[str, ...] = (), **extra_env: str
 ) -> subprocess.Popen:
     """`events relay --follow` as a subprocess, delivering to ``webhook_url`` (and the database)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
@@ -107,7 +123,7 @@ def start_follow_relay(
         HOKUSAI_HOME=str(cwd / ".hokusai"),
         **extra_env,
     )
-    command = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", str(interval)]
+    command = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", str(interval), *args]
     return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -353,7 +369,8 @@ def test_relay_follow_delivers_what_arrives_until_stopped(fresh_db, database_url
         relay.send_signal(signal.SIGTERM)
         out, err = relay.communicate(timeout=30)
     assert posted_ids(receiver) == Counter(first + second)  # each exactly once
-    assert relay.returncode == 128 + signal.SIGTERM, err
+    assert relay.returncode == 0, err  # a service stopped on request
+    assert "relay stopped by SIGTERM" in err
     assert "Traceback" not in err
     reports = [line for line in out.splitlines() if line.startswith("delivered ")]
     assert reports and len(reports) <= 4, out  # idle passes print nothing
@@ -400,3 +417,322 @@ def test_relay_follow_outlives_a_database_outage(httpserver, tmp_path):
     outage_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert outage_lines and all("trying again" in line for line in outage_lines), err
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------- the relay as a service
+
+
+class TimedReceiver(Receiver):
+    """A Receiver that also notes when each event id arrived (time.monotonic)."""
+
+    def __init__(self, httpserver, statuses=(), delay: float = 0.0) -> None:
+        self.arrived: dict[str, float] = {}
+        super().__init__(httpserver, statuses=statuses, delay=delay)
+
+    def handle(self, request):
+        self.arrived.setdefault(json.loads(request.get_data())["id"], time.monotonic())
+        return super().handle(request)
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def stop(relay: subprocess.Popen, signum: int = signal.SIGTERM) -> tuple[str, str]:
+    if relay.poll() is None:
+        relay.send_signal(signum)
+    return relay.communicate(timeout=60)
+
+
+def listening_connections(database_url: str) -> int:
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
+                    "AND datname = current_database() AND query = :listen"
+                ),
+                {"name": APPLICATION_NAME, "listen": f"LISTEN {outbox.NOTIFY_CHANNEL}"},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_follow_on_postgresql_is_woken_by_the_commits_notify(httpserver, tmp_path):
+    """The relay LISTENs on its own connection; an event committed after it has been idle for 7 s
+    arrives within a second. Polling could not do that: its backoff is then in a 6.4 s wait (0.1 s
+    doubling from the last delivery), and the --interval is 60 s."""
+
+    url = create_database("hokusai_listen")
+    database = Database(url, timeout=10)
+    relay = None
+    try:
+        database.upgrade()
+        receiver = TimedReceiver(httpserver)
+        first = commit_events(database, 1)
+        relay = start_follow_relay(url, receiver.url, tmp_path, interval=60)
+        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")  # the relay is up
+        assert listening_connections(url) == 1
+        latencies = []
+        for idle in (7.0, 1.0):
+            time.sleep(idle)
+            committed = time.monotonic()
+            (event_id,) = commit_events(database, 1)
+            wait_until(lambda event_id=event_id: event_id in receiver.arrived, timeout=90, what="the wake-up")
+            latencies.append(receiver.arrived[event_id] - committed)
+    finally:
+        if relay is not None:
+            _, err = stop(relay)
+        database.dispose()
+        drop_database(url)
+    assert relay.returncode == 0, err
+    assert max(latencies) < 2.0, latencies
+    assert all(count == 1 for count in posted_ids(receiver).values())
+
+
+class WithoutNotify:
+    """A unit of work seen as another dialect by ``add_event``: its commit sends no NOTIFY, like a
+    writer that does not know about the channel, or a NOTIFY sent while no relay was listening."""
+
+    dialect = "silent"
+
+    def __init__(self, uow) -> None:
+        self._uow = uow
+
+    def execute(self, *args):
+        return self._uow.execute(*args)
+
+
+@pytest.mark.e2e
+def test_follow_on_postgresql_still_finds_an_event_no_notify_announced(httpserver, tmp_path):
+    """The events table is the truth: a listening relay passes over it every --interval (1 s here),
+    so an event whose NOTIFY it never got is delivered all the same."""
+
+    url = create_database("hokusai_missed")
+    database = Database(url, timeout=10)
+    relay = None
+    try:
+        database.upgrade()
+        receiver = TimedReceiver(httpserver)
+        first = commit_events(database, 1)
+        relay = start_follow_relay(url, receiver.url, tmp_path, interval=1)
+        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")
+        assert listening_connections(url) == 1
+        with database.unit_of_work() as uow:
+            insert_token(uow, "SILENT")
+            event = CloudEventRecord(id=str(uuid.uuid4()), source="t", time="2026-01-01T00:00:00Z", subject="SILENT")
+            outbox.add_event(WithoutNotify(uow), event, token_id="SILENT", sinks=("webhook", "database"))
+            uow.commit()
+        committed = time.monotonic()
+        wait_until(lambda: event.id in receiver.arrived, timeout=30, what="the safety poll")
+    finally:
+        if relay is not None:
+            _, err = stop(relay)
+        database.dispose()
+        drop_database(url)
+    assert relay.returncode == 0, err
+    assert receiver.arrived[event.id] - committed < 5.0
+    assert posted_ids(receiver) == Counter([*first, event.id])
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_follow_listens_again_after_its_listen_connection_is_killed(httpserver, tmp_path):
+    """An administrator (or a failover) ends the LISTEN connection: the relay notices, passes over the
+    table, LISTENs again, and is woken by the next commit as before."""
+
+    url = create_database("hokusai_relisten")
+    database = Database(url, timeout=10)
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    relay = None
+    try:
+        database.upgrade()
+        receiver = TimedReceiver(httpserver)
+        first = commit_events(database, 1)
+        relay = start_follow_relay(url, receiver.url, tmp_path, interval=60)
+        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")
+        with admin.connect() as connection:
+            killed = connection.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query = :listen"
+                ),
+                {"listen": f"LISTEN {outbox.NOTIFY_CHANNEL}"},
+            ).all()
+        assert len(killed) == 1
+        wait_until(lambda: listening_connections(url) == 1, timeout=30, what="a new LISTEN")
+        time.sleep(7.0)  # idle: only a NOTIFY can wake it within the 60 s --interval now
+        committed = time.monotonic()
+        (event_id,) = commit_events(database, 1)
+        wait_until(lambda: event_id in receiver.arrived, timeout=90, what="the wake-up")
+    finally:
+        if relay is not None:
+            _, err = stop(relay)
+        admin.dispose()
+        database.dispose()
+        drop_database(url)
+    assert relay.returncode == 0, err
+    assert receiver.arrived[event_id] - committed < 2.0
+    assert "the LISTEN connection dropped" in err and "Traceback" not in err
+    assert posted_ids(receiver) == Counter([*first, event_id])
+
+
+@pytest.mark.e2e
+def test_follow_on_sqlite_polls_quickly_after_activity(httpserver, tmp_path):
+    """No NOTIFY on SQLite: after a delivery the relay polls every 0.1 s, doubling while idle, so an
+    event committed shortly after the last one arrives within a second or two, not at the 60 s cap."""
+
+    url = f"sqlite:///{tmp_path / 'poll.db'}"
+    database = Database(url, timeout=10)
+    database.upgrade()
+    receiver = TimedReceiver(httpserver)
+    first = commit_events(database, 1)
+    relay = start_follow_relay(url, receiver.url, tmp_path, interval=60)
+    try:
+        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")
+        latencies = []
+        for _ in range(3):
+            time.sleep(0.3)
+            committed = time.monotonic()
+            (event_id,) = commit_events(database, 1)
+            wait_until(lambda event_id=event_id: event_id in receiver.arrived, timeout=90, what="a poll")
+            latencies.append(receiver.arrived[event_id] - committed)
+    finally:
+        _, err = stop(relay)
+        database.dispose()
+    assert relay.returncode == 0, err
+    assert max(latencies) < 5.0, latencies
+    assert all(count == 1 for count in posted_ids(receiver).values())
+
+
+@pytest.mark.unit
+def test_idle_polling_backs_off_from_short_to_the_interval() -> None:
+    backoff = outbox.IdleBackoff(cap=5.0)
+    assert backoff.after_pass(active=True) == outbox.POLL_MIN_SECONDS
+    idle = [backoff.after_pass(active=False) for _ in range(8)]
+    assert idle == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    assert backoff.after_pass(active=True) == outbox.POLL_MIN_SECONDS  # activity: short again
+    assert outbox.IdleBackoff(cap=0.05).after_pass(active=True) == 0.05  # never above --interval
+
+
+@pytest.mark.e2e
+def test_sigterm_finishes_the_delivery_in_hand_and_hands_the_rest_back(
+    database_url, fresh_db, add_events, httpserver, tmp_path
+):
+    """Stopped mid-page: the POST in flight completes and is recorded, the page's other leases are
+    released at once (no lease left held by the stopping relay), exit 0."""
+
+    ids = add_events(4)  # four tokens, one page, one sink: sent one after another
+    receiver = Receiver(httpserver, delay=1.5)
+    relay = start_follow_relay(database_url, receiver.url, tmp_path, interval=30, HOKUSAI_WEBHOOK_TIMEOUT="10")
+    try:
+        wait_until(lambda: len(receiver.requests) >= 1, what="the first POST")
+    finally:
+        _, err = stop(relay)
+    assert relay.returncode == 0, err
+    assert "relay stopped by SIGTERM" in err and "Traceback" not in err
+    state = rows(fresh_db)
+    assert posted_ids(receiver) == Counter(ids[:1])  # the one in hand, nothing after the signal
+    assert state[(ids[0], "webhook")]["status"] == "delivered"
+    for event_id in ids[1:]:
+        row = state[(event_id, "webhook")]
+        assert (row["status"], row["lease_owner"], row["lease_until"], row["attempts"]) == ("pending", None, None, 0)
+    # another relay takes them at once: nothing waits for a lease to expire
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+    assert sorted(e for e, _ in report.delivered) == sorted(ids[1:])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm", "sigint"])
+def test_a_stopped_relay_exits_at_once_when_idle(database_url, fresh_db, add_events, httpserver, tmp_path, ctrl_c):
+    receiver = Receiver(httpserver)
+    ids = add_events(1)
+    relay = start_follow_relay(database_url, receiver.url, tmp_path, interval=60)
+    wait_until(lambda: posted_ids(receiver) == Counter(ids), what="the delivery")
+    time.sleep(0.5)  # now idle, waiting up to 60 s
+    asked = time.monotonic()
+    _, err = stop(relay, signal.SIGINT if ctrl_c else signal.SIGTERM)
+    assert relay.returncode == 0, err
+    assert time.monotonic() - asked < 10  # woken by the signal, not by the end of its wait
+    assert f"relay stopped by {'SIGINT' if ctrl_c else 'SIGTERM'}" in err and "Traceback" not in err
+
+
+@pytest.mark.e2e
+def test_max_seconds_ends_a_follow_with_the_exit_code_of_a_pass(
+    database_url, fresh_db, add_events, httpserver, tmp_path
+):
+    receiver = Receiver(httpserver)
+    delivered = add_events(2)
+    relay = start_follow_relay(database_url, receiver.url, tmp_path, interval=60, args=("--max-seconds", "2"))
+    started = time.monotonic()
+    out, err = relay.communicate(timeout=60)
+    assert relay.returncode == 0, err  # everything delivered
+    assert 2 <= time.monotonic() - started < 30
+    assert posted_ids(receiver) == Counter(delivered)
+
+    # a receiver that refuses for good: a dead letter is left, so a bounded relay exits 5 naming it
+    httpserver.clear()
+    refusing = Receiver(httpserver, statuses=[410])
+    (dead,) = add_events(1)
+    relay = start_follow_relay(database_url, refusing.url, tmp_path, interval=60, args=("--max-seconds", "1.5"))
+    out, err = relay.communicate(timeout=60)
+    assert relay.returncode == 5, (out, err)
+    assert f"dead letter {dead} -> webhook" in out
+
+
+@pytest.mark.e2e
+def test_max_seconds_needs_follow(httpserver, tmp_path):
+    receiver = Receiver(httpserver)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
+    env.update(HOKUSAI_DATABASE_URL=f"sqlite:///{tmp_path / 'site.db'}", HOKUSAI_HOME=str(tmp_path / ".hokusai"))
+    done = subprocess.run(
+        [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--max-seconds", "5"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: --max-seconds bounds a relay that follows (--follow)")
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+    assert receiver.requests == []
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_three_following_relays_deliver_a_stream_exactly_once(database_url, fresh_db, add_events, httpserver, tmp_path):
+    """Three `events relay --follow` processes (as on three machines) share one database while 40
+    registrations' events are committed, one token each and some tokens twice: every event id
+    reaches the receiver exactly once, one token's events in commit order, and no lease is left."""
+
+    receiver = Receiver(httpserver, delay=0.03)
+    relays = [start_follow_relay(database_url, receiver.url, tmp_path, interval=2) for _ in range(3)]
+    committed: list[str] = []
+    pairs: list[list[str]] = []
+    try:
+        for n in range(30):
+            committed += add_events(1)
+            if n % 10 == 9:
+                pairs.append(add_events(2, token=f"TWICE{n}"))  # one token, two events: in order
+                committed += pairs[-1]
+            time.sleep(0.05)
+        wait_until(lambda: len(posted_ids(receiver)) == len(committed), timeout=120, what="every delivery")
+        time.sleep(1.0)  # room for a duplicate to show up
+    finally:
+        outputs = [stop(relay) for relay in relays]
+    assert [relay.returncode for relay in relays] == [0, 0, 0], [err for _, err in outputs]
+    assert posted_ids(receiver) == Counter(committed)  # each exactly once
+    order = [json.loads(body)["id"] for _, body in receiver.requests]
+    assert all(order.index(first) < order.index(second) for first, second in pairs)
+    state = rows(fresh_db)
+    assert all(r["status"] == "delivered" and r["attempts"] == 1 for k, r in state.items() if k[1] == "webhook")
+    assert all(r["lease_owner"] is None for r in state.values())
+    assert not any("Traceback" in err for _, err in outputs)
