@@ -140,7 +140,7 @@ class MlflowRegistry:
         """MLflow's per-request timeouts sized for uploading ``model``'s largest file, while the block
         runs (``transfer_limits``): a big file may wait longer for the store's answer."""
         largest = max((state.size for state in model.states), default=model.total_bytes)
-        return upload_timeouts(self.transfer_limits, largest)
+        return upload_timeouts(self.transfer_limits, largest, floor_seconds=self.timeout)
 
     # ---------------------------------------------------------------------------------- errors
 

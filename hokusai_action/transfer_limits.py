@@ -26,7 +26,8 @@ MLflow still retries a request that timed out (``MLFLOW_HTTP_REQUEST_MAX_RETRIES
 registration stops with exit 4.
 
 The budget is set only while files upload (``upload_timeouts``); metadata calls keep the ordinary
-per-request bound. A value the user set for an MLflow variable is kept when it is longer.
+per-request bound. It is never shorter than ``HOKUSAI_MLFLOW_TIMEOUT`` (the floor the registry
+passes), and a value the user set for an MLflow variable is kept when it is longer.
 """
 
 from __future__ import annotations
@@ -96,18 +97,24 @@ def _user_seconds(name: str, environ: MutableMapping[str, str]) -> int | None:
 
 @contextlib.contextmanager
 def upload_timeouts(
-    limits: TransferLimits, largest_file: int, environ: MutableMapping[str, str] | None = None
+    limits: TransferLimits,
+    largest_file: int,
+    environ: MutableMapping[str, str] | None = None,
+    *,
+    floor_seconds: float = 0,
 ) -> Iterator[dict[str, str]]:
     """Give MLflow's per-request timeouts the budget of an upload of files up to ``largest_file``
-    bytes while the block runs; put the previous values back after. A longer value the user set is
-    kept, and so is ``-1`` (MLflow's "no timeout" for the GCS one). Yields what is in force."""
+    bytes, at least ``floor_seconds``, while the block runs; put the previous values back after. A
+    longer value the user set is kept, and so is ``-1`` (MLflow's "no timeout" for the GCS one).
+    Yields what is in force."""
     environ = os.environ if environ is None else environ
     previous = {name: environ.get(name) for name in (HTTP_REQUEST_TIMEOUT, ARTIFACT_UPLOAD_TIMEOUT)}
     in_force: dict[str, str] = {}
     for name, derived in limits.upload_environment(largest_file).items():
+        budget = max(int(derived), math.ceil(floor_seconds))
         own = _user_seconds(name, environ)
         unbounded = own == -1 and name == ARTIFACT_UPLOAD_TIMEOUT
-        in_force[name] = str(own) if own is not None and (unbounded or own > int(derived)) else derived
+        in_force[name] = str(own) if own is not None and (unbounded or own > budget) else str(budget)
     try:
         environ.update(in_force)
         yield in_force

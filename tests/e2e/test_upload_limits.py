@@ -46,6 +46,7 @@ def test_a_slow_steady_upload_longer_than_the_request_timeout_succeeds(
     env = {
         "MLFLOW_TRACKING_URI": proxy.url,
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(STALL),
+        "HOKUSAI_MLFLOW_TIMEOUT": str(STALL),
         "HOKUSAI_UPLOAD_STALL_TIMEOUT": str(STALL),
         "HOKUSAI_UPLOAD_MIN_RATE": "0.5",
     }
@@ -68,6 +69,7 @@ def test_a_server_that_goes_silent_fails_within_the_bound_with_exit_4(
     model = make_model(files={"weights.bin": os.urandom(MIB)}, metrics=False)
     env = {
         "MLFLOW_TRACKING_URI": proxy.url,
+        "HOKUSAI_MLFLOW_TIMEOUT": str(STALL),  # the budget's floor
         "HOKUSAI_UPLOAD_STALL_TIMEOUT": str(STALL),
         "HOKUSAI_UPLOAD_MIN_RATE": "8",
     }

@@ -78,6 +78,13 @@ def test_a_users_longer_timeout_is_kept_and_a_shorter_one_is_raised_for_uploads(
     assert shorter == {HTTP_REQUEST_TIMEOUT: "120", ARTIFACT_UPLOAD_TIMEOUT: "30"}
 
 
+def test_the_budget_has_a_floor():
+    with upload_timeouts(TransferLimits(stall_seconds=2), MIB, {}, floor_seconds=29.5) as in_force:
+        assert in_force == {HTTP_REQUEST_TIMEOUT: "30", ARTIFACT_UPLOAD_TIMEOUT: "30"}
+    with upload_timeouts(TransferLimits(), 20 * GB, {}, floor_seconds=30) as in_force:
+        assert in_force[HTTP_REQUEST_TIMEOUT] == "1968"
+
+
 def test_set_default_never_overrides_the_user_but_updates_its_own_value():
     environ = {HTTP_REQUEST_TIMEOUT: "5"}
     set_default(HTTP_REQUEST_TIMEOUT, "60", environ)
@@ -100,12 +107,15 @@ def test_the_registry_sizes_the_budget_by_the_largest_file(tmp_path, monkeypatch
     with open(model / "big.bin", "wb") as handle:
         handle.truncate(30 * MIB)  # sparse: 30 MiB on paper, nothing on disk
     files = inspect_model(model)
-    registry = MlflowRegistry(
-        "http://127.0.0.1:9", experiment="x", transfer_limits=TransferLimits(stall_seconds=5, min_rate_mib_s=3)
-    )
+    limits = TransferLimits(stall_seconds=5, min_rate_mib_s=3)
+    registry = MlflowRegistry("http://127.0.0.1:9", experiment="x", timeout=10, transfer_limits=limits)
     with registry.upload_timeouts(files) as in_force:
         assert in_force[HTTP_REQUEST_TIMEOUT] == "15" == os.environ[HTTP_REQUEST_TIMEOUT]  # 5 + 30 / 3
     assert os.environ[HTTP_REQUEST_TIMEOUT] == "60"  # the metadata bound the registry set
+    # never shorter than HOKUSAI_MLFLOW_TIMEOUT, as the per-request bound was before
+    patient = MlflowRegistry("http://127.0.0.1:9", experiment="x", timeout=300, transfer_limits=limits)
+    with patient.upload_timeouts(files) as in_force:
+        assert in_force[HTTP_REQUEST_TIMEOUT] == "300"
 
 
 def test_settings_read_the_upload_limits(tmp_path):
