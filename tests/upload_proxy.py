@@ -8,6 +8,10 @@ file being uploaded):
   temporary file and uploads it to the bucket before it answers), and a buffering load balancer:
   the client has sent everything and hears nothing for ``size / rate`` seconds, then the answer.
 - ``silent``: the proxy takes the whole body and never answers, until it is closed: a hung server.
+- ``trickle``: the proxy reads the body at ``rate`` bytes/s through a small receive window, so the
+  client's bytes keep moving, slowly, for ``size / rate`` seconds; then it answers at once: a slow
+  but steady link. (With a large window the kernel's buffers take most of a small body at once and
+  the client then waits in silence while the proxy drains them.)
 
 ``uploads`` records each upload attempt: (path, bytes, seconds from the request to the answer, or
 None when none was sent).
@@ -16,6 +20,7 @@ None when none was sent).
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,11 +29,12 @@ from typing import Any
 ARTIFACT_PUT = "/mlflow-artifacts/artifacts/"
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
 SLICE = 16 * 1024
+WINDOW = 32 * 1024
 
 
 class UploadProxy:
     def __init__(self, upstream_url: str, *, mode: str, rate: int = 1024 * 1024) -> None:
-        assert mode in ("slow", "silent")
+        assert mode in ("slow", "silent", "trickle")
         parsed = http.client.urlsplit(upstream_url)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.mode = mode
@@ -46,8 +52,11 @@ class UploadProxy:
             def handle_one(self) -> None:
                 started = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
                 upload = self.command == "PUT" and ARTIFACT_PUT in self.path
+                if upload and proxy.mode == "trickle":
+                    body = proxy.read_slowly(self.rfile, length)
+                else:
+                    body = self.rfile.read(length) if length else None
                 if upload and proxy.mode == "silent":
                     proxy.uploads.append((self.path, length, None))
                     proxy.closing.wait()
@@ -68,10 +77,28 @@ class UploadProxy:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def server_bind(self) -> None:
+                if proxy.mode == "trickle":  # a small window: the client's bytes wait in its own socket
+                    self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)
+                super().server_bind()
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, name="upload-proxy", daemon=True).start()
+
+    def read_slowly(self, stream: Any, length: int) -> bytes:
+        chunks = []
+        remaining = length
+        while remaining:
+            chunk = stream.read(min(SLICE, remaining))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+            time.sleep(len(chunk) / self.rate)
+        return b"".join(chunks)
 
     def forward(self, method: str, path: str, headers: Any, body: bytes | None, *, throttle: bool):
         connection = http.client.HTTPConnection(*self.upstream, timeout=120)

@@ -61,6 +61,28 @@ def test_a_slow_steady_upload_longer_than_the_request_timeout_succeeds(
     assert [v.version for v in versions] == ["1"]
 
 
+def test_a_steady_transfer_is_never_cut_by_its_budget(run_cli, make_token, make_model, proxy_for):
+    """The premise of the budget: MLflow's timeout bounds silence between bytes, not the transfer.
+    12 MiB trickling at 1.5 MiB/s take 8 s against a budget of 4 s (3 + 12 MiB / 16 MiB/s), in one
+    attempt. (This holds on every version of the tool: it checks MLflow and requests, as relied on.)"""
+    proxy = proxy_for("trickle", rate=3 * MIB // 2)
+    token = make_token()
+    model = make_model(files={"weights.bin": os.urandom(12 * MIB)}, metrics=False)
+    budget = TransferLimits(stall_seconds=3, min_rate_mib_s=16).wait_for(12 * MIB)
+    env = {
+        "MLFLOW_TRACKING_URI": proxy.url,
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+        "HOKUSAI_MLFLOW_TIMEOUT": "3",
+        "HOKUSAI_UPLOAD_STALL_TIMEOUT": "3",
+        "HOKUSAI_UPLOAD_MIN_RATE": "16",
+    }
+    result = run_cli(*register_args(token, model, "--metric-value", "0.91"), env=env)
+
+    assert result.code == 0, result.stderr
+    [(_, size, seconds)] = proxy.uploads
+    assert size == 12 * MIB and seconds is not None and seconds > budget == 4
+
+
 def test_a_server_that_goes_silent_fails_within_the_bound_with_exit_4(
     run_cli, make_token, make_model, proxy_for, snapshot
 ):
