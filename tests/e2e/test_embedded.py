@@ -22,8 +22,18 @@ pytestmark = [pytest.mark.e2e]
 
 # What a registration on the embedded default with the database sink has no use for. Each is a
 # heavy import (Pub/Sub and its gRPC stack ~0.3 s, signing and Sigstore ~75 MB of dependencies, GCS),
-# or a driver for a database that is not in use.
-NOT_FOR_EMBEDDED = ("google.cloud", "google.auth", "grpc", "model_signing", "sigstore", "OpenSSL", "psycopg2")
+# a driver for a database that is not in use, or what only the Pub/Sub and webhook sinks need.
+NOT_FOR_EMBEDDED = (
+    "google.cloud",
+    "google.auth",
+    "grpc",
+    "model_signing",
+    "sigstore",
+    "OpenSSL",
+    "psycopg2",
+    "cloudevents",
+    "standardwebhooks",
+)
 
 # Runs the program as `python -m hokusai_action` does, and records at exit (after the command, its
 # SystemExit and every other exit handler) which modules it loaded and the collector's state.
