@@ -146,4 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hokusai_action.process import short_command
+
+    with short_command():
+        sys.exit(main())

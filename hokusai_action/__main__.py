@@ -1,5 +1,5 @@
 """``python -m hokusai_action`` is the ``hokusai-ml-platform`` command."""
 
-from hokusai_action.cli import main
+from hokusai_action.cli import run
 
-main(prog_name="hokusai-ml-platform")
+run()

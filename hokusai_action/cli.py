@@ -207,6 +207,15 @@ class OneLineErrors(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def run() -> None:
+    """The ``hokusai-ml-platform`` program (console script, ``python -m``): ``main`` in a process
+    paced for one short command (``hokusai_action.process``)."""
+    from hokusai_action.process import short_command
+
+    with short_command():
+        main(prog_name="hokusai-ml-platform")
+
+
 @click.group(cls=OneLineErrors, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="hokusai-ml-platform")
 def main() -> None:

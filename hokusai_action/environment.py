@@ -43,6 +43,16 @@ HOKUSAI_MLFLOW_EXPERIMENT = EnvVar("HOKUSAI_MLFLOW_EXPERIMENT", str, "MLflow exp
 HOKUSAI_MLFLOW_TIMEOUT = EnvVar(
     "HOKUSAI_MLFLOW_TIMEOUT", float, "Seconds to keep trying an unreachable MLflow before exit 4 (default 30)"
 )
+HOKUSAI_UPLOAD_STALL_TIMEOUT = EnvVar(
+    "HOKUSAI_UPLOAD_STALL_TIMEOUT",
+    float,
+    "Seconds an upload may hear nothing from MLflow or the artifact store before it is retried (default 60)",
+)
+HOKUSAI_UPLOAD_MIN_RATE = EnvVar(
+    "HOKUSAI_UPLOAD_MIN_RATE",
+    float,
+    "Slowest MiB/s a healthy store takes an upload at: each file also waits size / rate for its answer (default 10)",
+)
 HOKUSAI_DATABASE_URL = EnvVar(
     "HOKUSAI_DATABASE_URL", str, "SQLAlchemy URL of the Hokusai site database (its password is masked)"
 )

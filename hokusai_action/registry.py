@@ -29,6 +29,7 @@ from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
 from hokusai_action.failpoints import after_each_call, failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.redact import redact
+from hokusai_action.transfer_limits import HTTP_REQUEST_TIMEOUT, TransferLimits, set_default, upload_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,15 @@ def model_name_for(token_id: str) -> str:
 
 
 def _configure_http_retries(timeout: float) -> None:
-    """Bound MLflow's HTTP retries (read per request from the environment) unless the user set them."""
+    """Bound MLflow's HTTP retries (read per request from the environment) unless the user set them.
+
+    The per-request timeout of metadata calls is ``timeout``, at least 60 s; requests that carry model
+    bytes get a budget that grows with their size while they run (``upload_timeouts``).
+    """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout, 60))))
+    set_default(HTTP_REQUEST_TIMEOUT, str(int(max(timeout, 60))))
 
 
 class MlflowRegistry:
@@ -104,11 +109,13 @@ class MlflowRegistry:
         experiment: str,
         timeout: float = 30.0,
         artifact_root: Path | None = None,
+        transfer_limits: TransferLimits | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment
         self.timeout = timeout
         self.artifact_root = artifact_root
+        self.transfer_limits = transfer_limits or TransferLimits()
         self._client: Any = None
         self._experiment_id: str | None = None
         # before any call: _client_retries_off() restores the variables it finds, so bounds set while
@@ -128,6 +135,12 @@ class MlflowRegistry:
             mlflow.set_registry_uri(self.tracking_uri)
             self._client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
+
+    def upload_timeouts(self, model: ModelFiles) -> contextlib.AbstractContextManager[dict[str, str]]:
+        """MLflow's per-request timeouts sized for uploading ``model``'s largest file, while the block
+        runs (``transfer_limits``): a big file may wait longer for the store's answer."""
+        largest = max((state.size for state in model.states), default=model.total_bytes)
+        return upload_timeouts(self.transfer_limits, largest, floor_seconds=self.timeout)
 
     # ---------------------------------------------------------------------------------- errors
 
@@ -368,7 +381,8 @@ class MlflowRegistry:
                 )
                 doing = "uploading the model"
                 try:
-                    self._upload(logged.model_id, logged, model)
+                    with self.upload_timeouts(model):
+                        self._upload(logged.model_id, logged, model)
                 except ModelChanged:
                     self._abandon_upload(logged.model_id, run_id)
                     raise

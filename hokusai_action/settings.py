@@ -101,6 +101,8 @@ class Settings:
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = DEFAULT_EXPERIMENT
     mlflow_timeout: float = 30.0
+    upload_stall_timeout: float = 60.0  # transfer_limits.DEFAULT_STALL_SECONDS
+    upload_min_rate: float = 10.0  # MiB/s, transfer_limits.DEFAULT_MIN_RATE_MIB_S
     database_url: str = field(default="", repr=False)
     database_timeout: float = 10.0
     # events
@@ -526,6 +528,10 @@ def load_settings(
             _first(flags.get("mlflow_timeout"), ev(env.HOKUSAI_MLFLOW_TIMEOUT), cfg("mlflow", "timeout"), 30),
             env.HOKUSAI_MLFLOW_TIMEOUT.name,
         ),
+        upload_stall_timeout=_positive(
+            _first(ev(env.HOKUSAI_UPLOAD_STALL_TIMEOUT), 60), env.HOKUSAI_UPLOAD_STALL_TIMEOUT.name
+        ),
+        upload_min_rate=_positive(_first(ev(env.HOKUSAI_UPLOAD_MIN_RATE), 10), env.HOKUSAI_UPLOAD_MIN_RATE.name),
         database_url=database_url,
         database_timeout=_positive(
             _first(ev(env.HOKUSAI_DATABASE_TIMEOUT), cfg("database", "timeout"), 10),

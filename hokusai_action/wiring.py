@@ -126,11 +126,15 @@ def build_database(settings: Settings) -> Database:
 
 def build_registry(settings: Settings) -> MlflowRegistry:
     from hokusai_action.registry import MlflowRegistry
+    from hokusai_action.transfer_limits import TransferLimits
 
     return MlflowRegistry(
         settings.mlflow_tracking_uri,
         experiment=settings.mlflow_experiment,
         timeout=settings.mlflow_timeout,
+        transfer_limits=TransferLimits(
+            stall_seconds=settings.upload_stall_timeout, min_rate_mib_s=settings.upload_min_rate
+        ),
         # the embedded SQLite store keeps artifacts beside it, not in ./mlruns of whatever folder
         artifact_root=(settings.home / "mlartifacts").resolve() if settings.uses_embedded_mlflow else None,
     )

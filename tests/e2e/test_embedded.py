@@ -1,0 +1,170 @@
+"""The embedded default (no MLFLOW_TRACKING_URI, no HOKUSAI_DATABASE_URL: both stores under
+./.hokusai/) as a user runs it, with the import budget that keeps it fast guarded structurally.
+
+Never a timed test: `benchmarks/embedded.py` measures wall time and peak RSS. These tests check what
+makes the numbers: which modules a registration loads, that no schema migration runs inside it, and
+that the program runs with its garbage-collector pace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hokusai_action.process import YOUNG_THRESHOLD
+from tests.helpers import CLI_PYTHON, register_args
+
+pytestmark = [pytest.mark.e2e]
+
+# What a registration on the embedded default with the database sink has no use for. Each is a
+# heavy import (Pub/Sub and its gRPC stack ~0.3 s, signing and Sigstore ~75 MB of dependencies, GCS),
+# a driver for a database that is not in use, or what only the Pub/Sub and webhook sinks need.
+NOT_FOR_EMBEDDED = (
+    "google.cloud",
+    "google.auth",
+    "grpc",
+    "model_signing",
+    "sigstore",
+    "OpenSSL",
+    "psycopg2",
+    "cloudevents",
+    "standardwebhooks",
+)
+
+# Runs the program as `python -m hokusai_action` does, and records at exit (after the command, its
+# SystemExit and every other exit handler) which modules it loaded and the collector's state.
+PROGRAM = """
+import atexit, gc, json, os, sys
+out = sys.argv.pop(1)
+migrations = []
+if os.environ.get("PROBE_MIGRATIONS"):
+    # every Alembic upgrade, MLflow's and ours, runs its scripts through this method
+    from alembic.runtime.migration import MigrationContext
+    original = MigrationContext.run_migrations
+    def counted(self, **kwargs):
+        migrations.append(self.get_current_revision())
+        return original(self, **kwargs)
+    MigrationContext.run_migrations = counted
+def record():
+    with open(out, "w", encoding="utf-8") as handle:
+        json.dump({"modules": sorted(sys.modules), "threshold": gc.get_threshold(),
+                   "frozen": gc.get_freeze_count(), "migrations": len(migrations)}, handle)
+atexit.register(record)
+sys.argv[0] = "hokusai-ml-platform"
+from hokusai_action.cli import run
+run()
+"""
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    """The user's environment with nothing pointing at a server: the embedded default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+    env.update(
+        HOKUSAI_GIT_SHA="0123456789abcdef0123456789abcdef01234567",
+        HOKUSAI_GIT_REF="refs/heads/main",
+        HOKUSAI_GIT_REPOSITORY="hokusai/example",
+    )
+    return env
+
+
+def run_program(tmp_path: Path, *args: str, probe_migrations: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
+    record = tmp_path / f"record-{len(list(tmp_path.glob('record-*')))}.json"
+    env = embedded_env(tmp_path)
+    if probe_migrations:
+        env["PROBE_MIGRATIONS"] = "1"
+    done = subprocess.run(
+        [CLI_PYTHON, "-c", PROGRAM, str(record), *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return done, json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+
+
+def loaded(modules: list[str], prefix: str) -> list[str]:
+    return [name for name in modules if name == prefix or name.startswith(prefix + ".")]
+
+
+@pytest.fixture
+def embedded_home(tmp_path: Path, make_model) -> tuple[Path, Path]:
+    """A fresh ./.hokusai set up as the README says (`db upgrade`), and a small model."""
+    done, record = run_program(tmp_path, "db", "upgrade", probe_migrations=True)
+    assert done.returncode == 0, done.stderr
+    assert record["migrations"] >= 2  # the site database's and MLflow's own: the probe sees both
+    return tmp_path, make_model(files={"weights.bin": os.urandom(2048)})
+
+
+def test_db_upgrade_creates_the_embedded_mlflow_store(embedded_home):
+    import sqlalchemy as sa
+
+    home, _ = embedded_home
+    store = home / ".hokusai" / "mlflow.db"
+    assert store.is_file()
+    engine = sa.create_engine(f"sqlite:///{store}")
+    try:
+        with engine.connect() as connection:
+            revision = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            tables = set(sa.inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+    assert revision  # MLflow's own migrations ran to their head
+    assert {"experiments", "runs", "logged_models", "registered_models", "model_versions"} <= tables
+
+    again, _ = run_program(home, "db", "upgrade")
+    assert again.returncode == 0, again.stderr
+    assert "up to date" in again.stdout and "MLflow store" in again.stdout
+
+
+def test_a_registration_on_the_embedded_default_loads_only_what_it_uses(embedded_home):
+    home, model = embedded_home
+    for token in ("EMBA", "EMBB"):  # the first registration on a fresh store, then a second token
+        created, _ = run_program(home, "token", "create", token)
+        assert created.returncode == 0, created.stderr
+        done, record = run_program(home, *register_args(token, model), "--output", "json", probe_migrations=True)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert (result["status"], result["model_version"]) == ("registered", "1")
+
+        modules = record["modules"]
+        assert "mlflow" in modules  # the check below is about the right process
+        unwanted = {prefix: loaded(modules, prefix) for prefix in NOT_FOR_EMBEDDED}
+        assert not any(unwanted.values()), unwanted
+        # neither MLflow (its store) nor the tool (the site database) migrated a schema here: both
+        # are created by `db upgrade`, the setup step the README runs before a first registration
+        assert record["migrations"] == 0, "a schema migration ran inside the registration"
+
+
+def test_the_program_runs_with_its_collector_pace(tmp_path):
+    done, record = run_program(tmp_path, "--version")
+    assert done.returncode == 0, done.stderr
+    assert record["threshold"][0] == YOUNG_THRESHOLD
+    assert record["frozen"] > 0  # the heap was frozen before shutdown
+
+
+def test_python_m_runs_the_same_program(tmp_path):
+    """`python -m hokusai_action` goes through ``cli.run`` as the console script does."""
+    probe = (
+        "import gc, runpy, sys\n"
+        "sys.argv = ['hokusai-ml-platform', '--version']\n"
+        "try:\n"
+        "    runpy.run_module('hokusai_action', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    print(gc.get_threshold()[0], gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run(
+        [CLI_PYTHON, "-c", probe],
+        env=embedded_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.split()[-2:] == [str(YOUNG_THRESHOLD), "True"], done.stdout + done.stderr
