@@ -129,11 +129,11 @@ def _compare(report: VerifyReport, what: str, sources: Mapping[str, Any], refere
             listed = "; ".join(f"{name} = {_shown(value)}" for name, value in sources.items())
             report.add(what, False, f"the records disagree and none can be trusted over the others: {listed}")
             return
-        reference = ("the other records", majority if len(values) > 1 else values[0])
+        reference = ("the other records say", majority if len(values) > 1 else values[0])
     label, expected = reference
     for name, value in sources.items():
         if not _same(value, expected):
-            report.add(what, False, f"{name} was edited: it says {_shown(value)}, {label} say {_shown(expected)}")
+            report.add(what, False, f"{name} was edited: it says {_shown(value)}, {label} {_shown(expected)}")
             return
     report.add(what, True, f"{', '.join(sources)} agree: {_shown(expected)}")
 
@@ -237,7 +237,7 @@ def verify_registration(
             report.add("model bytes", False, f"{where or 'the model bytes changed'} ({detail})")
         else:
             report.add("model bytes", True, f"{model.digest} recomputed from {len(model.files)} file(s)")
-            _compare(report, "artifact digest", recorded, ("the model bytes", model.digest))
+            _compare(report, "artifact digest", recorded, ("the model bytes hash to", model.digest))
 
         # ------------------------------------------------------- the records, with each other
         statement: dict[str, Any] | None = None
@@ -245,7 +245,7 @@ def verify_registration(
             statement = _verify_signatures(report, verifier, signature, bundles, model_dir, scratch)
 
         def reference(key: str) -> tuple[str, Any] | None:
-            return ("the signed statement", statement[key]) if statement else None
+            return ("the signed statement says", statement[key]) if statement else None
 
         _compare_records(report, token, tags, data, current, model_version, reference, statement)
         if signature is None:
@@ -305,19 +305,19 @@ def _compare_records(
         report,
         "metric",
         sources(TAG_METRIC, "metric_name", "metric_name"),
-        ("the signed statement", gate.get("metric")) if statement else None,
+        ("the signed statement says", gate.get("name")) if statement else None,
     )
     _compare(
         report,
         "metric value",
         sources(TAG_METRIC_VALUE, "metric_value", "metric_value"),
-        ("the signed statement", gate.get("value")) if statement else None,
+        ("the signed statement says", gate.get("value")) if statement else None,
     )
     _compare(
         report,
         "baseline",
         sources(TAG_BASELINE, "baseline_value", "baseline_value"),
-        ("the signed statement", gate.get("baseline")) if statement else None,
+        ("the signed statement says", gate.get("baseline")) if statement else None,
     )
     row_signature = (token.signature or {}) if current else None
     event_signature = (data.get("signature") or {}) if current else None
