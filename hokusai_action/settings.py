@@ -588,7 +588,7 @@ def load_settings(
 
 
 def _chain_list(raw: Any, base: Path | None = None) -> tuple[str, ...]:
-    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    items = raw if isinstance(raw, list | tuple) else str(raw).replace("\n", ",").split(",")
     paths = [str(item).strip() for item in items if str(item).strip()]
     if base is not None:
         paths = [p if Path(p).is_absolute() else str(base / p) for p in paths]

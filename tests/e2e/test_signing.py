@@ -327,3 +327,42 @@ def test_keyless_failure_at_the_network_releases_the_claim_and_commits_nothing(
     versions = mlflow_client.search_model_versions(f"name = 'hokusai-{token}'")
     assert len(versions) == 1
     assert not any(k.startswith("hokusai.signature.") for k in versions[0].tags)
+
+
+def test_action_signs_with_the_signing_key_input_masked_first(cli_env, services, make_token, make_model, tmp_path):
+    """The action's signing-key input is the PEM: every line of it is masked before anything else is
+    printed, and the registration is signed (the canary watch checks nothing of it leaks)."""
+    from tests.e2e.test_action_entrypoint import base_inputs, run_entrypoint
+
+    token = make_token()
+    model = make_model()
+    inputs = {**base_inputs(services, token, model), "sign": "key", "signing-key": CANARIES.signing_key_pem}
+
+    done, _outputs, _summary = run_entrypoint(cli_env, services, tmp_path, inputs)
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    pem_lines = [line for line in CANARIES.signing_key_pem.splitlines() if line.strip()]
+    masks = [line.removeprefix("::add-mask::") for line in lines if line.startswith("::add-mask::")]
+    assert set(pem_lines) <= set(masks)
+    first_other = next(n for n, line in enumerate(lines) if not line.startswith("::add-mask::"))
+    assert all(lines.index(f"::add-mask::{line}") < first_other for line in pem_lines)
+    with_signature = verify_in_env(cli_env, token)
+    assert with_signature["signature"]["method"] == "key"
+
+
+def verify_in_env(cli_env, token: str) -> dict:
+    import subprocess
+
+    from tests.helpers import CLI_PYTHON
+
+    done = subprocess.run(
+        [CLI_PYTHON, "-m", "hokusai_action", "model", "verify", "--token-id", token, "--output", "json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
