@@ -222,11 +222,12 @@ def run_token_reset(settings: Settings, symbol: str) -> dict[str, Any]:
         kept = count_events(uow, token_id)
         uow.commit()
     previous = before.as_dict()
+    previous.update({f"signature_{key}": value for key, value in (before.signature or {}).items()})
     return {
         "token_id": token_id,
         "status": "draft",
         "previous_status": before.model_status,
-        "cleared": {column: previous[column] for column in REGISTRATION_COLUMNS if previous[column] is not None},
+        "cleared": {column: previous.get(column) for column in REGISTRATION_COLUMNS if previous.get(column) is not None},
         "events_kept": kept,
     }
 

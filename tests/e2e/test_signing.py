@@ -366,3 +366,54 @@ def verify_in_env(cli_env, token: str) -> dict:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def test_verify_checks_a_local_copy_with_model_path(run_cli, make_token, make_model, keys, tmp_path):
+    import shutil
+
+    token = make_token()
+    model = make_model()
+    assert run_cli(*register_args(token, model, *sign_key(keys))).code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+
+    same = verify(run_cli, token, "--model-path", str(copy), "--public-key", str(keys.public_key))
+    (copy / "config" / "params.json").write_bytes(b'{"lr": 1}')
+    changed = verify(run_cli, token, "--model-path", str(copy), "--public-key", str(keys.public_key))
+
+    assert same.code == 0, same.stderr
+    assert changed.code == 1
+    assert "config/params.json" in changed.json["error"]
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "fragment"),
+    [
+        ("token-missing", 3, "does not exist"),
+        ("not-registered", 3, "has no registered version"),
+        ("identity-without-issuer", 2, "--identity needs --issuer"),
+        ("key-and-chain", 2, "Give one way to verify signatures"),
+        ("unreadable-public-key", 2, "cannot be used"),
+        ("mlflow-down", 4, "MLflow"),
+    ],
+)
+def test_verify_failures_that_are_not_mismatches_use_the_usual_exit_codes(
+    case, code, fragment, run_cli, make_token, make_model, keys, tmp_path
+):
+    token = make_token()
+    if case not in ("token-missing", "not-registered"):
+        assert run_cli(*register_args(token, make_model())).code == 0
+    args, env = {
+        "token-missing": ((), {}),
+        "not-registered": ((), {}),
+        "identity-without-issuer": (("--identity", "https://github.com/h/x/.github/workflows/r.yml@main"), {}),
+        "key-and-chain": (("--public-key", str(keys.public_key), "--certificate-chain", str(keys.root)), {}),
+        "unreadable-public-key": (("--public-key", str(tmp_path / "nope.pub")), {}),
+        "mlflow-down": ((), {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}",
+                             "HOKUSAI_MLFLOW_TIMEOUT": "2"}),
+    }[case]  # fmt: skip
+    target = "NOSUCHTOKEN" if case == "token-missing" else token
+
+    result = run_cli("model", "verify", "--token-id", target, *args, env=env)
+
+    assert_one_clear_line(result, code, fragment)
