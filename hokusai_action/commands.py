@@ -227,7 +227,7 @@ def run_token_reset(settings: Settings, symbol: str) -> dict[str, Any]:
         "token_id": token_id,
         "status": "draft",
         "previous_status": before.model_status,
-        "cleared": {column: previous.get(column) for column in REGISTRATION_COLUMNS if previous.get(column) is not None},
+        "cleared": {column: previous[column] for column in REGISTRATION_COLUMNS if previous.get(column) is not None},
         "events_kept": kept,
     }
 
