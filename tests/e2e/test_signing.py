@@ -417,3 +417,18 @@ def test_verify_failures_that_are_not_mismatches_use_the_usual_exit_codes(
     result = run_cli("model", "verify", "--token-id", target, *args, env=env)
 
     assert_one_clear_line(result, code, fragment)
+
+
+def test_reset_clears_the_signature_and_a_re_run_reports_it(run_cli, make_token, make_model, keys, database):
+    token = make_token()
+    model = make_model()
+    first = run_cli(*register_args(token, model, *sign_key(keys), "--output", "json")).json
+    again = run_cli(*register_args(token, model, "--output", "json"))  # idempotent re-run, no --sign
+    assert again.code == 0 and again.json["signature"] == first["signature"]
+
+    reset = run_cli("token", "reset", token, "--output", "json")
+
+    assert reset.code == 0, reset.stderr
+    assert reset.json["cleared"]["signature_method"] == "key"
+    row = token_row(database, token)
+    assert all(row[f"signature_{key}"] is None for key in SIGNATURE_KEYS)
