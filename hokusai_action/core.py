@@ -125,7 +125,7 @@ class Registry(Protocol):
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None: ...
 
-    def upload_signature(self, run_id: str, folder: Path) -> str: ...
+    def upload_signature(self, run_id: str, folder: Path, artifact_path: str) -> str: ...
 
     def set_version_tags(self, model_name: str, version: str, tags: Mapping[str, str]) -> None: ...
 
@@ -654,12 +654,14 @@ def sign_registration(
     and their hashes on the version; return the event's ``data.signature`` (None when unsigned)."""
     if signer is None:
         return None
+    from hokusai_action.signing import SIGNATURE_FOLDER
+
     digest = request.model.digest  # the uploaded bytes' digest, known once the upload is done
     statement = registration_statement(request, version, registered_at.isoformat().replace("+00:00", "Z"), digest)
     signed = signer.sign(request.model.real_root or request.model.root, request.model.files, statement)
     try:
         request.model.ensure_unchanged()  # what was signed is what was hashed and uploaded
-        bundle_uri = registry.upload_signature(version.run_id, signed.folder)
+        bundle_uri = registry.upload_signature(version.run_id, signed.folder, SIGNATURE_FOLDER)
         record = signed.record(bundle_uri)
         registry.set_version_tags(
             version.model_name, version.version, {f"{TAG_SIGNATURE_PREFIX}{k}": v for k, v in record.items()}

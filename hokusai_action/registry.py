@@ -525,19 +525,17 @@ class MlflowRegistry:
 
     # ------------------------------------------------------------------ signatures and verification
 
-    def upload_signature(self, run_id: str, folder: Path) -> str:
-        """Put the signature bundles in the run's artifacts (outside the logged model's tree, so the
-        model's digest is unchanged); return their URI. Re-running overwrites them in place."""
+    def upload_signature(self, run_id: str, folder: Path, artifact_path: str) -> str:
+        """Put the signature bundles in the run's artifacts under ``artifact_path`` (outside the logged
+        model's tree, so the model's digest is unchanged); return their URI. A re-run overwrites them."""
         from mlflow.exceptions import MlflowException
-
-        from hokusai_action.signing import SIGNATURE_FOLDER
 
         try:
             for path in sorted(folder.iterdir()):
-                self.client.log_artifact(run_id, str(path), SIGNATURE_FOLDER)
+                self.client.log_artifact(run_id, str(path), artifact_path)
         except (MlflowException, OSError) as exc:
             raise self._service_error(exc, "uploading the signature bundles") from exc
-        return f"runs:/{run_id}/{SIGNATURE_FOLDER}"
+        return f"runs:/{run_id}/{artifact_path}"
 
     def set_version_tags(self, model_name: str, version: str, tags: Mapping[str, str]) -> None:
         from mlflow.exceptions import MlflowException
