@@ -65,6 +65,7 @@ KEYLESS_FAILED = (
 )
 KEYLESS_FAILED_HINT = "Check that Sigstore (Fulcio, Rekor) and the OIDC issuer are reachable, then re-run."
 SIGNING_FAILED = "Signing the {what} failed ({kind}: {detail})."
+UNKNOWN_METHOD = "Unknown signing method '{method}'. Choose one of: {methods}."
 SIGNED_SET_DIFFERS = (
     "The signed file set differs from the artifact digest's ({detail}); nothing was committed. This is a bug."
 )
@@ -223,7 +224,7 @@ class ModelSigner:
         oidc_issuer: str | None = None,
     ) -> None:
         if method not in METHODS[1:]:
-            raise InputError(f"Unknown signing method '{method}'. Choose one of: {', '.join(METHODS)}.")
+            raise InputError(UNKNOWN_METHOD.format(method=method, methods=", ".join(METHODS)))
         self.method = method
         self._key_path = key_path
         self._key_pem = key_pem
@@ -452,6 +453,9 @@ def _check_signed_set(bundle: Path, model_root: Path, model_files: Sequence[str]
 
 
 VERIFY_BAD_KEY = "Public key {path} cannot be used: {reason}."
+VERIFY_ONE_WAY = "Give one way to verify signatures, not {given}."
+VERIFY_IDENTITY_NEEDS_ISSUER = "--identity needs --issuer (e.g. https://token.actions.githubusercontent.com)."
+VERIFY_ISSUER_NEEDS_IDENTITY = "--issuer needs --identity (the signer's identity the certificate must name)."
 
 
 class SignatureVerifier:
@@ -468,11 +472,11 @@ class SignatureVerifier:
         given = [name for name, value in (("--public-key", public_key), ("--certificate-chain", certificate_chain),
                                           ("--identity", identity)) if value]  # fmt: skip
         if len(given) > 1:
-            raise InputError(f"Give one way to verify signatures, not {' and '.join(given)}.")
+            raise InputError(VERIFY_ONE_WAY.format(given=" and ".join(given)))
         if identity and not issuer:
-            raise InputError("--identity needs --issuer (e.g. https://token.actions.githubusercontent.com).")
+            raise InputError(VERIFY_IDENTITY_NEEDS_ISSUER)
         if issuer and not identity:
-            raise InputError("--issuer needs --identity (the signer's identity the certificate must name).")
+            raise InputError(VERIFY_ISSUER_NEEDS_IDENTITY)
         self.public_key, self.certificate_chain = public_key, tuple(certificate_chain)
         self.identity, self.issuer = identity, issuer
         if public_key:
