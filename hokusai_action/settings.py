@@ -621,6 +621,8 @@ def _signing_settings(
         for line in str(key_pem).splitlines():  # a line of the PEM printed alone is masked too
             if len(line.strip()) >= 16 and not line.startswith("-----"):
                 register_secret(line.strip())
+    if flags.get("signing_key"):  # --signing-key PATH beats the PEM from the environment (flag > environment)
+        key_pem = flags.get("signing_key_pem")
     flag_chain = flags.get("signing_certificate_chain")
     if flag_chain:
         chain = _chain_list(flag_chain)

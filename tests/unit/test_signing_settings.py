@@ -49,6 +49,13 @@ def test_flag_beats_environment_beats_hokusai_yaml(tmp_path: Path) -> None:
     assert from_flag.sign == "none" and from_flag.signing_certificate_chain == ("/x.pem",)
 
 
+def test_signing_key_flag_beats_the_pem_in_the_environment(tmp_path: Path) -> None:
+    env = {"HOKUSAI_SIGNING_KEY": CANARIES.signing_key_pem}
+    assert load(tmp_path, env=env).signing_key_pem == CANARIES.signing_key_pem
+    flagged = load(tmp_path, flags={"signing_key": "/keys/k.pem"}, env=env)
+    assert flagged.signing_key_path == "/keys/k.pem" and flagged.signing_key_pem is None
+
+
 def test_an_unknown_method_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="Unknown signing method 'gpg'"):
         load(tmp_path, env={"HOKUSAI_SIGN": "gpg"})
