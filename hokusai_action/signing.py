@@ -453,6 +453,7 @@ def _check_signed_set(bundle: Path, model_root: Path, model_files: Sequence[str]
 
 
 VERIFY_BAD_KEY = "Public key {path} cannot be used: {reason}."
+SIGSTORE_UNREACHABLE = "Sigstore's trust root could not be fetched to verify a keyless signature ({kind}: {detail})."
 VERIFY_ONE_WAY = "Give one way to verify signatures, not {given}."
 VERIFY_IDENTITY_NEEDS_ISSUER = "--identity needs --issuer (e.g. https://token.actions.githubusercontent.com)."
 VERIFY_ISSUER_NEEDS_IDENTITY = "--issuer needs --identity (the signer's identity the certificate must name)."
@@ -505,5 +506,11 @@ class SignatureVerifier:
         elif self.certificate_chain:
             config = config.use_certificate_verifier(certificate_chain=list(self.certificate_chain))
         else:
-            config = config.use_sigstore_verifier(identity=self.identity, oidc_issuer=self.issuer)
+            try:  # Sigstore's trust root comes over the network (TUF): an outage is exit 4, not "invalid"
+                config = config.use_sigstore_verifier(identity=self.identity, oidc_issuer=self.issuer)
+            except Exception as exc:
+                raise ServiceUnavailable(
+                    SIGSTORE_UNREACHABLE.format(kind=type(exc).__name__, detail=_describe(exc)),
+                    hint=KEYLESS_FAILED_HINT,
+                ) from exc
         config.verify(folder, bundle)

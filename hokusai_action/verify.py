@@ -370,6 +370,8 @@ def _verify_signatures(
         target = files[0] if len(files) == 1 else model_dir
     try:
         verifier.verify(target, bundles / MODEL_BUNDLE)
+    except HokusaiError:
+        raise  # Sigstore unreachable (exit 4): not a verdict on the signature
     except Exception as exc:  # the library's ValueError / InvalidSignature / OpenSSL errors
         where = _changed_files(model_dir, bundles / MODEL_BUNDLE)
         report.add("model signature", False, f"signature invalid ({where or _reason(exc)})")
@@ -380,6 +382,8 @@ def _verify_signatures(
     shutil.copyfile(bundles / STATEMENT_FILE, statement_dir / STATEMENT_FILE)
     try:
         verifier.verify(statement_dir, bundles / STATEMENT_BUNDLE)
+    except HokusaiError:
+        raise
     except Exception as exc:
         report.add("statement signature", False, f"signature invalid ({_reason(exc)})")
         return None

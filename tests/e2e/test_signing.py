@@ -432,3 +432,24 @@ def test_reset_clears_the_signature_and_a_re_run_reports_it(run_cli, make_token,
     assert reset.json["cleared"]["signature_method"] == "key"
     row = token_row(database, token)
     assert all(row[f"signature_{key}"] is None for key in SIGNATURE_KEYS)
+
+
+def test_keyless_verification_without_sigstore_is_exit_4_not_a_verdict(run_cli, make_token, make_model, keys, tmp_path):
+    """--identity/--issuer needs Sigstore's trust root (TUF, over the network): unreachable here, as
+    through a proxy on a closed loopback port. That is an outage (exit 4), never "signature invalid"."""
+    token = make_token()
+    assert run_cli(*register_args(token, make_model(), *sign_key(keys))).code == 0
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    env = {
+        "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy,
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }  # fmt: skip
+
+    result = run_cli(
+        "model", "verify", "--token-id", token, "--identity", "https://github.com/h/x/.github/workflows/r.yml@main",
+        "--issuer", "https://token.actions.githubusercontent.com", env=env, timeout=240,
+    )  # fmt: skip
+
+    assert_one_clear_line(result, 4, "Sigstore's trust root could not be fetched")
