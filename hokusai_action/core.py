@@ -658,7 +658,7 @@ def sign_registration(
 
     digest = request.model.digest  # the uploaded bytes' digest, known once the upload is done
     statement = registration_statement(request, version, registered_at.isoformat().replace("+00:00", "Z"), digest)
-    signed = signer.sign(request.model.real_root or request.model.root, request.model.files, statement)
+    signed = signer.sign(request.model, statement)
     try:
         request.model.ensure_unchanged()  # what was signed is what was hashed and uploaded
         bundle_uri = registry.upload_signature(version.run_id, signed.folder, SIGNATURE_FOLDER)

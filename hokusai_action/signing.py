@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hokusai_action.errors import InputError, ServiceUnavailable
+from hokusai_action.digest import ModelFiles
+from hokusai_action.errors import InputError, InternalError, ServiceUnavailable
 
 METHODS = ("none", "key", "certificate", "sigstore")
 SIGNATURE_FOLDER = "hokusai/signature"  # run artifacts: outside the logged model's tree
@@ -67,7 +68,8 @@ KEYLESS_FAILED_HINT = "Check that Sigstore (Fulcio, Rekor) and the OIDC issuer a
 SIGNING_FAILED = "Signing the {what} failed ({kind}: {detail})."
 UNKNOWN_METHOD = "Unknown signing method '{method}'. Choose one of: {methods}."
 SIGNED_SET_DIFFERS = (
-    "The signed file set differs from the artifact digest's ({detail}); nothing was committed. This is a bug."
+    "The signed file set differs from the artifact digest's ({detail}); nothing was committed. This is a bug: "
+    "re-run with --debug and report it."
 )
 
 
@@ -287,8 +289,8 @@ class ModelSigner:
 
     # ------------------------------------------------------------------------------- signing
 
-    def sign(self, model_root: Path, model_files: Sequence[str], statement: Mapping[str, Any]) -> SignedRegistration:
-        """Sign the model files under ``model_root`` and ``statement``; return the bundles (a temp folder).
+    def sign(self, model: ModelFiles, statement: Mapping[str, Any]) -> SignedRegistration:
+        """Sign ``model``'s files (the digest's file set) and ``statement``; return the bundles (a temp folder).
 
         Keyless failures (the OIDC token, Fulcio, Rekor) raise ``ServiceUnavailable`` (exit 4).
         """
@@ -297,8 +299,9 @@ class ModelSigner:
             with private_folder() as secrets:
                 config = self._config(secrets)
                 model_bundle = out / MODEL_BUNDLE
-                self._run(config, model_root, model_bundle, "model files")
-                _check_signed_set(model_bundle, model_root, model_files)
+                signed_root = _digest_view(model, secrets / "view")
+                self._run(config, signed_root, model_bundle, "model files")
+                _check_signed_set(model_bundle, signed_root, model.files)
                 statement_dir = out / "statement"
                 statement_dir.mkdir()
                 statement_path = statement_dir / STATEMENT_FILE
@@ -436,6 +439,21 @@ def bundle_identity(bundle_path: Path) -> str | None:
         return None
 
 
+def _digest_view(model: ModelFiles, folder: Path) -> Path:
+    """What model-signing hashes: the digest's files, each under its digest name, as a link to the file
+    the digest read. model-signing walks with ``glob("**/*")``, which does not enter linked folders
+    (digest.py follows them inside the model), so it is handed this tree instead of the model folder:
+    its file set is the digest's by construction, and each file's bytes are read through the link."""
+    if not model.is_dir:
+        return model.real_root or model.root  # one file: model-signing lists it as "."
+    view = folder / (model.root.name or "model")
+    for relative in model.files:
+        target = view / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.abspath(model.path_of(relative)), target)
+    return view
+
+
 def _check_signed_set(bundle: Path, model_root: Path, model_files: Sequence[str]) -> None:
     """The signed file set must be the digest's: the two are one claim about one set of bytes."""
     signed = set(signed_file_digests(bundle))
@@ -446,7 +464,7 @@ def _check_signed_set(bundle: Path, model_root: Path, model_files: Sequence[str]
         expected = set(model_files)
     if signed != expected:
         extra, missing = sorted(signed - expected)[:3], sorted(expected - signed)[:3]
-        raise InputError(SIGNED_SET_DIFFERS.format(detail=f"only signed: {extra}, only in the digest: {missing}"))
+        raise InternalError(SIGNED_SET_DIFFERS.format(detail=f"only signed: {extra}, only in the digest: {missing}"))
 
 
 # ---------------------------------------------------------------------------------- verifier

@@ -453,3 +453,21 @@ def test_keyless_verification_without_sigstore_is_exit_4_not_a_verdict(run_cli, 
     )  # fmt: skip
 
     assert_one_clear_line(result, 4, "Sigstore's trust root could not be fetched")
+
+
+def test_links_inside_the_model_are_signed_as_the_digest_reads_them(run_cli, make_token, make_model, keys, tmp_path):
+    """digest.py follows links inside the model (a folder link too); model-signing's own walk does not
+    enter linked folders, so the signed file set would differ: it is given the digest's file set."""
+    import os
+
+    token = make_token()
+    model = make_model(files={"shards/part-0.bin": b"a" * 5000, "weights.bin": b"w" * 3000})
+    os.symlink("shards", model / "current")  # a folder link
+    os.symlink("weights.bin", model / "latest.bin")  # a file link
+
+    registered = run_cli(*register_args(token, model, *sign_key(keys), "--output", "json"))
+    checked = verify(run_cli, token, "--public-key", str(keys.public_key))
+
+    assert registered.code == 0, registered.stderr
+    assert checked.code == 0, checked.stderr
+    assert checked.json["verified"] is True
