@@ -254,9 +254,10 @@ def model() -> None:
 @click.option("--mlflow-tracking-uri", help="MLflow server or store (default: MLFLOW_TRACKING_URI, then .hokusai/).")
 @database_option
 @click.option("--event-sinks", help="Comma list of pubsub, webhook, database (default: database).")
+@click.option("--quiet", is_flag=True, help="Show no progress while a big model is hashed or uploaded.")
 @output_option
 @handles_errors
-def register_command(output: str, **flags: Any) -> None:
+def register_command(output: str, quiet: bool, **flags: Any) -> None:
     """Upload, gate and register a model for a draft token, then announce it.
 
     The measured value comes from one of --metric-value, --metrics-file, --predictions or
@@ -274,7 +275,7 @@ def register_command(output: str, **flags: Any) -> None:
     from hokusai_action.commands import print_result, run_register
 
     settings = _settings(**flags)
-    result, code = run_register(settings)
+    result, code = run_register(settings, quiet=quiet)
     print_result(result, output=output, stdout=sys.stdout, stderr=sys.stderr)
     sys.exit(code)
 

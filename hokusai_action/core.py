@@ -37,7 +37,7 @@ from hokusai_action.db.store import (
     try_claim,
     utcnow,
 )
-from hokusai_action.digest import ModelFiles, inspect_model
+from hokusai_action.digest import ModelFiles, Progress, hash_model, scan_model
 from hokusai_action.errors import HokusaiError, InputError, TokenStateError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import CloudEventRecord, event_id_for
@@ -55,6 +55,7 @@ from hokusai_action.metrics import (
     read_metric_value,
     resolve_metric,
 )
+from hokusai_action.progress import TaskStats
 from hokusai_action.registry import (
     TAG_BASELINE,
     TAG_DIGEST,
@@ -113,6 +114,7 @@ class Registry(Protocol):
         params: Mapping[str, str],
         metric_name: str,
         metric_value: float,
+        progress: Progress | None = None,
     ) -> RegisteredVersion: ...
 
     def run_metric(self, run_id: str, metric: Metric) -> tuple[float, str]: ...
@@ -120,6 +122,16 @@ class Registry(Protocol):
     def champion(self, model_name: str, alias: str, metric: Metric) -> Champion: ...
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None: ...
+
+
+class ProgressTask(Progress, Protocol):
+    def close(self, *, completed: bool = True) -> TaskStats: ...
+
+
+class ProgressReporter(Protocol):
+    """Shows long hashing and uploads (``hokusai_action.progress``); built in ``wiring``."""
+
+    def task(self, verb: str, *, total_bytes: int, total_files: int) -> ProgressTask: ...
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,7 @@ class RegistrationResult:
     event: CloudEventRecord | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    upload: TaskStats | None = None  # what this run uploaded (None: nothing, e.g. a re-run)
 
     @property
     def events_pending(self) -> list[str]:
@@ -184,6 +197,8 @@ class RegistrationResult:
             "alias": self.alias,
             "warnings": list(self.warnings),
         }
+        if self.upload is not None:
+            out["upload"] = self.upload.as_dict()
         if self.dry_run and self.event is not None:
             out["event"] = self.event.structured()
         return out
@@ -215,7 +230,7 @@ def build_request(settings: Settings, registry: Registry | None = None) -> Regis
     metric = resolve_metric(settings.metric)
     baseline = check_in_range(metric, parse_number(settings.baseline, what="Baseline"), what="Baseline")
     margin = parse_margin(settings.min_improvement)
-    model = inspect_model(settings.model_path)
+    model = scan_model(settings.model_path)  # links checked, nothing read: hashed when the path needs it
     measured = _measure(settings, metric, model, registry)
     gate = evaluate_gate(metric, measured.value, baseline, margin=margin)
     enforce_gate(gate)
@@ -477,11 +492,19 @@ def register(
     registry: Registry,
     database: Database,
     sinks: Mapping[str, EventSink],
+    progress: ProgressReporter | None = None,
 ) -> RegistrationResult:
-    """Register ``request`` exactly once. See the module docstring for the order of steps."""
+    """Register ``request`` exactly once. See the module docstring for the order of steps.
+
+    The model's bytes are read once: where the digest decides the path (the token is registered
+    already, or a dry run looks the version up) they are hashed first; on a first registration they
+    are hashed while they upload, and the digest comes back with the version.
+    """
     database.require_schema()
     with database.unit_of_work() as uow:
         token = get_token(uow, request.token_id)
+    if token is not None and (token.model_status in DONE_STATUSES or request.dry_run):
+        request = _hashed(request, progress)
     _check_state(request, token, database)
     assert token is not None
 
@@ -508,21 +531,33 @@ def register(
         token = _claim(request, database, owner)
         failpoint("after_claim")
         if token.model_status in DONE_STATUSES:  # another run finished it while we checked
+            request = _hashed(request, progress)
             _check_state(request, token, database)
             result = _finish_registered(request, token, database, sinks)
             result.already_registered = True
             return _move_alias(request, registry, result)
         heartbeat = ClaimHeartbeat(database, request.token_id, owner, request.claim_ttl)
         heartbeat.start()
-        version = registry.upload_and_register(
-            request.model,
-            model_name=request.model_name,
-            token_id=request.token_id,
-            tags=_tags(request),
-            params=_params(request),
-            metric_name=request.gate.metric.name,
-            metric_value=request.gate.value,
-        )
+        task = _task(progress, "uploaded", request.model)
+        try:
+            version = registry.upload_and_register(
+                request.model,
+                model_name=request.model_name,
+                token_id=request.token_id,
+                tags=_tags(request),
+                params=_params(request),
+                metric_name=request.gate.metric.name,
+                metric_value=request.gate.value,
+                progress=task,
+            )
+        except BaseException:
+            if task is not None:
+                task.close(completed=False)
+            raise
+        uploaded = task.close() if task is not None else None
+        if not request.model.hashed:  # hashed by the upload
+            assert version.artifact_digest, "the registry returns the digest of what it uploaded"
+            request = replace(request, model=replace(request.model, digest=version.artifact_digest))
         heartbeat.stop()
         registered_at = utcnow()
         with database.unit_of_work() as uow:
@@ -579,8 +614,31 @@ def register(
         events_delivered=delivered,
         metric_source=request.measured.source,
         metric_source_detail=request.measured.detail,
+        upload=uploaded,
     )
     return _move_alias(request, registry, result)
+
+
+def _task(progress: ProgressReporter | None, verb: str, model: ModelFiles) -> ProgressTask | None:
+    if progress is None:
+        return None
+    return progress.task(verb, total_bytes=model.total_bytes, total_files=len(model.files))
+
+
+def _hashed(request: RegistrationRequest, progress: ProgressReporter | None) -> RegistrationRequest:
+    """``request`` with its model hashed: the digest decides the path here (a re-run, a dry run)."""
+    if request.model.hashed:
+        return request
+    task = _task(progress, "hashed", request.model)
+    try:
+        model = hash_model(request.model, task)
+    except BaseException:
+        if task is not None:
+            task.close(completed=False)
+        raise
+    if task is not None:
+        task.close()
+    return replace(request, model=model)
 
 
 def _gate_against_champion(request: RegistrationRequest, registry: Registry) -> RegistrationRequest:

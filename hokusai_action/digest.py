@@ -95,7 +95,8 @@ class ModelFiles:
     total_bytes: int
     digest: str  # "sha256:<hex>"
     real_root: Path | None = None  # ``root`` with every link resolved: what "inside the model" means
-    states: tuple[FileState, ...] = ()  # per file, in the order of ``files``
+    # per file, in the order of ``files``: as read when hashed (as listed by the walk before that)
+    states: tuple[FileState, ...] = ()
     links: tuple[bool, ...] = ()  # per file: reached through a link of its own name (followed when read)
     # per file: the path to open (a link resolved) and the (st_dev, st_ino) the walk checked there
     read_paths: tuple[str, ...] = ()
@@ -177,7 +178,7 @@ class _Entry(NamedTuple):
     read_path: str  # the file to read: for a link, where it resolved to
     link: bool  # reached through a link of its own name
     identity: tuple[int, int]  # (st_dev, st_ino) the walk checked: the file hashed must be this one
-    size: int = 0  # as listed (the sum is known before a byte is read: progress, upload timeouts)
+    listed: FileState  # as the walk saw it: the sizes are known before a byte is read, and a change shows
 
 
 def _walk_files(root: Path, real_root: Path) -> list[_Entry]:
@@ -206,7 +207,7 @@ def _walk_files(root: Path, real_root: Path) -> list[_Entry]:
                 raise InputError(PATH_UNREADABLE.format(path=root / relative, reason=exc.strerror or exc)) from exc
             mode = listed.st_mode
             if stat.S_ISREG(mode):
-                found.append(_Entry(relative, entry.path, False, (listed.st_dev, listed.st_ino), listed.st_size))
+                found.append(_Entry(relative, entry.path, False, (listed.st_dev, listed.st_ino), FileState.of(listed)))
             elif stat.S_ISDIR(mode):
                 pending.append((Path(entry.path), relative + "/", above | {Path(entry.path)}))
             elif stat.S_ISLNK(mode):
@@ -214,7 +215,9 @@ def _walk_files(root: Path, real_root: Path) -> list[_Entry]:
                 if stat.S_ISDIR(target.st_mode):
                     pending.append((resolved, relative + "/", above | {resolved}))
                 else:
-                    found.append(_Entry(relative, str(resolved), True, (target.st_dev, target.st_ino), target.st_size))
+                    found.append(
+                        _Entry(relative, str(resolved), True, (target.st_dev, target.st_ino), FileState.of(target))
+                    )
             else:  # a FIFO, socket or device
                 raise InputError(PATH_SPECIAL.format(path=root / relative))
     found.sort(key=lambda item: item.relative)
@@ -317,8 +320,9 @@ def scan_model(model_path: str | os.PathLike[str]) -> ModelFiles:
     found = os.stat(real_root)
     mode = found.st_mode
     if stat.S_ISREG(mode):
-        entries = [_Entry(root.name, str(real_root), os.path.islink(root), (found.st_dev, found.st_ino))]
-        sizes = [found.st_size]
+        entries = [
+            _Entry(root.name, str(real_root), os.path.islink(root), (found.st_dev, found.st_ino), FileState.of(found))
+        ]
         is_dir = False
     elif stat.S_ISDIR(mode):
         if not os.access(real_root, os.R_OK | os.X_OK):
@@ -326,7 +330,6 @@ def scan_model(model_path: str | os.PathLike[str]) -> ModelFiles:
         entries = _walk_files(root, real_root)
         if not entries:
             raise InputError(PATH_EMPTY.format(path=root))
-        sizes = [entry.size for entry in entries]
         is_dir = True
     else:
         raise InputError(PATH_SPECIAL.format(path=root))
@@ -334,9 +337,10 @@ def scan_model(model_path: str | os.PathLike[str]) -> ModelFiles:
         root=root,
         is_dir=is_dir,
         files=tuple(entry.relative for entry in entries),
-        total_bytes=sum(sizes),
+        total_bytes=sum(entry.listed.size for entry in entries),
         digest="",
         real_root=real_root,
+        states=tuple(entry.listed for entry in entries),
         links=tuple(entry.link for entry in entries),
         read_paths=tuple(entry.read_path for entry in entries),
         identities=tuple(entry.identity for entry in entries),

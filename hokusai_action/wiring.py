@@ -16,6 +16,7 @@ from hokusai_action.settings import Settings
 if TYPE_CHECKING:
     from hokusai_action.db.store import Database
     from hokusai_action.events import EventSink
+    from hokusai_action.progress import Reporter
     from hokusai_action.registry import MlflowRegistry
 
 
@@ -157,6 +158,13 @@ def build_sinks(settings: Settings) -> dict[str, EventSink]:
                 allow_insecure_http=settings.webhook_allow_http,
             )
     return sinks
+
+
+def build_progress(*, quiet: bool = False) -> Reporter:
+    """Progress on stderr (a bar on a terminal, plain lines in CI and logs), or none with ``quiet``."""
+    from hokusai_action.progress import Reporter
+
+    return Reporter(quiet=quiet)
 
 
 def build_parts(settings: Settings) -> Parts:
