@@ -37,7 +37,7 @@ from hokusai_action.db.store import (
     try_claim,
     utcnow,
 )
-from hokusai_action.digest import ModelFiles, Progress, hash_model, scan_model
+from hokusai_action.digest import BackgroundHash, ModelFiles, Progress, hash_model, scan_model
 from hokusai_action.errors import HokusaiError, InputError, TokenStateError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import CloudEventRecord, event_id_for
@@ -500,11 +500,19 @@ def register(
     already, or a dry run looks the version up) they are hashed first; on a first registration they
     are hashed while they upload, and the digest comes back with the version.
     """
-    database.require_schema()
-    with database.unit_of_work() as uow:
-        token = get_token(uow, request.token_id)
-    if token is not None and (token.model_status in DONE_STATUSES or request.dry_run):
-        request = _hashed(request, progress)
+    early = _start_hash(request, progress)  # beside the database's first round trips (a re-run needs it)
+    try:
+        database.require_schema()
+        with database.unit_of_work() as uow:
+            token = get_token(uow, request.token_id)
+        if token is not None and (token.model_status in DONE_STATUSES or request.dry_run):
+            request = _hashed(request, progress, early)
+            early = None
+    finally:
+        if early is not None:
+            early[0].cancel()
+            if early[1] is not None:
+                early[1].close(completed=False)
     _check_state(request, token, database)
     assert token is not None
 
@@ -625,13 +633,26 @@ def _task(progress: ProgressReporter | None, verb: str, model: ModelFiles) -> Pr
     return progress.task(verb, total_bytes=model.total_bytes, total_files=len(model.files))
 
 
-def _hashed(request: RegistrationRequest, progress: ProgressReporter | None) -> RegistrationRequest:
+def _start_hash(
+    request: RegistrationRequest, progress: ProgressReporter | None
+) -> tuple[BackgroundHash, ProgressTask | None] | None:
+    if request.model.hashed:
+        return None
+    task = _task(progress, "hashed", request.model)
+    return BackgroundHash(request.model, task), task
+
+
+def _hashed(
+    request: RegistrationRequest,
+    progress: ProgressReporter | None,
+    early: tuple[BackgroundHash, ProgressTask | None] | None = None,
+) -> RegistrationRequest:
     """``request`` with its model hashed: the digest decides the path here (a re-run, a dry run)."""
     if request.model.hashed:
         return request
-    task = _task(progress, "hashed", request.model)
+    background, task = early if early is not None else (None, _task(progress, "hashed", request.model))
     try:
-        model = hash_model(request.model, task)
+        model = background.result() if background is not None else hash_model(request.model, task)
     except BaseException:
         if task is not None:
             task.close(completed=False)

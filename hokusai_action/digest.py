@@ -347,8 +347,14 @@ def scan_model(model_path: str | os.PathLike[str]) -> ModelFiles:
     )
 
 
-def hash_model(model: ModelFiles, progress: Progress | None = None) -> ModelFiles:
-    """``model`` with its digest: every file read once, in 8 MiB reads into one reused buffer."""
+class _Cancelled(Exception):
+    """A background hash that turned out not to be needed."""
+
+
+def hash_model(
+    model: ModelFiles, progress: Progress | None = None, *, cancelled: threading.Event | None = None
+) -> ModelFiles:
+    """``model`` with its digest: every file read once, in ``CHUNK_SIZE`` reads into one reused buffer."""
     manifest = hashlib.sha256()
     total = 0
     states: list[FileState] = []
@@ -363,6 +369,8 @@ def hash_model(model: ModelFiles, progress: Progress | None = None) -> ModelFile
         size = 0
         with handle:
             while read := handle.readinto(buffer):
+                if cancelled is not None and cancelled.is_set():
+                    raise _Cancelled
                 hasher.update(view[:read])
                 size += read
                 if progress is not None:
@@ -376,6 +384,43 @@ def hash_model(model: ModelFiles, progress: Progress | None = None) -> ModelFile
         total += size
         manifest.update(_record(relative, size, hasher.hexdigest()))
     return replace(model, total_bytes=total, digest="sha256:" + manifest.hexdigest(), states=tuple(states))
+
+
+class BackgroundHash:
+    """``hash_model`` in a thread, started before it is known to be needed.
+
+    A re-run learns that it must hash (the token is registered) only after it has read the database;
+    hashing meanwhile overlaps the database's imports and round trips with the hash (hashlib releases
+    the GIL). A first registration cancels it at once: its bytes are hashed while they upload.
+    """
+
+    def __init__(self, model: ModelFiles, progress: Progress | None = None) -> None:
+        self._model, self._progress = model, progress
+        self._cancelled = threading.Event()
+        self._result: ModelFiles | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hokusai-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = hash_model(self._model, self._progress, cancelled=self._cancelled)
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # re-raised by result(), in the caller's thread
+            self._error = exc
+
+    def result(self) -> ModelFiles:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None, "result() after cancel()"
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop at the next read and wait for the thread (a few milliseconds)."""
+        self._cancelled.set()
+        self._thread.join()
 
 
 def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:

@@ -162,3 +162,44 @@ def test_a_file_changed_after_the_walk_is_never_read(tmp_path: Path, change: str
     with pytest.raises(ModelChanged, match=r"The model changed while it was being uploaded: .*w.bin") as raised:
         streamed.open(1)
     assert "No version was created" in str(raised.value)
+
+
+def test_a_background_hash_gives_the_digest_or_stops_when_cancelled(tmp_path: Path) -> None:
+    from hokusai_action.digest import BackgroundHash
+
+    root = write_tree(tmp_path / "m", {f"w{i}.bin": os.urandom(STREAM_BLOCK) for i in range(4)})
+    assert BackgroundHash(scan_model(root)).result().digest == inspect_model(root).digest
+
+    import threading
+    import time
+
+    first_read = threading.Event()
+
+    class Slow:
+        reads = 0
+
+        def advance(self, nbytes: int) -> None:
+            self.reads += 1
+            first_read.set()
+            time.sleep(0.05)
+
+        def file_done(self) -> None:
+            return None
+
+    slow = Slow()
+    many = write_tree(tmp_path / "many", {f"w{i:02d}.bin": os.urandom(1000) for i in range(40)})
+    background = BackgroundHash(scan_model(many), slow)
+    assert first_read.wait(10)
+    background.cancel()
+    assert slow.reads <= 3  # stopped at the next read, not after reading all 40 files
+
+
+def test_a_background_hash_raises_in_the_caller(tmp_path: Path) -> None:
+    from hokusai_action.digest import BackgroundHash
+
+    root = write_tree(tmp_path / "m", {"w.bin": b"abc"})
+    model = scan_model(root)
+    (root / "w.bin").rename(tmp_path / "aside")
+    (root / "w.bin").symlink_to(tmp_path / "aside")
+    with pytest.raises(ModelChanged):
+        BackgroundHash(model).result()
