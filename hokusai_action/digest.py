@@ -11,6 +11,10 @@ file rewritten before the version exists is noticed (``ModelFiles.ensure_unchang
 Each file is hashed through the very inode the walk checked: it is opened without following a final
 link and its (device, inode) must be the walk's, so a file swapped for a link to a secret (or a folder
 for a link to ``/``) between the walk and the hash is refused, never read.
+
+Two ways to the same digest: ``hash_model`` reads the files before anything else (a re-run, where the
+digest decides what happens), and ``StreamedDigest`` hashes each file while it is uploaded (a first
+registration: the bytes are read once). ``scan_model`` is the walk both start from.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from hokusai_action.digest import HashingReader, ModelFiles, Progress, StreamedDigest
+from hokusai_action.digest import STREAM_BLOCK, HashingReader, ModelFiles, Progress, StreamedDigest
 from hokusai_action.failpoints import failpoint
 
 # Files sent at once: enough to keep the server's workers busy while the client prepares the next
@@ -207,7 +207,15 @@ def _session_for(creds: Any, url: str, workers: int) -> tuple[Any, dict[str, Any
     settings = session.merge_environment_settings(url, {}, None, creds.verify, creds.client_cert_path)
     settings.pop("stream", None)
     session.trust_env = False  # read once above
-    adapter = TCPKeepAliveHTTPAdapter(pool_connections=1, pool_maxsize=max(1, workers), max_retries=retry)
+
+    class Adapter(TCPKeepAliveHTTPAdapter):
+        def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
+            # urllib3 reads a body in 16 KiB pieces by default: 131,072 reads (each a Python call into
+            # the hashing reader) for 2 GiB; one read per block it has hashed costs 2,048
+            pool_kwargs.setdefault("blocksize", STREAM_BLOCK)
+            super().init_poolmanager(*args, **pool_kwargs)
+
+    adapter = Adapter(pool_connections=1, pool_maxsize=max(1, workers), max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session, settings

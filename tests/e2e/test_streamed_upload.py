@@ -45,6 +45,7 @@ def test_a_first_registration_records_the_digest_of_the_bytes_it_sent(
     assert {p.name: p.read_bytes() for p in local.iterdir()} == {p.name: p.read_bytes() for p in model.iterdir()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["after_finalize", "after_version_created"])
 def test_a_rerun_reuses_what_a_killed_run_left_instead_of_a_second_copy(
     phase, run_cli, cli_env, make_token, make_model, mlflow_client, tmp_path: Path
