@@ -103,7 +103,7 @@ def run_action(environ: Mapping[str, str]) -> int:
         # secrets read from variables that hokusai.yaml names (url_env, secret_env) are masked too
         for secret in sorted(registered_secrets() - secret_values(inputs, environ)):
             github.add_mask(secret)
-        result, code = run_register(settings)
+        result, code = run_register(settings, quiet=inputs.get("quiet", "false").lower() == "true")
     except HokusaiError as exc:
         return report_failure(exc.title, exc.one_line(), exc.exit_code, debug)
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Benchmarks, measured against a bare MLflow client in the same run (never a timed test).
 
     .venv/bin/python benchmarks/run.py [--runs 5] [--size-mb 200] [--files 20]
+    .venv/bin/python benchmarks/run.py --shape all [--runs 1] [--python PATH]   (issue 9's targets)
 
 Needs the test extra in .venv (for `mlflow server`) and the machine's PostgreSQL. Builds, once, a
 production-like virtualenv `.bench-venv` with the runtime dependencies only (mlflow-skinny), so the
@@ -12,6 +13,12 @@ CLI and the bare script import what users import. Prints:
 3. `hokusai-ml-platform --help` wall time (median of 10);
 4. events: median time that delivering to Pub/Sub (emulator), a webhook (loopback) and the
    database adds to an in-process registration, against the database sink alone.
+
+With --shape (2gib-one-file, 200mb-20-files, 10k-small, or all) it prints instead, for each shape and
+side by side in one run: the bare script's wall time, ours, their ratio, the re-run's wall time and
+our peak RSS (``/usr/bin/time -f %M``). The model bytes are generated under a temporary folder and
+deleted after; nothing is committed. --python runs both with another interpreter (e.g. a venv that
+has the package installed; the worktree's code is put first on PYTHONPATH either way).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import base64
 import http.server
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,6 +109,73 @@ def bench_registration(python: Path, env: dict[str, str], work: Path, runs: int,
             flush=True,
         )
     return ratios, ours_times, bare_times, reruns
+
+
+SHAPES = {
+    # name: (files, bytes per file, the ratio issue 9 asks for)
+    "2gib-one-file": (1, 2 * 1024**3, 1.03),
+    "200mb-20-files": (20, 10 * 1024**2, 1.10),
+    "10k-small": (10_000, 10 * 1024, 0.35),
+}
+
+
+def make_shape(root: Path, files: int, per_file: int) -> Path:
+    """Random bytes (incompressible, never deduplicated), written once per shape."""
+    root.mkdir(parents=True)
+    block = os.urandom(min(per_file, 4 * 1024 * 1024))
+    width = len(str(files - 1))
+    for index in range(files):
+        with open(root / f"part-{index:0{width}d}.bin", "wb") as handle:
+            handle.write(os.urandom(16))  # every file differs: no store can deduplicate them
+            remaining = per_file - 16
+            while remaining > 0:
+                chunk = block[: min(remaining, len(block))]
+                handle.write(chunk)
+                remaining -= len(chunk)
+    (root / "metrics.json").write_text('{"auroc": 0.91}')
+    return root
+
+
+def timed_rss(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (kB, from GNU time) of ``cmd``."""
+    rss_file = cwd / "rss.txt"
+    started = time.perf_counter()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return elapsed, int(rss_file.read_text().split()[-1])
+
+
+def bench_shapes(python: Path, env: dict[str, str], work: Path, shapes: list[str], runs: int) -> list[str]:
+    cli = [str(python), "-m", "hokusai_action"]
+    subprocess.run([*cli, "db", "upgrade"], env=env, cwd=work, check=True, capture_output=True)
+    rows = []
+    for shape in shapes:
+        files, per_file, target = SHAPES[shape]
+        print(f"{shape}: generating {files} x {per_file / 1024**2:.2f} MiB ...", flush=True)
+        model = make_shape(work / f"model-{shape}", files, per_file)
+        for run in range(runs):
+            token = f"B{uuid.uuid4().hex[:8]}".upper()
+            subprocess.run([*cli, "token", "create", token], env=env, cwd=work, check=True, capture_output=True)
+            ours_cmd = [*cli, *register_args(token, str(model)), "--quiet"]
+            bare_cmd = [str(python), str(REPO / "benchmarks" / "bare_mlflow_upload.py"), env["MLFLOW_TRACKING_URI"]]
+            bare_cmd += [str(model), f"bare-{token}"]
+            if run % 2 == 0:
+                (ours, rss), (bare, _) = timed_rss(ours_cmd, env, work), timed_rss(bare_cmd, env, work)
+            else:
+                (bare, _), (ours, rss) = timed_rss(bare_cmd, env, work), timed_rss(ours_cmd, env, work)
+            rerun, rerun_rss = timed_rss(ours_cmd, env, work)
+            row = (
+                f"| {shape} | {bare:.2f} s | {ours:.2f} s | {ours / bare:.2f} (target <= {target}) | "
+                f"{rerun:.2f} s | {max(rss, rerun_rss) / 1024:.0f} MB |"
+            )
+            print("  " + row, flush=True)
+            rows.append(row)
+        shutil.rmtree(model)
+    return rows
 
 
 def bench_help(python: Path, env: dict[str, str], work: Path) -> float:
@@ -192,9 +267,16 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--event-runs", type=int, default=9, help="pairs for the events measurement (noisy)")
     parser.add_argument("--skip-events", action="store_true")
+    parser.add_argument(
+        "--shape", action="append", choices=[*SHAPES, "all"], help="issue 9's shapes, side by side (repeatable)"
+    )
+    parser.add_argument("--python", type=Path, help="interpreter for the CLI and the bare script (default .bench-venv)")
     args = parser.parse_args()
 
-    python = production_venv()
+    python = args.python or production_venv()
+    if args.shape:
+        shapes = list(SHAPES) if "all" in args.shape else list(dict.fromkeys(args.shape))
+        return main_shapes(python, shapes, args.runs)
     database_url = create_database("hokusai_bench")
     mlflow_backend = create_database("hokusai_bench_mlflow")
     with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp:
@@ -226,6 +308,31 @@ def main() -> None:
             f"  events: delivery to pubsub+webhook+database adds, median: {statistics.median(added) * 1000:.1f} ms"
             "  target <= 50 ms"
         )
+
+
+def main_shapes(python: Path, shapes: list[str], runs: int) -> None:
+    database_url = create_database("hokusai_bench")
+    mlflow_backend = create_database("hokusai_bench_mlflow")
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp:
+        work = Path(tmp)
+        server = start_mlflow_server(work, mlflow_backend)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
+        env.update(
+            MLFLOW_TRACKING_URI=server.url,
+            HOKUSAI_DATABASE_URL=database_url,
+            HOKUSAI_HOME=str(work / ".hokusai"),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        )
+        try:
+            rows = bench_shapes(python, env, work, shapes, runs)
+        finally:
+            server.stop()
+            drop_database(database_url)
+            drop_database(mlflow_backend)
+    print("\n| shape | bare script | model register | ratio | re-run | peak RSS (ours) |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print("targets: re-run of 2 GiB <= 1.3 s; peak RSS <= 150 MB")
 
 
 if __name__ == "__main__":

@@ -276,9 +276,10 @@ def model() -> None:
     multiple=True,
     help="PEM file(s) for --sign certificate: the key's certificate first, then intermediates (repeatable).",
 )
+@click.option("--quiet", is_flag=True, help="Show no progress while a big model is hashed or uploaded.")
 @output_option
 @handles_errors
-def register_command(output: str, **flags: Any) -> None:
+def register_command(output: str, quiet: bool, **flags: Any) -> None:
     """Upload, gate and register a model for a draft token, then announce it.
 
     The measured value comes from one of --metric-value, --metrics-file, --predictions or
@@ -299,7 +300,7 @@ def register_command(output: str, **flags: Any) -> None:
 
     flags["signing_certificate_chain"] = tuple(flags.get("signing_certificate_chain") or ()) or None
     settings = _settings(**flags)
-    result, code = run_register(settings)
+    result, code = run_register(settings, quiet=quiet)
     print_result(result, output=output, stdout=sys.stdout, stderr=sys.stderr)
     sys.exit(code)
 

@@ -23,7 +23,14 @@ from hokusai_action.core import (
 from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError
 from hokusai_action.redact import redact_standard_streams
 from hokusai_action.settings import Settings
-from hokusai_action.wiring import build_database, build_parts, build_registry, build_sinks, start_sink_checks
+from hokusai_action.wiring import (
+    build_database,
+    build_parts,
+    build_progress,
+    build_registry,
+    build_sinks,
+    start_sink_checks,
+)
 
 if TYPE_CHECKING:
     from hokusai_action.db.outbox import RelayReport
@@ -77,8 +84,11 @@ def open_site_database(settings: Settings) -> Iterator[Database]:
         database.dispose()
 
 
-def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
-    """Validate, then register; the exit code is 0, or 5 when an event is still pending."""
+def run_register(settings: Settings, *, quiet: bool = False) -> tuple[RegistrationResult, int]:
+    """Validate, then register; the exit code is 0, or 5 when an event is still pending.
+
+    Long hashing and uploads show progress on stderr unless ``quiet`` (``hokusai_action.progress``).
+    """
     parts = build_parts(settings)  # builds clients; contacts nothing
     # each sink's settings are checked read-only while the model is hashed: no added wall time
     sink_checks = start_sink_checks(parts.sinks)
@@ -93,7 +103,12 @@ def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
         # MLflow prints "View run at ..." on stdout; stdout belongs to the result (--output json)
         with contextlib.redirect_stdout(sys.stderr):
             result = register(
-                request, registry=parts.registry, database=parts.database, sinks=parts.sinks, signer=parts.signer
+                request,
+                registry=parts.registry,
+                database=parts.database,
+                sinks=parts.sinks,
+                signer=parts.signer,
+                progress=build_progress(quiet=quiet),
             )
         if result.events_pending and not result.dry_run and result.event_id:
             result.events_dead_lettered = _dead_letters(parts, result.event_id)

@@ -37,7 +37,7 @@ from hokusai_action.db.store import (
     try_claim,
     utcnow,
 )
-from hokusai_action.digest import ModelFiles, inspect_model
+from hokusai_action.digest import BackgroundHash, ModelFiles, Progress, hash_model, scan_model
 from hokusai_action.errors import HokusaiError, InputError, TokenStateError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import CloudEventRecord, event_id_for
@@ -55,6 +55,7 @@ from hokusai_action.metrics import (
     read_metric_value,
     resolve_metric,
 )
+from hokusai_action.progress import TaskStats
 from hokusai_action.registry import (
     TAG_BASELINE,
     TAG_DIGEST,
@@ -117,6 +118,7 @@ class Registry(Protocol):
         params: Mapping[str, str],
         metric_name: str,
         metric_value: float,
+        progress: Progress | None = None,
     ) -> RegisteredVersion: ...
 
     def run_metric(self, run_id: str, metric: Metric) -> tuple[float, str]: ...
@@ -128,6 +130,16 @@ class Registry(Protocol):
     def upload_signature(self, run_id: str, folder: Path, artifact_path: str) -> str: ...
 
     def set_version_tags(self, model_name: str, version: str, tags: Mapping[str, str]) -> None: ...
+
+
+class ProgressTask(Progress, Protocol):
+    def close(self, *, completed: bool = True) -> TaskStats: ...
+
+
+class ProgressReporter(Protocol):
+    """Shows long hashing and uploads (``hokusai_action.progress``); built in ``wiring``."""
+
+    def task(self, verb: str, *, total_bytes: int, total_files: int) -> ProgressTask: ...
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,7 @@ class RegistrationResult:
     event: CloudEventRecord | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    upload: TaskStats | None = None  # what this run uploaded (None: nothing, e.g. a re-run)
 
     @property
     def events_pending(self) -> list[str]:
@@ -195,6 +208,8 @@ class RegistrationResult:
             "signature": self.signature,
             "warnings": list(self.warnings),
         }
+        if self.upload is not None:
+            out["upload"] = self.upload.as_dict()
         if self.dry_run and self.event is not None:
             out["event"] = self.event.structured()
         return out
@@ -226,7 +241,7 @@ def build_request(settings: Settings, registry: Registry | None = None) -> Regis
     metric = resolve_metric(settings.metric)
     baseline = check_in_range(metric, parse_number(settings.baseline, what="Baseline"), what="Baseline")
     margin = parse_margin(settings.min_improvement)
-    model = inspect_model(settings.model_path)
+    model = scan_model(settings.model_path)  # links checked, nothing read: hashed when the path needs it
     measured = _measure(settings, metric, model, registry)
     gate = evaluate_gate(metric, measured.value, baseline, margin=margin)
     enforce_gate(gate)
@@ -497,13 +512,29 @@ def register(
     database: Database,
     sinks: Mapping[str, EventSink],
     signer: ModelSigner | None = None,
+    progress: ProgressReporter | None = None,
 ) -> RegistrationResult:
-    """Register ``request`` exactly once. See the module docstring for the order of steps."""
-    database.require_schema()
-    if signer is not None:
-        signer.check()  # the key, certificate or identity: exit 2 before anything changes
-    with database.unit_of_work() as uow:
-        token = get_token(uow, request.token_id)
+    """Register ``request`` exactly once. See the module docstring for the order of steps.
+
+    The model's bytes are read once: where the digest decides the path (the token is registered
+    already, or a dry run looks the version up) they are hashed first; on a first registration they
+    are hashed while they upload, and the digest comes back with the version.
+    """
+    early = _start_hash(request, progress)  # beside the database's first round trips (a re-run needs it)
+    try:
+        database.require_schema()
+        if signer is not None:
+            signer.check()  # the key, certificate or identity: exit 2 before anything changes
+        with database.unit_of_work() as uow:
+            token = get_token(uow, request.token_id)
+        if token is not None and (token.model_status in DONE_STATUSES or request.dry_run):
+            request = _hashed(request, progress, early)
+            early = None
+    finally:
+        if early is not None:
+            early[0].cancel()
+            if early[1] is not None:
+                early[1].close(completed=False)
     _check_state(request, token, database)
     assert token is not None
 
@@ -530,21 +561,33 @@ def register(
         token = _claim(request, database, owner)
         failpoint("after_claim")
         if token.model_status in DONE_STATUSES:  # another run finished it while we checked
+            request = _hashed(request, progress)
             _check_state(request, token, database)
             result = _finish_registered(request, token, database, sinks)
             result.already_registered = True
             return _move_alias(request, registry, result)
         heartbeat = ClaimHeartbeat(database, request.token_id, owner, request.claim_ttl)
         heartbeat.start()
-        version = registry.upload_and_register(
-            request.model,
-            model_name=request.model_name,
-            token_id=request.token_id,
-            tags=_tags(request),
-            params=_params(request),
-            metric_name=request.gate.metric.name,
-            metric_value=request.gate.value,
-        )
+        task = _task(progress, "uploaded", request.model)
+        try:
+            version = registry.upload_and_register(
+                request.model,
+                model_name=request.model_name,
+                token_id=request.token_id,
+                tags=_tags(request),
+                params=_params(request),
+                metric_name=request.gate.metric.name,
+                metric_value=request.gate.value,
+                progress=task,
+            )
+        except BaseException:
+            if task is not None:
+                task.close(completed=False)
+            raise
+        uploaded = task.close() if task is not None else None
+        if not request.model.hashed:  # hashed by the upload
+            assert version.artifact_digest, "the registry returns the digest of what it uploaded"
+            request = replace(request, model=replace(request.model, digest=version.artifact_digest))
         registered_at = utcnow()
         # signed after the upload (the statement names the version), before the commit; keyless: exit 4
         signature = sign_registration(request, version, registered_at, signer=signer, registry=registry)
@@ -606,6 +649,7 @@ def register(
         metric_source=request.measured.source,
         metric_source_detail=request.measured.detail,
         signature=signature,
+        upload=uploaded,
     )
     return _move_alias(request, registry, result)
 
@@ -669,6 +713,41 @@ def sign_registration(
     finally:
         signed.cleanup()
     return record
+
+
+def _task(progress: ProgressReporter | None, verb: str, model: ModelFiles) -> ProgressTask | None:
+    if progress is None:
+        return None
+    return progress.task(verb, total_bytes=model.total_bytes, total_files=len(model.files))
+
+
+def _start_hash(
+    request: RegistrationRequest, progress: ProgressReporter | None
+) -> tuple[BackgroundHash, ProgressTask | None] | None:
+    if request.model.hashed:
+        return None
+    task = _task(progress, "hashed", request.model)
+    return BackgroundHash(request.model, task), task
+
+
+def _hashed(
+    request: RegistrationRequest,
+    progress: ProgressReporter | None,
+    early: tuple[BackgroundHash, ProgressTask | None] | None = None,
+) -> RegistrationRequest:
+    """``request`` with its model hashed: the digest decides the path here (a re-run, a dry run)."""
+    if request.model.hashed:
+        return request
+    background, task = early if early is not None else (None, _task(progress, "hashed", request.model))
+    try:
+        model = background.result() if background is not None else hash_model(request.model, task)
+    except BaseException:
+        if task is not None:
+            task.close(completed=False)
+        raise
+    if task is not None:
+        task.close()
+    return replace(request, model=model)
 
 
 def _gate_against_champion(request: RegistrationRequest, registry: Registry) -> RegistrationRequest:

@@ -11,21 +11,30 @@ file rewritten before the version exists is noticed (``ModelFiles.ensure_unchang
 Each file is hashed through the very inode the walk checked: it is opened without following a final
 link and its (device, inode) must be the walk's, so a file swapped for a link to a secret (or a folder
 for a link to ``/``) between the walk and the hash is refused, never read.
+
+Two ways to the same digest: ``hash_model`` reads the files before anything else (a re-run, where the
+digest decides what happens), and ``StreamedDigest`` hashes each file while it is uploaded (a first
+registration: the bytes are read once). ``scan_model`` is the walk both start from.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import stat
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from hokusai_action.errors import InputError, ModelChanged
 
-CHUNK_SIZE = 1024 * 1024  # 1 MiB: large enough for hashlib to release the GIL, small for memory
+# 1 MiB reads into one reused buffer: hashlib releases the GIL and runs at its own speed (measured here:
+# 1, 4 and 8 MiB reads hash a cached 1 GiB file in the same 0.6 s), and the whole model costs one
+# buffer of memory, whatever its size or file count
+CHUNK_SIZE = 1024 * 1024
 
 PATH_MISSING = "Model path {path} does not exist. Check --model-path (relative paths start at {cwd})."
 PATH_UNREADABLE = "Model path {path} cannot be read: {reason}. Fix its permissions or point --model-path elsewhere."
@@ -43,12 +52,21 @@ LINK_LOOP_HINT = "Remove the link, or replace it with a copy of the folder."
 MODEL_CHANGED = "The model changed while it was being uploaded: {path} is not what was hashed. No version was created."
 MODEL_CHANGED_HINT = "Re-run once the training job has finished writing the model."
 MODEL_CHANGED_WHILE_HASHED = "The model changed while it was being hashed: {path} grew or shrank. Nothing was uploaded."
+MODEL_CHANGED_WHILE_HASHED_STREAM = (
+    "The model changed while it was being uploaded: {path} grew or shrank while it was read. No version was created."
+)
 MODEL_SWAPPED = (
     "The model changed while it was being read: {path} is no longer the file that was listed (replaced, or "
     "reached through a folder that was swapped). Nothing was uploaded."
 )
 MODEL_SWAPPED_FOR_LINK = (
     "The model changed while it was being read: {path} was replaced by a symbolic link. Nothing was uploaded."
+)
+# hashed while it is uploaded (a first registration): a file that is not what the walk listed stops the
+# upload before its bytes leave the machine, and no version is created
+MODEL_CHANGED_WHILE_STREAMED = (
+    "The model changed while it was being uploaded: {path} is not the file that was listed ({why}). "
+    "No version was created."
 )
 # not following a final link, and never waiting on a FIFO swapped in for a file
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -81,8 +99,17 @@ class ModelFiles:
     total_bytes: int
     digest: str  # "sha256:<hex>"
     real_root: Path | None = None  # ``root`` with every link resolved: what "inside the model" means
-    states: tuple[FileState, ...] = ()  # per file, in the order of ``files``
+    # per file, in the order of ``files``: as read when hashed (as listed by the walk before that)
+    states: tuple[FileState, ...] = ()
     links: tuple[bool, ...] = ()  # per file: reached through a link of its own name (followed when read)
+    # per file: the path to open (a link resolved) and the (st_dev, st_ino) the walk checked there
+    read_paths: tuple[str, ...] = ()
+    identities: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def hashed(self) -> bool:
+        """False for a walked but not yet hashed model (``scan_model``): its digest comes with the upload."""
+        return bool(self.digest)
 
     @property
     def is_mlflow_model(self) -> bool:
@@ -155,6 +182,7 @@ class _Entry(NamedTuple):
     read_path: str  # the file to read: for a link, where it resolved to
     link: bool  # reached through a link of its own name
     identity: tuple[int, int]  # (st_dev, st_ino) the walk checked: the file hashed must be this one
+    listed: FileState  # as the walk saw it: the sizes are known before a byte is read, and a change shows
 
 
 def _walk_files(root: Path, real_root: Path) -> list[_Entry]:
@@ -183,7 +211,7 @@ def _walk_files(root: Path, real_root: Path) -> list[_Entry]:
                 raise InputError(PATH_UNREADABLE.format(path=root / relative, reason=exc.strerror or exc)) from exc
             mode = listed.st_mode
             if stat.S_ISREG(mode):
-                found.append(_Entry(relative, entry.path, False, (listed.st_dev, listed.st_ino)))
+                found.append(_Entry(relative, entry.path, False, (listed.st_dev, listed.st_ino), FileState.of(listed)))
             elif stat.S_ISDIR(mode):
                 pending.append((Path(entry.path), relative + "/", above | {Path(entry.path)}))
             elif stat.S_ISLNK(mode):
@@ -191,7 +219,9 @@ def _walk_files(root: Path, real_root: Path) -> list[_Entry]:
                 if stat.S_ISDIR(target.st_mode):
                     pending.append((resolved, relative + "/", above | {resolved}))
                 else:
-                    found.append(_Entry(relative, str(resolved), True, (target.st_dev, target.st_ino)))
+                    found.append(
+                        _Entry(relative, str(resolved), True, (target.st_dev, target.st_ino), FileState.of(target))
+                    )
             else:  # a FIFO, socket or device
                 raise InputError(PATH_SPECIAL.format(path=root / relative))
     found.sort(key=lambda item: item.relative)
@@ -225,34 +255,67 @@ class _NotListed(Exception):
     """The file opened is not the one the walk checked (another inode, or not a regular file)."""
 
 
-def _hash_file(path: str, buffer: bytearray, identity: tuple[int, int]) -> tuple[str, FileState, int]:
-    """(sha256 hex, the file's state before reading, bytes read) of the inode ``identity`` at ``path``.
+class Progress(Protocol):
+    """What hashing and uploading report as they go (``hokusai_action.progress`` draws it)."""
 
-    Raises OSError (ELOOP: ``path`` is a link now) or ``_NotListed`` before reading a byte of anything else.
+    def advance(self, nbytes: int) -> None: ...
+
+    def file_done(self) -> None: ...
+
+
+def _open_listed(path: str, identity: tuple[int, int]) -> tuple[io.FileIO, FileState]:
+    """The file at ``path``, opened without following a final link, if it is the inode the walk checked.
+
+    Returns the open file and its state before a byte is read: a write during the hash or the upload
+    shows in the check after it. Raises OSError (ELOOP: ``path`` is a link now) or ``_NotListed``.
     """
-    hasher = hashlib.sha256()
-    view = memoryview(buffer)
-    with open(os.open(path, _OPEN_FLAGS), "rb", buffering=0) as handle:
-        # taken before reading: a write during the hash or the upload shows in the check after it
+    handle = open(os.open(path, _OPEN_FLAGS), "rb", buffering=0)  # noqa: SIM115 - returned open
+    try:
         opened = os.fstat(handle.fileno())
         if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != identity:
             raise _NotListed(path)
-        state = FileState.of(opened)
-        size = 0
-        while True:
-            read = handle.readinto(buffer)
-            if not read:
-                break
-            hasher.update(view[:read])
-            size += read
-    return hasher.hexdigest(), state, size
+    except BaseException:
+        handle.close()
+        raise
+    return handle, FileState.of(opened)
 
 
-def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
-    """Check the model path is a readable, non-empty file or directory and compute its digest.
+def _open_error(model: ModelFiles, index: int, exc: BaseException, *, streaming: bool) -> Exception:
+    """The user's error for a listed file that cannot be opened as listed (swapped, gone, unreadable)."""
+    relative = model.files[index]
+    shown = model.root / relative if model.is_dir else model.root
+    full = model.read_paths[index]
+    if streaming:  # listed a moment ago: whatever is there now is a change, never "unreadable input"
+        if isinstance(exc, _NotListed):
+            why = "replaced, or reached through a folder that was swapped"
+        elif isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+            why = "replaced by a symbolic link"
+        elif isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+            why = "deleted"
+        else:
+            return InputError(PATH_UNREADABLE.format(path=shown, reason=getattr(exc, "strerror", None) or exc))
+        return ModelChanged(MODEL_CHANGED_WHILE_STREAMED.format(path=shown, why=why), hint=MODEL_CHANGED_HINT)
+    if isinstance(exc, _NotListed):
+        return ModelChanged(MODEL_SWAPPED.format(path=shown), hint=MODEL_CHANGED_HINT)
+    assert isinstance(exc, OSError)
+    if exc.errno == errno.ELOOP and os.path.islink(full):  # swapped for a link since the walk
+        # a link's target turned into a link: the link still is one, what it led to was swapped
+        swapped = MODEL_SWAPPED if model.links[index] else MODEL_SWAPPED_FOR_LINK
+        return ModelChanged(swapped.format(path=shown), hint=MODEL_CHANGED_HINT)
+    return InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc))
+
+
+def _record(relative: str, size: int, file_digest: str) -> bytes:
+    # NUL cannot occur in a path, so the record boundaries are unambiguous
+    return f"{relative}\0{size}\0{file_digest}\n".encode()
+
+
+def scan_model(model_path: str | os.PathLike[str]) -> ModelFiles:
+    """Walk the model and check its links, reading no file: a ``ModelFiles`` without a digest yet.
 
     The path itself may be a symbolic link (``checkpoints/latest``): it is resolved first, and links
-    inside the model must stay inside that resolved folder.
+    inside the model must stay inside that resolved folder. ``hash_model`` (or an upload through
+    ``StreamedDigest``) then reads each file through the very inode listed here.
     """
     root = Path(model_path)
     real_root = _resolve_link(root)
@@ -261,7 +324,9 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
     found = os.stat(real_root)
     mode = found.st_mode
     if stat.S_ISREG(mode):
-        entries = [_Entry(root.name, str(real_root), os.path.islink(root), (found.st_dev, found.st_ino))]
+        entries = [
+            _Entry(root.name, str(real_root), os.path.islink(root), (found.st_dev, found.st_ino), FileState.of(found))
+        ]
         is_dir = False
     elif stat.S_ISDIR(mode):
         if not os.access(real_root, os.R_OK | os.X_OK):
@@ -272,36 +337,260 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
         is_dir = True
     else:
         raise InputError(PATH_SPECIAL.format(path=root))
-
-    manifest = hashlib.sha256()
-    total = 0
-    states: list[FileState] = []
-    buffer = bytearray(CHUNK_SIZE)  # one for all files: a fresh 1 MiB per small file costs more than hashing it
-    for relative, full, link, identity in entries:
-        shown = root / relative if is_dir else root
-        try:
-            file_digest, state, size = _hash_file(full, buffer, identity)
-        except _NotListed as exc:
-            raise ModelChanged(MODEL_SWAPPED.format(path=shown), hint=MODEL_CHANGED_HINT) from exc
-        except OSError as exc:
-            if exc.errno == errno.ELOOP and os.path.islink(full):  # swapped for a link since the walk
-                # a link's target turned into a link: the link still is one, what it led to was swapped
-                swapped = MODEL_SWAPPED if link else MODEL_SWAPPED_FOR_LINK
-                raise ModelChanged(swapped.format(path=shown), hint=MODEL_CHANGED_HINT) from exc
-            raise InputError(PATH_UNREADABLE.format(path=shown, reason=exc.strerror or exc)) from exc
-        if size != state.size:  # written while we read it: the digest describes no state the file was ever in
-            raise ModelChanged(MODEL_CHANGED_WHILE_HASHED.format(path=shown), hint=MODEL_CHANGED_HINT)
-        states.append(state)
-        total += size
-        # NUL cannot occur in a path, so the record boundaries are unambiguous
-        manifest.update(f"{relative}\0{size}\0{file_digest}\n".encode())
     return ModelFiles(
         root=root,
         is_dir=is_dir,
         files=tuple(entry.relative for entry in entries),
-        total_bytes=total,
-        digest="sha256:" + manifest.hexdigest(),
+        total_bytes=sum(entry.listed.size for entry in entries),
+        digest="",
         real_root=real_root,
-        states=tuple(states),
+        states=tuple(entry.listed for entry in entries),
         links=tuple(entry.link for entry in entries),
+        read_paths=tuple(entry.read_path for entry in entries),
+        identities=tuple(entry.identity for entry in entries),
     )
+
+
+class _Cancelled(Exception):
+    """A background hash that turned out not to be needed."""
+
+
+def hash_model(
+    model: ModelFiles, progress: Progress | None = None, *, cancelled: threading.Event | None = None
+) -> ModelFiles:
+    """``model`` with its digest: every file read once, in ``CHUNK_SIZE`` reads into one reused buffer."""
+    manifest = hashlib.sha256()
+    total = 0
+    states: list[FileState] = []
+    buffer = bytearray(min(CHUNK_SIZE, max(model.total_bytes, 1)))
+    view = memoryview(buffer)
+    for index, relative in enumerate(model.files):
+        try:
+            handle, state = _open_listed(model.read_paths[index], model.identities[index])
+        except (OSError, _NotListed) as exc:
+            raise _open_error(model, index, exc, streaming=False) from exc
+        hasher = hashlib.sha256()
+        size = 0
+        with handle:
+            while read := handle.readinto(buffer):
+                if cancelled is not None and cancelled.is_set():
+                    raise _Cancelled
+                hasher.update(view[:read])
+                size += read
+                if progress is not None:
+                    progress.advance(read)
+        if size != state.size:  # written while we read it: the digest describes no state the file was ever in
+            shown = model.root / relative if model.is_dir else model.root
+            raise ModelChanged(MODEL_CHANGED_WHILE_HASHED.format(path=shown), hint=MODEL_CHANGED_HINT)
+        if progress is not None:
+            progress.file_done()
+        states.append(state)
+        total += size
+        manifest.update(_record(relative, size, hasher.hexdigest()))
+    return replace(model, total_bytes=total, digest="sha256:" + manifest.hexdigest(), states=tuple(states))
+
+
+class BackgroundHash:
+    """``hash_model`` in a thread, started before it is known to be needed.
+
+    A re-run learns that it must hash (the token is registered) only after it has read the database;
+    hashing meanwhile overlaps the database's imports and round trips with the hash (hashlib releases
+    the GIL). A first registration cancels it at once: its bytes are hashed while they upload.
+    """
+
+    def __init__(self, model: ModelFiles, progress: Progress | None = None) -> None:
+        self._model, self._progress = model, progress
+        self._cancelled = threading.Event()
+        self._result: ModelFiles | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hokusai-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = hash_model(self._model, self._progress, cancelled=self._cancelled)
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # re-raised by result(), in the caller's thread
+            self._error = exc
+
+    def result(self) -> ModelFiles:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None, "result() after cancel()"
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop at the next read and wait for the thread (a few milliseconds)."""
+        self._cancelled.set()
+        self._thread.join()
+
+
+def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
+    """Check the model path is a readable, non-empty file or directory and compute its digest."""
+    return hash_model(scan_model(model_path))
+
+
+# ------------------------------------------------------------------- hashed while uploaded
+
+STREAM_BLOCK = 1024 * 1024  # per file being sent: a few upload threads stay far below the memory bound
+
+
+class HashingReader:
+    """A listed file as a read-only stream that hashes and counts every byte as it is read.
+
+    Handed to an HTTP client (``requests``/``urllib3`` read it in small pieces) or an artifact
+    repository's ``log_artifact_from_stream``. It reads the file in ``STREAM_BLOCK`` blocks through
+    the descriptor opened (and identity-checked) by ``StreamedDigest.open``, hashes each block once
+    and hands it out in the pieces asked for. What was hashed is exactly what was sent.
+
+    ``len()`` is the size listed at open (the Content-Length); a file that grows or shrinks while it
+    is read raises ``ModelChanged`` instead of sending a body of another length. ``seek(0)`` starts
+    over (a retry re-sends the file: the hash starts over with it); no other seek is possible, so a
+    client can never resend a body from the middle.
+    """
+
+    def __init__(self, handle: io.FileIO, state: FileState, shown: Path, progress: Progress | None) -> None:
+        self._handle = handle
+        self.state = state
+        self._shown = shown
+        self._progress = progress
+        self._buffer = bytearray(min(STREAM_BLOCK, max(state.size, 1)))
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0  # the unread part of the buffer
+        self._hasher = hashlib.sha256()
+        self._position = 0  # bytes handed out
+        self._read = 0  # bytes read from the file (and hashed)
+        self.failure: ModelChanged | None = None  # kept: HTTP clients wrap what a body raises
+
+    def __len__(self) -> int:
+        return self.state.size
+
+    @property
+    def name(self) -> str:  # some clients guess a content type from it
+        return self._shown.name
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._position + offset if whence == io.SEEK_CUR else -1
+        if whence == io.SEEK_END:
+            target = self.state.size + offset
+        if target == self._position:
+            return target
+        if target != 0:
+            raise io.UnsupportedOperation("a hashing reader can only start over (seek(0))")
+        os.lseek(self._handle.fileno(), 0, os.SEEK_SET)
+        if self._progress is not None and self._read:
+            self._progress.advance(-self._read)
+        self._hasher = hashlib.sha256()
+        self._start = self._end = self._position = self._read = 0
+        return 0
+
+    def _fill(self) -> bool:
+        """Read the next block; False at the end of the file (checked against the listed size)."""
+        read = self._handle.readinto(self._buffer)
+        if not read:
+            if self._read != self.state.size:
+                self._changed()
+            return False
+        self._read += read
+        if self._read > self.state.size:
+            self._changed()
+        self._hasher.update(self._view[:read])
+        self._start, self._end = 0, read
+        if self._progress is not None:
+            self._progress.advance(read)
+        return True
+
+    def _changed(self) -> None:
+        self.failure = ModelChanged(MODEL_CHANGED_WHILE_HASHED_STREAM.format(path=self._shown), hint=MODEL_CHANGED_HINT)
+        raise self.failure
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            pieces = []
+            while piece := self.read(STREAM_BLOCK):
+                pieces.append(piece)
+            return b"".join(pieces)
+        if self._start == self._end and not self._fill():
+            return b""
+        taken = min(size, self._end - self._start)
+        piece = bytes(self._view[self._start : self._start + taken])
+        self._start += taken
+        self._position += taken
+        return piece
+
+    def readinto(self, target: Any) -> int:
+        piece = self.read(len(target))
+        target[: len(piece)] = piece
+        return len(piece)
+
+    def finish(self) -> str:
+        """Read what the client left unread (nothing, for a complete send) and return the file's sha256."""
+        while self._fill():
+            self._position = self._read
+        return self._hasher.hexdigest()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> HashingReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class StreamedDigest:
+    """The digest of ``model`` built while its files are uploaded, in any order, from several threads.
+
+    ``open(index)`` gives a ``HashingReader`` over the listed inode; ``done(index, reader)`` records the
+    file once it is sent; ``finish()`` returns ``model`` hashed: the same digest ``hash_model`` gives
+    (same records, in the listed order), and the states to check before the version is created.
+    """
+
+    def __init__(self, model: ModelFiles, progress: Progress | None = None) -> None:
+        self.model = model
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._records: list[tuple[int, str] | None] = [None] * len(model.files)
+        self._states: list[FileState | None] = [None] * len(model.files)
+
+    def open(self, index: int) -> HashingReader:
+        """Raises ``ModelChanged`` when file ``index`` is no longer the one listed: nothing of it is read."""
+        try:
+            handle, state = _open_listed(self.model.read_paths[index], self.model.identities[index])
+        except (OSError, _NotListed) as exc:
+            raise _open_error(self.model, index, exc, streaming=True) from exc
+        relative = self.model.files[index]
+        shown = self.model.root / relative if self.model.is_dir else self.model.root
+        return HashingReader(handle, state, shown, self._progress)
+
+    def done(self, index: int, reader: HashingReader) -> None:
+        file_digest = reader.finish()
+        with self._lock:
+            self._records[index] = (reader.state.size, file_digest)
+            self._states[index] = reader.state
+        if self._progress is not None:
+            self._progress.file_done()
+
+    def finish(self) -> ModelFiles:
+        manifest = hashlib.sha256()
+        total = 0
+        for relative, record in zip(self.model.files, self._records, strict=True):
+            if record is None:
+                raise AssertionError(f"{relative} was not uploaded")  # a bug: every file is sent first
+            size, file_digest = record
+            total += size
+            manifest.update(_record(relative, size, file_digest))
+        states = tuple(state for state in self._states if state is not None)
+        return replace(self.model, total_bytes=total, digest="sha256:" + manifest.hexdigest(), states=states)

@@ -314,6 +314,28 @@ def _delivery_cell(delivered: Any) -> str:
     return escape_cell(delivered)
 
 
+def _upload_cell(upload: Mapping[str, Any]) -> str:
+    """Size, files, duration and throughput of what this run uploaded: ``2.0 GiB, 1 file in 13.1 s (156 MiB/s)``."""
+    nbytes, files, seconds = (
+        int(upload.get("bytes") or 0),
+        int(upload.get("files") or 0),
+        float(upload.get("seconds") or 0),
+    )
+    size, rate = _binary_size(nbytes), _binary_size(nbytes / seconds if seconds > 0 else 0)
+    return escape_cell(f"{size}, {files:,} file{'' if files == 1 else 's'} in {seconds:.1f} s ({rate}/s)")
+
+
+def _binary_size(nbytes: float) -> str:
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return (
+                f"{int(value)} B" if unit == "B" else f"{value:.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
+            )
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 def summary_markdown(result: Mapping[str, Any], tracking_uri: str | None = None) -> str:
     """The step summary: one Markdown table built from the ``--output json`` result.
 
@@ -351,6 +373,8 @@ def summary_markdown(result: Mapping[str, Any], tracking_uri: str | None = None)
         ("Event delivery", _delivery_cell(result.get("events_delivered"))),
         ("Dry run", "yes" if dry_run else "no"),
     ]
+    if result.get("upload"):
+        rows.insert(8, ("Upload", _upload_cell(result["upload"])))
     lines = [f"### {heading}", "", "| | |", "|---|---|"]
     lines += [f"| {label} | {cell} |" for label, cell in rows]
     return redact("\n".join(lines) + "\n")

@@ -16,17 +16,15 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import posixpath
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hokusai_action.digest import ModelFiles
+from hokusai_action.digest import MODEL_CHANGED_HINT, ModelFiles, Progress
 from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
-from hokusai_action.failpoints import after_each_call, failpoint
+from hokusai_action.failpoints import failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.redact import redact
 from hokusai_action.transfer_limits import HTTP_REQUEST_TIMEOUT, TransferLimits, set_default, upload_timeouts
@@ -45,7 +43,6 @@ TAG_GIT_REF = "git.ref"
 TAG_GIT_REPOSITORY = "git.repository"
 TAG_SIGNATURE_PREFIX = "hokusai.signature."  # + method, identity, model_bundle_sha256, ... (signing.py)
 LOGGED_MODEL_NAME = "model"
-UPLOAD_WORKERS = 4
 
 UNREACHABLE = "MLflow at {uri} did not answer within {timeout:g} s ({reason})."
 UNREACHABLE_HINT = (
@@ -68,6 +65,9 @@ CHAMPION_NO_VALUE = (
     "The version holding '{alias}' (version {version}) records no {metric} to compare with. "
     "Compare on the metric it was registered with."
 )
+MODEL_CHANGED_UNSEEN = (
+    "The model changed while it was being uploaded: its bytes are not the ones hashed before. No version was created."
+)
 NOT_READY = "MLflow version {version} of {name} is {status} after {timeout:g} s: {message}."
 
 
@@ -78,6 +78,7 @@ class RegisteredVersion:
     version: str
     model_id: str | None
     source: str
+    artifact_digest: str | None = None  # set by upload_and_register: the digest of the bytes registered
 
     @property
     def model_uri(self) -> str:
@@ -346,24 +347,35 @@ class MlflowRegistry:
         params: Mapping[str, str],
         metric_name: str,
         metric_value: float,
+        progress: Progress | None = None,
     ) -> RegisteredVersion:
-        """Register ``model`` as a version of ``model_name``; resume any earlier partial attempt."""
+        """Register ``model`` as a version of ``model_name``; resume any earlier partial attempt.
+
+        A hashed ``model`` (a re-run) is looked up by its digest first. A model not hashed yet (a first
+        registration) is hashed while it uploads; before its version is created, a version or a READY
+        upload that a killed run left with that digest is reused instead (ours is marked FAILED).
+        The returned version carries the digest (``artifact_digest``).
+        """
         from mlflow.entities import LoggedModelStatus, Metric, Param, RunTag
         from mlflow.exceptions import MlflowException
 
-        existing = self.find_version(model_name, model.digest)
-        if existing is not None:
-            return existing
+        if model.hashed:
+            existing = self.find_version(model_name, model.digest)
+            if existing is not None:
+                return replace(existing, artifact_digest=model.digest)
 
         experiment_id = self._ensure_experiment()
         doing = "uploading the model"
+        digest = model.digest
+        # the digest tag is set once the bytes are known: an upload tagged with it is all of them
+        first_tags = {key: value for key, value in tags.items() if key != TAG_DIGEST or model.hashed}
         try:
-            logged = self.find_logged_model(experiment_id, model.digest, token_id)
+            logged = self.find_logged_model(experiment_id, model.digest, token_id) if model.hashed else None
             if logged is not None:
                 run_id = logged.source_run_id
             else:
                 doing = "creating the run"
-                run = self.client.create_run(experiment_id, tags=dict(tags), run_name=f"register-{token_id.lower()}")
+                run = self.client.create_run(experiment_id, tags=first_tags, run_name=f"register-{token_id.lower()}")
                 run_id = run.info.run_id
                 now_ms = int(time.time() * 1000)
                 self.client.log_batch(
@@ -377,13 +389,13 @@ class MlflowRegistry:
                     experiment_id,
                     name=LOGGED_MODEL_NAME,
                     source_run_id=run_id,
-                    tags=dict(tags),
+                    tags=first_tags,
                     params=dict(params),
                 )
                 doing = "uploading the model"
                 try:
                     with self.upload_timeouts(model):
-                        self._upload(logged.model_id, logged, model)
+                        uploaded = self._upload(logged.model_id, logged, model, progress)
                 except ModelChanged:
                     self._abandon_upload(logged.model_id, run_id)
                     raise
@@ -391,54 +403,59 @@ class MlflowRegistry:
                     # a model file gone or changed mid-upload is the user's input (exit 2), not MLflow (exit 4)
                     self._ensure_uploaded_unchanged(logged.model_id, run_id, model)
                     raise
-                self._ensure_uploaded_unchanged(logged.model_id, run_id, model)
+                self._ensure_uploaded_unchanged(logged.model_id, run_id, uploaded)
+                if model.hashed and uploaded.digest != model.digest:  # rewritten between its hash and its send
+                    self._abandon_upload(logged.model_id, run_id)
+                    model.ensure_unchanged()
+                    raise ModelChanged(MODEL_CHANGED_UNSEEN, hint=MODEL_CHANGED_HINT)
+                digest = uploaded.digest
+                if not model.hashed:
+                    doing = "looking for an earlier upload of these bytes"
+                    leftover = self._leftover(model_name, experiment_id, digest, token_id)
+                    if leftover is not None:
+                        self._abandon_upload(logged.model_id, run_id)
+                        if isinstance(leftover, RegisteredVersion):
+                            return replace(leftover, artifact_digest=digest)
+                        logged, run_id = leftover, leftover.source_run_id
+                        doing = "registering the model version"
+                        version = self._register(
+                            logged.model_id, run_id, model_name, digest, {**tags, TAG_DIGEST: digest}
+                        )
+                        return replace(version, artifact_digest=digest)
+                    doing = "tagging the upload with its digest"
+                    self.client.set_logged_model_tags(logged.model_id, {TAG_DIGEST: digest})
+                    self.client.set_tag(run_id, TAG_DIGEST, digest)
                 doing = "finalizing the logged model"
                 self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
                 failpoint("after_finalize")
                 self.client.set_terminated(run_id, "FINISHED")
             doing = "registering the model version"
-            return self._register(logged.model_id, run_id, model_name, model.digest, tags)
+            version = self._register(logged.model_id, run_id, model_name, digest, {**tags, TAG_DIGEST: digest})
+            return replace(version, artifact_digest=digest)
         except MlflowException as exc:
             raise self._service_error(exc, doing) from exc
         except OSError as exc:
             raise self._service_error(exc, doing) from exc
 
-    def _upload(self, model_id: str, logged_model: Any, model: ModelFiles) -> None:
-        """Stream every file to the logged model's artifact store, several files at a time.
+    def _leftover(self, model_name: str, experiment_id: str, digest: str, token_id: str) -> Any | None:
+        """What a killed run left with ``digest``: its version, else its READY upload; None if neither."""
+        existing = self.find_version(model_name, digest)
+        if existing is not None:
+            log.info("these bytes are version %s already (a killed run registered them): reused", existing.version)
+            return existing
+        logged = self.find_logged_model(experiment_id, digest, token_id)
+        if logged is not None:
+            log.info("a killed run uploaded these bytes already (%s): reused", logged.model_id)
+        return logged
 
-        MLflow's own ``log_model_artifacts`` sends one file after another; sending a few side by side
-        keeps both the connection and the server busy (the server has several workers). Each file is
-        streamed from disk by the artifact repository, never read whole into memory.
-
-        The repository opens each file by path, following links: right before a file is sent it must
-        still be the inode that was hashed (a plain file not turned into a link, a link still inside
-        the model), or ``ModelChanged`` stops the upload before a secret swapped in leaves the machine.
-        """
+    def _upload(self, model_id: str, logged_model: Any, model: ModelFiles, progress: Progress | None) -> ModelFiles:
+        """Send every file to the logged model's artifact store (``upload.py``); ``model`` hashed by it."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+        from hokusai_action.upload import upload_model
+
         repository = get_artifact_repository(logged_model.artifact_location, tracking_uri=self.tracking_uri)
-        repository = after_each_call(repository, "log_artifact", "mid_upload")
-        # each file under its place in the hashed tree (a followed link under its own name)
-        uploads = [
-            (index, str(model.path_of(relative)), posixpath.dirname(relative) or None)
-            for index, relative in enumerate(model.files)
-        ]
-
-        def send(item: tuple[int, str, str | None]) -> None:
-            index, path, folder = item
-            model.ensure_file_unchanged(index)
-            repository.log_artifact(path, folder)
-
-        workers = max(1, min(UPLOAD_WORKERS, len(uploads)))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hokusai-upload")
-        try:
-            # list() re-raises the first failure
-            list(pool.map(send, uploads))
-        except BaseException:
-            # files not started yet are dropped: with MLflow gone each would wait out its own retries
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        return upload_model(repository, model, progress=progress)
 
     def _ensure_uploaded_unchanged(self, model_id: str, run_id: str, model: ModelFiles) -> None:
         """Stop before the version exists if a file changed since it was hashed (DESIGN.md, "Model files").

@@ -16,6 +16,7 @@ from hokusai_action.settings import Settings
 if TYPE_CHECKING:
     from hokusai_action.db.store import Database
     from hokusai_action.events import EventSink
+    from hokusai_action.progress import Reporter
     from hokusai_action.registry import MlflowRegistry
     from hokusai_action.signing import ModelSigner
 
@@ -181,6 +182,13 @@ def build_signer(settings: Settings) -> ModelSigner | None:
         oidc_request_token=settings.oidc_request_token,
         oidc_issuer=settings.oidc_issuer,
     )
+
+
+def build_progress(*, quiet: bool = False) -> Reporter:
+    """Progress on stderr (a bar on a terminal, plain lines in CI and logs), or none with ``quiet``."""
+    from hokusai_action.progress import Reporter
+
+    return Reporter(quiet=quiet)
 
 
 def build_parts(settings: Settings) -> Parts:

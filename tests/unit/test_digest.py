@@ -366,7 +366,7 @@ def swap_on_first_hash(monkeypatch: pytest.MonkeyPatch, swap) -> None:
     """Run ``swap`` once, after the walk listed the files and before the first one is hashed."""
     from hokusai_action import digest
 
-    real_hash = digest._hash_file
+    real_hash = digest._open_listed
     done: list[bool] = []
 
     def hash_after_swap(*args, **kwargs):
@@ -375,7 +375,7 @@ def swap_on_first_hash(monkeypatch: pytest.MonkeyPatch, swap) -> None:
             swap()
         return real_hash(*args, **kwargs)
 
-    monkeypatch.setattr(digest, "_hash_file", hash_after_swap)
+    monkeypatch.setattr(digest, "_open_listed", hash_after_swap)
 
 
 SECRET = b"AWS_SECRET_ACCESS_KEY=canary-" + uuid.uuid4().hex.encode()

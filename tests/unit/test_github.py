@@ -487,3 +487,13 @@ def test_every_designed_output_exists(action: dict) -> None:
     assert set(github.OUTPUT_FIELDS) == set(DESIGN_OUTPUTS)
     for name, spec in outputs.items():
         assert spec.get("description"), f"output {name} needs a description"
+
+
+def test_summary_shows_what_the_upload_moved() -> None:
+    result = make_result(upload={"bytes": 2 * 1024**3, "files": 1, "seconds": 13.1})
+    rows = _table_rows(github.summary_markdown(result))
+    assert rows["Upload"] == "2.0 GiB, 1 file in 13.1 s (156 MiB/s)"
+    many_files = make_result(upload={"bytes": 102_400_000, "files": 10_000, "seconds": 4})
+    many = _table_rows(github.summary_markdown(many_files))
+    assert many["Upload"] == "97.7 MiB, 10,000 files in 4.0 s (24.4 MiB/s)"
+    assert "Upload" not in _table_rows(github.summary_markdown(make_result()))  # a re-run uploads nothing

@@ -192,7 +192,7 @@ def on_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
 def _raise_in_registration(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
     import hokusai_action.commands as commands
 
-    def run_register(settings):
+    def run_register(settings, **options):
         raise exc
 
     monkeypatch.setattr(commands, "run_register", run_register)

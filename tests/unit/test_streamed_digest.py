@@ -1,0 +1,205 @@
+"""The digest computed while the files are uploaded must be the digest of ``hash_model``, byte for byte.
+
+Existing registrations keep their digest: a first registration hashes as it uploads (``StreamedDigest``),
+a re-run hashes first (``hash_model``), and both must name the same bytes the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hokusai_action.digest import STREAM_BLOCK, StreamedDigest, hash_model, inspect_model, scan_model
+from hokusai_action.errors import ModelChanged
+
+pytestmark = [pytest.mark.unit]
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for relative, content in files.items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return root
+
+
+def stream(path: Path, *, piece: int | None = 16384, workers: int = 4, shuffle: bool = True) -> str:
+    """Send every file as an HTTP client would: in pieces, several at a time, in any order."""
+    streamed = StreamedDigest(scan_model(path))
+    order = list(range(len(streamed.model.files)))
+    if shuffle:
+        random.shuffle(order)
+
+    def send(index: int) -> int:
+        with streamed.open(index) as reader:
+            sent = 0
+            while chunk := reader.read(piece if piece else -1):
+                sent += len(chunk)
+                if not piece:
+                    break
+            streamed.done(index, reader)
+            return sent
+
+    with ThreadPoolExecutor(workers) as pool:
+        sent = sum(pool.map(send, order))
+    hashed = streamed.finish()
+    assert sent == hashed.total_bytes == streamed.model.total_bytes
+    return hashed.digest
+
+
+SHAPES = {
+    "one small file": {"model.pkl": b"weights"},
+    "one empty file": {"empty.bin": b""},
+    "exactly one block": {"w.bin": os.urandom(STREAM_BLOCK)},
+    "a block and a byte": {"w.bin": os.urandom(STREAM_BLOCK + 1), "a.txt": b"a"},
+    "nested folders": {"a/b/c/d.bin": os.urandom(3000), "a/b.bin": os.urandom(10), "z": b"", "MLmodel": b"f: {}"},
+    "many small": {f"shard-{i:03d}.bin": os.urandom(i * 7) for i in range(120)},
+    "unicode and spaces": {"é t/ü ber.bin": os.urandom(99), "名前.txt": b"x"},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("piece", [1, 16384, 5 * 1024 * 1024, None])
+def test_streamed_digest_is_the_hashed_digest(tmp_path: Path, shape: str, piece: int | None) -> None:
+    if piece == 1 and shape in ("exactly one block", "a block and a byte"):
+        pytest.skip("a million one-byte reads prove nothing the other sizes do not")
+    root = write_tree(tmp_path / "m", SHAPES[shape])
+    assert stream(root, piece=piece) == inspect_model(root).digest
+
+
+def test_a_single_file_model_streams_to_the_same_digest(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(os.urandom(STREAM_BLOCK * 2 + 17))
+    assert stream(path) == inspect_model(path).digest
+
+
+def test_links_inside_the_model_stream_to_the_same_digest(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"real/w.bin": os.urandom(5000), "c.json": b"{}"})
+    (root / "latest.bin").symlink_to("real/w.bin")
+    (root / "alias").symlink_to("real", target_is_directory=True)
+    assert stream(root) == inspect_model(root).digest
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    files=st.dictionaries(
+        st.from_regex(r"[a-z]{1,6}(/[a-z]{1,6}){0,2}", fullmatch=True), st.binary(max_size=3000), min_size=1, max_size=8
+    ),
+    piece=st.integers(min_value=1, max_value=5000),
+)
+def test_any_tree_streams_to_its_hashed_digest(tmp_path_factory, files: dict[str, bytes], piece: int) -> None:
+    paths = set(files)
+    # a name cannot be both a file and a folder
+    files = {p: c for p, c in files.items() if not any(o.startswith(p + "/") for o in paths)}
+    root = write_tree(tmp_path_factory.mktemp("tree"), files)
+    assert stream(root, piece=piece) == hash_model(scan_model(root)).digest
+
+
+def test_a_retry_that_starts_over_hashes_the_bytes_once(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"w.bin": os.urandom(STREAM_BLOCK + 500)})
+    streamed = StreamedDigest(scan_model(root))
+    with streamed.open(0) as reader:
+        assert len(reader) == STREAM_BLOCK + 500
+        reader.read(70000)
+        assert reader.tell() == 70000
+        assert reader.seek(0) == 0  # urllib3 rewinds the body before it retries
+        body = reader.read()
+        streamed.done(0, reader)
+    assert len(body) == STREAM_BLOCK + 500
+    assert streamed.finish().digest == inspect_model(root).digest
+
+
+def test_a_reader_never_resends_from_the_middle(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"w.bin": os.urandom(4000)})
+    with StreamedDigest(scan_model(root)).open(0) as reader:
+        reader.read(100)
+        with pytest.raises(io.UnsupportedOperation):
+            reader.seek(50)
+
+
+def test_a_file_that_grows_while_it_is_sent_stops_the_upload(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"w.bin": os.urandom(3000)})
+    streamed = StreamedDigest(scan_model(root))
+    with streamed.open(0) as reader:
+        with (root / "w.bin").open("ab") as handle:
+            handle.write(b"more")
+        with pytest.raises(ModelChanged, match=r"w\.bin grew or shrank while it was read") as raised:
+            reader.read()
+        assert reader.failure is raised.value  # kept: an HTTP client wraps what its body raises
+
+
+def test_a_file_that_shrinks_while_it_is_sent_stops_the_upload(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"w.bin": os.urandom(3000)})
+    streamed = StreamedDigest(scan_model(root))
+    with streamed.open(0) as reader:
+        os.truncate(root / "w.bin", 1000)
+        with pytest.raises(ModelChanged):
+            reader.read()
+
+
+@pytest.mark.parametrize("change", ["link", "deleted", "replaced"])
+def test_a_file_changed_after_the_walk_is_never_read(tmp_path: Path, change: str) -> None:
+    root = write_tree(tmp_path / "m", {"a.bin": b"a", "w.bin": os.urandom(300)})
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"SECRET")
+    streamed = StreamedDigest(scan_model(root))
+    if change == "deleted":
+        (root / "w.bin").unlink()
+    else:  # kept aside, so that its inode number cannot be handed to the new file
+        (root / "w.bin").rename(tmp_path / "w.old")
+    if change == "link":
+        (root / "w.bin").symlink_to(secret)
+    elif change == "replaced":
+        (root / "w.bin").write_bytes(b"SECRET")
+    with pytest.raises(ModelChanged, match=r"The model changed while it was being uploaded: .*w.bin") as raised:
+        streamed.open(1)
+    assert "No version was created" in str(raised.value)
+
+
+def test_a_background_hash_gives_the_digest_or_stops_when_cancelled(tmp_path: Path) -> None:
+    from hokusai_action.digest import BackgroundHash
+
+    root = write_tree(tmp_path / "m", {f"w{i}.bin": os.urandom(STREAM_BLOCK) for i in range(4)})
+    assert BackgroundHash(scan_model(root)).result().digest == inspect_model(root).digest
+
+    import threading
+    import time
+
+    first_read = threading.Event()
+
+    class Slow:
+        reads = 0
+
+        def advance(self, nbytes: int) -> None:
+            self.reads += 1
+            first_read.set()
+            time.sleep(0.05)
+
+        def file_done(self) -> None:
+            return None
+
+    slow = Slow()
+    many = write_tree(tmp_path / "many", {f"w{i:02d}.bin": os.urandom(1000) for i in range(40)})
+    background = BackgroundHash(scan_model(many), slow)
+    assert first_read.wait(10)
+    background.cancel()
+    assert slow.reads <= 3  # stopped at the next read, not after reading all 40 files
+
+
+def test_a_background_hash_raises_in_the_caller(tmp_path: Path) -> None:
+    from hokusai_action.digest import BackgroundHash
+
+    root = write_tree(tmp_path / "m", {"w.bin": b"abc"})
+    model = scan_model(root)
+    (root / "w.bin").rename(tmp_path / "aside")
+    (root / "w.bin").symlink_to(tmp_path / "aside")
+    with pytest.raises(ModelChanged):
+        BackgroundHash(model).result()
