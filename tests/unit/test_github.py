@@ -43,7 +43,7 @@ DESIGN_OUTPUTS = [
     "status",
     "event-id",
 ]
-SECRET_INPUTS = ["database-url", "webhook-secret", "mlflow-tracking-token"]
+SECRET_INPUTS = ["database-url", "webhook-secret", "mlflow-tracking-token", "signing-key"]
 
 
 # ------------------------------------------------------------------------- parsers, as the runner reads
