@@ -2,7 +2,7 @@
 mapped to the client processes on this machine through /proc (the server sees only the client's
 port; /proc/net/tcp turns that port into a socket inode, and /proc/PID/fd says who holds it).
 
-Used by the connection-bound tests and `benchmarks/concurrent.py`. Linux only, same machine only.
+Used by the connection-bound tests and `benchmarks/many_at_once.py`. Linux only, same machine only.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Many registrations at once against one MLflow server and one PostgreSQL: all succeed, and each
-process holds at most ``POOL_SIZE`` database connections (`benchmarks/concurrent.py` runs 16)."""
+process holds at most ``POOL_SIZE`` database connections (`benchmarks/many_at_once.py` runs 16)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """16 registrations at once on 16 tokens against one MLflow server and one PostgreSQL (a
 measurement, never a timed test).
 
-    .venv/bin/python benchmarks/concurrent.py [--runs 16] [--size-kb 256] [--python .venv-cli/bin/python]
+    .venv/bin/python benchmarks/many_at_once.py [--runs 16] [--size-kb 256] [--python .venv-cli/bin/python]
 
 Starts a real `mlflow server` (PostgreSQL backend, --serve-artifacts) and a fresh site database
 with the test helpers, creates --runs draft tokens and small models (a --size-kb weights file and a
@@ -30,10 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, where this very file would shadow the
-# standard library's `concurrent` package (SQLAlchemy imports concurrent.futures): drop that entry.
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != REPO / "benchmarks"]
 sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
