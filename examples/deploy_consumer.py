@@ -158,11 +158,14 @@ def run_verify(
 
 
 def first_failure(result: dict[str, Any] | None, fallback: str) -> str:
-    """The first failed check of a `model verify` result, as one line."""
+    """What `model verify` found wrong, as one line: its error (the first mismatch, named), else the
+    first failed check, else its last stderr line."""
+    if (result or {}).get("error"):
+        return str(result["error"])
     for check in (result or {}).get("checks") or []:
         if isinstance(check, dict) and not check.get("ok"):
             return f"{check.get('name')}: {check.get('detail')}"
-    return (result or {}).get("error") or fallback or "model verify reported a mismatch"
+    return fallback or "model verify reported a mismatch"
 
 
 def disagreement(data: Mapping[str, Any], result: Mapping[str, Any]) -> str | None:

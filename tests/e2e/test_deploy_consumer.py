@@ -137,7 +137,7 @@ def test_a_model_tampered_in_the_artifact_store_is_refused(
 
     assert [line["outcome"] for line in lines] == ["refused"], lines
     assert lines[0]["event_id"] == registered["event_id"]
-    assert "weights.bin" in lines[0]["detail"]
+    assert "weights.bin" in lines[0]["detail"]  # model verify's error names the file whose bytes changed
     # refused is final: the message was acknowledged and nothing comes back
     assert run_pubsub_consumer(env, pubsub_topic.subscription, state) == []
 

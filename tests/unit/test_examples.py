@@ -398,7 +398,7 @@ def test_consumer_refuses_a_mismatch_for_good_and_names_it(consumer_module: Modu
     again = consumer.handle(event)
 
     assert refused.outcome == "refused"
-    assert refused.detail == "file weights.bin: bytes differ from the registered digest"
+    assert refused.detail == "file weights.bin: bytes differ from the registered digest"  # no error: the check
     assert (again.outcome, again.detail) == ("duplicate", "already refused")
     assert deployed == []
     assert consumer_module.ACK["refused"] is True
@@ -426,6 +426,14 @@ def test_consumer_never_deploys_what_does_not_match_the_event(
     assert outcome.outcome == "refused"
     assert why in outcome.detail
     assert deployed == []
+
+
+def test_consumer_reports_verifys_error_line_first(consumer_module: ModuleType, tmp_path: Path) -> None:
+    failed = {"name": "model bytes", "detail": "the model bytes changed"}
+    answer = verify_result(verified=False, failed=failed, error="weights.bin: bytes changed")
+    verifier = ScriptedVerifier(consumer_module, (1, answer))
+    consumer = make_consumer(consumer_module, tmp_path / "s.sqlite", verifier, [], [])
+    assert consumer.handle(parsed(consumer_module, registration_event())).detail == "weights.bin: bytes changed"
 
 
 def test_consumer_retries_when_verification_cannot_run(consumer_module: ModuleType, tmp_path: Path) -> None:
