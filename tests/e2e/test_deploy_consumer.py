@@ -48,9 +48,9 @@ def consumer_env(cli_env: dict[str, str], pubsub_emulator=None) -> dict[str, str
     return env
 
 
-def run_pubsub_consumer(env: dict[str, str], subscription: str, state: Path) -> list[dict]:
+def run_pubsub_consumer(env: dict[str, str], subscription: str, state: Path, *extra: str) -> list[dict]:
     """Run the consumer until the subscription has been quiet for 3 s; return its report lines."""
-    args = ["pubsub", "--subscription", subscription, "--state", str(state), "--max-idle", "3"]
+    args = ["pubsub", "--subscription", subscription, "--state", str(state), "--max-idle", "3", *extra]
     done = subprocess.run(
         [sys.executable, str(CONSUMER), *args],
         env=env,
@@ -64,8 +64,8 @@ def run_pubsub_consumer(env: dict[str, str], subscription: str, state: Path) -> 
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def register(run_cli, token: str, model: Path, env: dict[str, str]):
-    result = run_cli(*register_args(token, model, "--output", "json"), env=env)
+def register(run_cli, token: str, model: Path, env: dict[str, str], *extra: str):
+    result = run_cli(*register_args(token, model, "--output", "json", *extra), env=env)
     assert result.code == 0, result.stderr
     return result.json
 
@@ -137,7 +137,8 @@ def test_a_model_tampered_in_the_artifact_store_is_refused(
 
     assert [line["outcome"] for line in lines] == ["refused"], lines
     assert lines[0]["event_id"] == registered["event_id"]
-    assert "weights.bin" in lines[0]["detail"]  # model verify's error names the file whose bytes changed
+    # unsigned, the registration records one digest for the tree: the report says the bytes changed
+    assert "bytes" in lines[0]["detail"]
     # refused is final: the message was acknowledged and nothing comes back
     assert run_pubsub_consumer(env, pubsub_topic.subscription, state) == []
 
