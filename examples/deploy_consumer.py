@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -231,23 +231,21 @@ class Consumer:
         if not isinstance(data, dict) or not all(data.get(k) for k in ("token_id", "model_version", "model_uri")):
             return Outcome(event_id, REJECTED, detail="data lacks token_id, model_version or model_uri")
         token_id, version, uri = str(data["token_id"]), str(data["model_version"]), str(data["model_uri"])
-        seen = Outcome(event_id, DUPLICATE, token_id, version, uri)
+        this = Outcome(event_id, DUPLICATE, token_id, version, uri)
         if (previous := self.store.outcome_of(event_id)) is not None:
-            return Outcome(**{**asdict(seen), "detail": f"already {previous}"})
+            return replace(this, detail=f"already {previous}")
         verification = self.verify(token_id=token_id, version=version)
         result = verification.result
         if verification.exit_code == 1:
-            return Outcome(
-                **{**asdict(seen), "outcome": REFUSED, "detail": first_failure(result, verification.message)}
-            )
+            return replace(this, outcome=REFUSED, detail=first_failure(result, verification.message))
         if verification.exit_code != 0 or result is None:
             detail = verification.message or f"model verify exited {verification.exit_code}"
-            return Outcome(**{**asdict(seen), "outcome": RETRY, "detail": detail})
+            return replace(this, outcome=RETRY, detail=detail)
         if result.get("verified") is not True:
-            return Outcome(**{**asdict(seen), "outcome": REFUSED, "detail": first_failure(result, "not verified")})
+            return replace(this, outcome=REFUSED, detail=first_failure(result, "not verified"))
         if (mismatch := disagreement(data, result)) is not None:
-            return Outcome(**{**asdict(seen), "outcome": REFUSED, "detail": mismatch})
-        return Outcome(**{**asdict(seen), "outcome": DEPLOYED, "detail": f"verified {result.get('artifact_digest')}"})
+            return replace(this, outcome=REFUSED, detail=mismatch)
+        return replace(this, outcome=DEPLOYED, detail=f"verified {result.get('artifact_digest')}")
 
 
 def print_report(outcome: Outcome) -> None:
