@@ -262,3 +262,35 @@ def test_webhook_event_is_verified_deployed_once_then_a_resend_is_a_duplicate(
         payload = uow.execute(query).scalar_one()
     assert webhook_consumer.post(*signed(CANARIES.webhook_secret, payload)) == 200
     assert [line["outcome"] for line in webhook_consumer.lines] == ["deployed", "duplicate"]
+
+
+def test_with_a_public_key_a_signed_model_deploys_and_a_tampered_file_is_named(
+    run_cli, cli_env, make_token, make_model, pubsub_emulator, pubsub_topic, tmp_path, tmp_path_factory
+):
+    from tests.signing_keys import make_signing_files  # the signing branch's key and CA factory
+
+    keys = make_signing_files(tmp_path / "keys")
+    sign = ("--sign", "key", "--signing-key", str(keys.key))
+    sink = pubsub_sink(pubsub_emulator, pubsub_topic.topic)
+    intact = register(run_cli, make_token(), make_model(), sink, *sign)
+    unsigned = register(run_cli, make_token(), make_model(), sink)
+    tampered_model = make_model(files={"weights.bin": os.urandom(64 * 1024), "config/params.json": b"{}"})
+    tampered = register(run_cli, make_token(), tampered_model, sink, *sign)
+    (stored,) = stored_copies(tmp_path_factory, tampered_model / "weights.bin")
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")  # the last byte, same size
+
+    lines = run_pubsub_consumer(
+        consumer_env(cli_env, pubsub_emulator),
+        pubsub_topic.subscription,
+        tmp_path / "deploy-state.sqlite",
+        "--public-key",
+        str(keys.public_key),
+    )
+
+    by_event = {line["event_id"]: line for line in lines}
+    assert len(lines) == len(by_event) == 3, lines
+    assert by_event[intact["event_id"]]["outcome"] == "deployed"
+    assert by_event[intact["event_id"]]["model_uri"] == intact["model_uri"]
+    assert by_event[unsigned["event_id"]]["outcome"] == "refused"  # a key was given: unsigned is not enough
+    assert by_event[tampered["event_id"]]["outcome"] == "refused"
+    assert "weights.bin" in by_event[tampered["event_id"]]["detail"]
