@@ -20,12 +20,15 @@ from hokusai_action.cli import install_sigterm_handler, one_line, unexpected_fai
 from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_INTERNAL, HokusaiError, InternalError, ServiceUnavailable
 from hokusai_action.redact import install_log_redaction, redact, register_secret, registered_secrets, url_password
 
-SECRET_INPUTS = ("database-url", "webhook-secret", "mlflow-tracking-token")
+SECRET_INPUTS = ("database-url", "webhook-secret", "mlflow-tracking-token", "signing-key")
 SECRET_ENVIRONMENT = (
     "HOKUSAI_DATABASE_URL",
     "HOKUSAI_WEBHOOK_SECRET",
     "MLFLOW_TRACKING_TOKEN",
     "MLFLOW_TRACKING_PASSWORD",
+    "HOKUSAI_SIGNING_KEY",
+    "SIGSTORE_ID_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 )
 # action input -> settings key (the CLI option in snake_case)
 INPUT_TO_FLAG = {
@@ -51,6 +54,9 @@ INPUT_TO_FLAG = {
     "pubsub-topic": "pubsub_topic",
     "webhook-url": "webhook_url",
     "webhook-secret": "webhook_secret",
+    "sign": "sign",
+    "signing-key": "signing_key_pem",  # the PEM itself (a secret), as HOKUSAI_SIGNING_KEY
+    "signing-certificate-chain": "signing_certificate_chain",
 }
 DEFAULT_CONFIG = "hokusai.yaml"
 INTERNAL_ERROR = "internal error ({kind}): {detail}. Re-run with the input debug: true and report it."

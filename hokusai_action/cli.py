@@ -254,6 +254,18 @@ def model() -> None:
 @click.option("--mlflow-tracking-uri", help="MLflow server or store (default: MLFLOW_TRACKING_URI, then .hokusai/).")
 @database_option
 @click.option("--event-sinks", help="Comma list of pubsub, webhook, database (default: database).")
+@click.option(
+    "--sign",
+    type=click.Choice(["none", "key", "certificate", "sigstore"]),
+    default=None,
+    help="Sign the model files and the registration statement with model-signing (default: none).",
+)
+@click.option("--signing-key", help="PEM EC private key file for --sign key/certificate (or HOKUSAI_SIGNING_KEY=PEM).")
+@click.option(
+    "--signing-certificate-chain",
+    multiple=True,
+    help="PEM file(s) for --sign certificate: the key's certificate first, then intermediates (repeatable).",
+)
 @output_option
 @handles_errors
 def register_command(output: str, **flags: Any) -> None:
@@ -270,13 +282,81 @@ def register_command(output: str, **flags: Any) -> None:
     Example:
       hokusai-ml-platform model register --token-id XRAY \\
           --model-path ./checkpoints/final --metric auroc --baseline 0.82 --output json
+      hokusai-ml-platform model register --token-id XRAY --model-path ./model \\
+          --metric auroc --baseline 0.82 --sign key --signing-key signing-key.pem
     """
     from hokusai_action.commands import print_result, run_register
 
+    flags["signing_certificate_chain"] = tuple(flags.get("signing_certificate_chain") or ()) or None
     settings = _settings(**flags)
     result, code = run_register(settings)
     print_result(result, output=output, stdout=sys.stdout, stderr=sys.stderr)
     sys.exit(code)
+
+
+@model.command("verify", context_settings=CONTEXT)
+@click.option("--token-id", required=True, help="Token symbol whose registered version to check.")
+@click.option("--version", help="MLflow version to check (default: the token row's version).")
+@click.option("--public-key", help="PEM public key: verify signatures made with --sign key.")
+@click.option(
+    "--certificate-chain", multiple=True, help="PEM root/intermediate certificates: verify --sign certificate."
+)
+@click.option("--identity", help="Signer identity for keyless (sigstore) signatures; needs --issuer.")
+@click.option("--issuer", help="OIDC issuer of --identity, e.g. https://token.actions.githubusercontent.com.")
+@click.option("--model-path", help="Check this local copy instead of downloading the version.")
+@config_option
+@click.option("--mlflow-tracking-uri", help="MLflow server or store (default: MLFLOW_TRACKING_URI, then .hokusai/).")
+@database_option
+@output_option
+@handles_errors
+def verify_command(
+    output: str,
+    token_id: str,
+    version: str | None,
+    public_key: str | None,
+    certificate_chain: tuple[str, ...],
+    identity: str | None,
+    issuer: str | None,
+    model_path: str | None,
+    **flags: Any,
+) -> None:
+    """Check a registered version: its bytes, tags, token row, event and (given a key) signatures.
+
+    Downloads the version (streamed to a temporary folder), recomputes the artifact digest and compares
+    it with the version's tag, the token row and the event; compares what those record with each other;
+    with --public-key, --certificate-chain or --identity/--issuer verifies the model and statement
+    signatures (an unsigned registration then fails). Exit 0 verified, 1 the first mismatch (named in
+    the error line), 2 bad input, 3 token missing or not registered, 4 MLflow or the database unreachable.
+
+    \b
+    Example:
+      hokusai-ml-platform model verify --token-id XRAY --public-key signing-key.pub --output json
+      hokusai-ml-platform model verify --token-id XRAY --version 3 --certificate-chain ca.pem
+    """
+    from hokusai_action.commands import describe_verify, run_verify
+
+    settings = _settings(**flags)
+    report, code = run_verify(
+        settings,
+        token_id=token_id,
+        version=version,
+        model_path=model_path,
+        public_key=public_key,
+        certificate_chain=tuple(certificate_chain),
+        identity=identity,
+        issuer=issuer,
+        progress=lambda line: click.echo(line, err=True),
+    )
+    human = "\n".join(describe_verify(report))
+    if output == "json":
+        click.echo(human, err=True)
+        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+    elif report.verified:
+        click.echo(human)
+    else:
+        click.echo(human, err=True)
+    if code:
+        _fail(f"verification failed: {report.error}", code)
 
 
 # --------------------------------------------------------------------------------------------- db

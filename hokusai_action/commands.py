@@ -86,7 +86,9 @@ def run_register(settings: Settings) -> tuple[RegistrationResult, int]:
     try:
         # MLflow prints "View run at ..." on stdout; stdout belongs to the result (--output json)
         with contextlib.redirect_stdout(sys.stderr):
-            result = register(request, registry=parts.registry, database=parts.database, sinks=parts.sinks)
+            result = register(
+                request, registry=parts.registry, database=parts.database, sinks=parts.sinks, signer=parts.signer
+            )
         if result.events_pending and not result.dry_run and result.event_id:
             result.events_dead_lettered = _dead_letters(parts, result.event_id)
     finally:
@@ -135,6 +137,9 @@ def describe_result(result: RegistrationResult) -> list[str]:
         lines.append(f"  event       {result.event_id} ({state or 'no sinks'})")
     if result.alias:
         lines.append(f"  alias       '{result.alias}' -> version {result.model_version}")
+    if result.signature:
+        signature = result.signature
+        lines.append(f"  signature   {signature['method']} by {signature['identity']} ({signature['bundle_uri']})")
     for note in [*gate.notes(), *result.notes]:
         lines.append(f"  note        {note}")
     return lines + undelivered_lines(result)
@@ -217,11 +222,12 @@ def run_token_reset(settings: Settings, symbol: str) -> dict[str, Any]:
         kept = count_events(uow, token_id)
         uow.commit()
     previous = before.as_dict()
+    previous.update({f"signature_{key}": value for key, value in (before.signature or {}).items()})
     return {
         "token_id": token_id,
         "status": "draft",
         "previous_status": before.model_status,
-        "cleared": {column: previous[column] for column in REGISTRATION_COLUMNS if previous[column] is not None},
+        "cleared": {column: previous[column] for column in REGISTRATION_COLUMNS if previous.get(column) is not None},
         "events_kept": kept,
     }
 
@@ -352,6 +358,49 @@ def describe_retry(summary: Mapping[str, Any], *, event_id: str | None) -> list[
         return [RETRY_NOTHING.format(event_id=event_id) if event_id else "No dead letters; nothing was re-queued."]
     lines = [f"re-queued {len(requeued)} deliveries; run `hokusai-ml-platform events relay` to send them:"]
     lines += [f"  {r['event_id']} -> {r['sink']} (was: {r['last_error']})" for r in requeued]
+    return lines
+
+
+def run_verify(
+    settings: Settings,
+    *,
+    token_id: str,
+    version: str | None = None,
+    model_path: str | None = None,
+    public_key: str | None = None,
+    certificate_chain: tuple[str, ...] = (),
+    identity: str | None = None,
+    issuer: str | None = None,
+    progress: Any = None,
+) -> tuple[Any, int]:
+    """`model verify`: the report, and exit 0 (verified) or 1 (the first mismatch is ``report.error``)."""
+    from hokusai_action.errors import EXIT_GATE_FAILED
+    from hokusai_action.signing import SignatureVerifier
+    from hokusai_action.verify import verify_registration
+
+    verifier = None
+    if public_key or certificate_chain or identity or issuer:
+        verifier = SignatureVerifier(
+            public_key=public_key, certificate_chain=certificate_chain, identity=identity, issuer=issuer
+        )  # a key that cannot be read: exit 2 before anything is downloaded
+    registry = build_registry(settings)
+    with open_site_database(settings) as database, contextlib.redirect_stdout(sys.stderr):
+        report = verify_registration(
+            token_id,
+            registry=registry,
+            database=database,
+            verifier=verifier,
+            version=version,
+            model_path=model_path,
+            progress=progress,
+        )
+    return report, (EXIT_OK if report.verified else EXIT_GATE_FAILED)
+
+
+def describe_verify(report: Any) -> list[str]:
+    state = "verified" if report.verified else "NOT verified"
+    lines = [f"{report.model_uri} of token {report.token_id}: {state}"]
+    lines += [f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}" for check in report.checks]
     return lines
 
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hokusai_action import __version__
 from hokusai_action.db import outbox
@@ -64,12 +64,16 @@ from hokusai_action.registry import (
     TAG_GREATER_IS_BETTER,
     TAG_METRIC,
     TAG_METRIC_VALUE,
+    TAG_SIGNATURE_PREFIX,
     TAG_TOKEN,
     TAG_TOOL_VERSION,
     RegisteredVersion,
     model_name_for,
 )
 from hokusai_action.settings import GitInfo, Settings
+
+if TYPE_CHECKING:
+    from hokusai_action.signing import ModelSigner
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +125,10 @@ class Registry(Protocol):
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None: ...
 
+    def upload_signature(self, run_id: str, folder: Path, artifact_path: str) -> str: ...
+
+    def set_version_tags(self, model_name: str, version: str, tags: Mapping[str, str]) -> None: ...
+
 
 @dataclass(frozen=True)
 class RegistrationRequest:
@@ -135,6 +143,7 @@ class RegistrationRequest:
     claim_ttl: float
     compare_to: str | None = None
     set_alias: str | None = None
+    ci_run_url: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -159,6 +168,7 @@ class RegistrationResult:
     metric_source: str = "flag"
     metric_source_detail: str | None = None
     alias: str | None = None
+    signature: dict[str, str] | None = None  # the event's data.signature; None when unsigned
     event: CloudEventRecord | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -182,6 +192,7 @@ class RegistrationResult:
             "dry_run": self.dry_run,
             "already_registered": self.already_registered,
             "alias": self.alias,
+            "signature": self.signature,
             "warnings": list(self.warnings),
         }
         if self.dry_run and self.event is not None:
@@ -231,6 +242,7 @@ def build_request(settings: Settings, registry: Registry | None = None) -> Regis
         claim_ttl=settings.claim_ttl,
         compare_to=settings.compare_to,
         set_alias=settings.set_alias,
+        ci_run_url=settings.ci_run_url,
     )
 
 
@@ -328,7 +340,12 @@ def _params(request: RegistrationRequest) -> dict[str, str]:
 
 
 def build_event(
-    request: RegistrationRequest, version: RegisteredVersion, registered_at: str, *, event_id: str
+    request: RegistrationRequest,
+    version: RegisteredVersion,
+    registered_at: str,
+    *,
+    event_id: str,
+    signature: dict[str, str] | None = None,
 ) -> CloudEventRecord:
     gate = request.gate
     return CloudEventRecord(
@@ -351,6 +368,7 @@ def build_event(
             "metric_source": request.measured.source,
             "metric_source_detail": request.measured.detail,
             "gate": gate.as_dict(),
+            "signature": signature,
         },
     )
 
@@ -429,6 +447,7 @@ def _result_from_token(request: RegistrationRequest, token: Token, **extra: Any)
         model_uri=token.model_uri,
         metric_source=request.measured.source,
         metric_source_detail=request.measured.detail,
+        signature=token.signature,
         **extra,
     )
 
@@ -477,9 +496,12 @@ def register(
     registry: Registry,
     database: Database,
     sinks: Mapping[str, EventSink],
+    signer: ModelSigner | None = None,
 ) -> RegistrationResult:
     """Register ``request`` exactly once. See the module docstring for the order of steps."""
     database.require_schema()
+    if signer is not None:
+        signer.check()  # the key, certificate or identity: exit 2 before anything changes
     with database.unit_of_work() as uow:
         token = get_token(uow, request.token_id)
     _check_state(request, token, database)
@@ -523,14 +545,17 @@ def register(
             metric_name=request.gate.metric.name,
             metric_value=request.gate.value,
         )
-        heartbeat.stop()
         registered_at = utcnow()
+        # signed after the upload (the statement names the version), before the commit; keyless: exit 4
+        signature = sign_registration(request, version, registered_at, signer=signer, registry=registry)
+        heartbeat.stop()
         with database.unit_of_work() as uow:
             event = build_event(
                 request,
                 version,
                 registered_at.isoformat().replace("+00:00", "Z"),
                 event_id=next_event_id(uow, request.token_id, request.model.digest),
+                signature=signature,
             )
             if not mark_registered(
                 uow,
@@ -547,6 +572,7 @@ def register(
                     "artifact_digest": request.model.digest,
                     "registered_at": registered_at,
                     "event_id": event.id,
+                    **{f"signature_{key}": value for key, value in (signature or {}).items()},
                 },
             ):
                 raise TokenStateError(CLAIM_LOST.format(token=request.token_id), hint=CLAIM_LOST_HINT)
@@ -579,8 +605,70 @@ def register(
         events_delivered=delivered,
         metric_source=request.measured.source,
         metric_source_detail=request.measured.detail,
+        signature=signature,
     )
     return _move_alias(request, registry, result)
+
+
+def registration_statement(
+    request: RegistrationRequest, version: RegisteredVersion, registered_at: str, digest: str
+) -> dict[str, Any]:
+    """The signed claim: this token's model, these bytes, beat this baseline (README, "Verifiable registrations")."""
+    from hokusai_action.signing import STATEMENT_TYPE
+
+    measured = request.measured
+    predictions = re.search(r"sha256:([0-9a-f]{64})", measured.detail or "")
+    if measured.source != "predictions":
+        predictions = None
+    return {
+        "_type": STATEMENT_TYPE,
+        "token_id": request.token_id,
+        "model_name": version.model_name,
+        "model_version": version.version,
+        "model_uri": version.model_uri,
+        "mlflow_run_id": version.run_id,
+        "artifact_digest": digest,
+        "gate": request.gate.as_dict(),
+        "metric_provenance": {
+            "source": measured.source,
+            "path": measured.source_path,
+            "detail": measured.detail,
+            "predictions_sha256": predictions.group(1) if predictions else None,
+        },
+        "git": request.git.as_dict(),
+        "ci_run_url": request.ci_run_url,
+        "registered_at": registered_at,
+        "tool_version": __version__,
+    }
+
+
+def sign_registration(
+    request: RegistrationRequest,
+    version: RegisteredVersion,
+    registered_at: Any,
+    *,
+    signer: ModelSigner | None,
+    registry: Registry,
+) -> dict[str, str] | None:
+    """Sign the model files and the statement, put the bundles beside the model (the run's artifacts)
+    and their hashes on the version; return the event's ``data.signature`` (None when unsigned)."""
+    if signer is None:
+        return None
+    from hokusai_action.signing import SIGNATURE_FOLDER
+
+    digest = request.model.digest  # the uploaded bytes' digest, known once the upload is done
+    statement = registration_statement(request, version, registered_at.isoformat().replace("+00:00", "Z"), digest)
+    signed = signer.sign(request.model, statement)
+    try:
+        request.model.ensure_unchanged()  # what was signed is what was hashed and uploaded
+        bundle_uri = registry.upload_signature(version.run_id, signed.folder, SIGNATURE_FOLDER)
+        record = signed.record(bundle_uri)
+        registry.set_version_tags(
+            version.model_name, version.version, {f"{TAG_SIGNATURE_PREFIX}{k}": v for k, v in record.items()}
+        )
+    finally:
+        signed.cleanup()
+    return record
 
 
 def _gate_against_champion(request: RegistrationRequest, registry: Registry) -> RegistrationRequest:

@@ -62,6 +62,31 @@ HOKUSAI_CLAIM_TTL = EnvVar(
     float,
     "Seconds a registration's claim on a token lasts before another run may take it",
 )
+HOKUSAI_SIGN = EnvVar("HOKUSAI_SIGN", str, "Signing method: none (default), key, certificate, sigstore (keyless)")
+HOKUSAI_SIGNING_KEY = EnvVar(
+    "HOKUSAI_SIGNING_KEY", str, "PEM of the EC private key that signs registrations (never printed)", secret=True
+)
+HOKUSAI_SIGNING_KEY_PATH = EnvVar("HOKUSAI_SIGNING_KEY_PATH", str, "PEM private key file that signs")
+HOKUSAI_SIGNING_CERTIFICATE_CHAIN = EnvVar(
+    "HOKUSAI_SIGNING_CERTIFICATE_CHAIN",
+    str,
+    "Comma list of PEM files: key's certificate first, then chain",
+)
+SIGSTORE_ID_TOKEN = EnvVar("SIGSTORE_ID_TOKEN", str, "OIDC identity token for keyless signing", secret=True)
+ACTIONS_ID_TOKEN_REQUEST_URL = EnvVar(
+    "ACTIONS_ID_TOKEN_REQUEST_URL", str, "Set by GitHub when the job has `id-token: write`: where keyless signing asks"
+)
+ACTIONS_ID_TOKEN_REQUEST_TOKEN = EnvVar(
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    str,
+    "Set by GitHub with the URL above: its bearer token",
+    secret=True,
+)
+HOKUSAI_CI_RUN_URL = EnvVar(
+    "HOKUSAI_CI_RUN_URL",
+    str,
+    "CI run URL in the signed statement (default: from CI variables)",
+)
 HOKUSAI_HOME = EnvVar("HOKUSAI_HOME", str, "Folder for the embedded defaults (default ./.hokusai)")
 HOKUSAI_GIT_SHA = EnvVar("HOKUSAI_GIT_SHA", str, "Commit recorded with the model (default: CI variables or git)")
 HOKUSAI_GIT_REF = EnvVar("HOKUSAI_GIT_REF", str, "Git ref recorded with the model")

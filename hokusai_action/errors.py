@@ -86,3 +86,10 @@ class InternalError(HokusaiError):
 
     exit_code = EXIT_INTERNAL
     title = "Internal error"
+
+
+class VerificationFailed(HokusaiError):
+    """`model verify` found a mismatch: bytes, a tag, a column, the event, or a signature (exit 1)."""
+
+    exit_code = EXIT_GATE_FAILED  # 1: "the check failed", as for the gate
+    title = "Verification failed"

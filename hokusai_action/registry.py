@@ -42,6 +42,7 @@ TAG_TOOL_VERSION = "hokusai.tool_version"
 TAG_GIT_SHA = "git.sha"
 TAG_GIT_REF = "git.ref"
 TAG_GIT_REPOSITORY = "git.repository"
+TAG_SIGNATURE_PREFIX = "hokusai.signature."  # + method, identity, model_bundle_sha256, ... (signing.py)
 LOGGED_MODEL_NAME = "model"
 UPLOAD_WORKERS = 4
 
@@ -521,6 +522,59 @@ class MlflowRegistry:
             model_id=getattr(version, "model_id", None),
             source=version.source,
         )
+
+    # ------------------------------------------------------------------ signatures and verification
+
+    def upload_signature(self, run_id: str, folder: Path, artifact_path: str) -> str:
+        """Put the signature bundles in the run's artifacts under ``artifact_path`` (outside the logged
+        model's tree, so the model's digest is unchanged); return their URI. A re-run overwrites them."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            for path in sorted(folder.iterdir()):
+                self.client.log_artifact(run_id, str(path), artifact_path)
+        except (MlflowException, OSError) as exc:
+            raise self._service_error(exc, "uploading the signature bundles") from exc
+        return f"runs:/{run_id}/{artifact_path}"
+
+    def set_version_tags(self, model_name: str, version: str, tags: Mapping[str, str]) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            for key, value in tags.items():
+                self.client.set_model_version_tag(model_name, version, key, value)
+        except (MlflowException, OSError) as exc:
+            raise self._service_error(exc, "tagging the model version") from exc
+
+    def get_version(self, model_name: str, version: str) -> Any | None:
+        """The MLflow model version (tags, run, source), or None when it does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        def read() -> Any:
+            try:
+                return self.client.get_model_version(model_name, version)
+            except MlflowException as exc:
+                if exc.get_http_status_code() in (400, 404) or exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+
+        return self._with_connection_retries(read, "reading the model version")
+
+    def download(self, artifact_uri: str, destination: Path) -> Path:
+        """Download ``artifact_uri`` (a model version or the signature folder) under ``destination``.
+
+        MLflow's artifact repositories stream each file to disk in chunks (``requests`` with
+        ``stream=True`` for the HTTP proxy): memory stays bounded whatever the model's size.
+        """
+        from mlflow.artifacts import download_artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return Path(
+                download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=self.tracking_uri)
+            )
+        except (MlflowException, OSError) as exc:
+            raise self._service_error(exc, f"downloading {artifact_uri}") from exc
 
 
 def _resolves_to(name: str, metric: Metric) -> bool:

@@ -51,6 +51,8 @@ BAD_TRACKING_URI = (
     "e.g. http://mlflow.example.com:5000."
 )
 PATH_HAS_NUL = "'{key}' contains a NUL character, which no file path can hold. Fix the path."
+SIGN_METHODS = ("none", "key", "certificate", "sigstore")
+UNKNOWN_SIGN_METHOD = "Unknown signing method '{method}' in {where}. Choose one of: none, key, certificate, sigstore."
 
 # MLflow's own rules (mlflow/utils/validation.py: _validate_model_alias_name and
 # _validate_model_alias_name_reserved): word characters and '-', at most 255, and, for an alias being
@@ -116,6 +118,16 @@ class Settings:
     # concurrency
     claim_ttl: float = 300.0
     git: GitInfo = field(default_factory=GitInfo)
+    # signing (README, "Verifiable registrations")
+    sign: str = "none"
+    signing_key_path: str | None = None
+    signing_key_pem: str | None = field(default=None, repr=False)
+    signing_certificate_chain: tuple[str, ...] = ()
+    sigstore_identity_token: str | None = field(default=None, repr=False)
+    oidc_request_url: str | None = None
+    oidc_request_token: str | None = field(default=None, repr=False)
+    oidc_issuer: str | None = None
+    ci_run_url: str | None = None
 
     def __repr__(self) -> str:
         shown = []
@@ -275,6 +287,17 @@ def load_config_file(path: Path) -> ConfigFile:
                     line=config.line(*keys),
                     key=".".join(keys),
                     instead=f"'{keys[-1]}' takes the NAME of an environment variable, not its value",
+                )
+            )
+    for keys in (("signing", "key_path"), ("signing", "certificate_chain")):
+        value = config.get(*keys)
+        if isinstance(value, str) and "PRIVATE KEY" in value:
+            raise InputError(
+                CONFIG_INLINE_SECRET.format(
+                    path=path,
+                    line=config.line(*keys),
+                    key=".".join(keys),
+                    instead="name the key's file in 'key_path', or set HOKUSAI_SIGNING_KEY",
                 )
             )
     for key, _flag, setting in _ALIAS_SETTINGS:
@@ -551,6 +574,7 @@ def load_settings(
         webhook_secret_env=secret_env,
         claim_ttl=_positive(_first(ev(env.HOKUSAI_CLAIM_TTL), 300), env.HOKUSAI_CLAIM_TTL.name),
         git=_git_info(environ, cwd),
+        **_signing_settings(flags, environ, cfg, from_config_path, base),
     )
     _check_sinks(settings)
     _check_tracking_uri(settings.mlflow_tracking_uri)
@@ -561,6 +585,68 @@ def load_settings(
         if "\0" in str(getattr(settings, key) or ""):
             raise InputError(PATH_HAS_NUL.format(key=key))
     return settings
+
+
+def _chain_list(raw: Any, base: Path | None = None) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list | tuple) else str(raw).replace("\n", ",").split(",")
+    paths = [str(item).strip() for item in items if str(item).strip()]
+    if base is not None:
+        paths = [p if Path(p).is_absolute() else str(base / p) for p in paths]
+    return tuple(paths)
+
+
+def _ci_run_url(environ: Mapping[str, str]) -> str | None:
+    """The CI run that registered: GitHub's run page, else GitLab's job, Jenkins' build, Buildkite's build."""
+    explicit = _env_value(environ, env.HOKUSAI_CI_RUN_URL)
+    if explicit:
+        return explicit
+    server, repository, run = (environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
+    if server and repository and run:
+        attempt = environ.get("GITHUB_RUN_ATTEMPT")
+        return f"{server}/{repository}/actions/runs/{run}" + (f"/attempts/{attempt}" if attempt else "")
+    return _first(environ.get("CI_JOB_URL"), environ.get("BUILD_URL"), environ.get("BUILDKITE_BUILD_URL"))
+
+
+def _signing_settings(
+    flags: Mapping[str, Any], environ: Mapping[str, str], cfg: Any, from_config_path: Any, base: Path
+) -> dict[str, Any]:
+    """--sign and its key material: flags > environment > hokusai.yaml; the key's PEM only from the environment."""
+    method = str(_first(flags.get("sign"), _env_value(environ, env.HOKUSAI_SIGN), cfg("signing", "method")) or "none")
+    method = method.strip().lower()
+    if method not in SIGN_METHODS:
+        raise InputError(UNKNOWN_SIGN_METHOD.format(method=method, where="--sign / HOKUSAI_SIGN / signing.method"))
+    key_pem = _first(flags.get("signing_key_pem"), _env_value(environ, env.HOKUSAI_SIGNING_KEY))
+    if key_pem:
+        register_secret(key_pem)
+        for line in str(key_pem).splitlines():  # a line of the PEM printed alone is masked too
+            if len(line.strip()) >= 16 and not line.startswith("-----"):
+                register_secret(line.strip())
+    if flags.get("signing_key"):  # --signing-key PATH beats the PEM from the environment (flag > environment)
+        key_pem = flags.get("signing_key_pem")
+    flag_chain = flags.get("signing_certificate_chain")
+    if flag_chain:
+        chain = _chain_list(flag_chain)
+    elif _env_value(environ, env.HOKUSAI_SIGNING_CERTIFICATE_CHAIN):
+        chain = _chain_list(_env_value(environ, env.HOKUSAI_SIGNING_CERTIFICATE_CHAIN))
+    elif cfg("signing", "certificate_chain"):
+        chain = _chain_list(cfg("signing", "certificate_chain"), base=base)
+    else:
+        chain = ()
+    return {
+        "sign": method,
+        "signing_key_path": _first(
+            flags.get("signing_key"),
+            _env_value(environ, env.HOKUSAI_SIGNING_KEY_PATH),
+            from_config_path("signing", "key_path"),
+        ),
+        "signing_key_pem": key_pem,
+        "signing_certificate_chain": chain,
+        "sigstore_identity_token": _env_value(environ, env.SIGSTORE_ID_TOKEN),
+        "oidc_request_url": _env_value(environ, env.ACTIONS_ID_TOKEN_REQUEST_URL),
+        "oidc_request_token": _env_value(environ, env.ACTIONS_ID_TOKEN_REQUEST_TOKEN),
+        "oidc_issuer": cfg("signing", "oidc_issuer"),
+        "ci_run_url": _ci_run_url(environ),
+    }
 
 
 def _check_tracking_uri(uri: str) -> None:

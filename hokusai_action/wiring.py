@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from hokusai_action.db.store import Database
     from hokusai_action.events import EventSink
     from hokusai_action.registry import MlflowRegistry
+    from hokusai_action.signing import ModelSigner
 
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Parts:
     database: Database
     registry: MlflowRegistry
     sinks: dict[str, EventSink]
+    signer: ModelSigner | None = None
 
     def warm_up_sinks(self) -> None:
         """Let sinks open their connections in the background while the model uploads."""
@@ -159,5 +161,28 @@ def build_sinks(settings: Settings) -> dict[str, EventSink]:
     return sinks
 
 
+def build_signer(settings: Settings) -> ModelSigner | None:
+    """The signer of ``--sign`` (None for none). Reads nothing yet: the core calls ``check()`` before the claim."""
+    if settings.sign == "none":
+        return None
+    from hokusai_action.signing import ModelSigner
+
+    return ModelSigner(
+        settings.sign,
+        key_path=settings.signing_key_path,
+        key_pem=settings.signing_key_pem,
+        certificate_chain=settings.signing_certificate_chain,
+        identity_token=settings.sigstore_identity_token,
+        oidc_request_url=settings.oidc_request_url,
+        oidc_request_token=settings.oidc_request_token,
+        oidc_issuer=settings.oidc_issuer,
+    )
+
+
 def build_parts(settings: Settings) -> Parts:
-    return Parts(database=build_database(settings), registry=build_registry(settings), sinks=build_sinks(settings))
+    return Parts(
+        database=build_database(settings),
+        registry=build_registry(settings),
+        sinks=build_sinks(settings),
+        signer=build_signer(settings),
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ class Canaries:
     # PostgreSQL on 127.0.0.1 trusts every login, so any password works; this one needs escaping
     database_password: str = "cnry@:/%-db-pass-7f3a"
     webhook_key: bytes = b"cnry-webhook-signing-key-7f3a-32"  # 32 bytes, as Standard Webhooks wants
+    # the private scalar of the P-256 signing key the tests use (--sign key/certificate): its PEM is a canary
+    signing_key_scalar: int = 0x7F3A_C0FF_EE15_DEAD_BEEF_0123_4567_89AB_CDEF_7F3A_C0FF_EE15_DEAD_BEEF_0042
+
+    @property
+    def signing_key_pem(self) -> str:
+        return _signing_key_pem(self.signing_key_scalar)
 
     @property
     def webhook_secret(self) -> str:
@@ -49,6 +56,8 @@ class Canaries:
             self.webhook_secret,
             body.rstrip("="),
             self.webhook_key.decode(),
+            # the PEM's body lines hold the private scalar (its first line's tail, its second line)
+            *self.signing_key_pem.splitlines()[1:3],
         )
 
     def tracking_uri(self, url: str) -> str:
@@ -65,6 +74,17 @@ class Canaries:
         with_password = f"{scheme}://{user.split(':')[0]}:{quote(self.database_password, safe='')}@{host}"
         assert sa.engine.make_url(with_password).password == self.database_password
         return with_password
+
+
+@functools.cache
+def _signing_key_pem(scalar: int) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.derive_private_key(scalar, ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 CANARIES = Canaries()

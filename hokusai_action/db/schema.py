@@ -36,6 +36,13 @@ tokens = sa.Table(
     sa.Column("claim_owner", sa.String(255)),
     sa.Column("claim_expires_at", sa.DateTime(timezone=True)),
     sa.Column("event_id", sa.String(36)),  # the event of the current registration (revision 0002)
+    # revision 0003: the registration's signature (all NULL when unsigned)
+    sa.Column("signature_method", sa.String(16)),
+    sa.Column("signature_identity", sa.String(512)),
+    sa.Column("signature_model_bundle_sha256", sa.String(64)),
+    sa.Column("signature_statement_sha256", sa.String(64)),
+    sa.Column("signature_statement_bundle_sha256", sa.String(64)),
+    sa.Column("signature_bundle_uri", sa.String(1024)),
 )
 
 events = sa.Table(

@@ -25,7 +25,7 @@ from hokusai_action.db.schema import events, tokens
 from hokusai_action.errors import InputError, ServiceUnavailable, TokenStateError
 from hokusai_action.redact import redact
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 DB_UNREACHABLE = "The Hokusai database at {url} is unreachable: {reason}."
 DB_UNREACHABLE_HINT = "Check HOKUSAI_DATABASE_URL and that the server is up. Nothing was changed."
@@ -39,6 +39,15 @@ TOKEN_MISSING = "Token {token} does not exist in the Hokusai database at {url}."
 TOKEN_MISSING_HINT = "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
 TOKEN_CLAIMED = "Token {token} is being registered by another run ({owner}, claim expires {expires})."
 TOKEN_CLAIMED_RESET_HINT = "It was not reset: wait for that run to finish (or its claim to expire), then reset it."
+# revision 0003: a signed registration's signature; without the prefix, the event's data.signature keys
+SIGNATURE_COLUMNS = (
+    "signature_method",
+    "signature_identity",
+    "signature_model_bundle_sha256",
+    "signature_statement_sha256",
+    "signature_statement_bundle_sha256",
+    "signature_bundle_uri",
+)
 # what a registration writes on a token; a reset clears all of it (the events stay: they happened)
 REGISTRATION_COLUMNS = (
     "mlflow_run_id",
@@ -53,6 +62,7 @@ REGISTRATION_COLUMNS = (
     "claim_owner",
     "claim_expires_at",
     "event_id",
+    *SIGNATURE_COLUMNS,
 )
 
 
@@ -86,6 +96,7 @@ class Token:
     updated_at: dt.datetime | None
     metadata: Any
     event_id: str | None = None  # the event of the current registration (NULL before revision 0002)
+    signature: dict[str, str] | None = None  # revision 0003: the signature columns, None when unsigned
 
     @classmethod
     def from_row(cls, row: Any) -> Token:
@@ -108,6 +119,7 @@ class Token:
             updated_at=as_utc(m["updated_at"]),
             metadata=m["metadata_"],
             event_id=m["event_id"],
+            signature=_signature_of(m),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -115,6 +127,13 @@ class Token:
         for key, value in self.__dict__.items():
             out[key] = value.isoformat() if isinstance(value, dt.datetime) else value
         return out
+
+
+def _signature_of(m: Any) -> dict[str, str] | None:
+    """The row's signature columns as the event's ``data.signature`` keys; None when unsigned."""
+    if not m.get("signature_method"):
+        return None
+    return {column.removeprefix("signature_"): m[column] for column in SIGNATURE_COLUMNS}
 
 
 class UnitOfWork:

@@ -16,6 +16,16 @@ EVENT_TYPE = "token_ready_for_deploy"
 SPEC_VERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
 DEFAULT_SOURCE = "hokusai-ml-platform"
+# data.signature of a signed registration (null when unsigned); the same names as the version tags
+# (hokusai.signature.<key>) and the token row's columns (signature_<key>). Consumers parse these keys.
+SIGNATURE_KEYS = (
+    "method",  # key, certificate or sigstore
+    "identity",  # the signer: key fingerprint, certificate subject or OIDC identity
+    "model_bundle_sha256",  # sha256 of the model files' Sigstore bundle
+    "statement_sha256",  # sha256 of registration.json
+    "statement_bundle_sha256",  # sha256 of registration.json's bundle
+    "bundle_uri",  # where the three live (runs:/<run>/hokusai/signature)
+)
 
 # A fixed namespace makes the event id a pure function of the registration, so every delivery of
 # one registration (first run, re-run, relay) carries the same id and consumers can dedupe on it.

@@ -15,8 +15,8 @@ def test_db_upgrade_token_create_and_show_on_a_fresh_sqlite_file(run_cli, tmp_pa
     env = {"HOKUSAI_DATABASE_URL": f"sqlite:///{tmp_path / 'site.db'}"}
     first = run_cli("db", "upgrade", env=env)
     assert first.code == 0, first.stderr
-    assert "upgraded from empty to revision 0002" in first.stdout
-    assert "up to date (revision 0002)" in run_cli("db", "upgrade", env=env).stdout
+    assert "upgraded from empty to revision 0003" in first.stdout
+    assert "up to date (revision 0003)" in run_cli("db", "upgrade", env=env).stdout
 
     created = run_cli("token", "create", "xray", "--metadata", '{"owner": "radiology"}', "--output", "json", env=env)
     assert created.code == 0, created.stderr
@@ -80,7 +80,7 @@ def test_doctor_reports_each_service(run_cli):
     healthy = run_cli("doctor", "--output", "json")
     assert healthy.code == 0, healthy.stderr
     checks = {item["check"]: item for item in healthy.json}
-    assert checks["database"]["ok"] and "schema revision 0002" in checks["database"]["detail"]
+    assert checks["database"]["ok"] and "schema revision 0003" in checks["database"]["detail"]
     assert checks["mlflow"]["ok"]
     assert checks["events"]["ok"]
 

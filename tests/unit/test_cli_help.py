@@ -24,6 +24,7 @@ COMMAND_PATHS = [
     (),
     ("model",),
     ("model", "register"),
+    ("model", "verify"),
     ("db",),
     ("db", "upgrade"),
     ("token",),
@@ -36,7 +37,7 @@ COMMAND_PATHS = [
     ("doctor",),
 ]
 # DESIGN.md / STYLE.md: --help imports no MLflow, SQLAlchemy or Google client
-FORBIDDEN = ("mlflow", "sqlalchemy", "alembic", "google", "grpc")
+FORBIDDEN = ("mlflow", "sqlalchemy", "alembic", "google", "grpc", "model_signing", "sigstore")
 # hokusai_action.cli is always loaded: it shows the probe sees imports at all
 WATCHED = (*FORBIDDEN, "google.cloud.pubsub", "requests", "jsonschema", "hokusai_action.cli")
 

@@ -1,0 +1,403 @@
+"""`model verify`: what the deploy side runs before serving a registered model.
+
+Handed its parts like the registration (registry, database, an optional signature verifier); it builds
+no client. It recomputes the artifact digest of the version's bytes (downloaded and hashed as streams,
+or a local copy), compares it with the version's tag, the token row and the event, compares what those
+three record with each other (and with the signed statement), and verifies the signatures when a key,
+chain or identity is given. The first mismatch decides the one error line.
+
+Which source was edited is told by the others: the bytes' digest decides the digest; for every other
+field the signed statement decides when signatures are verified, else the two sources that agree.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from hokusai_action.core import normalise_token_id, registered_event_id
+from hokusai_action.db.schema import events
+from hokusai_action.db.store import Database, get_token, token_missing
+from hokusai_action.digest import inspect_model
+from hokusai_action.errors import HokusaiError, InputError, TokenStateError
+from hokusai_action.events.model import SIGNATURE_KEYS
+from hokusai_action.registry import (
+    TAG_BASELINE,
+    TAG_DIGEST,
+    TAG_METRIC,
+    TAG_METRIC_VALUE,
+    TAG_SIGNATURE_PREFIX,
+    TAG_TOKEN,
+    model_name_for,
+)
+from hokusai_action.signing import (
+    MODEL_BUNDLE,
+    STATEMENT_BUNDLE,
+    STATEMENT_FILE,
+    SignatureVerifier,
+    sha256_file,
+    signed_file_digests,
+)
+
+if TYPE_CHECKING:
+    from hokusai_action.registry import MlflowRegistry
+
+NOT_REGISTERED = "Token {token} has no registered version to verify (status {status})."
+NOT_REGISTERED_HINT = "Register it first, or pass --version N to check a version of {model}."
+NO_SUCH_VERSION = "MLflow has no version {version} of {model}."
+NO_SUCH_VERSION_HINT = "Check --version: `hokusai-ml-platform token show {token}` prints the registered one."
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class VerifyReport:
+    token_id: str
+    model_name: str
+    model_version: str
+    model_uri: str
+    artifact_digest: str | None = None  # recomputed from the bytes
+    checks: list[Check] = field(default_factory=list)
+    signature: dict[str, Any] | None = None
+
+    @property
+    def verified(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def error(self) -> str | None:
+        failed = next((check for check in self.checks if not check.ok), None)
+        return None if failed is None else f"{failed.name}: {failed.detail}"
+
+    def add(self, name: str, ok: bool, detail: str) -> bool:
+        self.checks.append(Check(name, ok, detail))
+        return ok
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--output json`` contract (the deploy consumer parses these keys)."""
+        return {
+            "token_id": self.token_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "model_uri": self.model_uri,
+            "artifact_digest": self.artifact_digest,
+            "verified": self.verified,
+            "checks": [check.as_dict() for check in self.checks],
+            "signature": self.signature,
+            "error": self.error,
+        }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    try:
+        x, y = float(a), float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+    return x == y or math.isclose(x, y, rel_tol=1e-12, abs_tol=0.0)
+
+
+def _shown(value: Any) -> str:
+    return "(none)" if value is None else repr(value) if not isinstance(value, str) else value
+
+
+def _compare(report: VerifyReport, what: str, sources: Mapping[str, Any], reference: tuple[str, Any] | None) -> None:
+    """One check per field: every source must agree with ``reference`` (the bytes, the signed statement),
+    or with the others; the odd one out is named as edited."""
+    if len(sources) == 0:
+        return
+    if reference is None:
+        values = list(sources.values())
+        majority = next((v for v in values if sum(_same(v, w) for w in values) * 2 > len(values)), None)
+        if majority is None and len(values) > 1:
+            listed = "; ".join(f"{name} = {_shown(value)}" for name, value in sources.items())
+            report.add(what, False, f"the records disagree and none can be trusted over the others: {listed}")
+            return
+        reference = ("the other records say", majority if len(values) > 1 else values[0])
+    label, expected = reference
+    for name, value in sources.items():
+        if not _same(value, expected):
+            report.add(what, False, f"{name} was edited: it says {_shown(value)}, {label} {_shown(expected)}")
+            return
+    report.add(what, True, f"{', '.join(sources)} agree: {_shown(expected)}")
+
+
+def _event_payload(database: Database, event_id: str | None) -> dict[str, Any] | None:
+    if not event_id:
+        return None
+    with database.unit_of_work() as uow:
+        row = uow.execute(sa.select(events.c.payload).where(events.c.event_id == event_id)).first()
+    return dict(row[0]) if row else None
+
+
+def _changed_files(model_dir: Path, bundle: Path) -> str:
+    """Which files differ from the signed listing (read from the bundle, before its signature is checked)."""
+    signed = signed_file_digests(bundle)
+    if set(signed) == {"."}:  # a single-file model: the folder holds that one file
+        files = [p for p in model_dir.iterdir() if p.is_file()]
+        signed = {files[0].name: signed["."]} if len(files) == 1 else signed
+    local = {path.relative_to(model_dir).as_posix(): path for path in sorted(model_dir.rglob("*")) if path.is_file()}
+    changed = [name for name in sorted(signed) if name in local and sha256_file(local[name]) != signed[name]]
+    missing = sorted(set(signed) - set(local))
+    extra = sorted(set(local) - set(signed))
+    parts = []
+    if changed:
+        parts.append("bytes changed in " + ", ".join(changed[:5]))
+    if missing:
+        parts.append("missing " + ", ".join(missing[:5]))
+    if extra:
+        parts.append("not registered " + ", ".join(extra[:5]))
+    return "; ".join(parts)
+
+
+def verify_registration(
+    token_id: str,
+    *,
+    registry: MlflowRegistry,
+    database: Database,
+    verifier: SignatureVerifier | None = None,
+    version: str | None = None,
+    model_path: str | None = None,
+    workdir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Check one registered version. Raises for what is not a mismatch (exit 2/3/4); returns the report."""
+    say = progress or (lambda _line: None)
+    token_id = normalise_token_id(token_id)
+    database.require_schema()
+    with database.unit_of_work() as uow:
+        token = get_token(uow, token_id)
+    if token is None:
+        raise token_missing(token_id, database.display_url)
+    model_name = token.model_name or model_name_for(token_id)
+    if version is None and not token.model_version:
+        raise TokenStateError(
+            NOT_REGISTERED.format(token=token_id, status=token.model_status),
+            hint=NOT_REGISTERED_HINT.format(model=model_name),
+        )
+    number = str(version or token.model_version)
+    current = number == token.model_version  # the row and the event describe this version
+    report = VerifyReport(token_id, model_name, number, f"models:/{model_name}/{number}")
+
+    model_version = registry.get_version(model_name, number)
+    if model_version is None:
+        if version is not None:
+            raise InputError(NO_SUCH_VERSION.format(version=number, model=model_name), hint=NO_SUCH_VERSION_HINT)
+        report.add("mlflow version", False, f"tokens.model_version is {number}, but MLflow has no such version")
+        return report
+    tags = dict(model_version.tags or {})
+    event = (_event_payload(database, registered_event_id(token)) or {}) if current else {}
+    data = dict(event.get("data") or {})
+
+    scratch = Path(tempfile.mkdtemp(prefix="hokusai-verify-", dir=workdir))
+    try:
+        # ------------------------------------------------------------------ the bytes
+        if model_path:
+            model_dir = Path(model_path)
+            say(f"hashing the local copy {model_dir}")
+        else:
+            say(f"downloading {report.model_uri} (streamed to {scratch})")
+            model_dir = registry.download(report.model_uri, scratch / "model")
+        model = inspect_model(model_dir)
+        report.artifact_digest = model.digest
+        say(f"recomputed {model.digest} over {len(model.files)} file(s), {model.total_bytes} bytes")
+
+        recorded = {"version tag " + TAG_DIGEST: tags.get(TAG_DIGEST)}
+        if current:
+            recorded["tokens.artifact_digest"] = token.artifact_digest
+            recorded["event data.artifact_digest"] = data.get("artifact_digest")
+        matching = [name for name, value in recorded.items() if value == model.digest]
+        signature = _recorded_signature(tags, token.signature if current else None, data if current else None)
+        report.signature = signature
+        bundles: Path | None = None
+        if signature and signature.get("bundle_uri"):
+            try:
+                bundles = registry.download(signature["bundle_uri"], scratch / "signature")
+            except HokusaiError:  # reported below as a check (a signed registration without its bundles)
+                bundles = None
+        if not matching:
+            where = _changed_files(model_dir, bundles / MODEL_BUNDLE) if bundles else ""
+            detail = f"the bytes' digest is {model.digest}, registered {_shown(next(iter(recorded.values())))}"
+            report.add("model bytes", False, f"{where or 'the model bytes changed'} ({detail})")
+        else:
+            report.add("model bytes", True, f"{model.digest} recomputed from {len(model.files)} file(s)")
+            _compare(report, "artifact digest", recorded, ("the model bytes hash to", model.digest))
+
+        # ------------------------------------------------------- the records, with each other
+        statement: dict[str, Any] | None = None
+        if verifier is not None:
+            statement = _verify_signatures(report, verifier, signature, bundles, model_dir, scratch)
+
+        def reference(key: str) -> tuple[str, Any] | None:
+            return ("the signed statement says", statement[key]) if statement else None
+
+        _compare_records(report, token, tags, data, current, model_version, reference, statement)
+        if signature is None:
+            report.add("signature", verifier is None, "unsigned: the registration carries no signature")
+        elif verifier is None:
+            report.add("signature", True, f"signed ({signature.get('method')}), not verified: no key given")
+        return report
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _recorded_signature(
+    tags: Mapping[str, str], row: Mapping[str, Any] | None, data: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    from_tags = {key: tags[TAG_SIGNATURE_PREFIX + key] for key in SIGNATURE_KEYS if TAG_SIGNATURE_PREFIX + key in tags}
+    for candidate in (row, (data or {}).get("signature"), from_tags or None):
+        if candidate:
+            return dict(candidate)
+    return None
+
+
+def _compare_records(
+    report: VerifyReport,
+    token: Any,
+    tags: Mapping[str, str],
+    data: Mapping[str, Any],
+    current: bool,
+    model_version: Any,
+    reference: Callable[[str], tuple[str, Any] | None],
+    statement: Mapping[str, Any] | None,
+) -> None:
+    def sources(tag: str | None, column: str | None, key: str | None) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if tag is not None:
+            found[f"version tag {tag}"] = tags.get(tag)
+        if current and column is not None:
+            found[f"tokens.{column}"] = getattr(token, column)
+        if current and key is not None:
+            found[f"event data.{key}"] = data.get(key)
+        return found
+
+    gate = (statement or {}).get("gate") or {}
+    _compare(report, "token id", sources(TAG_TOKEN, "token_id", "token_id"), reference("token_id"))
+    _compare(
+        report,
+        "model version",
+        {"MLflow version": str(model_version.version), **sources(None, "model_version", "model_version")},
+        reference("model_version"),
+    )
+    _compare(
+        report,
+        "run id",
+        {"MLflow version run": model_version.run_id, **sources(None, "mlflow_run_id", "mlflow_run_id")},
+        reference("mlflow_run_id"),
+    )
+    _compare(
+        report,
+        "metric",
+        sources(TAG_METRIC, "metric_name", "metric_name"),
+        ("the signed statement says", gate.get("name")) if statement else None,
+    )
+    _compare(
+        report,
+        "metric value",
+        sources(TAG_METRIC_VALUE, "metric_value", "metric_value"),
+        ("the signed statement says", gate.get("value")) if statement else None,
+    )
+    _compare(
+        report,
+        "baseline",
+        sources(TAG_BASELINE, "baseline_value", "baseline_value"),
+        ("the signed statement says", gate.get("baseline")) if statement else None,
+    )
+    row_signature = (token.signature or {}) if current else None
+    event_signature = (data.get("signature") or {}) if current else None
+    for key in SIGNATURE_KEYS:
+        found = {f"version tag {TAG_SIGNATURE_PREFIX}{key}": tags.get(TAG_SIGNATURE_PREFIX + key)}
+        if row_signature is not None:
+            found[f"tokens.signature_{key}"] = row_signature.get(key)
+        if event_signature is not None:
+            found[f"event data.signature.{key}"] = event_signature.get(key)
+        if any(value is not None for value in found.values()):
+            _compare(report, f"signature {key}", found, None)
+
+
+def _verify_signatures(
+    report: VerifyReport,
+    verifier: SignatureVerifier,
+    signature: Mapping[str, Any] | None,
+    bundles: Path | None,
+    model_dir: Path,
+    scratch: Path,
+) -> dict[str, Any] | None:
+    """Verify both bundles; return the signed statement (trusted) or None."""
+    import json
+
+    if signature is None:
+        report.add(
+            "signature", False, f"unsigned: the registration carries no signature to check with {verifier.method}"
+        )
+        return None
+    if bundles is None:
+        report.add("signature bundles", False, f"cannot download the bundles from {signature.get('bundle_uri')}")
+        return None
+    for name, key in (
+        (MODEL_BUNDLE, "model_bundle_sha256"),
+        (STATEMENT_FILE, "statement_sha256"),
+        (STATEMENT_BUNDLE, "statement_bundle_sha256"),
+    ):
+        path = bundles / name
+        actual = sha256_file(path) if path.is_file() else None
+        if not report.add(
+            f"bundle {name}",
+            actual == signature.get(key),
+            f"sha256 {actual or '(missing)'}"
+            + ("" if actual == signature.get(key) else f", recorded {signature.get(key)}"),
+        ):
+            return None
+    target = model_dir
+    if set(signed_file_digests(bundles / MODEL_BUNDLE)) == {"."}:
+        files = [p for p in model_dir.iterdir() if p.is_file()]
+        target = files[0] if len(files) == 1 else model_dir
+    try:
+        verifier.verify(target, bundles / MODEL_BUNDLE)
+    except HokusaiError:
+        raise  # Sigstore unreachable (exit 4): not a verdict on the signature
+    except Exception as exc:  # the library's ValueError / InvalidSignature / OpenSSL errors
+        where = _changed_files(model_dir, bundles / MODEL_BUNDLE)
+        report.add("model signature", False, f"signature invalid ({where or _reason(exc)})")
+        return None
+    report.add("model signature", True, f"valid ({verifier.method}), signed by {signature.get('identity')}")
+    statement_dir = scratch / "statement"
+    statement_dir.mkdir()
+    shutil.copyfile(bundles / STATEMENT_FILE, statement_dir / STATEMENT_FILE)
+    try:
+        verifier.verify(statement_dir, bundles / STATEMENT_BUNDLE)
+    except HokusaiError:
+        raise
+    except Exception as exc:
+        report.add("statement signature", False, f"signature invalid ({_reason(exc)})")
+        return None
+    statement = json.loads((statement_dir / STATEMENT_FILE).read_text(encoding="utf-8"))
+    report.add("statement signature", True, f"valid ({verifier.method})")
+    if not report.add(
+        "signed artifact digest",
+        statement.get("artifact_digest") == report.artifact_digest,
+        f"the statement signs {statement.get('artifact_digest')}, the bytes are {report.artifact_digest}",
+    ):
+        return None
+    return statement
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -1,0 +1,64 @@
+"""Revision 0003 (the registration's signature columns): up and down on PostgreSQL and SQLite, and
+a column of the site's that happens to have one of our names is never dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from hokusai_action.db.store import SIGNATURE_COLUMNS, Database
+from tests.services import create_database, drop_database
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def blank_url(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'site.db'}"
+        return
+    url = create_database("hokusai_migrate_0003")
+    yield url
+    drop_database(url)
+
+
+def columns(database: Database) -> set[str]:
+    return {column["name"] for column in sa.inspect(database.engine).get_columns("tokens")}
+
+
+def migrate(database: Database, how: str, target: str) -> None:
+    from alembic import command
+
+    with database.engine.begin() as connection:
+        getattr(command, how)(database._alembic_config(connection), target)
+
+
+def test_downgrade_to_0002_removes_the_signature_columns_and_upgrade_restores_them(blank_url):
+    database = Database(blank_url)
+    database.upgrade()
+    assert set(SIGNATURE_COLUMNS) <= columns(database)
+
+    migrate(database, "downgrade", "0002")
+
+    assert database.revision() == "0002"
+    assert not set(SIGNATURE_COLUMNS) & columns(database)
+    assert {"event_id", "artifact_digest"} <= columns(database)
+    assert database.upgrade() == ("0002", "0003")
+    assert set(SIGNATURE_COLUMNS) <= columns(database)
+    database.dispose()
+
+
+def test_a_site_column_with_one_of_our_names_survives_the_downgrade(blank_url):
+    database = Database(blank_url)
+    migrate(database, "upgrade", "0002")
+    with database.engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE tokens ADD COLUMN signature_identity VARCHAR(512)"))
+
+    database.upgrade()
+    migrate(database, "downgrade", "0002")
+
+    assert "signature_identity" in columns(database)  # the site's: 0003 did not add it
+    assert not (set(SIGNATURE_COLUMNS) - {"signature_identity"}) & columns(database)
+    database.dispose()
