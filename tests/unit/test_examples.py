@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
@@ -271,3 +272,217 @@ def test_gitlab_job_uses_only_real_cli_options() -> None:
     assert used, command
     for option in used:
         assert re.search(rf"^\s+{re.escape(option)}\b", help_text, flags=re.MULTILINE), option
+
+
+# ------------------------------------------------------------------------- deploy_consumer.py
+# The decisions of the deploy side, in process: what the producer's sinks send parses, and each
+# answer of `model verify` (its JSON contract and exit code) leads to deploy, refuse or retry. The
+# consumer against the real CLI, emulator and servers is tests/e2e/test_deploy_consumer.py.
+
+DIGEST = "sha256:" + "1f" * 32
+
+
+@pytest.fixture(scope="module")
+def consumer_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deploy_consumer", EXAMPLES / "deploy_consumer.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["deploy_consumer"] = module  # dataclasses look their module up while the class is made
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop("deploy_consumer", None)
+    return module
+
+
+def registration_event(event_id: str = "9b0e7c52-0000-5000-8000-000000000001", **data_overrides: Any):
+    from hokusai_action.events.model import CloudEventRecord
+
+    data = {
+        "token_id": "XRAY",
+        "model_name": "hokusai-XRAY",
+        "model_version": "3",
+        "model_uri": "models:/hokusai-XRAY/3",
+        "artifact_digest": DIGEST,
+        **data_overrides,
+    }
+    return CloudEventRecord(
+        id=event_id, source="https://github.com/hokusai/example", time="2026-11-26T15:00:00Z", subject="XRAY", data=data
+    )
+
+
+def verify_result(*, verified: bool = True, failed: dict | None = None, **overrides: Any) -> dict:
+    """A `model verify --output json` answer, as the CLI's contract describes it."""
+    checks = [{"name": "artifact_digest", "ok": True, "detail": "matches the version tag"}]
+    if failed:
+        checks.append({"ok": False, **failed})
+    return {
+        "token_id": "XRAY",
+        "model_name": "hokusai-XRAY",
+        "model_version": "3",
+        "model_uri": "models:/hokusai-XRAY/3",
+        "artifact_digest": DIGEST,
+        "verified": verified,
+        "checks": checks,
+        "signature": None,
+        "error": None,
+        **overrides,
+    }
+
+
+class ScriptedVerifier:
+    """Answers each `model verify` call with the next (exit code, JSON) and records the calls."""
+
+    def __init__(self, module: ModuleType, *answers: tuple[int, dict | None]) -> None:
+        self.module = module
+        self.answers = list(answers)
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, *, token_id: str, version: str):
+        self.calls.append((token_id, version))
+        code, result = self.answers.pop(0)
+        return self.module.Verification(code, result, "" if code in (0, 1) else "error: MLflow did not answer")
+
+
+def make_consumer(module: ModuleType, state: Path, verifier: ScriptedVerifier, deployed: list, reports: list):
+    return module.Consumer(
+        module.ProcessedEvents(state), verifier, report=reports.append, deployer=lambda o: deployed.append(o.model_uri)
+    )
+
+
+def parsed(module: ModuleType, record) -> Any:
+    from hokusai_action.events.pubsub import to_pubsub_message
+
+    message = to_pubsub_message(record)  # exactly what the Pub/Sub sink publishes
+    return module.parse_event(message.attributes, message.data)
+
+
+def test_consumer_parses_what_both_sinks_send(consumer_module: ModuleType) -> None:
+    record = registration_event()
+    binary = parsed(consumer_module, record)
+    structured = consumer_module.parse_event(
+        {"content-type": "application/cloudevents+json", "webhook-id": record.id}, record.structured_bytes()
+    )
+    for event in (binary, structured):
+        assert event.get_id() == record.id
+        assert event.get_type() == "token_ready_for_deploy"
+        assert event.get_subject() == "XRAY"
+        assert event.get_data() == record.data
+
+
+def test_consumer_deploys_a_verified_model_once_even_after_a_restart(consumer_module: ModuleType, tmp_path: Path):
+    deployed: list[str] = []
+    reports: list = []
+    verifier = ScriptedVerifier(consumer_module, (0, verify_result()))
+    event = parsed(consumer_module, registration_event())
+
+    first = make_consumer(consumer_module, tmp_path / "state.sqlite", verifier, deployed, reports).handle(event)
+    # a new process on the same state file: the redelivery is acknowledged, nothing runs
+    again = make_consumer(consumer_module, tmp_path / "state.sqlite", verifier, deployed, reports).handle(event)
+
+    assert (first.outcome, again.outcome) == ("deployed", "duplicate")
+    assert again.detail == "already deployed"
+    assert deployed == ["models:/hokusai-XRAY/3"]
+    assert verifier.calls == [("XRAY", "3")]
+    assert [consumer_module.ACK[o.outcome] for o in reports] == [True, True]
+
+
+def test_consumer_refuses_a_mismatch_for_good_and_names_it(consumer_module: ModuleType, tmp_path: Path) -> None:
+    deployed: list[str] = []
+    failed = {"name": "file weights.bin", "detail": "bytes differ from the registered digest"}
+    verifier = ScriptedVerifier(consumer_module, (1, verify_result(verified=False, failed=failed)))
+    consumer = make_consumer(consumer_module, tmp_path / "state.sqlite", verifier, deployed, [])
+    event = parsed(consumer_module, registration_event())
+
+    refused = consumer.handle(event)
+    again = consumer.handle(event)
+
+    assert refused.outcome == "refused"
+    assert refused.detail == "file weights.bin: bytes differ from the registered digest"  # no error: the check
+    assert (again.outcome, again.detail) == ("duplicate", "already refused")
+    assert deployed == []
+    assert consumer_module.ACK["refused"] is True
+    assert consumer_module.HTTP_STATUS["refused"] == 422  # a 4xx the webhook sink does not retry
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        pytest.param((0, verify_result(verified=False)), "not verified", id="exit-0-not-verified"),
+        pytest.param(
+            (0, verify_result(artifact_digest="sha256:" + "00" * 32)), "artifact_digest", id="digest-differs-from-event"
+        ),
+        pytest.param((0, verify_result(model_version="4")), "model_version", id="other-version-verified"),
+    ],
+)
+def test_consumer_never_deploys_what_does_not_match_the_event(
+    consumer_module: ModuleType, tmp_path: Path, answer: tuple, why: str
+) -> None:
+    deployed: list[str] = []
+    consumer = make_consumer(
+        consumer_module, tmp_path / "s.sqlite", ScriptedVerifier(consumer_module, answer), deployed, []
+    )
+    outcome = consumer.handle(parsed(consumer_module, registration_event()))
+    assert outcome.outcome == "refused"
+    assert why in outcome.detail
+    assert deployed == []
+
+
+def test_consumer_reports_verifys_error_line_first(consumer_module: ModuleType, tmp_path: Path) -> None:
+    failed = {"name": "model bytes", "detail": "the model bytes changed"}
+    answer = verify_result(verified=False, failed=failed, error="weights.bin: bytes changed")
+    verifier = ScriptedVerifier(consumer_module, (1, answer))
+    consumer = make_consumer(consumer_module, tmp_path / "s.sqlite", verifier, [], [])
+    assert consumer.handle(parsed(consumer_module, registration_event())).detail == "weights.bin: bytes changed"
+
+
+def test_consumer_retries_when_verification_cannot_run(consumer_module: ModuleType, tmp_path: Path) -> None:
+    deployed: list[str] = []
+    verifier = ScriptedVerifier(consumer_module, (4, None), (0, verify_result()))
+    consumer = make_consumer(consumer_module, tmp_path / "state.sqlite", verifier, deployed, [])
+    event = parsed(consumer_module, registration_event())
+
+    retry = consumer.handle(event)
+    later = consumer.handle(event)  # redelivered after the outage: verified now
+
+    assert (retry.outcome, retry.detail) == ("retry", "error: MLflow did not answer")
+    assert consumer_module.ACK["retry"] is False
+    assert consumer_module.HTTP_STATUS["retry"] == 503  # the webhook sink retries it
+    assert later.outcome == "deployed"
+    assert deployed == ["models:/hokusai-XRAY/3"]
+
+
+def test_consumer_skips_other_event_types_and_rejects_incomplete_data(
+    consumer_module: ModuleType, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    verifier = ScriptedVerifier(consumer_module)  # no answer: verify must not be called
+    consumer = make_consumer(consumer_module, tmp_path / "state.sqlite", verifier, [], [])
+    other = dataclasses.replace(registration_event(), type="token_archived")
+    incomplete = registration_event(model_uri="")
+
+    assert consumer.handle(parsed(consumer_module, other)).outcome == "ignored"
+    assert consumer.handle(parsed(consumer_module, incomplete)).outcome == "rejected"
+    assert verifier.calls == []
+
+
+def test_consumer_runs_the_cli_with_the_contracts_arguments(consumer_module: ModuleType, tmp_path: Path) -> None:
+    # a stand-in executable that records its argv and answers per the contract, exit 1
+    fake = tmp_path / "fake-cli"
+    fake.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, sys\n"
+        f"open({str(tmp_path / 'argv.json')!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+        f"print(json.dumps({verify_result(verified=False)!r}))\n"
+        "sys.exit(1)\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    result = consumer_module.run_verify(
+        [str(fake)], token_id="XRAY", version="3", public_key="keys/deploy.pub", timeout=30
+    )
+    assert json.loads((tmp_path / "argv.json").read_text()) == [
+        "model", "verify", "--token-id", "XRAY", "--version", "3", "--output", "json", "--public-key", "keys/deploy.pub"
+    ]  # fmt: skip
+    assert (result.exit_code, result.result["verified"]) == (1, False)

@@ -1,0 +1,296 @@
+"""examples/deploy_consumer.py as a deploy service runs it, against the real services.
+
+A model is registered with the CLI (Pub/Sub or webhook sink, the MLflow server, PostgreSQL), then
+the consumer runs as a subprocess: it pulls the event from the Pub/Sub emulator (or receives the
+signed webhook), runs `model verify` (the CLI, as a subprocess), and deploys only a model whose bytes
+are the ones registered. What a deploy service's operator would check: one "deployed" line with the
+registered URI, nothing deployed twice across a restart, a tampered model refused with the file
+named, a forged webhook turned away with 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from standardwebhooks import Webhook
+
+from tests.canaries import CANARIES
+from tests.helpers import CLI_PYTHON, register_args
+
+pytestmark = [pytest.mark.e2e]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONSUMER = REPO_ROOT / "examples" / "deploy_consumer.py"
+CONSUMER_TIMEOUT = 120.0
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def consumer_env(cli_env: dict[str, str], pubsub_emulator=None) -> dict[str, str]:
+    """The deploy service's environment: what the CLI needs to verify, and how to run it."""
+    env = {**cli_env, "HOKUSAI_VERIFY_COMMAND": f"{shlex.quote(CLI_PYTHON)} -m hokusai_action"}
+    if pubsub_emulator is not None:
+        env["PUBSUB_EMULATOR_HOST"] = pubsub_emulator.host
+    for name in ("no_proxy", "NO_PROXY"):  # the emulator fixture adds loopback to these
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def run_pubsub_consumer(env: dict[str, str], subscription: str, state: Path, *extra: str) -> list[dict]:
+    """Run the consumer until the subscription has been quiet for 3 s; return its report lines."""
+    args = ["pubsub", "--subscription", subscription, "--state", str(state), "--max-idle", "3", *extra]
+    done = subprocess.run(
+        [sys.executable, str(CONSUMER), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CONSUMER_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert CANARIES.webhook_secret not in done.stdout + done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def register(run_cli, token: str, model: Path, env: dict[str, str], *extra: str):
+    result = run_cli(*register_args(token, model, "--output", "json", *extra), env=env)
+    assert result.code == 0, result.stderr
+    return result.json
+
+
+def pubsub_sink(pubsub_emulator, topic: str) -> dict[str, str]:
+    return {
+        "HOKUSAI_EVENT_SINKS": "pubsub,database",
+        "HOKUSAI_PUBSUB_TOPIC": topic,
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        "HOKUSAI_PUBSUB_TIMEOUT": "10",
+    }
+
+
+def stored_copies(tmp_path_factory: pytest.TempPathFactory, original: Path) -> list[Path]:
+    """Files in the session's temporary tree with ``original``'s bytes, other than ``original``:
+    the copy the MLflow server keeps in its artifact store (``--artifacts-destination`` under the
+    session's temporary directory, tests/services.py)."""
+    content = original.read_bytes()
+    return [
+        path
+        for path in tmp_path_factory.getbasetemp().rglob(original.name)
+        if path.is_file() and path.resolve() != original.resolve() and path.read_bytes() == content
+    ]
+
+
+def test_pubsub_event_is_verified_and_deployed_once_across_a_restart(
+    run_cli, cli_env, make_token, make_model, pubsub_emulator, pubsub_topic, tmp_path
+):
+    # a second subscription keeps a copy of the message, to deliver it again as Pub/Sub may
+    witness = pubsub_emulator.make_subscription(pubsub_topic.topic, ordered=False)
+    token = make_token()
+    registered = register(run_cli, token, make_model(), pubsub_sink(pubsub_emulator, pubsub_topic.topic))
+    env = consumer_env(cli_env, pubsub_emulator)
+    state = tmp_path / "deploy-state.sqlite"
+
+    first = run_pubsub_consumer(env, pubsub_topic.subscription, state)
+
+    assert [line["outcome"] for line in first] == ["deployed"], first
+    assert first[0]["event_id"] == registered["event_id"]
+    assert first[0]["model_uri"] == registered["model_uri"]
+    assert first[0]["token_id"] == token
+    assert first[0]["model_version"] == str(registered["model_version"])
+
+    # the same event again, to a consumer started afresh: acknowledged, not deployed
+    (copy,) = pubsub_emulator.pull(witness, max_messages=1, timeout=10)
+    pubsub_emulator.publisher.publish(pubsub_topic.topic, copy.data, **dict(copy.attributes)).result(timeout=30)
+    second = run_pubsub_consumer(env, pubsub_topic.subscription, state)
+
+    assert [(line["outcome"], line["event_id"]) for line in second] == [("duplicate", registered["event_id"])]
+    assert second[0]["detail"] == "already deployed"
+    # and it was acknowledged: a third run finds nothing
+    assert run_pubsub_consumer(env, pubsub_topic.subscription, state) == []
+
+
+def test_a_model_tampered_in_the_artifact_store_is_refused(
+    run_cli, cli_env, make_token, make_model, pubsub_emulator, pubsub_topic, tmp_path, tmp_path_factory
+):
+    token = make_token()
+    model = make_model(files={"weights.bin": os.urandom(64 * 1024), "config/params.json": b"{}"})
+    registered = register(run_cli, token, model, pubsub_sink(pubsub_emulator, pubsub_topic.topic))
+    (stored,) = stored_copies(tmp_path_factory, model / "weights.bin")
+    tampered = bytearray(stored.read_bytes())
+    tampered[1000] ^= 0xFF  # one byte, same size: only the digest can tell
+    stored.write_bytes(bytes(tampered))
+    env = consumer_env(cli_env, pubsub_emulator)
+    state = tmp_path / "deploy-state.sqlite"
+
+    lines = run_pubsub_consumer(env, pubsub_topic.subscription, state)
+
+    assert [line["outcome"] for line in lines] == ["refused"], lines
+    assert lines[0]["event_id"] == registered["event_id"]
+    # unsigned, the registration records one digest for the tree: the report says the bytes changed
+    assert "bytes" in lines[0]["detail"]
+    # refused is final: the message was acknowledged and nothing comes back
+    assert run_pubsub_consumer(env, pubsub_topic.subscription, state) == []
+
+
+# ------------------------------------------------------------------------------------------ webhook
+
+
+class WebhookConsumer:
+    """The consumer's webhook mode as a subprocess on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], state: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(CONSUMER), "webhook", "--port", "0", "--state", str(state)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stderr is not None and self.process.stdout is not None
+        first = self.process.stderr.readline()  # "deploy-consumer: listening on http://127.0.0.1:PORT/"
+        assert "listening on " in first, first + self.process.stderr.read()
+        self.url = first.split("listening on ", 1)[1].strip()
+        self.lines: list[dict] = []
+        self.errors: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.lines, json.loads), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.errors, str), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, into: list, parse) -> None:
+        for line in stream:
+            into.append(parse(line))
+
+    def post(self, body: bytes, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")  # noqa: S310 (http://127.0.0.1)
+        try:
+            with _NO_PROXY.open(request, timeout=CONSUMER_TIMEOUT) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def webhook_consumer(cli_env, tmp_path):
+    consumer = WebhookConsumer(consumer_env(cli_env), tmp_path / "deploy-state.sqlite")
+    try:
+        yield consumer
+    finally:
+        consumer.stop()
+        assert consumer.process.returncode == 0, consumer.errors
+        assert not any(CANARIES.webhook_secret in line for line in consumer.errors)
+
+
+def signed(secret: str, event: dict) -> tuple[bytes, dict[str, str]]:
+    """A structured-mode body and the Standard Webhooks headers signing it with ``secret``."""
+    body = json.dumps(event)
+    now = datetime.now(UTC)
+    headers = {
+        "content-type": "application/cloudevents+json",
+        "webhook-id": event["id"],
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(event["id"], now, body),
+    }
+    return body.encode(), headers
+
+
+def test_webhook_with_a_bad_signature_is_refused_with_401(webhook_consumer):
+    forged_secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    event = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "https://github.com/hokusai/example",
+        "type": "token_ready_for_deploy",
+        "datacontenttype": "application/json",
+        "data": {"token_id": "XRAY", "model_version": "1", "model_uri": "models:/hokusai-XRAY/1"},
+    }
+    body, headers = signed(forged_secret, event)
+
+    assert webhook_consumer.post(body, headers) == 401
+    unsigned = {k: v for k, v in headers.items() if k != "webhook-signature"}
+    assert webhook_consumer.post(body, unsigned) == 401
+
+    assert [(line["outcome"], line["event_id"]) for line in webhook_consumer.lines] == [
+        ("rejected", event["id"]),
+        ("rejected", event["id"]),
+    ]
+    assert "bad webhook signature" in webhook_consumer.lines[0]["detail"]
+
+
+def test_webhook_event_is_verified_deployed_once_then_a_resend_is_a_duplicate(
+    run_cli, make_token, make_model, webhook_consumer, database
+):
+    token = make_token()
+    sink = {"HOKUSAI_EVENT_SINKS": "webhook,database", "HOKUSAI_WEBHOOK_URL": webhook_consumer.url}
+    # the consumer answers after `model verify` has downloaded and hashed the model
+    registered = register(run_cli, token, make_model(), {**sink, "HOKUSAI_WEBHOOK_TIMEOUT": "120"})
+
+    assert registered["events_delivered"]["webhook"] is True
+    assert [line["outcome"] for line in webhook_consumer.lines] == ["deployed"], webhook_consumer.errors
+    assert webhook_consumer.lines[0]["model_uri"] == registered["model_uri"]
+
+    # the sink sending it again (a lost 200): signed afresh, acknowledged, not deployed again
+    import sqlalchemy as sa
+
+    from hokusai_action.db.schema import events
+
+    with database.unit_of_work() as uow:
+        query = sa.select(events.c.payload).where(events.c.event_id == registered["event_id"])
+        payload = uow.execute(query).scalar_one()
+    assert webhook_consumer.post(*signed(CANARIES.webhook_secret, payload)) == 200
+    assert [line["outcome"] for line in webhook_consumer.lines] == ["deployed", "duplicate"]
+
+
+def test_with_a_public_key_a_signed_model_deploys_and_a_tampered_file_is_named(
+    run_cli, cli_env, make_token, make_model, pubsub_emulator, pubsub_topic, tmp_path, tmp_path_factory
+):
+    from tests.signing_keys import make_signing_files  # the signing branch's key and CA factory
+
+    keys = make_signing_files(tmp_path / "keys")
+    sign = ("--sign", "key", "--signing-key", str(keys.key))
+    sink = pubsub_sink(pubsub_emulator, pubsub_topic.topic)
+    intact = register(run_cli, make_token(), make_model(), sink, *sign)
+    unsigned = register(run_cli, make_token(), make_model(), sink)
+    tampered_model = make_model(files={"weights.bin": os.urandom(64 * 1024), "config/params.json": b"{}"})
+    tampered = register(run_cli, make_token(), tampered_model, sink, *sign)
+    (stored,) = stored_copies(tmp_path_factory, tampered_model / "weights.bin")
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")  # the last byte, same size
+
+    lines = run_pubsub_consumer(
+        consumer_env(cli_env, pubsub_emulator),
+        pubsub_topic.subscription,
+        tmp_path / "deploy-state.sqlite",
+        "--public-key",
+        str(keys.public_key),
+    )
+
+    by_event = {line["event_id"]: line for line in lines}
+    assert len(lines) == len(by_event) == 3, lines
+    assert by_event[intact["event_id"]]["outcome"] == "deployed"
+    assert by_event[intact["event_id"]]["model_uri"] == intact["model_uri"]
+    assert by_event[unsigned["event_id"]]["outcome"] == "refused"  # a key was given: unsigned is not enough
+    assert by_event[tampered["event_id"]]["outcome"] == "refused"
+    assert "weights.bin" in by_event[tampered["event_id"]]["detail"]

