@@ -591,8 +591,11 @@ class MlflowRegistry:
 
         return self._with_connection_retries(read, "reading the model version")
 
-    def download(self, artifact_uri: str, destination: Path) -> Path:
+    def download(self, artifact_uri: str, destination: Path, *, missing_ok: bool = False) -> Path:
         """Download ``artifact_uri`` (a model version or the signature folder) under ``destination``.
+
+        With ``missing_ok``, artifacts the store no longer has (404, RESOURCE_DOES_NOT_EXIST) give an
+        empty ``destination``, as a store that lists nothing does: ``model verify`` reports it.
 
         MLflow's artifact repositories stream each file to disk in chunks (``requests`` with
         ``stream=True`` for the HTTP proxy): memory stays bounded whatever the model's size.
@@ -604,7 +607,12 @@ class MlflowRegistry:
             return Path(
                 download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=self.tracking_uri)
             )
-        except (MlflowException, OSError) as exc:
+        except MlflowException as exc:
+            if missing_ok and (exc.get_http_status_code() == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST"):
+                destination.mkdir(parents=True, exist_ok=True)
+                return destination
+            raise self._service_error(exc, f"downloading {artifact_uri}") from exc
+        except OSError as exc:
             raise self._service_error(exc, f"downloading {artifact_uri}") from exc
 
 

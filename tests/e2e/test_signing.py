@@ -471,3 +471,82 @@ def test_links_inside_the_model_are_signed_as_the_digest_reads_them(run_cli, mak
     assert registered.code == 0, registered.stderr
     assert checked.code == 0, checked.stderr
     assert checked.json["verified"] is True
+
+
+def _digest_of(folder: Path) -> str:
+    from hokusai_action.digest import inspect_model
+
+    return inspect_model(folder).digest
+
+
+def test_verify_blames_the_bytes_when_the_digest_tag_was_edited_to_match(
+    run_cli, make_token, make_model, mlflow_client, tmp_path_factory, tmp_path
+):
+    import shutil
+
+    token = make_token()
+    model = make_model()
+    out = run_cli(*register_args(token, model, "--output", "json")).json
+    version = mlflow_client.get_model_version(out["model_name"], out["model_version"])
+    stored = stored_file(tmp_path_factory, version.source.rsplit("/", 1)[-1], "weights.bin")
+    stored.write_bytes(b"replaced by someone with write access to the artifact store")
+    copy = tmp_path / "replaced"
+    shutil.copytree(model, copy)
+    (copy / "weights.bin").write_bytes(stored.read_bytes())
+    mlflow_client.set_model_version_tag(out["model_name"], out["model_version"], "hokusai.artifact_digest",
+                                        _digest_of(copy))  # fmt: skip
+
+    checked = verify(run_cli, token)
+    plain = run_cli("model", "verify", "--token-id", token)
+
+    assert checked.code == 1
+    assert checked.json["error"].startswith("model bytes: ")
+    assert "model bytes changed (the version tag was edited to match)" in checked.json["error"]
+    assert "was edited:" not in checked.json["error"]  # the honest records are not blamed
+    assert_one_clear_line(plain, 1, "the version tag was edited to match")
+
+
+def test_verify_accepts_a_pruned_event_row(run_cli, make_token, make_model, mlflow_client, database):
+    from hokusai_action.db.schema import event_deliveries
+
+    token = make_token()
+    out = run_cli(*register_args(token, make_model(), "--output", "json")).json
+    with database.unit_of_work() as uow:  # the site deleted its old events
+        uow.execute(event_deliveries.delete().where(event_deliveries.c.event_id == out["event_id"]))
+        uow.execute(events.delete().where(events.c.event_id == out["event_id"]))
+        uow.commit()
+
+    pruned = verify(run_cli, token)
+    mlflow_client.set_model_version_tag(out["model_name"], out["model_version"], "hokusai.metric_value", "0.99")
+    edited = verify(run_cli, token)
+
+    assert pruned.code == 0, pruned.stdout + pruned.stderr
+    checks = {c["name"]: c for c in pruned.json["checks"]}
+    assert checks["event"] == {"name": "event", "ok": True, "detail": "event row not found (pruned)"}
+    assert not any("event data" in c["detail"] for c in pruned.json["checks"])
+    assert edited.code == 1  # the tag and the row must still agree
+    assert "hokusai.metric_value" in edited.json["error"]
+
+
+@pytest.mark.parametrize("how", ["emptied", "removed"])
+def test_verify_of_a_version_whose_stored_files_are_gone_is_a_mismatch(
+    how, run_cli, make_token, make_model, mlflow_client, tmp_path_factory
+):
+    import shutil
+
+    token = make_token()
+    out = run_cli(*register_args(token, make_model(), "--output", "json")).json
+    version = mlflow_client.get_model_version(out["model_name"], out["model_version"])
+    artifacts = stored_file(tmp_path_factory, version.source.rsplit("/", 1)[-1], "weights.bin").parent
+    if how == "emptied":
+        for child in list(artifacts.iterdir()):
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    else:
+        shutil.rmtree(artifacts)
+
+    checked = verify(run_cli, token)
+    plain = run_cli("model", "verify", "--token-id", token)
+
+    assert checked.code == 1, checked.stdout + checked.stderr
+    assert "the registered version holds no files" in checked.json["error"]
+    assert_one_clear_line(plain, 1, "the registered version holds no files")
