@@ -479,6 +479,28 @@ def _digest_of(folder: Path) -> str:
     return inspect_model(folder).digest
 
 
+def test_re_registration_after_reset_with_a_new_value_refreshes_the_reused_versions_tags(
+    run_cli, make_token, make_model, mlflow_client
+):
+    """The same bytes reuse the version; its gate tags must say what the new row and event say."""
+    token = make_token()
+    model = make_model()
+    first = run_cli(*register_args(token, model, "--output", "json"))
+    assert first.code == 0, first.stderr
+    assert run_cli("token", "reset", token).code == 0
+
+    again = run_cli(*register_args(token, model, "--metric-value", "0.95", "--output", "json", baseline="0.9"))
+    checked = verify(run_cli, token)
+
+    assert again.code == 0, again.stderr
+    assert again.json["model_version"] == first.json["model_version"]  # reused, not a new version
+    tags = mlflow_client.get_model_version(again.json["model_name"], again.json["model_version"]).tags
+    assert (tags["hokusai.metric_value"], tags["hokusai.baseline"]) == (repr(0.95), repr(0.9))
+    assert tags["hokusai.artifact_digest"] == first.json["artifact_digest"]
+    assert checked.code == 0, checked.stdout + checked.stderr
+    assert checked.json["verified"] is True
+
+
 def test_verify_blames_the_bytes_when_the_digest_tag_was_edited_to_match(
     run_cli, make_token, make_model, mlflow_client, tmp_path_factory, tmp_path
 ):
