@@ -32,7 +32,7 @@ from hokusai_action.digest import ModelFiles
 from hokusai_action.errors import InputError, InternalError, ServiceUnavailable
 
 METHODS = ("none", "key", "certificate", "sigstore")
-SIGNATURE_FOLDER = "hokusai/signature"  # run artifacts: outside the logged model's tree
+SIGNATURE_FOLDER = "hokusai/signature"  # + /<event id>; run artifacts, outside the logged model's tree
 MODEL_BUNDLE = "model.sig"
 STATEMENT_FILE = "registration.json"
 STATEMENT_BUNDLE = "registration.json.sig"

@@ -85,7 +85,7 @@ def test_key_signed_registration_records_and_verifies(
     assert signature["method"] == "key"
     public_pem = keys.public_key.read_bytes()
     assert signature["identity"] == "sha256:" + hashlib.sha256(public_pem).hexdigest()
-    assert signature["bundle_uri"] == f"runs:/{out['mlflow_run_id']}/hokusai/signature"
+    assert signature["bundle_uri"] == f"runs:/{out['mlflow_run_id']}/hokusai/signature/{out['event_id']}"
     # the version's tags, the token row and the event say the same
     version = mlflow_client.get_model_version(out["model_name"], out["model_version"])
     assert {k: version.tags[f"hokusai.signature.{k}"] for k in SIGNATURE_KEYS} == signature
@@ -93,9 +93,9 @@ def test_key_signed_registration_records_and_verifies(
     assert {k: row[f"signature_{k}"] for k in SIGNATURE_KEYS} == signature
     assert event_payload(database, out["event_id"])["data"]["signature"] == signature
     # the bundles live in the run's artifacts, outside the model tree: the model is its files only
-    listed = {a.path for a in mlflow_client.list_artifacts(out["mlflow_run_id"], "hokusai/signature")}
-    assert listed == {"hokusai/signature/model.sig", "hokusai/signature/registration.json",
-                      "hokusai/signature/registration.json.sig"}  # fmt: skip
+    folder = f"hokusai/signature/{out['event_id']}"
+    listed = {a.path for a in mlflow_client.list_artifacts(out["mlflow_run_id"], folder)}
+    assert listed == {f"{folder}/model.sig", f"{folder}/registration.json", f"{folder}/registration.json.sig"}
     from mlflow.artifacts import download_artifacts
 
     bundles = Path(download_artifacts(artifact_uri=signature["bundle_uri"], dst_path=str(tmp_path / "sig")))
@@ -572,3 +572,32 @@ def test_verify_of_a_version_whose_stored_files_are_gone_is_a_mismatch(
     assert checked.code == 1, checked.stdout + checked.stderr
     assert "the registered version holds no files" in checked.json["error"]
     assert_one_clear_line(plain, 1, "the registered version holds no files")
+
+
+def test_each_registration_keeps_its_own_signature_bundles(
+    run_cli, make_token, make_model, keys, database, mlflow_client, tmp_path
+):
+    """A reset token registered again with the same bytes reuses the version (and its run): the earlier
+    registration's bundles must stay as its event recorded them."""
+    from mlflow.artifacts import download_artifacts
+
+    token = make_token()
+    model = make_model()
+    first = run_cli(*register_args(token, model, *sign_key(keys), "--output", "json"))
+    assert first.code == 0, first.stderr
+    assert run_cli("token", "reset", token).code == 0
+    second = run_cli(*register_args(token, model, *sign_key(keys), "--output", "json"))
+    assert second.code == 0, second.stderr
+
+    assert second.json["mlflow_run_id"] == first.json["mlflow_run_id"]
+    for out in (first.json, second.json):
+        recorded = event_payload(database, out["event_id"])["data"]["signature"]
+        bundles = Path(
+            download_artifacts(artifact_uri=recorded["bundle_uri"], dst_path=str(tmp_path / out["event_id"]))
+        )
+        assert hashlib.sha256((bundles / "model.sig").read_bytes()).hexdigest() == recorded["model_bundle_sha256"]
+        assert hashlib.sha256((bundles / "registration.json").read_bytes()).hexdigest() == recorded["statement_sha256"]
+        assert recorded["bundle_uri"] == f"runs:/{out['mlflow_run_id']}/hokusai/signature/{out['event_id']}"
+    checked = verify(run_cli, token, "--public-key", str(keys.public_key))
+    assert checked.code == 0, checked.stdout + checked.stderr
+    assert checked.json["signature"]["bundle_uri"].endswith(second.json["event_id"])
