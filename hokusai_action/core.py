@@ -398,7 +398,9 @@ def registered_event_id(token: Token) -> str | None:
 
 def next_event_id(uow: UnitOfWork, token_id: str, digest: str) -> str:
     """The event id of a new registration: numbered by the events the token already had, so a token
-    reset to draft and registered again is heard again. Call it in the transaction that commits."""
+    reset to draft and registered again is heard again. Call it while holding the token's claim: no
+    other run can add an event of this token before the commit (one that took the claim over makes
+    ``mark_registered`` fail), and events the site deletes meanwhile never make this id taken."""
     number = count_events(uow, token_id)
     while outbox.event_exists(uow, number_id := event_id_for(token_id, digest, number)):
         number += 1  # the site deleted some events: never reuse an id
@@ -589,15 +591,19 @@ def register(
             assert version.artifact_digest, "the registry returns the digest of what it uploaded"
             request = replace(request, model=replace(request.model, digest=version.artifact_digest))
         registered_at = utcnow()
+        with database.unit_of_work() as uow:  # before signing: the bundles go in a folder named by it
+            event_id = next_event_id(uow, request.token_id, request.model.digest)
         # signed after the upload (the statement names the version), before the commit; keyless: exit 4
-        signature = sign_registration(request, version, registered_at, signer=signer, registry=registry)
+        signature = sign_registration(
+            request, version, registered_at, signer=signer, registry=registry, event_id=event_id
+        )
         heartbeat.stop()
         with database.unit_of_work() as uow:
             event = build_event(
                 request,
                 version,
                 registered_at.isoformat().replace("+00:00", "Z"),
-                event_id=next_event_id(uow, request.token_id, request.model.digest),
+                event_id=event_id,
                 signature=signature,
             )
             if not mark_registered(
@@ -693,8 +699,10 @@ def sign_registration(
     *,
     signer: ModelSigner | None,
     registry: Registry,
+    event_id: str,
 ) -> dict[str, str] | None:
-    """Sign the model files and the statement, put the bundles beside the model (the run's artifacts)
+    """Sign the model files and the statement, put the bundles beside the model (the run's artifacts,
+    in a folder of this registration's own: a reused version's run keeps every registration's bundles)
     and their hashes on the version; return the event's ``data.signature`` (None when unsigned)."""
     if signer is None:
         return None
@@ -705,7 +713,7 @@ def sign_registration(
     signed = signer.sign(request.model, statement)
     try:
         request.model.ensure_unchanged()  # what was signed is what was hashed and uploaded
-        bundle_uri = registry.upload_signature(version.run_id, signed.folder, SIGNATURE_FOLDER)
+        bundle_uri = registry.upload_signature(version.run_id, signed.folder, f"{SIGNATURE_FOLDER}/{event_id}")
         record = signed.record(bundle_uri)
         registry.set_version_tags(
             version.model_name, version.version, {f"{TAG_SIGNATURE_PREFIX}{k}": v for k, v in record.items()}

@@ -42,6 +42,7 @@ TAG_GIT_SHA = "git.sha"
 TAG_GIT_REF = "git.ref"
 TAG_GIT_REPOSITORY = "git.repository"
 TAG_SIGNATURE_PREFIX = "hokusai.signature."  # + method, identity, model_bundle_sha256, ... (signing.py)
+OWN_TAG_PREFIXES = ("hokusai.", "git.")  # the version tags a registration writes (refresh_version_tags)
 LOGGED_MODEL_NAME = "model"
 
 UNREACHABLE = "MLflow at {uri} did not answer within {timeout:g} s ({reason})."
@@ -362,6 +363,7 @@ class MlflowRegistry:
         if model.hashed:
             existing = self.find_version(model_name, model.digest)
             if existing is not None:
+                self.refresh_version_tags(existing, tags)
                 return replace(existing, artifact_digest=model.digest)
 
         experiment_id = self._ensure_experiment()
@@ -415,6 +417,7 @@ class MlflowRegistry:
                     if leftover is not None:
                         self._abandon_upload(logged.model_id, run_id)
                         if isinstance(leftover, RegisteredVersion):
+                            self.refresh_version_tags(leftover, tags)
                             return replace(leftover, artifact_digest=digest)
                         logged, run_id = leftover, leftover.source_run_id
                         doing = "registering the model version"
@@ -591,8 +594,11 @@ class MlflowRegistry:
 
         return self._with_connection_retries(read, "reading the model version")
 
-    def download(self, artifact_uri: str, destination: Path) -> Path:
+    def download(self, artifact_uri: str, destination: Path, *, missing_ok: bool = False) -> Path:
         """Download ``artifact_uri`` (a model version or the signature folder) under ``destination``.
+
+        With ``missing_ok``, artifacts the store no longer has (404, RESOURCE_DOES_NOT_EXIST) give an
+        empty ``destination``, as a store that lists nothing does: ``model verify`` reports it.
 
         MLflow's artifact repositories stream each file to disk in chunks (``requests`` with
         ``stream=True`` for the HTTP proxy): memory stays bounded whatever the model's size.
@@ -604,8 +610,33 @@ class MlflowRegistry:
             return Path(
                 download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=self.tracking_uri)
             )
-        except (MlflowException, OSError) as exc:
+        except MlflowException as exc:
+            if missing_ok and (exc.get_http_status_code() == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST"):
+                destination.mkdir(parents=True, exist_ok=True)
+                return destination
             raise self._service_error(exc, f"downloading {artifact_uri}") from exc
+        except OSError as exc:
+            raise self._service_error(exc, f"downloading {artifact_uri}") from exc
+
+    def refresh_version_tags(self, version: RegisteredVersion, tags: Mapping[str, str]) -> None:
+        """Give a reused version (the same bytes registered again, e.g. after a token reset) the tags of
+        the registration that reuses it: the row and the event hold this registration's gate, so must the
+        version. Each of ``tags`` is set; a tag of ours this registration does not set (a margin, a
+        champion, an earlier signature: signing sets its own after this) is removed. The digest tag is
+        the bytes', equal by construction, and is never touched."""
+        from mlflow.exceptions import MlflowException
+
+        wanted = {key: value for key, value in tags.items() if key != TAG_DIGEST}
+        try:
+            current = dict(self.client.get_model_version(version.model_name, version.version).tags or {})
+            for key in sorted(current):
+                if key.startswith(OWN_TAG_PREFIXES) and key != TAG_DIGEST and key not in wanted:
+                    self.client.delete_model_version_tag(version.model_name, version.version, key)
+            for key, value in wanted.items():
+                if current.get(key) != value:
+                    self.client.set_model_version_tag(version.model_name, version.version, key, value)
+        except (MlflowException, OSError) as exc:
+            raise self._service_error(exc, "refreshing the reused version's tags") from exc
 
 
 def _resolves_to(name: str, metric: Metric) -> bool:

@@ -32,7 +32,7 @@ from hokusai_action.digest import ModelFiles
 from hokusai_action.errors import InputError, InternalError, ServiceUnavailable
 
 METHODS = ("none", "key", "certificate", "sigstore")
-SIGNATURE_FOLDER = "hokusai/signature"  # run artifacts: outside the logged model's tree
+SIGNATURE_FOLDER = "hokusai/signature"  # + /<event id>; run artifacts, outside the logged model's tree
 MODEL_BUNDLE = "model.sig"
 STATEMENT_FILE = "registration.json"
 STATEMENT_BUNDLE = "registration.json.sig"
@@ -70,6 +70,10 @@ UNKNOWN_METHOD = "Unknown signing method '{method}'. Choose one of: {methods}."
 SIGNED_SET_DIFFERS = (
     "The signed file set differs from the artifact digest's ({detail}); nothing was committed. This is a bug: "
     "re-run with --debug and report it."
+)
+SIGNED_DIGEST_DIFFERS = (
+    "The signed per-file hashes do not rebuild the artifact digest ({signed} from the bundle, {digest} "
+    "registered); nothing was committed. This is a bug: re-run with --debug and report it."
 )
 
 
@@ -302,6 +306,7 @@ class ModelSigner:
                 signed_root = _digest_view(model, secrets / "view")
                 self._run(config, signed_root, model_bundle, "model files")
                 _check_signed_set(model_bundle, signed_root, model.files)
+                _check_signed_digest(model_bundle, model)
                 statement_dir = out / "statement"
                 statement_dir.mkdir()
                 statement_path = statement_dir / STATEMENT_FILE
@@ -465,6 +470,29 @@ def _check_signed_set(bundle: Path, model_root: Path, model_files: Sequence[str]
     if signed != expected:
         extra, missing = sorted(signed - expected)[:3], sorted(expected - signed)[:3]
         raise InternalError(SIGNED_SET_DIFFERS.format(detail=f"only signed: {extra}, only in the digest: {missing}"))
+
+
+def digest_from_signed_hashes(bundle: Path, model: ModelFiles) -> str:
+    """The artifact digest rebuilt from the bundle's per-file SHA-256s and the sizes ``model`` hashed, by
+    digest.py's own record formula (path, size, content SHA-256 per file, in the digest's order)."""
+    from hokusai_action.digest import _record
+
+    signed = signed_file_digests(bundle)
+    if not model.is_dir and set(signed) == {"."}:  # a single-file model is listed as "."
+        signed = {model.files[0]: signed["."]}
+    manifest = hashlib.sha256()
+    for relative, state in zip(model.files, model.states, strict=True):
+        manifest.update(_record(relative, state.size, signed.get(relative, "(not signed)")))
+    return "sha256:" + manifest.hexdigest()
+
+
+def _check_signed_digest(bundle: Path, model: ModelFiles) -> None:
+    """The bytes model-signing hashed must be the ones the digest covers: a file rewritten since it was
+    hashed is the user's (exit 2, ``ensure_unchanged``); any other difference is ours."""
+    rebuilt = digest_from_signed_hashes(bundle, model)
+    if rebuilt != model.digest:
+        model.ensure_unchanged()
+        raise InternalError(SIGNED_DIGEST_DIFFERS.format(signed=rebuilt, digest=model.digest))
 
 
 # ---------------------------------------------------------------------------------- verifier

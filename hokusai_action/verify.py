@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 NOT_REGISTERED = "Token {token} has no registered version to verify (status {status})."
 NOT_REGISTERED_HINT = "Register it first, or pass --version N to check a version of {model}."
 NO_SUCH_VERSION = "MLflow has no version {version} of {model}."
+STORED_FILES_GONE = "the registered version holds no files (its artifacts are gone from the artifact store)"
 NO_SUCH_VERSION_HINT = "Check --version: `hokusai-ml-platform token show {token}` prints the registered one."
 
 
@@ -202,8 +203,10 @@ def verify_registration(
         report.add("mlflow version", False, f"tokens.model_version is {number}, but MLflow has no such version")
         return report
     tags = dict(model_version.tags or {})
-    event = (_event_payload(database, registered_event_id(token)) or {}) if current else {}
-    data = dict(event.get("data") or {})
+    event = _event_payload(database, registered_event_id(token)) if current else None
+    if current and event is None:  # the site deletes old events: the tag and the row still must agree
+        report.add("event", True, "event row not found (pruned)")
+    data = dict(event.get("data") or {}) if event is not None else None
 
     scratch = Path(tempfile.mkdtemp(prefix="hokusai-verify-", dir=workdir))
     try:
@@ -213,17 +216,22 @@ def verify_registration(
             say(f"hashing the local copy {model_dir}")
         else:
             say(f"downloading {report.model_uri} (streamed to {scratch})")
-            model_dir = registry.download(report.model_uri, scratch / "model")
+            model_dir = registry.download(report.model_uri, scratch / "model", missing_ok=True)
+            if not model_dir.is_dir() or not any(path.is_file() for path in model_dir.rglob("*")):
+                report.add("model bytes", False, STORED_FILES_GONE)
+                return report
         model = inspect_model(model_dir)
         report.artifact_digest = model.digest
         say(f"recomputed {model.digest} over {len(model.files)} file(s), {model.total_bytes} bytes")
 
-        recorded = {"version tag " + TAG_DIGEST: tags.get(TAG_DIGEST)}
+        in_database: dict[str, Any] = {}
         if current:
-            recorded["tokens.artifact_digest"] = token.artifact_digest
-            recorded["event data.artifact_digest"] = data.get("artifact_digest")
-        matching = [name for name, value in recorded.items() if value == model.digest]
-        signature = _recorded_signature(tags, token.signature if current else None, data if current else None)
+            in_database["tokens.artifact_digest"] = token.artifact_digest
+        if data is not None:
+            in_database["event data.artifact_digest"] = data.get("artifact_digest")
+        recorded = {"version tag " + TAG_DIGEST: tags.get(TAG_DIGEST), **in_database}
+        bytes_changed = _bytes_changed(model.digest, tags.get(TAG_DIGEST), recorded, in_database)
+        signature = _recorded_signature(tags, token.signature if current else None, data)
         report.signature = signature
         bundles: Path | None = None
         if signature and signature.get("bundle_uri"):
@@ -231,10 +239,9 @@ def verify_registration(
                 bundles = registry.download(signature["bundle_uri"], scratch / "signature")
             except HokusaiError:  # reported below as a check (a signed registration without its bundles)
                 bundles = None
-        if not matching:
+        if bytes_changed:
             where = _changed_files(model_dir, bundles / MODEL_BUNDLE) if bundles else ""
-            detail = f"the bytes' digest is {model.digest}, registered {_shown(next(iter(recorded.values())))}"
-            report.add("model bytes", False, f"{where or 'the model bytes changed'} ({detail})")
+            report.add("model bytes", False, f"{where + '; ' if where else ''}{bytes_changed}")
         else:
             report.add("model bytes", True, f"{model.digest} recomputed from {len(model.files)} file(s)")
             _compare(report, "artifact digest", recorded, ("the model bytes hash to", model.digest))
@@ -257,6 +264,33 @@ def verify_registration(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _bytes_changed(
+    digest: str, tag: str | None, recorded: Mapping[str, Any], in_database: Mapping[str, Any]
+) -> str | None:
+    """Why the bytes are not the registered ones, or None when they are.
+
+    The token row and the event (the site's records) decide: the bytes pass when they hash to what
+    those hold. A version tag that agrees with changed bytes was edited to match them (whoever can
+    replace the artifacts can edit the version's tags). Only when the row and the event disagree with
+    each other does the majority of all three decide; an older version (``--version``) has its tag alone.
+    """
+    values = list(in_database.values())
+    if not values:
+        trusted = tag
+    elif all(value == values[0] for value in values):
+        trusted = values[0]
+    else:
+        votes = list(recorded.values())
+        if sum(value == digest for value in votes) * 2 > len(votes):
+            return None
+        trusted = None
+    if trusted == digest:
+        return None
+    registered = ", ".join(f"{name} {_shown(value)}" for name, value in (in_database or recorded).items())
+    edited = " (the version tag was edited to match)" if values and tag == digest else ""
+    return f"model bytes changed{edited}: the bytes hash to {digest}; registered: {registered}"
+
+
 def _recorded_signature(
     tags: Mapping[str, str], row: Mapping[str, Any] | None, data: Mapping[str, Any] | None
 ) -> dict[str, Any] | None:
@@ -271,7 +305,7 @@ def _compare_records(
     report: VerifyReport,
     token: Any,
     tags: Mapping[str, str],
-    data: Mapping[str, Any],
+    data: Mapping[str, Any] | None,
     current: bool,
     model_version: Any,
     reference: Callable[[str], tuple[str, Any] | None],
@@ -283,7 +317,7 @@ def _compare_records(
             found[f"version tag {tag}"] = tags.get(tag)
         if current and column is not None:
             found[f"tokens.{column}"] = getattr(token, column)
-        if current and key is not None:
+        if data is not None and key is not None:
             found[f"event data.{key}"] = data.get(key)
         return found
 
@@ -320,7 +354,7 @@ def _compare_records(
         ("the signed statement says", gate.get("baseline")) if statement else None,
     )
     row_signature = (token.signature or {}) if current else None
-    event_signature = (data.get("signature") or {}) if current else None
+    event_signature = (data.get("signature") or {}) if data is not None else None
     for key in SIGNATURE_KEYS:
         found = {f"version tag {TAG_SIGNATURE_PREFIX}{key}": tags.get(TAG_SIGNATURE_PREFIX + key)}
         if row_signature is not None:

@@ -24,7 +24,7 @@ SIGNATURE_KEYS = (
     "model_bundle_sha256",  # sha256 of the model files' Sigstore bundle
     "statement_sha256",  # sha256 of registration.json
     "statement_bundle_sha256",  # sha256 of registration.json's bundle
-    "bundle_uri",  # where the three live (runs:/<run>/hokusai/signature)
+    "bundle_uri",  # where the three live (runs:/<run>/hokusai/signature/<event id>)
 )
 
 # A fixed namespace makes the event id a pure function of the registration, so every delivery of

@@ -85,7 +85,7 @@ def test_key_signed_registration_records_and_verifies(
     assert signature["method"] == "key"
     public_pem = keys.public_key.read_bytes()
     assert signature["identity"] == "sha256:" + hashlib.sha256(public_pem).hexdigest()
-    assert signature["bundle_uri"] == f"runs:/{out['mlflow_run_id']}/hokusai/signature"
+    assert signature["bundle_uri"] == f"runs:/{out['mlflow_run_id']}/hokusai/signature/{out['event_id']}"
     # the version's tags, the token row and the event say the same
     version = mlflow_client.get_model_version(out["model_name"], out["model_version"])
     assert {k: version.tags[f"hokusai.signature.{k}"] for k in SIGNATURE_KEYS} == signature
@@ -93,9 +93,9 @@ def test_key_signed_registration_records_and_verifies(
     assert {k: row[f"signature_{k}"] for k in SIGNATURE_KEYS} == signature
     assert event_payload(database, out["event_id"])["data"]["signature"] == signature
     # the bundles live in the run's artifacts, outside the model tree: the model is its files only
-    listed = {a.path for a in mlflow_client.list_artifacts(out["mlflow_run_id"], "hokusai/signature")}
-    assert listed == {"hokusai/signature/model.sig", "hokusai/signature/registration.json",
-                      "hokusai/signature/registration.json.sig"}  # fmt: skip
+    folder = f"hokusai/signature/{out['event_id']}"
+    listed = {a.path for a in mlflow_client.list_artifacts(out["mlflow_run_id"], folder)}
+    assert listed == {f"{folder}/model.sig", f"{folder}/registration.json", f"{folder}/registration.json.sig"}
     from mlflow.artifacts import download_artifacts
 
     bundles = Path(download_artifacts(artifact_uri=signature["bundle_uri"], dst_path=str(tmp_path / "sig")))
@@ -471,3 +471,133 @@ def test_links_inside_the_model_are_signed_as_the_digest_reads_them(run_cli, mak
     assert registered.code == 0, registered.stderr
     assert checked.code == 0, checked.stderr
     assert checked.json["verified"] is True
+
+
+def _digest_of(folder: Path) -> str:
+    from hokusai_action.digest import inspect_model
+
+    return inspect_model(folder).digest
+
+
+def test_re_registration_after_reset_with_a_new_value_refreshes_the_reused_versions_tags(
+    run_cli, make_token, make_model, mlflow_client
+):
+    """The same bytes reuse the version; its gate tags must say what the new row and event say."""
+    token = make_token()
+    model = make_model()
+    first = run_cli(*register_args(token, model, "--output", "json"))
+    assert first.code == 0, first.stderr
+    assert run_cli("token", "reset", token).code == 0
+
+    again = run_cli(*register_args(token, model, "--metric-value", "0.95", "--output", "json", baseline="0.9"))
+    checked = verify(run_cli, token)
+
+    assert again.code == 0, again.stderr
+    assert again.json["model_version"] == first.json["model_version"]  # reused, not a new version
+    tags = mlflow_client.get_model_version(again.json["model_name"], again.json["model_version"]).tags
+    assert (tags["hokusai.metric_value"], tags["hokusai.baseline"]) == (repr(0.95), repr(0.9))
+    assert tags["hokusai.artifact_digest"] == first.json["artifact_digest"]
+    assert checked.code == 0, checked.stdout + checked.stderr
+    assert checked.json["verified"] is True
+
+
+def test_verify_blames_the_bytes_when_the_digest_tag_was_edited_to_match(
+    run_cli, make_token, make_model, mlflow_client, tmp_path_factory, tmp_path
+):
+    import shutil
+
+    token = make_token()
+    model = make_model()
+    out = run_cli(*register_args(token, model, "--output", "json")).json
+    version = mlflow_client.get_model_version(out["model_name"], out["model_version"])
+    stored = stored_file(tmp_path_factory, version.source.rsplit("/", 1)[-1], "weights.bin")
+    stored.write_bytes(b"replaced by someone with write access to the artifact store")
+    copy = tmp_path / "replaced"
+    shutil.copytree(model, copy)
+    (copy / "weights.bin").write_bytes(stored.read_bytes())
+    mlflow_client.set_model_version_tag(out["model_name"], out["model_version"], "hokusai.artifact_digest",
+                                        _digest_of(copy))  # fmt: skip
+
+    checked = verify(run_cli, token)
+    plain = run_cli("model", "verify", "--token-id", token)
+
+    assert checked.code == 1
+    assert checked.json["error"].startswith("model bytes: ")
+    assert "model bytes changed (the version tag was edited to match)" in checked.json["error"]
+    assert "was edited:" not in checked.json["error"]  # the honest records are not blamed
+    assert_one_clear_line(plain, 1, "the version tag was edited to match")
+
+
+def test_verify_accepts_a_pruned_event_row(run_cli, make_token, make_model, mlflow_client, database):
+    from hokusai_action.db.schema import event_deliveries
+
+    token = make_token()
+    out = run_cli(*register_args(token, make_model(), "--output", "json")).json
+    with database.unit_of_work() as uow:  # the site deleted its old events
+        uow.execute(event_deliveries.delete().where(event_deliveries.c.event_id == out["event_id"]))
+        uow.execute(events.delete().where(events.c.event_id == out["event_id"]))
+        uow.commit()
+
+    pruned = verify(run_cli, token)
+    mlflow_client.set_model_version_tag(out["model_name"], out["model_version"], "hokusai.metric_value", "0.99")
+    edited = verify(run_cli, token)
+
+    assert pruned.code == 0, pruned.stdout + pruned.stderr
+    checks = {c["name"]: c for c in pruned.json["checks"]}
+    assert checks["event"] == {"name": "event", "ok": True, "detail": "event row not found (pruned)"}
+    assert not any("event data" in c["detail"] for c in pruned.json["checks"])
+    assert edited.code == 1  # the tag and the row must still agree
+    assert "hokusai.metric_value" in edited.json["error"]
+
+
+@pytest.mark.parametrize("how", ["emptied", "removed"])
+def test_verify_of_a_version_whose_stored_files_are_gone_is_a_mismatch(
+    how, run_cli, make_token, make_model, mlflow_client, tmp_path_factory
+):
+    import shutil
+
+    token = make_token()
+    out = run_cli(*register_args(token, make_model(), "--output", "json")).json
+    version = mlflow_client.get_model_version(out["model_name"], out["model_version"])
+    artifacts = stored_file(tmp_path_factory, version.source.rsplit("/", 1)[-1], "weights.bin").parent
+    if how == "emptied":
+        for child in list(artifacts.iterdir()):
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    else:
+        shutil.rmtree(artifacts)
+
+    checked = verify(run_cli, token)
+    plain = run_cli("model", "verify", "--token-id", token)
+
+    assert checked.code == 1, checked.stdout + checked.stderr
+    assert "the registered version holds no files" in checked.json["error"]
+    assert_one_clear_line(plain, 1, "the registered version holds no files")
+
+
+def test_each_registration_keeps_its_own_signature_bundles(
+    run_cli, make_token, make_model, keys, database, mlflow_client, tmp_path
+):
+    """A reset token registered again with the same bytes reuses the version (and its run): the earlier
+    registration's bundles must stay as its event recorded them."""
+    from mlflow.artifacts import download_artifacts
+
+    token = make_token()
+    model = make_model()
+    first = run_cli(*register_args(token, model, *sign_key(keys), "--output", "json"))
+    assert first.code == 0, first.stderr
+    assert run_cli("token", "reset", token).code == 0
+    second = run_cli(*register_args(token, model, *sign_key(keys), "--output", "json"))
+    assert second.code == 0, second.stderr
+
+    assert second.json["mlflow_run_id"] == first.json["mlflow_run_id"]
+    for out in (first.json, second.json):
+        recorded = event_payload(database, out["event_id"])["data"]["signature"]
+        bundles = Path(
+            download_artifacts(artifact_uri=recorded["bundle_uri"], dst_path=str(tmp_path / out["event_id"]))
+        )
+        assert hashlib.sha256((bundles / "model.sig").read_bytes()).hexdigest() == recorded["model_bundle_sha256"]
+        assert hashlib.sha256((bundles / "registration.json").read_bytes()).hexdigest() == recorded["statement_sha256"]
+        assert recorded["bundle_uri"] == f"runs:/{out['mlflow_run_id']}/hokusai/signature/{out['event_id']}"
+    checked = verify(run_cli, token, "--public-key", str(keys.public_key))
+    assert checked.code == 0, checked.stdout + checked.stderr
+    assert checked.json["signature"]["bundle_uri"].endswith(second.json["event_id"])
