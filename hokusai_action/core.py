@@ -518,9 +518,10 @@ def register(
 ) -> RegistrationResult:
     """Register ``request`` exactly once. See the module docstring for the order of steps.
 
-    The model's bytes are read once: where the digest decides the path (the token is registered
-    already, or a dry run looks the version up) they are hashed first; on a first registration they
-    are hashed while they upload, and the digest comes back with the version.
+    The model's bytes are read once: where the digest decides the path (the token is registered, was
+    registered before a reset, or a killed run left it registering; or a dry run looks the version up)
+    they are hashed first, and a version of these bytes is found before anything is sent; on a first
+    registration they are hashed while they upload, and the digest comes back with the version.
     """
     early = _start_hash(request, progress)  # beside the database's first round trips (a re-run needs it)
     try:
@@ -529,7 +530,8 @@ def register(
             signer.check()  # the key, certificate or identity: exit 2 before anything changes
         with database.unit_of_work() as uow:
             token = get_token(uow, request.token_id)
-        if token is not None and (token.model_status in DONE_STATUSES or request.dry_run):
+            hash_first = token is not None and (request.dry_run or _may_exist(uow, token))
+        if hash_first:
             request = _hashed(request, progress, early)
             early = None
     finally:
@@ -727,6 +729,17 @@ def _task(progress: ProgressReporter | None, verb: str, model: ModelFiles) -> Pr
     if progress is None:
         return None
     return progress.task(verb, total_bytes=model.total_bytes, total_files=len(model.files))
+
+
+def _may_exist(uow: UnitOfWork, token: Token) -> bool:
+    """Whether a version of these bytes may exist already, so the digest decides before any upload: the
+    token is registered, a killed run left it ``registering``, or it was reset to draft after a
+    registration (its events stay, and the version they name too). Only a first registration streams."""
+    if token.model_status in (*DONE_STATUSES, "registering"):
+        return True
+    if token.model_status != "draft":
+        return False  # refused by its state: nothing to hash for
+    return bool(token.artifact_digest) or count_events(uow, token.token_id) > 0
 
 
 def _start_hash(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from hokusai_action.errors import InputError, ModelChanged
+from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
 
 # 1 MiB reads into one reused buffer: hashlib releases the GIL and runs at its own speed (measured here:
 # 1, 4 and 8 MiB reads hash a cached 1 GiB file in the same 0.6 s), and the whole model costs one
@@ -67,6 +67,14 @@ MODEL_SWAPPED_FOR_LINK = (
 MODEL_CHANGED_WHILE_STREAMED = (
     "The model changed while it was being uploaded: {path} is not the file that was listed ({why}). "
     "No version was created."
+)
+# the store answered success before the client had read the whole file: it cannot hold all of it
+UPLOAD_INCOMPLETE = (
+    "The upload of {path} was answered as stored after {sent} of its {size} bytes were sent: the store does not "
+    "hold the file. No version was created."
+)
+UPLOAD_INCOMPLETE_HINT = (
+    "Check what sits between this run and MLflow's artifact store (a proxy answering for it), then re-run."
 )
 # not following a final link, and never waiting on a FIFO swapped in for a file
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -437,6 +445,10 @@ def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:
 STREAM_BLOCK = 1024 * 1024  # per file being sent: a few upload threads stay far below the memory bound
 
 
+class UploadStopped(Exception):
+    """The upload was stopped (SIGTERM, Ctrl-C, another file's failure): a reader gives out no more bytes."""
+
+
 class HashingReader:
     """A listed file as a read-only stream that hashes and counts every byte as it is read.
 
@@ -449,10 +461,21 @@ class HashingReader:
     is read raises ``ModelChanged`` instead of sending a body of another length. ``seek(0)`` starts
     over (a retry re-sends the file: the hash starts over with it); no other seek is possible, so a
     client can never resend a body from the middle.
+
+    Once ``stopped`` is set, the next read raises ``UploadStopped``: the client gives up the request at
+    once instead of sending the rest of a big file nobody will register.
     """
 
-    def __init__(self, handle: io.FileIO, state: FileState, shown: Path, progress: Progress | None) -> None:
+    def __init__(
+        self,
+        handle: io.FileIO,
+        state: FileState,
+        shown: Path,
+        progress: Progress | None,
+        stopped: threading.Event | None = None,
+    ) -> None:
         self._handle = handle
+        self._stopped = stopped
         self.state = state
         self._shown = shown
         self._progress = progress
@@ -470,6 +493,11 @@ class HashingReader:
     @property
     def name(self) -> str:  # some clients guess a content type from it
         return self._shown.name
+
+    @property
+    def shown(self) -> Path:
+        """The file as the user knows it (for messages)."""
+        return self._shown
 
     def readable(self) -> bool:
         return True
@@ -497,6 +525,8 @@ class HashingReader:
 
     def _fill(self) -> bool:
         """Read the next block; False at the end of the file (checked against the listed size)."""
+        if self._stopped is not None and self._stopped.is_set():
+            raise UploadStopped(str(self._shown))
         read = self._handle.readinto(self._buffer)
         if not read:
             if self._read != self.state.size:
@@ -564,6 +594,11 @@ class StreamedDigest:
         self._lock = threading.Lock()
         self._records: list[tuple[int, str] | None] = [None] * len(model.files)
         self._states: list[FileState | None] = [None] * len(model.files)
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Make every reader of this upload raise ``UploadStopped`` at its next block (any thread)."""
+        self._stopped.set()
 
     def open(self, index: int) -> HashingReader:
         """Raises ``ModelChanged`` when file ``index`` is no longer the one listed: nothing of it is read."""
@@ -573,9 +608,17 @@ class StreamedDigest:
             raise _open_error(self.model, index, exc, streaming=True) from exc
         relative = self.model.files[index]
         shown = self.model.root / relative if self.model.is_dir else self.model.root
-        return HashingReader(handle, state, shown, self._progress)
+        return HashingReader(handle, state, shown, self._progress, self._stopped)
 
     def done(self, index: int, reader: HashingReader) -> None:
+        """Record file ``index`` as stored. The client must have read all of it: a store that answered
+        before it took the whole body (a proxy answering for it) does not hold the file, and hashing
+        the rest here would give a digest of bytes never sent (``ServiceUnavailable``, exit 4)."""
+        if reader.tell() != len(reader):
+            raise ServiceUnavailable(
+                UPLOAD_INCOMPLETE.format(path=reader.shown, sent=reader.tell(), size=len(reader)),
+                hint=UPLOAD_INCOMPLETE_HINT,
+            )
         file_digest = reader.finish()
         with self._lock:
             self._records[index] = (reader.state.size, file_digest)

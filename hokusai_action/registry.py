@@ -27,7 +27,7 @@ from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
 from hokusai_action.failpoints import failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.redact import redact
-from hokusai_action.transfer_limits import HTTP_REQUEST_TIMEOUT, TransferLimits, set_default, upload_timeouts
+from hokusai_action.transfer_limits import TransferLimits, set_transfer_defaults, upload_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +90,17 @@ def model_name_for(token_id: str) -> str:
     return f"hokusai-{token_id}"
 
 
-def _configure_http_retries(timeout: float) -> None:
+def _configure_http_retries(timeout: float, limits: TransferLimits) -> None:
     """Bound MLflow's HTTP retries (read per request from the environment) unless the user set them.
 
     The per-request timeout of metadata calls is ``timeout``, at least 60 s; requests that carry model
-    bytes get a budget that grows with their size while they run (``upload_timeouts``).
+    bytes get a budget that grows with their size while they run (``upload_timeouts``). Both timeout
+    variables are set here, before other threads start, so an upload never adds or removes a key.
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
-    set_default(HTTP_REQUEST_TIMEOUT, str(int(max(timeout, 60))))
+    set_transfer_defaults(limits, timeout)
 
 
 class MlflowRegistry:
@@ -123,13 +124,13 @@ class MlflowRegistry:
         self._experiment_id: str | None = None
         # before any call: _client_retries_off() restores the variables it finds, so bounds set while
         # it is active (the first client use is inside one) would be undone when it exits
-        _configure_http_retries(timeout)
+        _configure_http_retries(timeout, self.transfer_limits)
 
     @property
     def client(self) -> Any:
         """The MLflow client, built on first use: an idempotent re-run never imports MLflow."""
         if self._client is None:
-            _configure_http_retries(self.timeout)
+            _configure_http_retries(self.timeout, self.transfer_limits)
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it prints the URI's user-info
             import mlflow
 

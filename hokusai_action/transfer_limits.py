@@ -28,6 +28,12 @@ registration stops with exit 4.
 The budget is set only while files upload (``upload_timeouts``); metadata calls keep the ordinary
 per-request bound. It is never shorter than ``HOKUSAI_MLFLOW_TIMEOUT`` (the floor the registry
 passes), and a value the user set for an MLflow variable is kept when it is longer.
+
+Both variables are set once, before other threads start (``set_transfer_defaults``, from the
+registry's constructor), and an upload only overwrites them and puts the values back: never adds or
+removes a key. Threads that run beside the upload (the Pub/Sub sink's preparation and preflight:
+google.auth, requests' proxy lookup) iterate ``os.environ``, and a key removed meanwhile is a
+``KeyError`` in them (the race of MLflow's telemetry, ``commands.route_vendor_output``).
 """
 
 from __future__ import annotations
@@ -84,6 +90,17 @@ def set_default(name: str, value: str, environ: MutableMapping[str, str] | None 
         _defaults_set[name] = value
 
 
+def set_transfer_defaults(
+    limits: TransferLimits, floor_seconds: float = 0, environ: MutableMapping[str, str] | None = None
+) -> None:
+    """The timeouts outside an upload, unless the user set them: metadata calls wait ``floor_seconds``
+    (at least 60 s); an artifact transfer outside an upload (a download, a signature) gets one full
+    GCS request's budget. Call it before other threads start: afterwards the keys always exist."""
+    set_default(HTTP_REQUEST_TIMEOUT, str(int(max(floor_seconds, 60))), environ)
+    budget = max(limits.wait_for(GCS_REQUEST_BYTES), math.ceil(floor_seconds))
+    set_default(ARTIFACT_UPLOAD_TIMEOUT, str(budget), environ)
+
+
 def _user_seconds(name: str, environ: MutableMapping[str, str]) -> int | None:
     """The user's own whole-second value of ``name``, or None (unset, ours, or not a number)."""
     value = environ.get(name)
@@ -106,9 +123,14 @@ def upload_timeouts(
     """Give MLflow's per-request timeouts the budget of an upload of files up to ``largest_file``
     bytes, at least ``floor_seconds``, while the block runs; put the previous values back after. A
     longer value the user set is kept, and so is ``-1`` (MLflow's "no timeout" for the GCS one).
-    Yields what is in force."""
+    Yields what is in force.
+
+    Only values change: a key missing on entry (a caller that skipped ``set_transfer_defaults``) is
+    given its default first, and every key is put back, never removed."""
     environ = os.environ if environ is None else environ
-    previous = {name: environ.get(name) for name in (HTTP_REQUEST_TIMEOUT, ARTIFACT_UPLOAD_TIMEOUT)}
+    if HTTP_REQUEST_TIMEOUT not in environ or ARTIFACT_UPLOAD_TIMEOUT not in environ:
+        set_transfer_defaults(limits, floor_seconds, environ)
+    previous = {name: environ[name] for name in (HTTP_REQUEST_TIMEOUT, ARTIFACT_UPLOAD_TIMEOUT)}
     in_force: dict[str, str] = {}
     for name, derived in limits.upload_environment(largest_file).items():
         budget = max(int(derived), math.ceil(floor_seconds))
@@ -119,8 +141,4 @@ def upload_timeouts(
         environ.update(in_force)
         yield in_force
     finally:
-        for name, value in previous.items():
-            if value is None:
-                environ.pop(name, None)
-            else:
-                environ[name] = value
+        environ.update(previous)

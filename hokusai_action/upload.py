@@ -26,11 +26,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hokusai_action.digest import STREAM_BLOCK, HashingReader, ModelFiles, Progress, StreamedDigest
+from hokusai_action.errors import ServiceUnavailable
 from hokusai_action.failpoints import failpoint
+from hokusai_action.redact import redact
 
 # Files sent at once: enough to keep the server's workers busy while the client prepares the next
 # request (measured on 2 cores, 2 server workers: see the README's "Where the time goes").
 UPLOAD_WORKERS = 8
+
+UPLOAD_REDIRECTED = (
+    "MLflow's artifact store answered the upload of {path} with HTTP {status}, a redirect to {location}: "
+    "the file was not stored, and nothing was registered."
+)
+UPLOAD_REDIRECTED_HINT = (
+    "A proxy in front of MLflow redirects uploads (often to a login page): give this run credentials the proxy "
+    "accepts, or set MLFLOW_TRACKING_URI to the address uploads should reach. Uploads never follow a redirect."
+)
+UPLOAD_NOT_STORED = "MLflow's artifact store answered the upload of {path} with HTTP {status}: the file was not stored."
+UPLOAD_NOT_STORED_HINT = "Check what sits between this run and MLflow (a proxy or load balancer), then re-run."
 
 
 def upload_model(
@@ -69,7 +82,10 @@ def upload_model(
     try:
         list(pool.map(send, range(count)))  # re-raises the first failure
     except BaseException:
-        # files not started yet are dropped: with MLflow gone each would wait out its own retries
+        # files not started yet are dropped: with MLflow gone each would wait out its own retries; files
+        # being sent stop at their next block (``StreamedDigest.stop``), so a SIGTERM (``SystemExit``
+        # in this thread) gives the claim back in about a second, not after the biggest file is sent
+        streamed.stop()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -108,6 +124,13 @@ class _HttpSender:
     retry policy (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``..._BACKOFF_*``, PUT retried on 408/429/5xx)
     applies, and a retried body starts over (``HashingReader.seek(0)``). Credentials MLflow resolves
     per request (Databricks SDK, AWS SigV4, auth plugins) go through ``http_request`` itself.
+
+    A redirect is never followed, whatever ``MLFLOW_ALLOW_HTTP_REDIRECTS`` says (MLflow's default is
+    to follow): ``requests`` re-sends a ``PUT`` answered 301/302/303 as a bodyless request (a ``GET``
+    for 302/303, ``requests.sessions.rebuild_method`` and ``resolve_redirects``), so the file is
+    stored nowhere while the page redirected to answers 200; a 307/308 re-sends the body, but to an
+    address MLflow did not give, without ``Authorization`` once the host differs. Only a 2xx means
+    the store has the file; anything else stops the upload (exit 4), naming the status.
     """
 
     def __init__(self, repository: Any, workers: int) -> None:
@@ -144,7 +167,12 @@ class _HttpSender:
         content_type = {"Content-Type": _guess_mime_type(name)}
         if self._per_request:
             response = http_request(
-                self._repository._host_creds, endpoint, "PUT", data=reader, extra_headers=content_type
+                self._repository._host_creds,
+                endpoint,
+                "PUT",
+                data=reader,
+                extra_headers=content_type,
+                allow_redirects=False,
             )
         else:
             response = self._session.put(
@@ -152,9 +180,24 @@ class _HttpSender:
                 data=reader,
                 headers={**self._headers, **content_type},
                 timeout=MLFLOW_HTTP_REQUEST_TIMEOUT.get(),  # read per file: it may follow the model's size
+                allow_redirects=False,
                 **self._settings,
             )
-        augmented_raise_for_status(response)
+        augmented_raise_for_status(response)  # 4xx/5xx: MLflow's error, with the server's message
+        _ensure_stored(response, posixpath.join(folder or "", name))
+
+
+def _ensure_stored(response: Any, path: str) -> None:
+    """Raise ``ServiceUnavailable`` unless ``response`` is a 2xx: a redirect or any other answer stored nothing."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if response.is_redirect or response.is_permanent_redirect:
+        location = redact(response.headers.get("Location") or "nowhere")
+        raise ServiceUnavailable(
+            UPLOAD_REDIRECTED.format(path=path, status=status, location=location), hint=UPLOAD_REDIRECTED_HINT
+        )
+    raise ServiceUnavailable(UPLOAD_NOT_STORED.format(path=path, status=status), hint=UPLOAD_NOT_STORED_HINT)
 
 
 def _headers_for(creds: Any, url: str) -> dict[str, str]:

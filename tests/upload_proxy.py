@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ARTIFACT_PUT = "/mlflow-artifacts/artifacts/"
+LOGIN_PATH = "/login"
+LOGIN_PAGE = b"<html><body><form action='/login' method='post'>Sign in</form></body></html>"
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
 SLICE = 16 * 1024
 WINDOW = 32 * 1024
@@ -34,7 +36,7 @@ WINDOW = 32 * 1024
 
 class UploadProxy:
     def __init__(self, upstream_url: str, *, mode: str, rate: int = 1024 * 1024) -> None:
-        assert mode in ("slow", "silent", "trickle")
+        assert mode in ("slow", "silent", "trickle", "login")
         parsed = http.client.urlsplit(upstream_url)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.mode = mode
@@ -57,6 +59,9 @@ class UploadProxy:
                     body = proxy.read_slowly(self.rfile, length)
                 else:
                     body = self.rfile.read(length) if length else None
+                if proxy.mode == "login" and (upload or self.path == LOGIN_PATH):
+                    self.answer_login(upload, length)
+                    return
                 if upload and proxy.mode == "silent":
                     proxy.uploads.append((self.path, length, None))
                     proxy.closing.wait()
@@ -74,6 +79,20 @@ class UploadProxy:
                 self.wfile.write(payload)
                 if upload:
                     proxy.uploads.append((self.path, length, time.monotonic() - started))
+
+            def answer_login(self, upload: bool, length: int) -> None:
+                if upload:
+                    proxy.uploads.append((self.path, length, None))  # taken in, stored nowhere
+                    self.send_response(302)
+                    self.send_header("Location", proxy.url + LOGIN_PATH)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(LOGIN_PAGE)))
+                self.end_headers()
+                self.wfile.write(LOGIN_PAGE)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
 

@@ -73,6 +73,27 @@ def test_reset_then_the_same_bytes_reuse_the_version_with_a_new_event(
     assert [d["event_id"] for d in shown.json["event_deliveries"]] == [again.json["event_id"]]
 
 
+def test_reset_then_the_same_bytes_upload_nothing(run_cli, make_token, make_model, mlflow_client):
+    """The token has had a registration (its events stay): its bytes are hashed first and the version they
+    already are is found before anything is sent (DESIGN.md: a re-run uploads nothing)."""
+    from tests.e2e.test_streamed_upload import logged_models
+
+    token = make_token()
+    model = make_model()
+    first = run_cli(*register_args(token, model, "--output", "json"))
+    assert first.code == 0, first.stderr
+    assert first.json["upload"]["bytes"] > 0
+    uploads = logged_models(mlflow_client, token)
+    assert run_cli("token", "reset", token).code == 0
+
+    again = run_cli(*register_args(token, model, "--output", "json"))
+
+    assert again.code == 0, again.stderr
+    assert again.json["model_version"] == "1"
+    assert again.json.get("upload", {"bytes": 0})["bytes"] == 0  # nothing sent
+    assert logged_models(mlflow_client, token) == uploads  # no second copy, not even one marked FAILED
+
+
 def test_reset_then_other_bytes_make_a_new_version(run_cli, make_token, make_model, database, mlflow_client):
     token = make_token()
     first = run_cli(*register_args(token, make_model(), "--output", "json"))

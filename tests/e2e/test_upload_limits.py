@@ -1,7 +1,8 @@
 """Upload timeouts follow the model's size (issue 9): a slow but steady upload that takes longer than
 the per-request timeout succeeds, and a server that goes silent is given up within a bound computed
-from the settings, with exit 4. Against the real MLflow server, through a loopback proxy
-(tests/upload_proxy.py) that makes only the artifact uploads slow or silent."""
+from the settings, with exit 4; a SIGTERM mid-upload gives the claim back without sending the rest.
+Against the real MLflow server, through a loopback proxy (tests/upload_proxy.py) that makes only the
+artifact uploads slow or silent."""
 
 from __future__ import annotations
 
@@ -113,3 +114,32 @@ def test_a_server_that_goes_silent_fails_within_the_bound_with_exit_4(
     after = snapshot(token)
     assert after.versions == before.versions == ()
     assert after.token["model_status"] == "draft"  # the claim was given back: a re-run can go on
+
+
+def test_sigterm_mid_upload_gives_the_claim_back_without_sending_the_rest(
+    run_cli, make_token, make_model, proxy_for, snapshot
+):
+    """`docker stop` waits 10 s before SIGKILL: the claim must be given back well before the biggest file
+    would have been sent. The small file reaches the store, the failpoint sends SIGTERM while the big
+    one trickles at 1 MiB/s (24 s in full); the big one stops at its next block."""
+    proxy = proxy_for("trickle", rate=MIB)
+    token = make_token()
+    big = 24 * MIB
+    model = make_model(files={"a-small.bin": os.urandom(1024), "weights.bin": os.urandom(big)}, metrics=False)
+    before = snapshot(token)
+
+    started = time.monotonic()
+    result = run_cli(
+        *register_args(token, model, "--metric-value", "0.91"),
+        env={"MLFLOW_TRACKING_URI": proxy.url, "HOKUSAI_FAILPOINT": "mid_upload:term"},
+    )
+    elapsed = time.monotonic() - started
+
+    assert result.code == 143, (result.code, result.stderr)  # 128 + SIGTERM, as the CLI's handler exits
+    assert "Traceback" not in result.output
+    # start-up and the small file take a few seconds; sending the big file in full would take 24 more
+    assert elapsed < 15, elapsed
+    after = snapshot(token)
+    assert after.versions == before.versions == ()
+    assert after.token["model_status"] == "draft"  # the claim was given back
+    assert after.token["claim_owner"] is None

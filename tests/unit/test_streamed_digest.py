@@ -210,3 +210,29 @@ def test_a_background_hash_raises_in_the_caller(tmp_path: Path) -> None:
     (root / "w.bin").symlink_to(tmp_path / "aside")
     with pytest.raises(ModelChanged):
         BackgroundHash(model).result()
+
+
+def test_a_file_answered_as_stored_before_it_was_all_sent_is_refused(tmp_path: Path) -> None:
+    """A proxy that answers for the store before taking the whole body: the rest is never hashed as sent."""
+    from hokusai_action.errors import ServiceUnavailable
+
+    streamed = StreamedDigest(scan_model(write_tree(tmp_path / "m", {"weights.bin": os.urandom(3 * STREAM_BLOCK)})))
+    with streamed.open(0) as reader:
+        reader.read(STREAM_BLOCK)  # the client stopped here: the answer came first
+        with pytest.raises(ServiceUnavailable) as raised:
+            streamed.done(0, reader)
+    assert raised.value.exit_code == 4
+    assert f"after {STREAM_BLOCK} of its {3 * STREAM_BLOCK} bytes" in str(raised.value)
+    with pytest.raises(AssertionError):  # never recorded: no digest for this model
+        streamed.finish()
+
+
+def test_a_stopped_upload_gives_out_no_more_bytes(tmp_path: Path) -> None:
+    from hokusai_action.digest import UploadStopped
+
+    streamed = StreamedDigest(scan_model(write_tree(tmp_path / "m", {"weights.bin": os.urandom(3 * STREAM_BLOCK)})))
+    with streamed.open(0) as reader:
+        assert len(reader.read(STREAM_BLOCK)) == STREAM_BLOCK
+        streamed.stop()  # SIGTERM in the main thread, while this one sends
+        with pytest.raises(UploadStopped):
+            reader.read(STREAM_BLOCK)

@@ -61,11 +61,53 @@ def test_upload_timeouts_apply_while_uploading_and_put_back_what_was_there():
     with upload_timeouts(TransferLimits(), 20 * GB, environ) as in_force:
         assert environ[HTTP_REQUEST_TIMEOUT] == in_force[HTTP_REQUEST_TIMEOUT] == "1968"
         assert environ[ARTIFACT_UPLOAD_TIMEOUT] == "70"
-    assert environ == {"OTHER": "x", HTTP_REQUEST_TIMEOUT: "60"}
+    outside = {"OTHER": "x", HTTP_REQUEST_TIMEOUT: "60", ARTIFACT_UPLOAD_TIMEOUT: "70"}  # the default: 60 + 10
+    assert environ == outside
 
     with pytest.raises(OSError), upload_timeouts(TransferLimits(), GB, environ):
         raise OSError("the upload failed")
-    assert environ == {"OTHER": "x", HTTP_REQUEST_TIMEOUT: "60"}
+    assert environ == outside
+
+
+class NoRemoval(dict):
+    """An environment whose keys must never go: other threads iterate ``os.environ`` while files upload
+    (google.auth, requests' proxy lookup), and a key removed meanwhile is a KeyError in them."""
+
+    def __delitem__(self, key: str) -> None:
+        raise AssertionError(f"{key} removed")
+
+    def pop(self, key: str, *default: str) -> str:
+        raise AssertionError(f"{key} removed")
+
+    def popitem(self) -> tuple[str, str]:
+        raise AssertionError("a key removed")
+
+    def clear(self) -> None:
+        raise AssertionError("every key removed")
+
+
+@pytest.mark.parametrize("start", [{}, {HTTP_REQUEST_TIMEOUT: "60"}, {ARTIFACT_UPLOAD_TIMEOUT: "-1"}])
+def test_upload_timeouts_never_remove_a_key(start):
+    environ = NoRemoval(start)
+    for _ in range(2):
+        with upload_timeouts(TransferLimits(), 20 * GB, environ):
+            assert {HTTP_REQUEST_TIMEOUT, ARTIFACT_UPLOAD_TIMEOUT} <= environ.keys()
+        assert {HTTP_REQUEST_TIMEOUT, ARTIFACT_UPLOAD_TIMEOUT} <= environ.keys()
+    assert {name: environ[name] for name in start} == start  # the user's values are back
+
+
+def test_the_registry_sets_both_timeouts_before_any_upload(monkeypatch):
+    """Set once, before the Pub/Sub and preflight threads start: no upload ever adds or removes them."""
+    from hokusai_action.registry import MlflowRegistry
+
+    for name in (HTTP_REQUEST_TIMEOUT, ARTIFACT_UPLOAD_TIMEOUT):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(name, raising=False)  # the registry sets them: put them back after the test
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", raising=False)
+    MlflowRegistry("http://127.0.0.1:9", experiment="x", timeout=10, transfer_limits=TransferLimits(stall_seconds=5))
+    assert os.environ[HTTP_REQUEST_TIMEOUT] == "60"
+    assert os.environ[ARTIFACT_UPLOAD_TIMEOUT] == "15"  # one full GCS request: 5 + 100 MiB / 10 MiB/s
 
 
 def test_a_users_longer_timeout_is_kept_and_a_shorter_one_is_raised_for_uploads():
@@ -101,6 +143,7 @@ def test_the_registry_sizes_the_budget_by_the_largest_file(tmp_path, monkeypatch
     for name in (HTTP_REQUEST_TIMEOUT, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         monkeypatch.delenv(name, raising=False)  # the registry sets them: put them back after the test
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", raising=False)
+    monkeypatch.delenv(ARTIFACT_UPLOAD_TIMEOUT, raising=False)
     model = tmp_path / "model"
     model.mkdir()
     (model / "small.bin").write_bytes(os.urandom(1024))
