@@ -18,6 +18,7 @@ from werkzeug import Request, Response
 
 from hokusai_action.db import outbox
 from hokusai_action.db.schema import event_deliveries, events
+from hokusai_action.db.store import as_utc, utcnow
 from hokusai_action.events.model import CloudEventRecord
 from tests.canaries import CANARIES
 from tests.helpers import CLI_PYTHON, register_args
@@ -342,6 +343,14 @@ def test_two_relays_at_once_deliver_each_event_once(
         event_ids.append(result.json["event_id"])
     httpserver.clear()
     slow = Receiver(httpserver, delay=0.5)  # slow enough that the two relays overlap
+    # a relay over all events honours each delivery's backoff: wait until the last failure's is over, so
+    # both relays see all three (a fast registration can end inside its own first backoff)
+    with database.unit_of_work() as uow:
+        latest = uow.execute(
+            sa.select(sa.func.max(event_deliveries.c.next_attempt_at)).where(event_deliveries.c.event_id.in_(event_ids))
+        ).scalar()
+    if latest is not None:
+        time.sleep(max(0.0, (as_utc(latest) - utcnow()).total_seconds()) + 0.2)
 
     relay_cmd = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--output", "json"]
     relay_env = {**cli_env, **env, "HOKUSAI_WEBHOOK_TIMEOUT": "10"}  # slower than the receiver: no retries
