@@ -34,3 +34,13 @@ def assert_one_clear_line(result, code: int, *fragments: str) -> str:
         assert fragment in error_lines[0], error_lines[0]
     assert result.stdout == ""
     return error_lines[0]
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (relative POSIX path -> bytes) under ``root``; return ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for relative, content in files.items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return root

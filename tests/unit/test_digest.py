@@ -17,19 +17,11 @@ from hypothesis import strategies as st
 from hokusai_action.digest import inspect_model
 from hokusai_action.errors import InputError, ModelChanged
 from hokusai_action.events.model import CloudEventRecord, event_id_for
+from tests.helpers import write_tree
 
 pytestmark = [pytest.mark.unit]
 
 DIGEST_FORM = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for relative, content in files.items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-    return root
 
 
 def digest_of(root: Path, files: dict[str, bytes]) -> str:

@@ -18,17 +18,9 @@ from hypothesis import strategies as st
 
 from hokusai_action.digest import STREAM_BLOCK, StreamedDigest, hash_model, inspect_model, scan_model
 from hokusai_action.errors import ModelChanged
+from tests.helpers import write_tree
 
 pytestmark = [pytest.mark.unit]
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for relative, content in files.items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-    return root
 
 
 def stream(path: Path, *, piece: int | None = 16384, workers: int = 4, shuffle: bool = True) -> str:
