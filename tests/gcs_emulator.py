@@ -16,14 +16,10 @@ The filesystem backend keeps object bytes on disk (a 300 MB upload does not sit 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.pubsub_emulator import _die_with_parent, free_port, group_members
+from tests.pubsub_emulator import _die_with_parent, free_port, stop_process_group, wait_until_answering
 
 START_TIMEOUT_SECONDS = 30.0  # a Go binary: it usually answers in well under a second
 STOP_TIMEOUT_SECONDS = 10.0
@@ -39,7 +35,6 @@ SKIP_PREFIX = "fake-gcs-server unavailable, GCS tests skipped"
 BUCKET = "hokusai-artifacts"
 PROJECT = "hokusai-test"
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 # Written by the session fixture, printed in pytest's terminal summary.
@@ -127,41 +122,17 @@ class GcsEmulator:
         process, self._process = self._process, None
         if process is None:
             return
-        pgid = process.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while (survivors := group_members(pgid)) and time.monotonic() < deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            time.sleep(0.1)
-        if survivors:
-            raise RuntimeError(f"fake-gcs-server processes survived stop(): {survivors}")
+        stop_process_group(process, name="fake-gcs-server", timeout=STOP_TIMEOUT_SECONDS)
 
     def _wait_until_answering(self, *, deadline: float) -> None:
-        url = f"{self.url}/storage/v1/b"
-        while True:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"fake-gcs-server exited with code {self._process.returncode} while starting; "
-                    f"log: {self.log_path}\n{self.log_path.read_text(errors='replace')[-2000:]}"
-                )
-            try:
-                with _NO_PROXY.open(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"fake-gcs-server did not answer on {url} within {START_TIMEOUT_SECONDS:g} s")
-            time.sleep(0.05)
+        assert self._process is not None
+        wait_until_answering(
+            self._process,
+            f"{self.url}/storage/v1/b",
+            name="fake-gcs-server",
+            deadline=deadline,
+            log=lambda: f"log: {self.log_path}\n{self.log_path.read_text(errors='replace')[-2000:]}",
+        )
 
     # -- the bucket, through Google's own client ---------------------------------------------------
 

@@ -150,6 +150,45 @@ def group_members(pgid: int) -> list[str]:
     return members
 
 
+def stop_process_group(process: subprocess.Popen[Any], *, name: str, timeout: float) -> None:
+    """Stop ``process`` (started with ``start_new_session``) and its whole group; raise if any survives."""
+    pgid = process.pid  # start_new_session: the leader's pid is the group id
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+    # The leader is reaped; children of the group (there should be none) must be gone too.
+    deadline = time.monotonic() + timeout
+    while (survivors := group_members(pgid)) and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        time.sleep(0.1)
+    if survivors:
+        raise RuntimeError(f"{name} processes survived stop(): {survivors}")
+
+
+def wait_until_answering(
+    process: subprocess.Popen[Any], url: str, *, name: str, deadline: float, log: Callable[[], str]
+) -> None:
+    """Poll ``url`` (no proxy) until it answers 200; raise, with the log, if ``process`` exits or time runs out."""
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode} while starting; {log()}")
+        try:
+            with _NO_PROXY.open(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not answer on {url} in time; {log()}")
+        time.sleep(0.05)
+
+
 @dataclass
 class PubSubEmulator:
     """One emulator process on ``host`` (``127.0.0.1:<port>``); restartable on the same port."""
@@ -218,23 +257,7 @@ class PubSubEmulator:
         process, self._process = self._process, None
         if process is None:
             return
-        pgid = process.pid  # start_new_session: the leader's pid is the group id
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        # The leader is reaped; children of the group (there should be none) must be gone too.
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while (survivors := group_members(pgid)) and time.monotonic() < deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            time.sleep(0.1)
-        if survivors:
-            raise RuntimeError(f"Pub/Sub emulator processes survived stop(): {survivors}")
+        stop_process_group(process, name="Pub/Sub emulator", timeout=STOP_TIMEOUT_SECONDS)
 
     @contextlib.contextmanager
     def down(self) -> Iterator[None]:
@@ -246,26 +269,14 @@ class PubSubEmulator:
             self.start()
 
     def _wait_until_answering(self, *, deadline: float) -> None:
-        url = f"http://{self.host}/"
-        while True:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"the Pub/Sub emulator exited with code {self._process.returncode} while starting; "
-                    f"log: {self.log_path}\n{self._log_tail()}"
-                )
-            try:
-                with _NO_PROXY.open(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the Pub/Sub emulator did not answer on {url} within {START_TIMEOUT_SECONDS:g} s; "
-                    f"log: {self.log_path}\n{self._log_tail()}"
-                )
-            time.sleep(0.1)
+        assert self._process is not None
+        wait_until_answering(
+            self._process,
+            f"http://{self.host}/",
+            name="the Pub/Sub emulator",
+            deadline=deadline,
+            log=lambda: f"log: {self.log_path}\n{self._log_tail()}",
+        )
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
