@@ -277,10 +277,13 @@ def consume_pubsub(consumer: Consumer, subscription: str, *, max_idle: float | N
     last_message = time.monotonic()
     try:
         while not stop.is_set():
+            wait = PULL_TIMEOUT_SECONDS
+            if max_idle is not None:  # a pull with nothing to return waits out its timeout: not past max_idle
+                wait = max(0.5, min(wait, max_idle - (time.monotonic() - last_message)))
             try:
                 response = subscriber.pull(
                     request={"subscription": subscription, "max_messages": 10},
-                    timeout=PULL_TIMEOUT_SECONDS,
+                    timeout=wait,
                     retry=None,
                 )
                 received = list(response.received_messages)
