@@ -38,7 +38,6 @@ import os
 import signal
 import threading
 import time
-from typing import Any
 
 ENV = "HOKUSAI_FAILPOINT"
 ACTIONS = ("kill", "term", "sleep")
@@ -92,30 +91,3 @@ def failpoint(name: str, detail: str | None = None) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
     else:
         time.sleep(seconds)
-
-
-def after_each_call(target: Any, method: str, name: str) -> Any:
-    """``target`` itself, or (when ``name`` is armed) a stand-in whose ``method`` hits ``name`` after each call.
-
-    For a phase inside a call the code does not own (each file of an upload pool), without touching it.
-    """
-    if _ARMED is None or _ARMED[0].partition(".")[0] != name:
-        return target
-    return _AfterEachCall(target, method, name)
-
-
-class _AfterEachCall:
-    def __init__(self, target: Any, method: str, name: str) -> None:
-        self._target, self._method, self._name = target, method, name
-
-    def __getattr__(self, attribute: str) -> Any:
-        value = getattr(self._target, attribute)
-        if attribute != self._method:
-            return value
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = value(*args, **kwargs)
-            failpoint(self._name)
-            return result
-
-        return call
