@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.server
 import os
 import shutil
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -260,6 +262,30 @@ def bench_events(env: dict[str, str], work: Path, runs: int) -> list[float] | No
         emulator.stop()
 
 
+@contextlib.contextmanager
+def bench_services() -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh site database and an MLflow server (PostgreSQL backend) in a temporary folder: the folder
+    and the environment a user would set for them, this checkout first on ``PYTHONPATH``."""
+    database_url = create_database("hokusai_bench")
+    mlflow_backend = create_database("hokusai_bench_mlflow")
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp:
+        work = Path(tmp)
+        server = start_mlflow_server(work, mlflow_backend)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
+        env.update(
+            MLFLOW_TRACKING_URI=server.url,
+            HOKUSAI_DATABASE_URL=database_url,
+            HOKUSAI_HOME=str(work / ".hokusai"),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        )
+        try:
+            yield work, env
+        finally:
+            server.stop()
+            drop_database(database_url)
+            drop_database(mlflow_backend)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -277,24 +303,11 @@ def main() -> None:
     if args.shape:
         shapes = list(SHAPES) if "all" in args.shape else list(dict.fromkeys(args.shape))
         return main_shapes(python, shapes, args.runs)
-    database_url = create_database("hokusai_bench")
-    mlflow_backend = create_database("hokusai_bench_mlflow")
-    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp:
-        work = Path(tmp)
-        server = start_mlflow_server(work, mlflow_backend)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
-        env.update(
-            MLFLOW_TRACKING_URI=server.url, HOKUSAI_DATABASE_URL=database_url, HOKUSAI_HOME=str(work / ".hokusai")
-        )
-        try:
-            print(f"registration: {args.size_mb} MB in {args.files} files, {args.runs} pairs", flush=True)
-            ratios, ours, bare, reruns = bench_registration(python, env, work, args.runs, args.size_mb, args.files)
-            help_time = bench_help(python, env, work)
-            added = None if args.skip_events else bench_events(env, work, args.event_runs)
-        finally:
-            server.stop()
-            drop_database(database_url)
-            drop_database(mlflow_backend)
+    with bench_services() as (work, env):
+        print(f"registration: {args.size_mb} MB in {args.files} files, {args.runs} pairs", flush=True)
+        ratios, ours, bare, reruns = bench_registration(python, env, work, args.runs, args.size_mb, args.files)
+        help_time = bench_help(python, env, work)
+        added = None if args.skip_events else bench_events(env, work, args.event_runs)
 
     print("\nresults")
     print(
@@ -311,24 +324,8 @@ def main() -> None:
 
 
 def main_shapes(python: Path, shapes: list[str], runs: int) -> None:
-    database_url = create_database("hokusai_bench")
-    mlflow_backend = create_database("hokusai_bench_mlflow")
-    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp:
-        work = Path(tmp)
-        server = start_mlflow_server(work, mlflow_backend)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
-        env.update(
-            MLFLOW_TRACKING_URI=server.url,
-            HOKUSAI_DATABASE_URL=database_url,
-            HOKUSAI_HOME=str(work / ".hokusai"),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-        )
-        try:
-            rows = bench_shapes(python, env, work, shapes, runs)
-        finally:
-            server.stop()
-            drop_database(database_url)
-            drop_database(mlflow_backend)
+    with bench_services() as (work, env):
+        rows = bench_shapes(python, env, work, shapes, runs)
     print("\n| shape | bare script | model register | ratio | re-run | peak RSS (ours) |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
