@@ -299,7 +299,7 @@ def main() -> None:
     parser.add_argument("--python", type=Path, help="interpreter for the CLI and the bare script (default .bench-venv)")
     args = parser.parse_args()
 
-    python = args.python or production_venv()
+    python = args.python.absolute() if args.python else production_venv()
     if args.shape:
         shapes = list(SHAPES) if "all" in args.shape else list(dict.fromkeys(args.shape))
         return main_shapes(python, shapes, args.runs)

@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--python", type=Path, help="interpreter with the runtime dependencies only")
     args = parser.parse_args()
 
-    python = args.python or production_venv()
+    python = args.python.absolute() if args.python else production_venv()
     database_url = create_database("hokusai_bench")
     backends = {name: create_database("hokusai_bench_mlflow") for name in TOPOLOGIES}
     results = {}
