@@ -7,6 +7,7 @@ would have. The `events relay` / `events retry` command lines are covered in tes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -462,6 +464,42 @@ def listening_connections(database_url: str) -> int:
         engine.dispose()
 
 
+@dataclass
+class FollowRun:
+    """A `--follow` relay on a fresh PostgreSQL site database, after its first delivery."""
+
+    url: str
+    database: Database
+    receiver: TimedReceiver
+    first: list[str]
+    relay: subprocess.Popen[str]
+    err: str = ""  # the relay's stderr, once the block has stopped it
+
+
+@contextlib.contextmanager
+def follow_relay_on_postgresql(httpserver, tmp_path: Path, name: str, *, interval: float) -> Iterator[FollowRun]:
+    """Create the database, commit one event, start the relay and wait for that delivery; stop the relay
+    and drop the database however the block ends (``run.err`` then holds the relay's stderr)."""
+    url = create_database(name)
+    database = Database(url, timeout=10)
+    relay = run = None
+    try:
+        database.upgrade()
+        receiver = TimedReceiver(httpserver)
+        first = commit_events(database, 1)
+        relay = start_follow_relay(url, receiver.url, tmp_path, interval=interval)
+        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")
+        run = FollowRun(url, database, receiver, first, relay)
+        yield run
+    finally:
+        if relay is not None:
+            _, err = stop(relay)
+            if run is not None:
+                run.err = err
+        database.dispose()
+        drop_database(url)
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_follow_on_postgresql_is_woken_by_the_commits_notify(httpserver, tmp_path):
@@ -469,31 +507,18 @@ def test_follow_on_postgresql_is_woken_by_the_commits_notify(httpserver, tmp_pat
     arrives within a second. Polling could not do that: its backoff is then in a 6.4 s wait (0.1 s
     doubling from the last delivery), and the --interval is 60 s."""
 
-    url = create_database("hokusai_listen")
-    database = Database(url, timeout=10)
-    relay = None
-    try:
-        database.upgrade()
-        receiver = TimedReceiver(httpserver)
-        first = commit_events(database, 1)
-        relay = start_follow_relay(url, receiver.url, tmp_path, interval=60)
-        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")  # the relay is up
-        assert listening_connections(url) == 1
+    with follow_relay_on_postgresql(httpserver, tmp_path, "hokusai_listen", interval=60) as run:  # the relay is up
+        assert listening_connections(run.url) == 1
         latencies = []
         for idle in (7.0, 1.0):
             time.sleep(idle)
             committed = time.monotonic()
-            (event_id,) = commit_events(database, 1)
-            wait_until(lambda event_id=event_id: event_id in receiver.arrived, timeout=90, what="the wake-up")
-            latencies.append(receiver.arrived[event_id] - committed)
-    finally:
-        if relay is not None:
-            _, err = stop(relay)
-        database.dispose()
-        drop_database(url)
-    assert relay.returncode == 0, err
+            (event_id,) = commit_events(run.database, 1)
+            wait_until(lambda event_id=event_id: event_id in run.receiver.arrived, timeout=90, what="the wake-up")
+            latencies.append(run.receiver.arrived[event_id] - committed)
+    assert run.relay.returncode == 0, run.err
     assert max(latencies) < 2.0, latencies
-    assert all(count == 1 for count in posted_ids(receiver).values())
+    assert all(count == 1 for count in posted_ids(run.receiver).values())
 
 
 class WithoutNotify:
@@ -514,31 +539,18 @@ def test_follow_on_postgresql_still_finds_an_event_no_notify_announced(httpserve
     """The events table is the truth: a listening relay passes over it every --interval (1 s here),
     so an event whose NOTIFY it never got is delivered all the same."""
 
-    url = create_database("hokusai_missed")
-    database = Database(url, timeout=10)
-    relay = None
-    try:
-        database.upgrade()
-        receiver = TimedReceiver(httpserver)
-        first = commit_events(database, 1)
-        relay = start_follow_relay(url, receiver.url, tmp_path, interval=1)
-        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")
-        assert listening_connections(url) == 1
-        with database.unit_of_work() as uow:
+    with follow_relay_on_postgresql(httpserver, tmp_path, "hokusai_missed", interval=1) as run:
+        assert listening_connections(run.url) == 1
+        with run.database.unit_of_work() as uow:
             insert_token(uow, "SILENT")
             event = CloudEventRecord(id=str(uuid.uuid4()), source="t", time="2026-01-01T00:00:00Z", subject="SILENT")
             outbox.add_event(WithoutNotify(uow), event, token_id="SILENT", sinks=("webhook", "database"))
             uow.commit()
         committed = time.monotonic()
-        wait_until(lambda: event.id in receiver.arrived, timeout=30, what="the safety poll")
-    finally:
-        if relay is not None:
-            _, err = stop(relay)
-        database.dispose()
-        drop_database(url)
-    assert relay.returncode == 0, err
-    assert receiver.arrived[event.id] - committed < 5.0
-    assert posted_ids(receiver) == Counter([*first, event.id])
+        wait_until(lambda: event.id in run.receiver.arrived, timeout=30, what="the safety poll")
+    assert run.relay.returncode == 0, run.err
+    assert run.receiver.arrived[event.id] - committed < 5.0
+    assert posted_ids(run.receiver) == Counter([*run.first, event.id])
 
 
 @pytest.mark.e2e
@@ -547,40 +559,29 @@ def test_follow_listens_again_after_its_listen_connection_is_killed(httpserver, 
     """An administrator (or a failover) ends the LISTEN connection: the relay notices, passes over the
     table, LISTENs again, and is woken by the next commit as before."""
 
-    url = create_database("hokusai_relisten")
-    database = Database(url, timeout=10)
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    relay = None
-    try:
-        database.upgrade()
-        receiver = TimedReceiver(httpserver)
-        first = commit_events(database, 1)
-        relay = start_follow_relay(url, receiver.url, tmp_path, interval=60)
-        wait_until(lambda: posted_ids(receiver) == Counter(first), what="the first delivery")
-        with admin.connect() as connection:
-            killed = connection.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND query = :listen"
-                ),
-                {"listen": f"LISTEN {outbox.NOTIFY_CHANNEL}"},
-            ).all()
+    with follow_relay_on_postgresql(httpserver, tmp_path, "hokusai_relisten", interval=60) as run:
+        admin = sa.create_engine(run.url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                killed = connection.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND query = :listen"
+                    ),
+                    {"listen": f"LISTEN {outbox.NOTIFY_CHANNEL}"},
+                ).all()
+        finally:
+            admin.dispose()  # before the database is dropped
         assert len(killed) == 1
-        wait_until(lambda: listening_connections(url) == 1, timeout=30, what="a new LISTEN")
+        wait_until(lambda: listening_connections(run.url) == 1, timeout=30, what="a new LISTEN")
         time.sleep(7.0)  # idle: only a NOTIFY can wake it within the 60 s --interval now
         committed = time.monotonic()
-        (event_id,) = commit_events(database, 1)
-        wait_until(lambda: event_id in receiver.arrived, timeout=90, what="the wake-up")
-    finally:
-        if relay is not None:
-            _, err = stop(relay)
-        admin.dispose()
-        database.dispose()
-        drop_database(url)
-    assert relay.returncode == 0, err
-    assert receiver.arrived[event_id] - committed < 2.0
-    assert "the LISTEN connection dropped" in err and "Traceback" not in err
-    assert posted_ids(receiver) == Counter([*first, event_id])
+        (event_id,) = commit_events(run.database, 1)
+        wait_until(lambda: event_id in run.receiver.arrived, timeout=90, what="the wake-up")
+    assert run.relay.returncode == 0, run.err
+    assert run.receiver.arrived[event_id] - committed < 2.0
+    assert "the LISTEN connection dropped" in run.err and "Traceback" not in run.err
+    assert posted_ids(run.receiver) == Counter([*run.first, event_id])
 
 
 @pytest.mark.e2e
