@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STALL = 2  # HOKUSAI_UPLOAD_STALL_TIMEOUT in these tests: two seconds of silence is an outage
 MAX_RETRIES = 3  # MLflow's retries of a request that timed out (the registry's default bound)
-BACKOFF_FACTOR = 1.0
+# MLflow's own backoff setting, a whole number (the registry keeps a value the user set): the silent-server
+# test sets 0 instead of the registry's 1, so its retries wait only the jitter (the registry's 0.5 s)
+BACKOFF_FACTOR = 0
 BACKOFF_JITTER = 0.5
 
 
@@ -64,24 +66,24 @@ def test_a_slow_steady_upload_longer_than_the_request_timeout_succeeds(
 
 def test_a_steady_transfer_is_never_cut_by_its_budget(run_cli, make_token, make_model, proxy_for):
     """The premise of the budget: MLflow's timeout bounds silence between bytes, not the transfer.
-    12 MiB trickling at 1.5 MiB/s take 8 s against a budget of 4 s (3 + 12 MiB / 16 MiB/s), in one
+    6 MiB trickling at 1.5 MiB/s take 4 s against a budget of 3 s (2 + 6 MiB / 16 MiB/s), in one
     attempt. (This holds on every version of the tool: it checks MLflow and requests, as relied on.)"""
     proxy = proxy_for("trickle", rate=3 * MIB // 2)
     token = make_token()
-    model = make_model(files={"weights.bin": os.urandom(12 * MIB)}, metrics=False)
-    budget = TransferLimits(stall_seconds=3, min_rate_mib_s=16).wait_for(12 * MIB)
+    model = make_model(files={"weights.bin": os.urandom(6 * MIB)}, metrics=False)
+    budget = TransferLimits(stall_seconds=STALL, min_rate_mib_s=16).wait_for(6 * MIB)
     env = {
         "MLFLOW_TRACKING_URI": proxy.url,
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
-        "HOKUSAI_MLFLOW_TIMEOUT": "3",
-        "HOKUSAI_UPLOAD_STALL_TIMEOUT": "3",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(STALL),
+        "HOKUSAI_MLFLOW_TIMEOUT": str(STALL),
+        "HOKUSAI_UPLOAD_STALL_TIMEOUT": str(STALL),
         "HOKUSAI_UPLOAD_MIN_RATE": "16",
     }
     result = run_cli(*register_args(token, model, "--metric-value", "0.91"), env=env)
 
     assert result.code == 0, result.stderr
     [(_, size, seconds)] = proxy.uploads
-    assert size == 12 * MIB and seconds is not None and seconds > budget == 4
+    assert size == 6 * MIB and seconds is not None and seconds > budget == 3
 
 
 def test_a_server_that_goes_silent_fails_within_the_bound_with_exit_4(
@@ -93,11 +95,13 @@ def test_a_server_that_goes_silent_fails_within_the_bound_with_exit_4(
     env = {
         "MLFLOW_TRACKING_URI": proxy.url,
         "HOKUSAI_MLFLOW_TIMEOUT": str(STALL),  # the budget's floor
-        "HOKUSAI_UPLOAD_STALL_TIMEOUT": str(STALL),
+        "HOKUSAI_UPLOAD_STALL_TIMEOUT": "1",
         "HOKUSAI_UPLOAD_MIN_RATE": "8",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(BACKOFF_FACTOR),
     }
-    budget = TransferLimits(stall_seconds=STALL, min_rate_mib_s=8).wait_for(MIB)  # 3 s per attempt
-    # each attempt waits out the budget; urllib3 sleeps 0, 2, 4 s (+ jitter) between the retries
+    derived = TransferLimits(stall_seconds=1, min_rate_mib_s=8).wait_for(MIB)  # ceil(1 + 1/8) = 2 s
+    budget = max(derived, STALL)  # 2 s per attempt, the floor's too
+    # each attempt waits out the budget; urllib3 sleeps 0, then up to the jitter, between the retries
     backoff = sum(BACKOFF_FACTOR * 2**n for n in range(1, MAX_RETRIES)) + MAX_RETRIES * BACKOFF_JITTER
     bound = (MAX_RETRIES + 1) * budget + backoff
     before = snapshot(token)
