@@ -119,13 +119,17 @@ def test_mlflow_killed_mid_upload_and_restarted(
         **sink_env(webhook=webhook),
         "MLFLOW_TRACKING_URI": own_mlflow.url,
         "HOKUSAI_MLFLOW_TIMEOUT": "10",
+        # MLflow's own backoff setting (a whole number), 0 instead of the registry's 1: each call's three
+        # retries against the dead server wait only the jitter (up to 0.5 s), not 2 + 4 s; same retries
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
     }
     digest = digest_of(model)
     others = other_tokens_state(database, token)
 
-    # each upload worker pauses after its first file; meanwhile the server dies, so the rest fail
+    # each upload worker pauses after its first file; meanwhile the server dies (SIGKILL takes well
+    # under a second), so the rest fail
     first = run_to_failpoint(
-        register_cmd(token, model), env=env, cwd=tmp_path, failpoint="mid_upload:sleep:4", at_failpoint=own_mlflow.kill
+        register_cmd(token, model), env=env, cwd=tmp_path, failpoint="mid_upload:sleep:2", at_failpoint=own_mlflow.kill
     )
     assert first.reached, first.stderr
     assert first.code == 4, first.stderr
@@ -236,8 +240,12 @@ def test_pubsub_emulator_killed_after_a_publish_and_restarted(
         assert first.reached, first.stderr
         assert first.code == 0, first.stderr
         assert probe.ids_for(first_token) == [first.json["event_id"]]
-        # the next registration cannot publish: registered, its event pending (exit 5)
-        second = run_cli(*register_args(second_token, second_model, "--output", "json"), env=envs[second_token])
+        # the next registration cannot publish: registered, its event pending (exit 5); every Pub/Sub
+        # call fails until its timeout (the preflight, then the publish), so a short one ends it sooner
+        second = run_cli(
+            *register_args(second_token, second_model, "--output", "json"),
+            env={**envs[second_token], "HOKUSAI_PUBSUB_TIMEOUT": "1"},
+        )
         assert second.code == 5, second.output
         assert second.json["events_delivered"]["pubsub"] is False
     finally:
