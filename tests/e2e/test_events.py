@@ -9,6 +9,7 @@ import select
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
@@ -67,6 +68,12 @@ def sink_env(pubsub_emulator, topic: str | None, webhook_url: str | None, sinks:
     return env
 
 
+def while_down(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a run made while the emulator is stopped: every Pub/Sub call there fails until its
+    timeout (the preflight, then the publish), so a shorter one gives the same outcome sooner."""
+    return {**env, "HOKUSAI_PUBSUB_TIMEOUT": "1"}
+
+
 def register(run_cli, token, model, env, *extra):
     return run_cli(*register_args(token, model, "--output", "json", *extra), env=env)
 
@@ -121,7 +128,7 @@ def test_pubsub_down_exits_5_then_relay_delivers_exactly_that_event(
     token = make_token()
     env = sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")
     with pubsub_emulator.down():
-        result = register(run_cli, token, make_model(), env)
+        result = register(run_cli, token, make_model(), while_down(env))
         assert result.code == 5, result.stderr
         assert "is not delivered yet to: pubsub" in result.stderr
         assert "events relay" in result.stderr
@@ -154,7 +161,7 @@ def test_rerun_delivers_a_pending_event_and_emits_no_second_one(
     model = make_model()
     env = sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")
     with pubsub_emulator.down():
-        assert register(run_cli, token, model, env).code == 5
+        assert register(run_cli, token, model, while_down(env)).code == 5
 
     again = register(run_cli, token, model, env)
 
@@ -336,9 +343,12 @@ def test_two_relays_at_once_deliver_each_event_once(
     # three registered tokens whose webhook delivery failed (the receiver said 500 each time)
     failing = Receiver(httpserver, statuses=[500] * 100)
     env = {**sink_env(None, None, failing.url, "webhook,database"), "HOKUSAI_WEBHOOK_TIMEOUT": "1"}
+    # three independent registrations, run side by side: each spends its seconds in the webhook's retries
+    jobs = [(make_token(), make_model()) for _ in range(3)]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = list(pool.map(lambda job: register(run_cli, *job, env), jobs))
     event_ids = []
-    for _ in range(3):
-        result = register(run_cli, make_token(), make_model(), env)
+    for result in results:
         assert result.code == 5, result.stderr
         event_ids.append(result.json["event_id"])
     httpserver.clear()
@@ -418,7 +428,7 @@ def test_pubsub_down_at_preflight_goes_on_then_a_deleted_topic_is_a_dead_letter_
     token = make_token()
     env = sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")
     with pubsub_emulator.down():  # unreachable is not a settings error: warn, register, exit 5
-        result = register(run_cli, token, make_model(), env)
+        result = register(run_cli, token, make_model(), while_down(env))
     assert result.code == 5, result.stderr
     assert "could not be checked" in result.stderr
     event_id = result.json["event_id"]
