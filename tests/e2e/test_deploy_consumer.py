@@ -20,6 +20,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,7 +88,11 @@ def stored_copies(tmp_path_factory: pytest.TempPathFactory, original: Path) -> l
     return [
         path
         for path in tmp_path_factory.getbasetemp().rglob(original.name)
-        if path.is_file() and path.resolve() != original.resolve() and path.read_bytes() == content
+        # the size first: the store also holds other tests' files of that name (one of them 2 GiB)
+        if path.is_file()
+        and path.resolve() != original.resolve()
+        and path.stat().st_size == len(content)
+        and path.read_bytes() == content
     ]
 
 
@@ -272,10 +277,11 @@ def test_with_a_public_key_a_signed_model_deploys_and_a_tampered_file_is_named(
     keys = make_signing_files(tmp_path / "keys")
     sign = ("--sign", "key", "--signing-key", str(keys.key))
     sink = pubsub_sink(pubsub_emulator, pubsub_topic.topic)
-    intact = register(run_cli, make_token(), make_model(), sink, *sign)
-    unsigned = register(run_cli, make_token(), make_model(), sink)
     tampered_model = make_model(files={"weights.bin": os.urandom(64 * 1024), "config/params.json": b"{}"})
-    tampered = register(run_cli, make_token(), tampered_model, sink, *sign)
+    # three independent registrations (three tokens), run side by side
+    jobs = [(make_token(), make_model(), sign), (make_token(), make_model(), ()), (make_token(), tampered_model, sign)]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        intact, unsigned, tampered = pool.map(lambda job: register(run_cli, job[0], job[1], sink, *job[2]), jobs)
     (stored,) = stored_copies(tmp_path_factory, tampered_model / "weights.bin")
     stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")  # the last byte, same size
 
