@@ -552,9 +552,13 @@ def load_settings(
             env.HOKUSAI_MLFLOW_TIMEOUT.name,
         ),
         upload_stall_timeout=_positive(
-            _first(ev(env.HOKUSAI_UPLOAD_STALL_TIMEOUT), 60), env.HOKUSAI_UPLOAD_STALL_TIMEOUT.name
+            _first(ev(env.HOKUSAI_UPLOAD_STALL_TIMEOUT), cfg("mlflow", "upload_stall_timeout"), 60),
+            env.HOKUSAI_UPLOAD_STALL_TIMEOUT.name,
         ),
-        upload_min_rate=_positive(_first(ev(env.HOKUSAI_UPLOAD_MIN_RATE), 10), env.HOKUSAI_UPLOAD_MIN_RATE.name),
+        upload_min_rate=_positive(
+            _first(ev(env.HOKUSAI_UPLOAD_MIN_RATE), cfg("mlflow", "upload_min_rate"), 10),
+            env.HOKUSAI_UPLOAD_MIN_RATE.name,
+        ),
         database_url=database_url,
         database_timeout=_positive(
             _first(ev(env.HOKUSAI_DATABASE_TIMEOUT), cfg("database", "timeout"), 10),

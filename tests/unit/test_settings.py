@@ -151,6 +151,8 @@ def test_empty_flags_and_variables_do_not_hide_lower_layers(load) -> None:
         ("pubsub_timeout", "HOKUSAI_PUBSUB_TIMEOUT", "events: {pubsub: {timeout: 3}}", "4", 3.0, 30.0),
         ("webhook_timeout", "HOKUSAI_WEBHOOK_TIMEOUT", "events: {webhook: {timeout: 3}}", "4", 3.0, 10.0),
         ("mlflow_timeout", "HOKUSAI_MLFLOW_TIMEOUT", "mlflow: {timeout: 3}", "4", 3.0, 30.0),
+        ("upload_stall_timeout", "HOKUSAI_UPLOAD_STALL_TIMEOUT", "mlflow: {upload_stall_timeout: 3}", "4", 3.0, 60.0),
+        ("upload_min_rate", "HOKUSAI_UPLOAD_MIN_RATE", "mlflow: {upload_min_rate: 3}", "4", 3.0, 10.0),
     ],
 )
 def test_timeouts_layer_environment_over_yaml_over_default(
@@ -343,7 +345,7 @@ def test_unknown_nested_key_names_its_dotted_path_and_line(load, tmp_path: Path)
     message = load_error(load, yaml_text="token_id: XRAY\nmlflow:\n  experiment: x\n  tracking_url: http://m\n")
     assert message == (
         f"{tmp_path / 'hokusai.yaml'}:4: unknown key 'mlflow.tracking_url'. "
-        "Allowed here: experiment, timeout, tracking_uri."
+        "Allowed here: experiment, timeout, tracking_uri, upload_min_rate, upload_stall_timeout."
     )
 
 
