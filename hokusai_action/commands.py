@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hokusai_action import environment as env
 from hokusai_action.core import (
     RegistrationResult,
     build_request,
@@ -21,7 +19,6 @@ from hokusai_action.core import (
     registered_event_id,
 )
 from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError
-from hokusai_action.redact import redact_standard_streams
 from hokusai_action.settings import Settings
 from hokusai_action.wiring import (
     build_database,
@@ -35,6 +32,7 @@ from hokusai_action.wiring import (
 if TYPE_CHECKING:
     from hokusai_action.db.outbox import RelayReport
     from hokusai_action.db.store import Database
+    from hokusai_action.digest import BackgroundHash
 
 EVENTS_PENDING = (
     "Registered, but event {event_id} is not delivered yet to: {sinks}. "
@@ -42,35 +40,10 @@ EVENTS_PENDING = (
 )
 
 
-VENDOR_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3", "requests", "google", "grpc", "httpx")
-
-
 EVENTS_DEAD_LETTERED = (
     "Registered, but {sinks} refused event {event_id} for good, so the delivery was dead-lettered ({errors}). "
     "Fix the cause, then run `hokusai-ml-platform events retry {event_id}` and `hokusai-ml-platform events relay`."
 )
-
-
-def quiet_vendor_logs() -> None:
-    """Vendors log at WARNING and above only, and everything they print goes through ``redact``."""
-    for name in VENDOR_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    route_vendor_output()
-
-
-def route_vendor_output() -> None:
-    """Send what MLflow, SQLAlchemy, Alembic, urllib3/requests and the Google client print through
-    ``redact``: their loggers' handlers (MLflow has its own, which does not propagate), warnings,
-    and what they write straight to stdout/stderr (MLflow's "View run ... at: <tracking uri>").
-    MLflow's own printing of the URI is switched off first, unless the user asked for it."""
-    os.environ.setdefault(env.MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name, "true")
-    # MLflow's telemetry (on outside CI) fetches a config from the internet in a thread; when that
-    # fails it pops a variable from os.environ while a request thread iterates os.environ for proxies
-    # (urllib's getproxies_environment): KeyError, exit 4, seen in 1 of 16 registrations at once
-    os.environ.setdefault(env.MLFLOW_DISABLE_TELEMETRY.name, "true")
-    # MLflow's handler (built at import, later) writes to whatever sys.stderr is at each call, so the
-    # redacting streams catch it; handlers built before the swap get a redacting filter.
-    redact_standard_streams()
 
 
 @contextlib.contextmanager
@@ -84,18 +57,30 @@ def open_site_database(settings: Settings) -> Iterator[Database]:
         database.dispose()
 
 
-def run_register(settings: Settings, *, quiet: bool = False) -> tuple[RegistrationResult, int]:
+def run_register(
+    settings: Settings, *, quiet: bool = False, prefetched: BackgroundHash | None = None
+) -> tuple[RegistrationResult, int]:
     """Validate, then register; the exit code is 0, or 5 when an event is still pending.
 
     Long hashing and uploads show progress on stderr unless ``quiet`` (``hokusai_action.progress``).
+    ``prefetched`` is the model's hash the face started before importing this module
+    (``digest.prefetch_digest``): the registration takes it over, or cancels it.
     """
-    parts = build_parts(settings)  # builds clients; contacts nothing
+    try:
+        parts = build_parts(settings)  # builds clients; contacts nothing
+    except BaseException:
+        if prefetched is not None:
+            prefetched.cancel()
+        raise
     # each sink's settings are checked read-only while the model is hashed: no added wall time
     sink_checks = start_sink_checks(parts.sinks)
     try:
-        request = build_request(settings, registry=parts.registry)  # raises before anything changes
+        model = prefetched.model if prefetched is not None else None
+        request = build_request(settings, registry=parts.registry, model=model)  # raises before anything changes
         sink_checks.wait()  # a topic that does not exist: exit 2 before the claim
     except BaseException:
+        if prefetched is not None:
+            prefetched.cancel()
         parts.close()
         raise
     parts.warm_up_sinks()
@@ -109,6 +94,7 @@ def run_register(settings: Settings, *, quiet: bool = False) -> tuple[Registrati
                 sinks=parts.sinks,
                 signer=parts.signer,
                 progress=build_progress(quiet=quiet),
+                prefetched=prefetched,
             )
         if result.events_pending and not result.dry_run and result.event_id:
             result.events_dead_lettered = _dead_letters(parts, result.event_id)

@@ -226,10 +226,13 @@ def normalise_token_id(raw: str | None) -> str:
     return raw.upper()
 
 
-def build_request(settings: Settings, registry: Registry | None = None) -> RegistrationRequest:
+def build_request(
+    settings: Settings, registry: Registry | None = None, *, model: ModelFiles | None = None
+) -> RegistrationRequest:
     """Validate every input, read the measured value and run the baseline gate. Changes nothing.
 
-    ``registry`` is only contacted (read-only) when the value comes from an MLflow run.
+    ``registry`` is only contacted (read-only) when the value comes from an MLflow run. ``model`` is
+    ``settings.model_path`` walked already (``prefetch_digest``); otherwise it is walked here.
     """
     token_id = normalise_token_id(settings.token_id)
     if not settings.model_path:
@@ -241,7 +244,8 @@ def build_request(settings: Settings, registry: Registry | None = None) -> Regis
     metric = resolve_metric(settings.metric)
     baseline = check_in_range(metric, parse_number(settings.baseline, what="Baseline"), what="Baseline")
     margin = parse_margin(settings.min_improvement)
-    model = scan_model(settings.model_path)  # links checked, nothing read: hashed when the path needs it
+    if model is None:  # links checked, nothing read: hashed when the path needs it
+        model = scan_model(settings.model_path)
     measured = _measure(settings, metric, model, registry)
     gate = evaluate_gate(metric, measured.value, baseline, margin=margin)
     enforce_gate(gate)
@@ -515,6 +519,7 @@ def register(
     sinks: Mapping[str, EventSink],
     signer: ModelSigner | None = None,
     progress: ProgressReporter | None = None,
+    prefetched: BackgroundHash | None = None,
 ) -> RegistrationResult:
     """Register ``request`` exactly once. See the module docstring for the order of steps.
 
@@ -522,8 +527,10 @@ def register(
     registered before a reset, or a killed run left it registering; or a dry run looks the version up)
     they are hashed first, and a version of these bytes is found before anything is sent; on a first
     registration they are hashed while they upload, and the digest comes back with the version.
+    ``prefetched`` is the hash of ``request.model`` the command started before its imports.
     """
-    early = _start_hash(request, progress)  # beside the database's first round trips (a re-run needs it)
+    # beside the database's first round trips (a re-run needs it); cancelled if the upload will hash
+    early = _start_hash(request, progress, prefetched)
     try:
         database.require_schema()
         if signer is not None:
@@ -743,11 +750,19 @@ def _may_exist(uow: UnitOfWork, token: Token) -> bool:
 
 
 def _start_hash(
-    request: RegistrationRequest, progress: ProgressReporter | None
+    request: RegistrationRequest, progress: ProgressReporter | None, prefetched: BackgroundHash | None = None
 ) -> tuple[BackgroundHash, ProgressTask | None] | None:
     if request.model.hashed:
+        if prefetched is not None:
+            prefetched.cancel()
         return None
     task = _task(progress, "hashed", request.model)
+    if prefetched is not None and prefetched.model is request.model:
+        if task is not None:
+            prefetched.attach(task)
+        return prefetched, task
+    if prefetched is not None:  # another walk of the model: not what this request will register
+        prefetched.cancel()
     return BackgroundHash(request.model, task), task
 
 

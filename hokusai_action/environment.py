@@ -39,6 +39,21 @@ MLFLOW_DISABLE_TELEMETRY = EnvVar(
     bool,
     "MLflow's own switch; the tool sets it to true unless you set it (MLflow's telemetry thread races our requests)",
 )
+# MLflow's HTTP client reads these itself, as integers (the jitter as a float), and checks their limits
+# only when it sends a request: ``load_settings`` checks them first, so a value MLflow cannot use is
+# exit 2 before anything changes, not an internal error or an outage halfway through
+MLFLOW_HTTP_REQUEST_MAX_RETRIES = EnvVar(
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES", int, "MLflow's retries of a failed request (whole number, 0-10; default here 3)"
+)
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR = EnvVar(
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", int, "MLflow's backoff between retries (whole seconds, 0-120; default here 1)"
+)
+MLFLOW_HTTP_REQUEST_BACKOFF_JITTER = EnvVar(
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", float, "MLflow's random extra backoff (seconds; default here 0.5)"
+)
+MLFLOW_HTTP_REQUEST_TIMEOUT = EnvVar(
+    "MLFLOW_HTTP_REQUEST_TIMEOUT", int, "MLflow's wait for the next bytes of an answer (whole seconds; see Big models)"
+)
 HOKUSAI_MLFLOW_EXPERIMENT = EnvVar("HOKUSAI_MLFLOW_EXPERIMENT", str, "MLflow experiment for registration runs")
 HOKUSAI_MLFLOW_TIMEOUT = EnvVar(
     "HOKUSAI_MLFLOW_TIMEOUT", float, "Seconds to keep trying an unreachable MLflow before exit 4 (default 30)"

@@ -38,6 +38,7 @@ CONFIG_INLINE_SECRET = (
 )
 BAD_NUMBER = "{name} must be a positive number of seconds, not '{value}'."
 BAD_BOOL = "{name} must be true or false, not '{value}'."
+BAD_MLFLOW_HTTP_VARIABLE = "{name} must be {accepted}, not '{value}'. MLflow's HTTP client reads it: fix or unset it."
 UNKNOWN_SINK = "Unknown event sink '{sink}' in {where}. Choose any of: {known}."
 SINK_NEEDS = "Event sink '{sink}' needs {what}."
 ENV_NAME_UNSET = "{key} names the environment variable {name}, but it is not set."
@@ -370,6 +371,44 @@ def _positive(value: Any, name: str) -> float:
     return number
 
 
+def _check_mlflow_http_variables(environ: Mapping[str, str]) -> None:
+    """Raise ``InputError`` for an MLflow HTTP variable MLflow could not use (``environment``'s note).
+
+    The limits are MLflow's own (``mlflow/utils/request_utils.py``), which its private variables can raise.
+    """
+    retries_limit = _whole_or(environ.get("_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT"), 10)
+    backoff_limit = _whole_or(environ.get("_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT"), 120)
+    checks: tuple[tuple[env.EnvVar, float, float | None, str], ...] = (
+        (env.MLFLOW_HTTP_REQUEST_MAX_RETRIES, 0, retries_limit, f"a whole number from 0 to {retries_limit}"),
+        (
+            env.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+            0,
+            backoff_limit,
+            f"a whole number of seconds from 0 to {backoff_limit}",
+        ),
+        (env.MLFLOW_HTTP_REQUEST_BACKOFF_JITTER, 0, None, "a number of seconds, 0 or more"),
+        (env.MLFLOW_HTTP_REQUEST_TIMEOUT, 1, None, "a whole number of seconds, 1 or more"),
+    )
+    for var, low, high, accepted in checks:
+        raw = environ.get(var.name)
+        if raw is None:
+            continue
+        try:
+            number = var.kind(raw)  # as MLflow converts it: int("2.5") fails there too
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        finite = number is not None and number == number and abs(number) != float("inf")  # not NaN, not inf
+        if not finite or number < low or (high is not None and number > high):
+            raise InputError(BAD_MLFLOW_HTTP_VARIABLE.format(name=var.name, accepted=accepted, value=raw))
+
+
+def _whole_or(raw: str | None, default: int) -> int:
+    try:
+        return int(raw) if raw is not None else default
+    except ValueError:
+        return default
+
+
 def _boolean(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -514,6 +553,7 @@ def load_settings(
         if var.secret:
             register_secret(environ.get(var.name))
     register_url_password(database_url)
+    _check_mlflow_http_variables(environ)
 
     tracking_uri = (
         _first(flags.get("mlflow_tracking_uri"), ev(env.MLFLOW_TRACKING_URI), cfg("mlflow", "tracking_uri"))
@@ -552,9 +592,13 @@ def load_settings(
             env.HOKUSAI_MLFLOW_TIMEOUT.name,
         ),
         upload_stall_timeout=_positive(
-            _first(ev(env.HOKUSAI_UPLOAD_STALL_TIMEOUT), 60), env.HOKUSAI_UPLOAD_STALL_TIMEOUT.name
+            _first(ev(env.HOKUSAI_UPLOAD_STALL_TIMEOUT), cfg("mlflow", "upload_stall_timeout"), 60),
+            env.HOKUSAI_UPLOAD_STALL_TIMEOUT.name,
         ),
-        upload_min_rate=_positive(_first(ev(env.HOKUSAI_UPLOAD_MIN_RATE), 10), env.HOKUSAI_UPLOAD_MIN_RATE.name),
+        upload_min_rate=_positive(
+            _first(ev(env.HOKUSAI_UPLOAD_MIN_RATE), cfg("mlflow", "upload_min_rate"), 10),
+            env.HOKUSAI_UPLOAD_MIN_RATE.name,
+        ),
         database_url=database_url,
         database_timeout=_positive(
             _first(ev(env.HOKUSAI_DATABASE_TIMEOUT), cfg("database", "timeout"), 10),

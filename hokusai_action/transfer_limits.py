@@ -33,7 +33,7 @@ Both variables are set once, before other threads start (``set_transfer_defaults
 registry's constructor), and an upload only overwrites them and puts the values back: never adds or
 removes a key. Threads that run beside the upload (the Pub/Sub sink's preparation and preflight:
 google.auth, requests' proxy lookup) iterate ``os.environ``, and a key removed meanwhile is a
-``KeyError`` in them (the race of MLflow's telemetry, ``commands.route_vendor_output``).
+``KeyError`` in them (the race of MLflow's telemetry, ``vendors.route_vendor_output``).
 """
 
 from __future__ import annotations

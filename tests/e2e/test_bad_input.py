@@ -296,3 +296,27 @@ def test_a_billion_laughs_hokusai_yaml_is_refused_before_anything_changes(
     assert_one_clear_line(result, 2, f"Cannot read config file {config}: its anchors and aliases expand")
     assert time.monotonic() - started < 60
     assert snapshot(token) == before
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.25", "a whole number of seconds from 0 to 120"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "500", "a whole number of seconds from 0 to 120"),
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "many", "a whole number from 0 to 10"),
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "50", "a whole number from 0 to 10"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "lots", "a number of seconds, 0 or more"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "2.5", "a whole number of seconds, 1 or more"),
+    ],
+)
+def test_an_mlflow_http_variable_mlflow_cannot_use_is_a_settings_error(
+    run_cli, make_token, make_model, snapshot, variable, value, fragment
+):
+    """MLflow reads these as integers (or a float) and checks their limits only when it sends a request:
+    a value it cannot use must stop the run before anything changes, naming the variable (exit 2),
+    not as an internal error (exit 70) or a service outage (exit 4) halfway through."""
+    token = make_token()
+    before = snapshot(token)
+    result = register(run_cli, token, make_model(), env={variable: value})
+    assert_one_clear_line(result, 2, f"{variable} must be {fragment}, not '{value}'")
+    assert snapshot(token) == before

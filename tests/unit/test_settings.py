@@ -151,6 +151,8 @@ def test_empty_flags_and_variables_do_not_hide_lower_layers(load) -> None:
         ("pubsub_timeout", "HOKUSAI_PUBSUB_TIMEOUT", "events: {pubsub: {timeout: 3}}", "4", 3.0, 30.0),
         ("webhook_timeout", "HOKUSAI_WEBHOOK_TIMEOUT", "events: {webhook: {timeout: 3}}", "4", 3.0, 10.0),
         ("mlflow_timeout", "HOKUSAI_MLFLOW_TIMEOUT", "mlflow: {timeout: 3}", "4", 3.0, 30.0),
+        ("upload_stall_timeout", "HOKUSAI_UPLOAD_STALL_TIMEOUT", "mlflow: {upload_stall_timeout: 3}", "4", 3.0, 60.0),
+        ("upload_min_rate", "HOKUSAI_UPLOAD_MIN_RATE", "mlflow: {upload_min_rate: 3}", "4", 3.0, 10.0),
     ],
 )
 def test_timeouts_layer_environment_over_yaml_over_default(
@@ -343,7 +345,7 @@ def test_unknown_nested_key_names_its_dotted_path_and_line(load, tmp_path: Path)
     message = load_error(load, yaml_text="token_id: XRAY\nmlflow:\n  experiment: x\n  tracking_url: http://m\n")
     assert message == (
         f"{tmp_path / 'hokusai.yaml'}:4: unknown key 'mlflow.tracking_url'. "
-        "Allowed here: experiment, timeout, tracking_uri."
+        "Allowed here: experiment, timeout, tracking_uri, upload_min_rate, upload_stall_timeout."
     )
 
 
@@ -805,3 +807,31 @@ def test_a_long_wrong_value_is_quoted_short_and_a_union_type_reads_well(load, tm
 
 def test_a_config_flag_with_a_nul_character_is_refused_before_it_is_opened(load) -> None:
     assert load_error(load, flags={"config": "hokusai\0.yaml"}).startswith("'config' contains a NUL character")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "accepted"),
+    [
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "inf", "a number of seconds, 0 or more"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "nan", "a number of seconds, 0 or more"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "-1", "a number of seconds, 0 or more"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "0", "a whole number of seconds, 1 or more"),
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "-1", "a whole number from 0 to 10"),
+    ],
+)
+def test_an_mlflow_http_variable_out_of_range_is_named(load, variable: str, value: str, accepted: str) -> None:
+    message = load_error(load, env={variable: value})
+    assert message.startswith(f"{variable} must be {accepted}, not '{value}'.")
+
+
+def test_mlflow_http_variables_inside_mlflows_limits_are_accepted(load) -> None:
+    load(
+        env={
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "120",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.25",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "1",
+        }
+    )
+    # MLflow's private limits raise its bounds, and ours follow
+    load(env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "20", "_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT": "25"})

@@ -6,9 +6,11 @@ a re-run hashes first (``hash_model``), and both must name the same bytes the sa
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -228,3 +230,138 @@ def test_a_stopped_upload_gives_out_no_more_bytes(tmp_path: Path) -> None:
         streamed.stop()  # SIGTERM in the main thread, while this one sends
         with pytest.raises(UploadStopped):
             reader.read(STREAM_BLOCK)
+
+
+# ------------------------------------------------------------------ big files read ahead by a second thread
+
+
+@pytest.fixture
+def read_ahead_from_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of 64 KiB and up are read ahead, in 16 KiB blocks: the two-thread path on small test files."""
+    from hokusai_action import digest
+
+    monkeypatch.setattr(digest, "PIPELINE_FROM", 64 * 1024)
+    monkeypatch.setattr(digest, "PIPELINE_BLOCK", 16 * 1024)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[64 * 1024], [64 * 1024 + 1, 5, 0], [16 * 1024 * 7, 64 * 1024 - 1, 200 * 1024 + 3]],
+    ids=["exactly-the-threshold", "a-byte-over-and-small-ones", "blocks-and-odd-tails"],
+)
+def test_files_read_ahead_hash_as_a_plain_loop_does(
+    tmp_path: Path, read_ahead_from_small_files: None, sizes: list[int]
+) -> None:
+    files = {f"f{i}.bin": os.urandom(size) for i, size in enumerate(sizes)}
+    root = write_tree(tmp_path / "m", files)
+    expected = hashlib.sha256()
+    for name in sorted(files):
+        expected.update(f"{name}\0{len(files[name])}\0{hashlib.sha256(files[name]).hexdigest()}\n".encode())
+    assert inspect_model(root).digest == "sha256:" + expected.hexdigest()
+    assert inspect_model(root).digest == stream(root)
+
+
+def test_a_file_growing_while_it_is_read_ahead_is_refused(
+    tmp_path: Path, read_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hokusai_action import digest
+
+    root = write_tree(tmp_path / "m", {"weights.bin": os.urandom(256 * 1024)})
+    real_fstat = os.fstat
+
+    def fstat_then_write(fd: int) -> os.stat_result:
+        state = real_fstat(fd)
+        with (root / "weights.bin").open("ab") as handle:
+            handle.write(os.urandom(100))
+        return state
+
+    monkeypatch.setattr(digest.os, "fstat", fstat_then_write)
+    with pytest.raises(ModelChanged, match="grew or shrank"):
+        inspect_model(root)
+
+
+def test_a_read_error_while_reading_ahead_reaches_the_caller_and_stops_the_reader(
+    tmp_path: Path, read_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hokusai_action import digest
+
+    root = write_tree(tmp_path / "m", {"weights.bin": os.urandom(256 * 1024)})
+    model = scan_model(root)
+    real_open = digest._open_listed
+
+    class FailingFile(io.FileIO):
+        reads = 0
+
+        def readinto(self, buffer) -> int:  # type: ignore[override]
+            FailingFile.reads += 1
+            if FailingFile.reads == 3:
+                raise OSError(5, "Input/output error")
+            return super().readinto(buffer)
+
+    def open_failing(path: str, identity: tuple[int, int]):
+        handle, state = real_open(path, identity)
+        handle.close()
+        return FailingFile(path, "rb"), state
+
+    monkeypatch.setattr(digest, "_open_listed", open_failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        hash_model(model)
+    assert not [thread for thread in threading.enumerate() if thread.name == "hokusai-read-ahead"]
+
+
+def test_a_background_hash_reading_ahead_stops_when_cancelled(
+    tmp_path: Path, read_ahead_from_small_files: None
+) -> None:
+    from hokusai_action.digest import BackgroundHash
+
+    started = threading.Event()
+    release = threading.Event()
+
+    class Gate:
+        reads = 0
+
+        def advance(self, nbytes: int) -> None:
+            self.reads += 1
+            started.set()
+            release.wait(10)
+
+        def file_done(self) -> None:
+            return None
+
+    gate = Gate()
+    root = write_tree(tmp_path / "m", {"weights.bin": os.urandom(1024 * 1024)})  # 64 blocks of 16 KiB
+    background = BackgroundHash(scan_model(root), gate)
+    assert started.wait(10)
+    canceller = threading.Thread(target=background.cancel)
+    canceller.start()
+    release.set()
+    canceller.join(10)
+    assert not canceller.is_alive()
+    assert gate.reads <= 2  # stopped at the next block, not after all 64
+    assert not [thread for thread in threading.enumerate() if thread.name == "hokusai-read-ahead"]
+
+
+def test_progress_attached_to_a_running_hash_gets_what_was_hashed_before_it(tmp_path: Path) -> None:
+    from hokusai_action.digest import BackgroundHash
+
+    class Counter:
+        def __init__(self) -> None:
+            self.nbytes = 0
+            self.files = 0
+            self.lock = threading.Lock()
+
+        def advance(self, nbytes: int) -> None:
+            with self.lock:
+                self.nbytes += nbytes
+
+        def file_done(self) -> None:
+            with self.lock:
+                self.files += 1
+
+    root = write_tree(tmp_path / "m", {f"w{i:02d}.bin": os.urandom(30_000) for i in range(25)})
+    model = scan_model(root)
+    background = BackgroundHash(model)  # started with nobody to report to, as the command does
+    counter = Counter()
+    background.attach(counter)
+    background.result()
+    assert (counter.nbytes, counter.files) == (model.total_bytes, 25)

@@ -12,7 +12,7 @@ from tests.helpers import CLI_PYTHON
 pytestmark = [pytest.mark.unit]
 
 PROBE = (
-    "from hokusai_action.commands import route_vendor_output; route_vendor_output(); "
+    "from hokusai_action.vendors import route_vendor_output; route_vendor_output(); "
     "from mlflow.telemetry.utils import is_telemetry_disabled; print(is_telemetry_disabled())"
 )
 
