@@ -15,7 +15,8 @@ file being uploaded):
 - ``flaky``: the proxy takes the whole body and answers the first ``failures`` uploads with ``status``
   (and ``Retry-After: retry_after`` when given) without passing them on; later ones go through: an
   overloaded server or load balancer.
-- ``forward``: every request goes through unchanged (with ``tls``, a TLS front for the server).
+- ``forward``: every request goes through unchanged (with ``tls``, a TLS front for the server). Named
+  in ``HTTP_PROXY``, it is the client's HTTP proxy.
 
 ``tls`` (a server-side ``ssl.SSLContext``) makes the proxy speak HTTPS to the client: a TLS-terminating
 load balancer, which may ask for a client certificate.
@@ -40,6 +41,15 @@ LOGIN_PAGE = b"<html><body><form action='/login' method='post'>Sign in</form></b
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
 SLICE = 16 * 1024
 WINDOW = 32 * 1024
+
+
+def origin_form(target: str) -> str:
+    """``/path?query`` of a request target, also when a client sent it to us as its HTTP proxy
+    (``http://host:port/path?query``, the absolute form)."""
+    if target.startswith(("http://", "https://")):
+        parts = http.client.urlsplit(target)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    return target
 
 
 class UploadProxy:
@@ -105,7 +115,7 @@ class UploadProxy:
                     self.close_connection = True
                     return
                 status, headers, payload = proxy.forward(
-                    self.command, self.path, self.headers, body, throttle=upload and proxy.mode == "slow"
+                    self.command, origin_form(self.path), self.headers, body, throttle=upload and proxy.mode == "slow"
                 )
                 self.send_response(status)
                 for key, value in headers:

@@ -88,6 +88,18 @@ def test_retry_after_is_waited_out_before_the_retry(run_cli, make_token, make_mo
     assert second - first >= 2
 
 
+def test_retry_after_is_not_waited_when_mlflow_is_told_not_to(run_cli, make_token, make_model, proxy_for):
+    proxy = proxy_for("flaky", failures=1, status=429, retry_after="60")
+    token, model = make_token(), make_model(files={"weights.bin": os.urandom(1024)}, metrics=False)
+    env = {"MLFLOW_TRACKING_URI": proxy.url, "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false", **NO_BACKOFF}
+
+    result = run_cli(*register_args(token, model, "--metric-value", "0.91"), env=env)
+
+    assert result.code == 0, result.stderr
+    first, second = proxy.upload_times
+    assert second - first < 30  # retried at once (no backoff here), not after the 60 s asked for
+
+
 def test_a_server_that_stays_unavailable_stops_the_upload_after_mlflows_retries(
     run_cli, make_token, make_model, proxy_for, snapshot
 ):
@@ -125,4 +137,18 @@ def test_an_upload_over_https(trust, run_cli, make_token, make_model, proxy_for,
     assert result.code == 0, result.stderr
     assert proxy.url.startswith("https://")
     assert sorted(path.rsplit("/", 1)[-1] for path, _, _ in proxy.uploads if ARTIFACT_PUT in path) == sorted(files)
+    assert stored_tree(mlflow_client, token, result.json["model_version"], tmp_path / "dl") == files
+
+
+def test_an_upload_through_an_http_proxy(run_cli, make_token, make_model, proxy_for, services, mlflow_client, tmp_path):
+    proxy = proxy_for("forward")
+    files = {f"shard-{index}.bin": os.urandom(64 * 1024) for index in range(3)}
+    token, model = make_token(), make_model(files=files, metrics=False)
+    env = {"HTTP_PROXY": proxy.url, "http_proxy": proxy.url, "NO_PROXY": "", "no_proxy": ""}
+
+    result = run_cli(*register_args(token, model, "--metric-value", "0.91", "--output", "json"), env=env)
+
+    assert result.code == 0, result.stderr
+    assert services.mlflow_url != proxy.url
+    assert sorted(path.rsplit("/", 1)[-1] for path, _, _ in proxy.uploads) == sorted(files)  # through the proxy
     assert stored_tree(mlflow_client, token, result.json["model_version"], tmp_path / "dl") == files
