@@ -34,8 +34,8 @@ from tests.services import create_database, drop_database, start_mlflow_server  
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_tree_cpu(root: int) -> float:
-    """User + system CPU seconds of ``root`` and every live descendant."""
+def process_tree_cpu(root: int) -> dict[int, float]:
+    """User + system CPU seconds of ``root`` and of every live descendant, by pid."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     for entry in os.listdir("/proc"):
@@ -48,7 +48,7 @@ def process_tree_cpu(root: int) -> float:
             continue
         parents[int(entry)] = int(fields[1])
         times[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
-    tree, total = {root}, 0.0
+    tree = {root}
     changed = True
     while changed:
         changed = False
@@ -56,9 +56,7 @@ def process_tree_cpu(root: int) -> float:
             if parent in tree and pid not in tree:
                 tree.add(pid)
                 changed = True
-    for pid in tree:
-        total += times.get(pid, 0.0)
-    return total
+    return {pid: times.get(pid, 0.0) for pid in tree}
 
 
 def own_cpu() -> float:
@@ -79,8 +77,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--size-kib", type=int, default=10)
     parser.add_argument("--mode", action="append", choices=["ours", "bare"])
-    parser.add_argument("--workers", type=int, help="upload threads for ours (default: upload.UPLOAD_WORKERS)")
+    parser.add_argument(
+        "--workers", type=int, action="append", help="upload threads for ours (repeatable; default UPLOAD_WORKERS)"
+    )
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--ramp", type=float, help="upload.RAMP_SECONDS (0: all threads at once)")
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--py-spy", type=Path, help="py-spy binary: sample the last ours attempt (client, server)")
     parser.add_argument("--spy-dir", type=Path, default=Path("."), help="where --py-spy writes its flame graphs")
@@ -107,13 +108,16 @@ def run(server, model_dir: Path, args: argparse.Namespace, modes: list[str]) -> 
     from hokusai_action import upload
     from hokusai_action.digest import scan_model
 
+    if args.ramp is not None:
+        upload.RAMP_SECONDS = args.ramp
     mlflow.set_tracking_uri(server.url)
     client = mlflow.MlflowClient(tracking_uri=server.url)
     experiment_id = client.create_experiment("upload-cpu")
-    workers = args.workers or upload.UPLOAD_WORKERS
-    print(f"{args.files} files x {args.size_kib} KiB; ours with {workers} threads", flush=True)
+    variants = [(mode, count) for mode in modes for count in (args.workers or [upload.UPLOAD_WORKERS])]
+    variants = list(dict.fromkeys((mode, count if mode == "ours" else 1) for mode, count in variants))
+    print(f"{args.files} files x {args.size_kib} KiB", flush=True)
     for attempt in range(args.repeat):
-        for mode in modes if attempt % 2 == 0 else modes[::-1]:
+        for mode, workers in variants if attempt % 2 == 0 else variants[::-1]:
             logged = client.create_logged_model(experiment_id, name="m")
             repository = get_artifact_repository(logged.artifact_location, tracking_uri=server.url)
             model = scan_model(model_dir)
@@ -131,11 +135,17 @@ def run(server, model_dir: Path, args: argparse.Namespace, modes: list[str]) -> 
                 profiler.disable()
             wall = time.perf_counter() - started
             stop_spies(spies)
-            client_cpu, server_cpu = own_cpu() - client_before, process_tree_cpu(server.process.pid) - server_before
+            server_after = process_tree_cpu(server.process.pid)
+            client_cpu = own_cpu() - client_before
+            by_pid = {pid: cpu - server_before.get(pid, 0.0) for pid, cpu in server_after.items()}
+            server_cpu = sum(by_pid.values())
+            busiest = sorted((cpu for cpu in by_pid.values() if cpu >= 0.05), reverse=True)
             per = 1000 / args.files
+            label = f"{mode} x{workers}" if mode == "ours" else mode
             print(
-                f"  {mode:4} wall {wall:6.2f} s ({wall * per:.2f} ms/file)  client CPU {client_cpu:6.2f} s "
-                f"({client_cpu * per:.2f} ms/file)  server CPU {server_cpu:6.2f} s ({server_cpu * per:.2f} ms/file)",
+                f"  {label:8} wall {wall:6.2f} s ({wall * per:.2f} ms/file)  client CPU {client_cpu:6.2f} s "
+                f"({client_cpu * per:.2f} ms/file)  server CPU {server_cpu:6.2f} s ({server_cpu * per:.2f} ms/file; "
+                f"by process {' + '.join(f'{cpu:.2f}' for cpu in busiest)} s)",
                 flush=True,
             )
             if profiler:
@@ -150,7 +160,7 @@ def start_spies(py_spy: Path, folder: Path, server_pid: int) -> list:
     spies = [
         # --gil: only the thread holding the GIL, i.e. where the client's Python time goes
         subprocess.Popen([*common, "--gil", "-o", str(folder / "client.txt"), "-p", str(os.getpid())]),
-        subprocess.Popen([*common, "--subprocesses", "-o", str(folder / "server.txt"), "-p", str(server_pid)]),
+        subprocess.Popen([*common, "--gil", "--subprocesses", "-o", str(folder / "server.txt"), "-p", str(server_pid)]),
     ]
     time.sleep(1.0)  # py-spy attaches
     return spies
