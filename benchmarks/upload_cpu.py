@@ -81,7 +81,6 @@ def main() -> None:
         "--workers", type=int, action="append", help="upload threads for ours (repeatable; default UPLOAD_WORKERS)"
     )
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--ramp", type=float, help="upload.RAMP_SECONDS (0: all threads at once)")
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--py-spy", type=Path, help="py-spy binary: sample the last ours attempt (client, server)")
     parser.add_argument("--spy-dir", type=Path, default=Path("."), help="where --py-spy writes its flame graphs")
@@ -108,8 +107,6 @@ def run(server, model_dir: Path, args: argparse.Namespace, modes: list[str]) -> 
     from hokusai_action import upload
     from hokusai_action.digest import scan_model
 
-    if args.ramp is not None:
-        upload.RAMP_SECONDS = args.ramp
     mlflow.set_tracking_uri(server.url)
     client = mlflow.MlflowClient(tracking_uri=server.url)
     experiment_id = client.create_experiment("upload-cpu")

@@ -34,7 +34,6 @@ from hokusai_action.redact import redact
 # Files sent at once: enough to keep the server's workers busy while the client prepares the next
 # request (measured on 2 cores, 2 server workers: see the README's "Where the time goes").
 UPLOAD_WORKERS = 8
-RAMP_SECONDS = 0.01  # at most, between starting two upload threads (see upload_model)
 
 UPLOAD_REDIRECTED = (
     "MLflow's artifact store answered the upload of {path} with HTTP {status}, a redirect to {location}: "
@@ -86,7 +85,7 @@ def upload_model(
     taking = threading.Lock()
     failures: list[BaseException] = []
 
-    def work(serving: threading.Event) -> None:
+    def work() -> None:
         try:
             while not streamed.stopped:
                 with taking:
@@ -94,24 +93,18 @@ def upload_model(
                 if index is None:
                     return
                 send(index)
-                serving.set()
         except BaseException as exc:
             with taking:
                 failures.append(exc)
             streamed.stop()  # the first failure stops the others: files being sent stop at their next block
-        finally:
-            serving.set()
 
-    threads: list[threading.Thread] = []
+    threads = [
+        threading.Thread(target=work, name=f"hokusai-upload-{number}", daemon=True)
+        for number in range(max(1, min(workers, len(model.files))))
+    ]
     try:
-        for number in range(max(1, min(workers, len(model.files)))):
-            serving = threading.Event()
-            threads.append(threading.Thread(target=work, args=(serving,), name=f"hokusai-upload-{number}", daemon=True))
-            threads[-1].start()
-            # the next thread (and its connection) starts once this one's first file is stored, or after
-            # RAMP_SECONDS: connections opened in one burst are all queued before the server's workers wake,
-            # and one worker may accept them all (seen with 4 threads), leaving the other idle throughout
-            serving.wait(RAMP_SECONDS)
+        for thread in threads:
+            thread.start()
         for thread in threads:
             thread.join()
     except BaseException:
