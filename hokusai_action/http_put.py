@@ -240,8 +240,11 @@ class PutClient:
     def _connection(self, timeout: float) -> socket.socket:
         sock = getattr(self._local, "sock", None)
         if sock is not None:
-            # an idle kept-alive connection with something to read was closed by the server (or sent junk)
-            if select.select((sock,), (), (), 0)[0]:
+            # an idle kept-alive connection with something to read was closed by the server (or sent junk);
+            # poll, not select: select fails on descriptors past 1023
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            if poller.poll(0):
                 self._drop(sock)
                 sock = None
             elif sock.gettimeout() != timeout:

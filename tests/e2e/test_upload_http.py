@@ -152,3 +152,22 @@ def test_an_upload_through_an_http_proxy(run_cli, make_token, make_model, proxy_
     assert services.mlflow_url != proxy.url
     assert sorted(path.rsplit("/", 1)[-1] for path, _, _ in proxy.uploads) == sorted(files)  # through the proxy
     assert stored_tree(mlflow_client, token, result.json["model_version"], tmp_path / "dl") == files
+
+
+@pytest.mark.slow
+def test_a_connection_the_server_closed_while_idle_is_opened_again_not_failed(
+    run_cli, make_token, make_model, mlflow_client, tmp_path
+):
+    """uvicorn closes a kept-alive connection after 5 s idle. Each upload thread pauses 6 s after each
+    file here (a failpoint), so the threads that send a second file find theirs closed: they must open
+    a new one, without MLflow's retries (none are allowed) and without an error."""
+    files = {f"shard-{index:02d}.bin": os.urandom(4096) for index in range(10)}  # more files than threads
+    token, model = make_token(), make_model(files=files, metrics=False)
+
+    result = run_cli(
+        *register_args(token, model, "--metric-value", "0.91", "--output", "json"),
+        env={"HOKUSAI_FAILPOINT": "mid_upload:sleep:6", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+    )
+
+    assert result.code == 0, result.stderr
+    assert stored_tree(mlflow_client, token, result.json["model_version"], tmp_path / "dl") == files
