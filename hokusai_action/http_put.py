@@ -14,6 +14,8 @@ It keeps what MLflow's ``http_request`` gives an upload (``mlflow/utils/rest_uti
 - TLS: urllib3's default context (``create_urllib3_context``) with the CA bundle (file or folder) or
   no verification, and the client certificate, as ``requests`` would load them;
 - the timeout: one socket timeout for the connect and for each read, as ``requests`` applies it;
+- credentials: MLflow's headers, and basic auth from user-info in the URL, which ``requests`` sends
+  in place of any other ``Authorization``;
 - no redirect is ever followed: the caller gets the 3xx and its ``Location``.
 
 Only a direct connection is made here; behind an HTTP proxy ``upload.py`` keeps ``requests``.
@@ -21,6 +23,7 @@ Only a direct connection is made here; behind an HTTP proxy ``upload.py`` keeps 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import re
@@ -30,7 +33,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from urllib3.exceptions import MaxRetryError
 
@@ -99,8 +102,13 @@ def make_target(
     host_header = host if ":" not in host else f"[{host}]"
     if parts.port:
         host_header += f":{parts.port}"
+    headers = {"Host": host_header, **headers, "Accept-Encoding": "identity"}
+    if parts.username or parts.password:  # as requests does: the URL's user-info wins (``prepare_auth``)
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode("latin-1")
+        headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
     lines = []
-    for name, value in {"Host": host_header, **headers, "Accept-Encoding": "identity"}.items():
+    for name, value in headers.items():
         if any(char in f"{name}{value}" for char in "\r\n\0") or not name:
             raise ValueError(f"header {name!r} holds a line break")  # as requests' check_header_validity
         lines.append(f"{name}: {value}\r\n".encode("latin-1"))

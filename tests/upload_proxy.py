@@ -74,6 +74,7 @@ class UploadProxy:
         self.retry_after = retry_after
         self.uploads: list[tuple[str, int, float | None]] = []
         self.upload_times: list[float] = []  # time.monotonic() when each upload's request arrived
+        self.upload_authorizations: list[str | None] = []  # each upload's Authorization header
         self.closing = threading.Event()
         proxy = self
 
@@ -94,6 +95,7 @@ class UploadProxy:
                 upload = self.command == "PUT" and ARTIFACT_PUT in self.path
                 if upload:
                     proxy.upload_times.append(started)
+                    proxy.upload_authorizations.append(self.headers.get("Authorization"))
                 if upload and proxy.mode == "trickle":
                     body = proxy.read_slowly(self.rfile, length)
                 else:

@@ -6,6 +6,7 @@ is needed."""
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -115,6 +116,22 @@ def test_a_server_that_stays_unavailable_stops_the_upload_after_mlflows_retries(
     after = snapshot(token)
     assert after.versions == ()
     assert after.token["model_status"] == "draft"
+
+
+def test_user_info_in_the_tracking_uri_is_sent_as_basic_auth_with_each_upload(
+    run_cli, make_token, make_model, proxy_for
+):
+    """As requests does for MLflow (the URL's user-info wins over MLFLOW_TRACKING_TOKEN), so a server
+    behind basic auth that takes MLflow's other calls takes the uploads too."""
+    proxy = proxy_for("forward")
+    token, model = make_token(), make_model(files={"weights.bin": os.urandom(1024)}, metrics=False)
+    uri = proxy.url.replace("http://", "http://uploader:p%40ss%3Aword@")
+
+    result = run_cli(*register_args(token, model, "--metric-value", "0.91"), env={"MLFLOW_TRACKING_URI": uri})
+
+    assert result.code == 0, result.stderr
+    expected = "Basic " + base64.b64encode(b"uploader:p@ss:word").decode()
+    assert proxy.upload_authorizations == [expected]
 
 
 @pytest.mark.parametrize("trust", ["ca-bundle-and-client-certificate", "insecure"])
