@@ -679,6 +679,16 @@ class HashingReader:
         self._position += taken
         return piece
 
+    def take_block(self) -> memoryview:
+        """The next bytes, up to a block, without a copy: a view of the buffer, valid until the next
+        call (for a client that sends it at once). Empty at the end of the file."""
+        if self._start == self._end and not self._fill():
+            return self._view[:0]
+        piece = self._view[self._start : self._end]
+        self._position += self._end - self._start
+        self._start = self._end
+        return piece
+
     def readinto(self, target: Any) -> int:
         piece = self.read(len(target))
         target[: len(piece)] = piece
@@ -719,6 +729,10 @@ class StreamedDigest:
     def stop(self) -> None:
         """Make every reader of this upload raise ``UploadStopped`` at its next block (any thread)."""
         self._stopped.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
 
     def open(self, index: int) -> HashingReader:
         """Raises ``ModelChanged`` when file ``index`` is no longer the one listed: nothing of it is read."""

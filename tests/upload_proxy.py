@@ -12,15 +12,24 @@ file being uploaded):
   client's bytes keep moving, slowly, for ``size / rate`` seconds; then it answers at once: a slow
   but steady link. (With a large window the kernel's buffers take most of a small body at once and
   the client then waits in silence while the proxy drains them.)
+- ``flaky``: the proxy takes the whole body and answers the first ``failures`` uploads with ``status``
+  (and ``Retry-After: retry_after`` when given) without passing them on; later ones go through: an
+  overloaded server or load balancer.
+- ``forward``: every request goes through unchanged (with ``tls``, a TLS front for the server). Named
+  in ``HTTP_PROXY``, it is the client's HTTP proxy.
+
+``tls`` (a server-side ``ssl.SSLContext``) makes the proxy speak HTTPS to the client: a TLS-terminating
+load balancer, which may ask for a client certificate.
 
 ``uploads`` records each upload attempt: (path, bytes, seconds from the request to the answer, or
-None when none was sent).
+None when none was sent or the proxy answered it itself).
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,14 +43,38 @@ SLICE = 16 * 1024
 WINDOW = 32 * 1024
 
 
+def origin_form(target: str) -> str:
+    """``/path?query`` of a request target, also when a client sent it to us as its HTTP proxy
+    (``http://host:port/path?query``, the absolute form)."""
+    if target.startswith(("http://", "https://")):
+        parts = http.client.urlsplit(target)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    return target
+
+
 class UploadProxy:
-    def __init__(self, upstream_url: str, *, mode: str, rate: int = 1024 * 1024) -> None:
-        assert mode in ("slow", "silent", "trickle", "login")
+    def __init__(
+        self,
+        upstream_url: str,
+        *,
+        mode: str,
+        rate: int = 1024 * 1024,
+        failures: int = 0,
+        status: int = 503,
+        retry_after: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        assert mode in ("slow", "silent", "trickle", "login", "flaky", "forward")
         parsed = http.client.urlsplit(upstream_url)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.mode = mode
         self.rate = rate
+        self.failures = failures
+        self.status = status
+        self.retry_after = retry_after
         self.uploads: list[tuple[str, int, float | None]] = []
+        self.upload_times: list[float] = []  # time.monotonic() when each upload's request arrived
+        self.upload_authorizations: list[str | None] = []  # each upload's Authorization header
         self.closing = threading.Event()
         proxy = self
 
@@ -51,10 +84,18 @@ class UploadProxy:
             def log_message(self, *_args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                if isinstance(self.request, ssl.SSLSocket):
+                    self.request.do_handshake()
+                super().setup()
+
             def handle_one(self) -> None:
                 started = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 upload = self.command == "PUT" and ARTIFACT_PUT in self.path
+                if upload:
+                    proxy.upload_times.append(started)
+                    proxy.upload_authorizations.append(self.headers.get("Authorization"))
                 if upload and proxy.mode == "trickle":
                     body = proxy.read_slowly(self.rfile, length)
                 else:
@@ -62,13 +103,21 @@ class UploadProxy:
                 if proxy.mode == "login" and (upload or self.path == LOGIN_PATH):
                     self.answer_login(upload, length)
                     return
+                if upload and proxy.mode == "flaky" and proxy.take_failure():
+                    proxy.uploads.append((self.path, length, None))
+                    self.send_response(proxy.status)
+                    if proxy.retry_after is not None:
+                        self.send_header("Retry-After", proxy.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if upload and proxy.mode == "silent":
                     proxy.uploads.append((self.path, length, None))
                     proxy.closing.wait()
                     self.close_connection = True
                     return
                 status, headers, payload = proxy.forward(
-                    self.command, self.path, self.headers, body, throttle=upload and proxy.mode == "slow"
+                    self.command, origin_form(self.path), self.headers, body, throttle=upload and proxy.mode == "slow"
                 )
                 self.send_response(status)
                 for key, value in headers:
@@ -104,8 +153,18 @@ class UploadProxy:
 
         self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        if tls is not None:  # the handshake happens in each connection's own thread
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
+        self._lock = threading.Lock()
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, name="upload-proxy", daemon=True).start()
+
+    def take_failure(self) -> bool:
+        with self._lock:
+            if self.failures <= 0:
+                return False
+            self.failures -= 1
+            return True
 
     def read_slowly(self, stream: Any, length: int) -> bytes:
         chunks = []
