@@ -26,6 +26,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -693,6 +694,13 @@ class HashingReader:
         piece = self.read(len(target))
         target[: len(piece)] = piece
         return len(piece)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` (a retry's backoff), or raise ``UploadStopped`` as soon as the upload stops."""
+        if self._stopped is None:
+            time.sleep(seconds)
+        elif self._stopped.wait(seconds):
+            raise UploadStopped(str(self._shown))
 
     def finish(self) -> str:
         """Read what the client left unread (nothing, for a complete send) and return the file's sha256."""

@@ -192,6 +192,7 @@ class PutClient:
                 answer, headers = self._exchange(head, reader, timeout)
             except (OSError, http.client.HTTPException) as exc:  # urllib3 retries each of these
                 retry = self._next(retry, path, error=exc)
+                _pause(retry, reader, cap=timeout)
             else:
                 if answer.status < 400 or not retry.is_retry("PUT", answer.status, bool(headers.get("Retry-After"))):
                     return answer
@@ -200,19 +201,17 @@ class PutClient:
                     retry = retry.increment("PUT", path, response=response)
                 except MaxRetryError:  # MLflow turns raise_on_status off: the last answer stands
                     return answer
-                retry.sleep(response)
+                _pause(retry, reader, cap=timeout, response=response)
             reader.seek(0)
 
     def _next(self, retry: Any, path: str, *, error: BaseException) -> Any:
-        """The retry after ``error``, once its backoff is slept; ``PutFailed`` when none is left."""
+        """The retry after ``error``; ``PutFailed`` when none is left."""
         try:
-            retry = retry.increment("PUT", path, error=error)
+            return retry.increment("PUT", path, error=error)
         except MaxRetryError:
             attempts = len(retry.history) + 1
             url = f"{self.target.scheme}://{self.target.host_header}{path}"
             raise PutFailed(f"PUT {url} failed ({attempts} attempt{'s' if attempts > 1 else ''}): {error!r}") from error
-        retry.sleep()
-        return retry
 
     def _exchange(self, head: bytes, reader: HashingReader, timeout: float) -> tuple[Answer, Any]:
         sock = self._connection(timeout)
@@ -290,6 +289,26 @@ class PutClient:
             socks, self._open = list(self._open), set()
         for sock in socks:
             sock.close()
+
+
+def _pause(retry: Any, reader: HashingReader, *, cap: float, response: Any = None) -> None:
+    """Wait before the next attempt as urllib3's ``Retry.sleep`` would, with three differences.
+
+    - A ``Retry-After`` that does not parse is no instruction: the plain backoff applies, as with no
+      header (urllib3 raises ``InvalidHeader``, which is no outage and no bug of ours).
+    - The wait is at most ``cap``, the request's own timeout: a server asking for longer (urllib3
+      honours up to 6 hours) is as good as down, and MLflow's retries then end the run with exit 4.
+    - It ends at once when the upload is stopped (another file failed, SIGTERM): ``UploadStopped``.
+    """
+    from urllib3.exceptions import InvalidHeader
+
+    delay = None
+    if response is not None and retry.respect_retry_after_header:
+        with contextlib.suppress(InvalidHeader):
+            delay = retry.get_retry_after(response)
+    if not delay:  # as urllib3: no header (or 0) means the backoff
+        delay = retry.get_backoff_time()
+    reader.pause(min(max(delay, 0.0), cap))
 
 
 def _as_urllib3(answer: Answer, headers: Any) -> Any:

@@ -14,7 +14,7 @@ file being uploaded):
   the client then waits in silence while the proxy drains them.)
 - ``flaky``: the proxy takes the whole body and answers the first ``failures`` uploads with ``status``
   (and ``Retry-After: retry_after`` when given) without passing them on; later ones go through: an
-  overloaded server or load balancer.
+  overloaded server or load balancer. An upload whose path ends with ``refuse`` is answered 400 at once.
 - ``forward``: every request goes through unchanged (with ``tls``, a TLS front for the server). Named
   in ``HTTP_PROXY``, it is the client's HTTP proxy.
 
@@ -62,6 +62,7 @@ class UploadProxy:
         failures: int = 0,
         status: int = 503,
         retry_after: str | None = None,
+        refuse: str | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         assert mode in ("slow", "silent", "trickle", "login", "flaky", "forward")
@@ -72,6 +73,7 @@ class UploadProxy:
         self.failures = failures
         self.status = status
         self.retry_after = retry_after
+        self.refuse = refuse
         self.uploads: list[tuple[str, int, float | None]] = []
         self.upload_times: list[float] = []  # time.monotonic() when each upload's request arrived
         self.upload_authorizations: list[str | None] = []  # each upload's Authorization header
@@ -102,6 +104,12 @@ class UploadProxy:
                     body = self.rfile.read(length) if length else None
                 if proxy.mode == "login" and (upload or self.path == LOGIN_PATH):
                     self.answer_login(upload, length)
+                    return
+                if upload and proxy.mode == "flaky" and proxy.refuse and self.path.endswith(proxy.refuse):
+                    proxy.uploads.append((self.path, length, None))
+                    self.send_response(400)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if upload and proxy.mode == "flaky" and proxy.take_failure():
                     proxy.uploads.append((self.path, length, None))

@@ -101,6 +101,42 @@ def test_retry_after_is_not_waited_when_mlflow_is_told_not_to(run_cli, make_toke
     assert second - first < 30  # retried at once (no backoff here), not after the 60 s asked for
 
 
+def test_a_malformed_retry_after_is_retried_with_the_plain_backoff(run_cli, make_token, make_model, proxy_for):
+    """``Retry-After: soon`` is no instruction: the retry waits MLflow's backoff, as with no header (it was
+    an internal error, exit 70, with the lean client; MLflow's own client calls it an outage, exit 4)."""
+    proxy = proxy_for("flaky", failures=1, status=503, retry_after="soon")
+    token, model = make_token(), make_model(files={"weights.bin": os.urandom(1024)}, metrics=False)
+
+    result = run_cli(
+        *register_args(token, model, "--metric-value", "0.91"), env={"MLFLOW_TRACKING_URI": proxy.url, **NO_BACKOFF}
+    )
+
+    assert result.code == 0, result.stderr
+    assert len(proxy.uploads) == 2
+
+
+def test_a_failed_file_stops_the_upload_at_once_even_while_another_waits_out_a_retry_after(
+    make_model, proxy_for
+):
+    """One file refused for good (400) stops the upload; another file's retry waiting out a long
+    ``Retry-After`` stops at once too, not after the wait (before: 20 s; urllib3 would honour 6 h)."""
+    import time
+
+    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+
+    from hokusai_action.digest import scan_model
+    from hokusai_action.upload import upload_model
+
+    proxy = proxy_for("flaky", failures=1_000, status=503, retry_after="600", refuse="a.bin")
+    model = make_model(files={"a.bin": os.urandom(100), "b.bin": os.urandom(100)}, metrics=False)
+    repository = HttpArtifactRepository(f"{proxy.url}/api/2.0/mlflow-artifacts/artifacts/0/some-run/artifacts")
+
+    started = time.monotonic()
+    with pytest.raises(Exception, match="400"):
+        upload_model(repository, scan_model(model))
+    assert time.monotonic() - started < 10
+
+
 def test_a_server_that_stays_unavailable_stops_the_upload_after_mlflows_retries(
     run_cli, make_token, make_model, proxy_for, snapshot
 ):
