@@ -56,6 +56,12 @@ LINK_OUTSIDE = (
     "whatever that is."
 )
 LINK_OUTSIDE_HINT = "Copy the file or folder into the model directory, or remove the link."
+# MLflow's artifact paths are URL paths, on its client and its server: '#' ends one, '?' starts a query,
+# '%XX' is decoded (more than once). Such a file would be stored under another name (or over another
+# file) while the digest names it, so the registration would describe bytes the store does not hold.
+NAME_NOT_STORABLE = "Model file {path} has a name MLflow cannot store as it is: it {why}."
+NAME_NOT_STORABLE_HINT = "Rename it (letters, digits, '.', '-', '_', spaces and folders are fine), then re-run."
+_URL_SPECIAL = ("#", "?", "%")
 LINK_LOOP = "Model path {path} is a symbolic link to the folder {target}, which leads back to itself (a loop)."
 LINK_LOOP_HINT = "Remove the link, or replace it with a copy of the folder."
 MODEL_CHANGED = "The model changed while it was being uploaded: {path} is not what was hashed. No version was created."
@@ -354,6 +360,8 @@ def scan_model(model_path: str | os.PathLike[str]) -> ModelFiles:
         is_dir = True
     else:
         raise InputError(PATH_SPECIAL.format(path=root))
+    for entry in entries:
+        _check_storable(root / entry.relative if is_dir else root, entry.relative)
     return ModelFiles(
         root=root,
         is_dir=is_dir,
@@ -366,6 +374,21 @@ def scan_model(model_path: str | os.PathLike[str]) -> ModelFiles:
         read_paths=tuple(entry.read_path for entry in entries),
         identities=tuple(entry.identity for entry in entries),
     )
+
+
+def _check_storable(shown: Path, relative: str) -> None:
+    """Raise ``InputError`` unless MLflow stores a file named ``relative`` under that very name."""
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk hands undecodable bytes over as surrogates
+        raise InputError(
+            NAME_NOT_STORABLE.format(path=os.fsdecode(os.fsencode(shown)), why="is not UTF-8"),
+            hint=NAME_NOT_STORABLE_HINT,
+        ) from None
+    for special in _URL_SPECIAL:
+        if special in relative:
+            why = f"holds '{special}'"
+            raise InputError(NAME_NOT_STORABLE.format(path=shown, why=why), hint=NAME_NOT_STORABLE_HINT)
 
 
 class _Cancelled(Exception):

@@ -320,3 +320,21 @@ def test_an_mlflow_http_variable_mlflow_cannot_use_is_a_settings_error(
     result = register(run_cli, token, make_model(), env={variable: value})
     assert_one_clear_line(result, 2, f"{variable} must be {fragment}, not '{value}'")
     assert snapshot(token) == before
+
+
+@pytest.mark.parametrize(
+    "name", ["w#1.bin", "a?x.bin", "p%41.bin", b"caf\xe9.bin"], ids=["hash", "query", "percent", "latin-1"]
+)
+def test_a_file_name_mlflow_cannot_store_as_it_is_stops_the_run_before_anything_changes(
+    run_cli, make_token, make_model, snapshot, name
+):
+    import os
+
+    token = make_token()
+    model = make_model()
+    with open(os.path.join(os.fsencode(model), os.fsencode(name)), "wb") as handle:
+        handle.write(b"bytes the digest would have named, stored under another name")
+    before = snapshot(token)
+    result = register(run_cli, token, model)
+    assert_one_clear_line(result, 2, "has a name MLflow cannot store as it is", "Rename it")
+    assert snapshot(token) == before

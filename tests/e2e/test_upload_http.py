@@ -115,9 +115,7 @@ def test_a_malformed_retry_after_is_retried_with_the_plain_backoff(run_cli, make
     assert len(proxy.uploads) == 2
 
 
-def test_a_failed_file_stops_the_upload_at_once_even_while_another_waits_out_a_retry_after(
-    make_model, proxy_for
-):
+def test_a_failed_file_stops_the_upload_at_once_even_while_another_waits_out_a_retry_after(make_model, proxy_for):
     """One file refused for good (400) stops the upload; another file's retry waiting out a long
     ``Retry-After`` stops at once too, not after the wait (before: 20 s; urllib3 would honour 6 h)."""
     import time

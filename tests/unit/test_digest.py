@@ -626,3 +626,33 @@ def test_a_cloudevents_library_reads_the_structured_form() -> None:
     assert attributes["type"] == "token_ready_for_deploy"
     assert attributes["subject"] == TOKEN
     assert parsed.get_data() == event.data
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("w#1.bin", "'#'"),
+        ("a?x", "'?'"),
+        ("p%41.bin", "'%'"),
+        ("%2e%2e/escape.bin", "'%'"),
+    ],
+)
+def test_a_name_mlflow_would_store_under_another_name_is_refused_naming_it(tmp_path: Path, name: str, why: str) -> None:
+    """MLflow's artifact paths are URL paths: '#' ends one, '?' starts a query, '%XX' is decoded (more than
+    once). Such a file would be stored under another name, or over another file, while the digest named
+    it: refused before anything is read, claimed or uploaded."""
+    root = write_tree(tmp_path / "m", {"weights.bin": b"w", name: b"x"})
+    with pytest.raises(InputError) as raised:
+        inspect_model(root)
+    line = raised.value.one_line()
+    assert line.startswith(f"Model file {root / name} has a name MLflow cannot store as it is: it holds {why}.")
+    assert "Rename it" in line
+
+
+def test_a_name_that_is_not_utf_8_is_refused_naming_it(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "m", {"weights.bin": b"w"})
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.bin"), "wb") as handle:
+        handle.write(b"x")
+    with pytest.raises(InputError) as raised:
+        inspect_model(root)
+    assert "has a name MLflow cannot store as it is: it is not UTF-8." in raised.value.one_line()
