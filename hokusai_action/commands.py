@@ -63,28 +63,27 @@ def run_register(
     """Validate, then register; the exit code is 0, or 5 when an event is still pending.
 
     Long hashing and uploads show progress on stderr unless ``quiet`` (``hokusai_action.progress``).
-    ``prefetched`` is the model's hash the face started before importing this module
-    (``digest.prefetch_digest``): the registration takes it over, or cancels it.
+    ``prefetched`` is the model's walk and hash the face started before importing this module
+    (``digest.prefetch_digest``): the registration takes it over, or it is cancelled here.
     """
     try:
-        parts = build_parts(settings)  # builds clients; contacts nothing
-    except BaseException:
+        return _register_with_parts(settings, quiet=quiet, prefetched=prefetched)
+    finally:
         if prefetched is not None:
-            prefetched.cancel()
-        raise
-    # each sink's settings are checked read-only while the model is hashed: no added wall time
-    sink_checks = start_sink_checks(parts.sinks)
+            prefetched.cancel()  # done already when the registration used it; stopped otherwise
+
+
+def _register_with_parts(
+    settings: Settings, *, quiet: bool, prefetched: BackgroundHash | None
+) -> tuple[RegistrationResult, int]:
+    parts = build_parts(settings)  # builds clients; contacts nothing
     try:
-        model = prefetched.model if prefetched is not None else None
-        request = build_request(settings, registry=parts.registry, model=model)  # raises before anything changes
+        # each sink's settings are checked read-only while the model is hashed: no added wall time
+        sink_checks = start_sink_checks(parts.sinks)
+        walk = prefetched.walked if prefetched is not None else None
+        request = build_request(settings, registry=parts.registry, walk=walk)  # raises before anything changes
         sink_checks.wait()  # a topic that does not exist: exit 2 before the claim
-    except BaseException:
-        if prefetched is not None:
-            prefetched.cancel()
-        parts.close()
-        raise
-    parts.warm_up_sinks()
-    try:
+        parts.warm_up_sinks()
         # MLflow prints "View run at ..." on stdout; stdout belongs to the result (--output json)
         with contextlib.redirect_stdout(sys.stderr):
             result = register(

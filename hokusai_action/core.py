@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -227,12 +227,12 @@ def normalise_token_id(raw: str | None) -> str:
 
 
 def build_request(
-    settings: Settings, registry: Registry | None = None, *, model: ModelFiles | None = None
+    settings: Settings, registry: Registry | None = None, *, walk: Callable[[], ModelFiles] | None = None
 ) -> RegistrationRequest:
     """Validate every input, read the measured value and run the baseline gate. Changes nothing.
 
-    ``registry`` is only contacted (read-only) when the value comes from an MLflow run. ``model`` is
-    ``settings.model_path`` walked already (``prefetch_digest``); otherwise it is walked here.
+    ``registry`` is only contacted (read-only) when the value comes from an MLflow run. ``walk`` gives
+    ``settings.model_path`` as walked in the background (``prefetch_digest``); otherwise it is walked here.
     """
     token_id = normalise_token_id(settings.token_id)
     if not settings.model_path:
@@ -244,8 +244,8 @@ def build_request(
     metric = resolve_metric(settings.metric)
     baseline = check_in_range(metric, parse_number(settings.baseline, what="Baseline"), what="Baseline")
     margin = parse_margin(settings.min_improvement)
-    if model is None:  # links checked, nothing read: hashed when the path needs it
-        model = scan_model(settings.model_path)
+    # links checked, nothing read: hashed when the path needs it
+    model = walk() if walk is not None else scan_model(settings.model_path)
     measured = _measure(settings, metric, model, registry)
     gate = evaluate_gate(metric, measured.value, baseline, margin=margin)
     enforce_gate(gate)

@@ -491,10 +491,21 @@ class BackgroundHash:
     trips (hashlib releases the GIL). A first registration cancels it at once: its bytes are hashed
     while they upload. Progress may be attached later (``attach``): what was hashed before is reported
     to it then.
+
+    Built from a path (``prefetch_digest``), the thread walks the model first: ``walked()`` waits for
+    the walk and gives its ``ModelFiles``, or raises what the walk raised, when the caller gets to it.
     """
 
-    def __init__(self, model: ModelFiles, progress: Progress | None = None) -> None:
+    def __init__(
+        self, model: ModelFiles | None = None, progress: Progress | None = None, *, path: str | None = None
+    ) -> None:
+        assert (model is None) != (path is None), "a walked model or a path to walk"
         self.model = model
+        self._path = path
+        self._walked = threading.Event()
+        self._walk_error: BaseException | None = None
+        if model is not None:
+            self._walked.set()
         self._relay = _ProgressRelay()
         if progress is not None:
             self._relay.attach(progress)
@@ -505,12 +516,28 @@ class BackgroundHash:
         self._thread.start()
 
     def _run(self) -> None:
+        if self.model is None:
+            try:
+                self.model = scan_model(self._path or "")
+            except BaseException as exc:  # raised by walked(), in the caller's thread and order
+                self._walk_error = exc
+                return
+            finally:
+                self._walked.set()
         try:
             self._result = hash_model(self.model, self._relay, cancelled=self._cancelled)
         except _Cancelled:
             pass
         except BaseException as exc:  # re-raised by result(), in the caller's thread
             self._error = exc
+
+    def walked(self) -> ModelFiles:
+        """The model as walked (waiting for the walk); raises the walk's error, e.g. a missing path."""
+        self._walked.wait()
+        if self._walk_error is not None:
+            raise self._walk_error
+        assert self.model is not None
+        return self.model
 
     def attach(self, progress: Progress) -> None:
         """Report to ``progress`` from now on, starting with what was hashed so far."""
@@ -520,11 +547,13 @@ class BackgroundHash:
         self._thread.join()
         if self._error is not None:
             raise self._error
+        if self._walk_error is not None:
+            raise self._walk_error
         assert self._result is not None, "result() after cancel()"
         return self._result
 
     def cancel(self) -> None:
-        """Stop at the next read and wait for the thread (a few milliseconds)."""
+        """Stop at the next read and wait for the thread (a few milliseconds once it is hashing)."""
         self._cancelled.set()
         self._thread.join()
 
@@ -565,18 +594,16 @@ class _ProgressRelay:
 
 
 def prefetch_digest(model_path: str | os.PathLike[str] | None) -> BackgroundHash | None:
-    """Walk ``model_path`` and start hashing it now, before the slow imports of a registration.
+    """Start walking and hashing ``model_path`` now, in a thread, before the slow imports of a registration.
 
     A re-run needs the digest before anything else, and the command's imports (SQLAlchemy, the
-    database driver: ~0.3 s) then run beside the hash instead of before it. Returns None when the
-    walk fails: the registration walks the path again in its own order and reports the error there.
+    database driver: ~0.3 s) then run beside the hash instead of before it. Nothing is checked here:
+    the registration takes the walk (``walked()``) where it used to walk the path itself, after the
+    cheaper checks, so a bad token id is still reported first and at once.
     """
     if not model_path:
         return None
-    try:
-        return BackgroundHash(scan_model(model_path))
-    except Exception:  # reported by the registration's own walk, in input order
-        return None
+    return BackgroundHash(path=os.fspath(model_path))
 
 
 def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:

@@ -365,3 +365,34 @@ def test_progress_attached_to_a_running_hash_gets_what_was_hashed_before_it(tmp_
     background.attach(counter)
     background.result()
     assert (counter.nbytes, counter.files) == (model.total_bytes, 25)
+
+
+def test_a_prefetch_walks_the_model_in_its_thread_and_hands_the_walks_error_to_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's own checks (token id, metric, baseline) come first and at once: a prefetch only
+    starts a thread; a 100,000-file walk, or one that hangs on a dead mount, happens there."""
+    from hokusai_action import digest
+    from hokusai_action.errors import InputError
+
+    walkers: list[str] = []
+    real_scan = digest.scan_model
+
+    def recording_scan(path):
+        walkers.append(threading.current_thread().name)
+        return real_scan(path)
+
+    root = write_tree(tmp_path / "m", {"w.bin": os.urandom(3000)})
+    expected = inspect_model(root).digest
+    monkeypatch.setattr(digest, "scan_model", recording_scan)
+    prefetched = digest.prefetch_digest(root)
+    assert prefetched is not None
+    assert prefetched.walked().files == ("w.bin",)
+    assert prefetched.result().digest == expected
+    assert walkers == ["hokusai-hash"]
+
+    missing = digest.prefetch_digest(tmp_path / "nowhere")  # no error here: the caller's walk reports it
+    assert missing is not None
+    with pytest.raises(InputError, match="does not exist"):
+        missing.walked()
+    missing.cancel()
