@@ -54,6 +54,18 @@ MLFLOW_HTTP_REQUEST_BACKOFF_JITTER = EnvVar(
 MLFLOW_HTTP_REQUEST_TIMEOUT = EnvVar(
     "MLFLOW_HTTP_REQUEST_TIMEOUT", int, "MLflow's wait for the next bytes of an answer (whole seconds; see Big models)"
 )
+MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER = EnvVar(
+    "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER", bool, "MLflow's switch: wait out a server's Retry-After (default true)"
+)
+MLFLOW_TRACKING_INSECURE_TLS = EnvVar(
+    "MLFLOW_TRACKING_INSECURE_TLS", bool, "MLflow's switch: skip TLS certificate checks (default false)"
+)
+MLFLOW_HTTP_TCP_KEEPALIVE = EnvVar("MLFLOW_HTTP_TCP_KEEPALIVE", bool, "MLflow's TCP keepalive on its connections")
+MLFLOW_HTTP_TCP_KEEPALIVE_IDLE = EnvVar("MLFLOW_HTTP_TCP_KEEPALIVE_IDLE", int, "Idle seconds before keepalive probes")
+MLFLOW_HTTP_TCP_KEEPALIVE_INTERVAL = EnvVar(
+    "MLFLOW_HTTP_TCP_KEEPALIVE_INTERVAL", int, "Seconds between keepalive probes"
+)
+MLFLOW_HTTP_TCP_KEEPALIVE_COUNT = EnvVar("MLFLOW_HTTP_TCP_KEEPALIVE_COUNT", int, "Keepalive probes before giving up")
 HOKUSAI_MLFLOW_EXPERIMENT = EnvVar("HOKUSAI_MLFLOW_EXPERIMENT", str, "MLflow experiment for registration runs")
 HOKUSAI_MLFLOW_TIMEOUT = EnvVar(
     "HOKUSAI_MLFLOW_TIMEOUT", float, "Seconds to keep trying an unreachable MLflow before exit 4 (default 30)"

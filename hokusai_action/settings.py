@@ -39,6 +39,9 @@ CONFIG_INLINE_SECRET = (
 BAD_NUMBER = "{name} must be a positive number of seconds, not '{value}'."
 BAD_BOOL = "{name} must be true or false, not '{value}'."
 BAD_MLFLOW_HTTP_VARIABLE = "{name} must be {accepted}, not '{value}'. MLflow's HTTP client reads it: fix or unset it."
+BAD_MLFLOW_HTTP_DEFAULT = (
+    "{name} must be {accepted}, not '{value}' (the tool's default), under the limit you set: set {name} within it."
+)
 UNKNOWN_SINK = "Unknown event sink '{sink}' in {where}. Choose any of: {known}."
 SINK_NEEDS = "Event sink '{sink}' needs {what}."
 ENV_NAME_UNSET = "{key} names the environment variable {name}, but it is not set."
@@ -372,41 +375,70 @@ def _positive(value: Any, name: str) -> float:
 
 
 def _check_mlflow_http_variables(environ: Mapping[str, str]) -> None:
-    """Raise ``InputError`` for an MLflow HTTP variable MLflow could not use (``environment``'s note).
+    """Raise ``InputError`` for an MLflow HTTP variable MLflow (or the upload) could not use.
 
-    The limits are MLflow's own (``mlflow/utils/request_utils.py``), which its private variables can raise.
+    Parsed as MLflow parses them (``mlflow/environment_variables.py``: ``int``, ``float``, booleans as
+    true/false/1/0), within MLflow's limits (``mlflow/utils/request_utils.py``, which its private
+    variables can raise) and within what a socket timeout or a sleep can take.
     """
-    retries_limit = _whole_or(environ.get("_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT"), 10)
-    backoff_limit = _whole_or(environ.get("_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT"), 120)
-    checks: tuple[tuple[env.EnvVar, float, float | None, str], ...] = (
-        (env.MLFLOW_HTTP_REQUEST_MAX_RETRIES, 0, retries_limit, f"a whole number from 0 to {retries_limit}"),
+    limits = {}
+    for name in ("_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT", "_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT"):
+        raw = environ.get(name)
+        number = _parsed(int, raw) if raw is not None else None
+        if raw is not None and (number is None or number < 0):
+            raise InputError(
+                BAD_MLFLOW_HTTP_VARIABLE.format(name=name, accepted="a whole number, 0 or more", value=raw)
+            )
+        limits[name] = number
+    retries_limit = limits["_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT"]
+    retries_limit = 10 if retries_limit is None else retries_limit
+    backoff_limit = limits["_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT"]
+    backoff_limit = 120 if backoff_limit is None else backoff_limit
+    whole_seconds = "a whole number of seconds from {low} to {high}"
+    checks: tuple[tuple[env.EnvVar, float, float, str, str | None], ...] = (
+        # variable, lowest, highest, what is accepted, the value the tool sets when it is unset
+        (env.MLFLOW_HTTP_REQUEST_MAX_RETRIES, 0, retries_limit, f"a whole number from 0 to {retries_limit}", "3"),
         (
             env.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
             0,
             backoff_limit,
-            f"a whole number of seconds from 0 to {backoff_limit}",
+            whole_seconds.format(low=0, high=backoff_limit),
+            "1",
         ),
-        (env.MLFLOW_HTTP_REQUEST_BACKOFF_JITTER, 0, None, "a number of seconds, 0 or more"),
-        (env.MLFLOW_HTTP_REQUEST_TIMEOUT, 1, None, "a whole number of seconds, 1 or more"),
+        (env.MLFLOW_HTTP_REQUEST_BACKOFF_JITTER, 0, 3600, "a number of seconds from 0 to 3600", None),
+        (env.MLFLOW_HTTP_REQUEST_TIMEOUT, 1, 1_000_000, whole_seconds.format(low=1, high=1_000_000), None),
+        (env.MLFLOW_HTTP_TCP_KEEPALIVE_IDLE, 1, 86_400, whole_seconds.format(low=1, high=86_400), None),
+        (env.MLFLOW_HTTP_TCP_KEEPALIVE_INTERVAL, 1, 86_400, whole_seconds.format(low=1, high=86_400), None),
+        (env.MLFLOW_HTTP_TCP_KEEPALIVE_COUNT, 1, 100, "a whole number from 1 to 100", None),
     )
-    for var, low, high, accepted in checks:
+    for var, low, high, accepted, default in checks:
         raw = environ.get(var.name)
+        message = BAD_MLFLOW_HTTP_VARIABLE
         if raw is None:
-            continue
-        try:
-            number = var.kind(raw)  # as MLflow converts it: int("2.5") fails there too
-        except (TypeError, ValueError, OverflowError):
-            number = None
-        finite = number is not None and number == number and abs(number) != float("inf")  # not NaN, not inf
-        if not finite or number < low or (high is not None and number > high):
+            if default is None:
+                continue
+            raw, message = default, BAD_MLFLOW_HTTP_DEFAULT
+        number = _parsed(var.kind, raw)
+        if number is None or not low <= number <= high:
+            raise InputError(message.format(name=var.name, accepted=accepted, value=raw))
+    for var in (
+        env.MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER,
+        env.MLFLOW_TRACKING_INSECURE_TLS,
+        env.MLFLOW_HTTP_TCP_KEEPALIVE,
+    ):
+        raw = environ.get(var.name)
+        if raw is not None and raw.lower() not in ("true", "false", "1", "0"):
+            accepted = "true or false (or 1 or 0)"
             raise InputError(BAD_MLFLOW_HTTP_VARIABLE.format(name=var.name, accepted=accepted, value=raw))
 
 
-def _whole_or(raw: str | None, default: int) -> int:
+def _parsed(kind: type, raw: str) -> float | None:
+    """``raw`` as MLflow converts it (``int("2.5")`` fails there too); None unless a finite number."""
     try:
-        return int(raw) if raw is not None else default
-    except ValueError:
-        return default
+        number = kind(raw)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 def _boolean(value: Any, name: str) -> bool:

@@ -305,8 +305,8 @@ def test_a_billion_laughs_hokusai_yaml_is_refused_before_anything_changes(
         ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "500", "a whole number of seconds from 0 to 120"),
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "many", "a whole number from 0 to 10"),
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "50", "a whole number from 0 to 10"),
-        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "lots", "a number of seconds, 0 or more"),
-        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "2.5", "a whole number of seconds, 1 or more"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "lots", "a number of seconds from 0 to 3600"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "2.5", "a whole number of seconds from 1 to 1000000"),
     ],
 )
 def test_an_mlflow_http_variable_mlflow_cannot_use_is_a_settings_error(

@@ -812,10 +812,10 @@ def test_a_config_flag_with_a_nul_character_is_refused_before_it_is_opened(load)
 @pytest.mark.parametrize(
     ("variable", "value", "accepted"),
     [
-        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "inf", "a number of seconds, 0 or more"),
-        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "nan", "a number of seconds, 0 or more"),
-        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "-1", "a number of seconds, 0 or more"),
-        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "0", "a whole number of seconds, 1 or more"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "inf", "a number of seconds from 0 to 3600"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "nan", "a number of seconds from 0 to 3600"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "-1", "a number of seconds from 0 to 3600"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "0", "a whole number of seconds from 1 to 1000000"),
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "-1", "a whole number from 0 to 10"),
     ],
 )
@@ -835,3 +835,37 @@ def test_mlflow_http_variables_inside_mlflows_limits_are_accepted(load) -> None:
     )
     # MLflow's private limits raise its bounds, and ours follow
     load(env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "20", "_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT": "25"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "accepted"),
+    [
+        ("MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER", "yes", "true or false (or 1 or 0)"),
+        ("MLFLOW_TRACKING_INSECURE_TLS", "yes", "true or false (or 1 or 0)"),
+        ("MLFLOW_HTTP_TCP_KEEPALIVE", "on", "true or false (or 1 or 0)"),
+        ("MLFLOW_HTTP_TCP_KEEPALIVE_IDLE", "30s", "a whole number of seconds from 1 to 86400"),
+        ("MLFLOW_HTTP_TCP_KEEPALIVE_INTERVAL", "0", "a whole number of seconds from 1 to 86400"),
+        ("MLFLOW_HTTP_TCP_KEEPALIVE_COUNT", "x", "a whole number from 1 to 100"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10000000000", "a whole number of seconds from 1 to 1000000"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "1e300", "a number of seconds from 0 to 3600"),
+        ("_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT", "abc", "a whole number, 0 or more"),
+        ("_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT", "-1", "a whole number, 0 or more"),
+    ],
+)
+def test_every_mlflow_http_variable_the_upload_reads_is_checked_as_mlflow_parses_it(
+    load, variable: str, value: str, accepted: str
+) -> None:
+    message = load_error(load, env={variable: value})
+    assert message.startswith(f"{variable} must be {accepted}, not '{value}'.")
+
+
+def test_a_lowered_mlflow_retry_limit_below_the_tools_default_says_what_to_set(load) -> None:
+    """The tool bounds MLflow's retries at 3 unless MLFLOW_HTTP_REQUEST_MAX_RETRIES is set; MLflow refuses
+    any value past its limit, so a limit of 2 needs the variable set (it was exit 4 after a run began)."""
+    message = load_error(load, env={"_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT": "2"})
+    assert message.startswith(
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES must be a whole number from 0 to 2, not '3' (the tool's default), "
+        "under the limit you set: set MLFLOW_HTTP_REQUEST_MAX_RETRIES within it."
+    )
+    load(env={"_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT": "2", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"})
+    load(env={"MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "FALSE", "MLFLOW_TRACKING_INSECURE_TLS": "1"})
