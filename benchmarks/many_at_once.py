@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
 
+from benchmarks.proc_cpu import live_processes  # noqa: E402
 from hokusai_action.db.store import POOL_SIZE, Database, get_token, insert_token  # noqa: E402
 from tests.helpers import register_args  # noqa: E402
 from tests.pg_connections import ConnectionSampler  # noqa: E402
@@ -47,20 +48,8 @@ def nearest_rank(values: list[float], percent: float) -> float:
 
 
 def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU of every live process in process group ``pgid`` (the MLflow server and its
-    workers), from /proc/PID/stat fields 14-15 and 5 (pgrp)."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # field 5 (pgrp), counted after the command name
-            ticks += int(fields[11]) + int(fields[12])  # fields 14 (utime) and 15 (stime)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of every live process in process group ``pgid`` (the MLflow server and its workers)."""
+    return sum(process.seconds for process in live_processes() if process.group == pgid)
 
 
 def make_small_model(root: Path, size_kb: int) -> Path:

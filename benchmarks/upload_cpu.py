@@ -29,25 +29,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.proc_cpu import live_processes  # noqa: E402
 from tests.services import create_database, drop_database, start_mlflow_server  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def process_tree_cpu(root: int) -> dict[int, float]:
     """User + system CPU seconds of ``root`` and of every live descendant, by pid."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        times[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
+    processes = list(live_processes())
+    parents = {process.pid: process.parent for process in processes}
+    times = {process.pid: process.seconds for process in processes}
     tree = {root}
     changed = True
     while changed:

@@ -17,6 +17,7 @@ import pytest
 from tests.canaries import CANARIES, CanaryWatch
 from tests.helpers import CLI_PYTHON
 from tests.services import Services, session_services
+from tests.upload_proxy import UploadProxy
 
 # Google's Pub/Sub emulator and fake-gcs-server: session fixtures, skipped loudly where not installed
 pytest_plugins = ["tests.pubsub_emulator", "tests.gcs_emulator", "tests.fault_fixtures"]
@@ -207,6 +208,20 @@ class Snapshot:
     versions: tuple[str, ...]
     events: int
     deliveries: tuple[tuple[str, str, str], ...]
+
+
+@pytest.fixture
+def proxy_for(services: Services) -> Iterator[Callable[..., UploadProxy]]:
+    """``proxy_for(mode, **options)``: an ``UploadProxy`` before the session's MLflow server, closed after."""
+    proxies: list[UploadProxy] = []
+
+    def start(mode: str, **kwargs: Any) -> UploadProxy:
+        proxies.append(UploadProxy(services.mlflow_url, mode=mode, **kwargs))
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        proxy.close()
 
 
 @pytest.fixture

@@ -14,25 +14,12 @@ import pytest
 
 from tests.helpers import assert_one_clear_line, register_args
 from tests.tls_files import make_tls_files
-from tests.upload_proxy import ARTIFACT_PUT, UploadProxy
+from tests.upload_proxy import ARTIFACT_PUT
 
 pytestmark = [pytest.mark.e2e]
 
 MAX_RETRIES = 3  # the registry's bound on MLflow's retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES)
 NO_BACKOFF = {"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0"}
-
-
-@pytest.fixture
-def proxy_for(services):
-    proxies: list[UploadProxy] = []
-
-    def start(mode: str, **kwargs) -> UploadProxy:
-        proxies.append(UploadProxy(services.mlflow_url, mode=mode, **kwargs))
-        return proxies[-1]
-
-    yield start
-    for proxy in proxies:
-        proxy.close()
 
 
 def tree(root: Path) -> dict[str, bytes]:

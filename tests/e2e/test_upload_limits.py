@@ -13,7 +13,6 @@ import pytest
 
 from hokusai_action.transfer_limits import MIB, TransferLimits
 from tests.helpers import assert_one_clear_line, register_args
-from tests.upload_proxy import UploadProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,19 +22,6 @@ MAX_RETRIES = 3  # MLflow's retries of a request that timed out (the registry's 
 # test sets 0 instead of the registry's 1, so its retries wait only the jitter (the registry's 0.5 s)
 BACKOFF_FACTOR = 0
 BACKOFF_JITTER = 0.5
-
-
-@pytest.fixture
-def proxy_for(services):
-    proxies: list[UploadProxy] = []
-
-    def start(mode: str, **kwargs) -> UploadProxy:
-        proxies.append(UploadProxy(services.mlflow_url, mode=mode, **kwargs))
-        return proxies[-1]
-
-    yield start
-    for proxy in proxies:
-        proxy.close()
 
 
 def test_a_slow_steady_upload_longer_than_the_request_timeout_succeeds(
