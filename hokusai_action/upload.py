@@ -26,10 +26,11 @@ import posixpath
 import threading
 from typing import Any
 
-from hokusai_action.digest import STREAM_BLOCK, HashingReader, ModelFiles, Progress, StreamedDigest
+from hokusai_action.digest import ModelFiles, Progress
 from hokusai_action.errors import ServiceUnavailable
 from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
+from hokusai_action.streamed import STREAM_BLOCK, HashingReader, StreamedDigest
 
 # Files sent at once: enough to keep the server's workers busy while the client prepares the next
 # request (measured on 2 cores, 2 server workers: see the README's "Where the time goes").

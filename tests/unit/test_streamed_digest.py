@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hokusai_action.digest import STREAM_BLOCK, StreamedDigest, hash_model, inspect_model, scan_model
+from hokusai_action.digest import hash_model, inspect_model, scan_model
 from hokusai_action.errors import ModelChanged
+from hokusai_action.streamed import STREAM_BLOCK, StreamedDigest
 from tests.helpers import write_tree
 
 pytestmark = [pytest.mark.unit]
@@ -222,7 +223,7 @@ def test_a_file_answered_as_stored_before_it_was_all_sent_is_refused(tmp_path: P
 
 
 def test_a_stopped_upload_gives_out_no_more_bytes(tmp_path: Path) -> None:
-    from hokusai_action.digest import UploadStopped
+    from hokusai_action.streamed import UploadStopped
 
     streamed = StreamedDigest(scan_model(write_tree(tmp_path / "m", {"weights.bin": os.urandom(3 * STREAM_BLOCK)})))
     with streamed.open(0) as reader:

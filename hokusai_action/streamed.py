@@ -1,0 +1,257 @@
+"""The digest computed while the model uploads: each file read once, through the descriptor the walk
+checked, hashed block by block as an HTTP client or an artifact repository reads it (issue 9, "Bytes
+read once"). The digest is ``hash_model``'s, byte for byte (``tests/unit/test_streamed_digest.py``);
+the walk, the file checks and the digest's formula live in ``digest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hokusai_action.digest import (
+    MODEL_CHANGED_HINT,
+    FileState,
+    ModelFiles,
+    Progress,
+    _NotListed,
+    _open_error,
+    _open_listed,
+    _record,
+)
+from hokusai_action.errors import ModelChanged, ServiceUnavailable
+
+MODEL_CHANGED_WHILE_HASHED_STREAM = (
+    "The model changed while it was being uploaded: {path} grew or shrank while it was read. No version was created."
+)
+# the store answered success before the client had read the whole file: it cannot hold all of it
+UPLOAD_INCOMPLETE = (
+    "The upload of {path} was answered as stored after {sent} of its {size} bytes were sent: the store does not "
+    "hold the file. No version was created."
+)
+UPLOAD_INCOMPLETE_HINT = (
+    "Check what sits between this run and MLflow's artifact store (a proxy answering for it), then re-run."
+)
+
+STREAM_BLOCK = 1024 * 1024  # per file being sent: a few upload threads stay far below the memory bound
+
+
+class UploadStopped(Exception):
+    """The upload was stopped (SIGTERM, Ctrl-C, another file's failure): a reader gives out no more bytes."""
+
+
+class HashingReader:
+    """A listed file as a read-only stream that hashes and counts every byte as it is read.
+
+    Handed to an HTTP client (``requests``/``urllib3`` read it in small pieces) or an artifact
+    repository's ``log_artifact_from_stream``. It reads the file in ``STREAM_BLOCK`` blocks through
+    the descriptor opened (and identity-checked) by ``StreamedDigest.open``, hashes each block once
+    and hands it out in the pieces asked for. What was hashed is exactly what was sent.
+
+    ``len()`` is the size listed at open (the Content-Length); a file that grows or shrinks while it
+    is read raises ``ModelChanged`` instead of sending a body of another length. ``seek(0)`` starts
+    over (a retry re-sends the file: the hash starts over with it); no other seek is possible, so a
+    client can never resend a body from the middle.
+
+    Once ``stopped`` is set, the next read raises ``UploadStopped``: the client gives up the request at
+    once instead of sending the rest of a big file nobody will register.
+    """
+
+    def __init__(
+        self,
+        handle: io.FileIO,
+        state: FileState,
+        shown: Path,
+        progress: Progress | None,
+        stopped: threading.Event | None = None,
+    ) -> None:
+        self._handle = handle
+        self._stopped = stopped
+        self.state = state
+        self._shown = shown
+        self._progress = progress
+        self._buffer = bytearray(min(STREAM_BLOCK, max(state.size, 1)))
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0  # the unread part of the buffer
+        self._hasher = hashlib.sha256()
+        self._position = 0  # bytes handed out
+        self._read = 0  # bytes read from the file (and hashed)
+        self.failure: ModelChanged | None = None  # kept: HTTP clients wrap what a body raises
+
+    def __len__(self) -> int:
+        return self.state.size
+
+    @property
+    def name(self) -> str:  # some clients guess a content type from it
+        return self._shown.name
+
+    @property
+    def shown(self) -> Path:
+        """The file as the user knows it (for messages)."""
+        return self._shown
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._position + offset if whence == io.SEEK_CUR else -1
+        if whence == io.SEEK_END:
+            target = self.state.size + offset
+        if target == self._position:
+            return target
+        if target != 0:
+            raise io.UnsupportedOperation("a hashing reader can only start over (seek(0))")
+        os.lseek(self._handle.fileno(), 0, os.SEEK_SET)
+        if self._progress is not None and self._read:
+            self._progress.advance(-self._read)
+        self._hasher = hashlib.sha256()
+        self._start = self._end = self._position = self._read = 0
+        return 0
+
+    def _fill(self) -> bool:
+        """Read the next block; False at the end of the file (checked against the listed size)."""
+        if self._stopped is not None and self._stopped.is_set():
+            raise UploadStopped(str(self._shown))
+        read = self._handle.readinto(self._buffer)
+        if not read:
+            if self._read != self.state.size:
+                self._changed()
+            return False
+        self._read += read
+        if self._read > self.state.size:
+            self._changed()
+        self._hasher.update(self._view[:read])
+        self._start, self._end = 0, read
+        if self._progress is not None:
+            self._progress.advance(read)
+        return True
+
+    def _changed(self) -> None:
+        self.failure = ModelChanged(MODEL_CHANGED_WHILE_HASHED_STREAM.format(path=self._shown), hint=MODEL_CHANGED_HINT)
+        raise self.failure
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            pieces = []
+            while piece := self.read(STREAM_BLOCK):
+                pieces.append(piece)
+            return b"".join(pieces)
+        if self._start == self._end and not self._fill():
+            return b""
+        taken = min(size, self._end - self._start)
+        piece = bytes(self._view[self._start : self._start + taken])
+        self._start += taken
+        self._position += taken
+        return piece
+
+    def take_block(self) -> memoryview:
+        """The next bytes, up to a block, without a copy: a view of the buffer, valid until the next
+        call (for a client that sends it at once). Empty at the end of the file."""
+        if self._start == self._end and not self._fill():
+            return self._view[:0]
+        piece = self._view[self._start : self._end]
+        self._position += self._end - self._start
+        self._start = self._end
+        return piece
+
+    def readinto(self, target: Any) -> int:
+        piece = self.read(len(target))
+        target[: len(piece)] = piece
+        return len(piece)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` (a retry's backoff), or raise ``UploadStopped`` as soon as the upload stops."""
+        if self._stopped is None:
+            time.sleep(seconds)
+        elif self._stopped.wait(seconds):
+            raise UploadStopped(str(self._shown))
+
+    def finish(self) -> str:
+        """Read what the client left unread (nothing, for a complete send) and return the file's sha256."""
+        while self._fill():
+            self._position = self._read
+        return self._hasher.hexdigest()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> HashingReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class StreamedDigest:
+    """The digest of ``model`` built while its files are uploaded, in any order, from several threads.
+
+    ``open(index)`` gives a ``HashingReader`` over the listed inode; ``done(index, reader)`` records the
+    file once it is sent; ``finish()`` returns ``model`` hashed: the same digest ``hash_model`` gives
+    (same records, in the listed order), and the states to check before the version is created.
+    """
+
+    def __init__(self, model: ModelFiles, progress: Progress | None = None) -> None:
+        self.model = model
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._records: list[tuple[int, str] | None] = [None] * len(model.files)
+        self._states: list[FileState | None] = [None] * len(model.files)
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Make every reader of this upload raise ``UploadStopped`` at its next block (any thread)."""
+        self._stopped.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def open(self, index: int) -> HashingReader:
+        """Raises ``ModelChanged`` when file ``index`` is no longer the one listed: nothing of it is read."""
+        try:
+            handle, state = _open_listed(self.model.read_paths[index], self.model.identities[index])
+        except (OSError, _NotListed) as exc:
+            raise _open_error(self.model, index, exc, streaming=True) from exc
+        relative = self.model.files[index]
+        shown = self.model.root / relative if self.model.is_dir else self.model.root
+        return HashingReader(handle, state, shown, self._progress, self._stopped)
+
+    def done(self, index: int, reader: HashingReader) -> None:
+        """Record file ``index`` as stored. The client must have read all of it: a store that answered
+        before it took the whole body (a proxy answering for it) does not hold the file, and hashing
+        the rest here would give a digest of bytes never sent (``ServiceUnavailable``, exit 4)."""
+        if reader.tell() != len(reader):
+            raise ServiceUnavailable(
+                UPLOAD_INCOMPLETE.format(path=reader.shown, sent=reader.tell(), size=len(reader)),
+                hint=UPLOAD_INCOMPLETE_HINT,
+            )
+        file_digest = reader.finish()
+        with self._lock:
+            self._records[index] = (reader.state.size, file_digest)
+            self._states[index] = reader.state
+        if self._progress is not None:
+            self._progress.file_done()
+
+    def finish(self) -> ModelFiles:
+        manifest = hashlib.sha256()
+        total = 0
+        for relative, record in zip(self.model.files, self._records, strict=True):
+            if record is None:
+                raise AssertionError(f"{relative} was not uploaded")  # a bug: every file is sent first
+            size, file_digest = record
+            total += size
+            manifest.update(_record(relative, size, file_digest))
+        states = tuple(state for state in self._states if state is not None)
+        return replace(self.model, total_bytes=total, digest="sha256:" + manifest.hexdigest(), states=states)
