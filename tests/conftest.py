@@ -19,8 +19,9 @@ from tests.helpers import CLI_PYTHON
 from tests.services import Services, session_services
 from tests.upload_proxy import UploadProxy
 
-# Google's Pub/Sub emulator and fake-gcs-server: session fixtures, skipped loudly where not installed
-pytest_plugins = ["tests.pubsub_emulator", "tests.gcs_emulator", "tests.fault_fixtures"]
+# Google's Pub/Sub emulator and fake-gcs-server: session fixtures, skipped loudly where not installed;
+# session_reports prints what they (and the fault matrix) report, gathered from every xdist worker
+pytest_plugins = ["tests.session_reports", "tests.pubsub_emulator", "tests.gcs_emulator", "tests.fault_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 

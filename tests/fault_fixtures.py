@@ -1,7 +1,8 @@
 """Fixtures of the fault tests (tests/e2e/test_fault_matrix.py). Loaded as a pytest plugin.
 
 - ``fault_tally`` (session): the figures (faults injected, re-runs converged, versions duplicated,
-  events lost), printed in pytest's terminal summary.
+  events lost), added up over every xdist worker and printed in pytest's terminal summary
+  (tests/session_reports.py).
 - ``own_mlflow`` (function): an MLflow server of the test's own, which it may kill and restart on the
   same port with the same backend database and artifact folder.
 - ``pg_proxy`` (function): a ``TcpProxy`` in front of the test PostgreSQL server.
@@ -21,15 +22,14 @@ import pytest
 import sqlalchemy as sa
 
 from tests import services as services_module
+from tests import session_reports
 from tests.faults import FaultTally, TcpProxy
 from tests.services import MlflowServer, create_database, drop_database, start_mlflow_server
-
-_tally = FaultTally()
 
 
 @pytest.fixture(scope="session")
 def fault_tally() -> FaultTally:
-    return _tally
+    return session_reports.tally()
 
 
 @dataclass
@@ -83,10 +83,3 @@ def pg_proxy(services: Any) -> Iterator[tuple[TcpProxy, str]]:
         yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     finally:
         proxy.close()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _tally.cases:
-        terminalreporter.write_sep("-", "fault matrix")
-        for line in _tally.lines():
-            terminalreporter.write_line(line, bold=True)

@@ -452,6 +452,14 @@ class FaultTally:
         self.versions_duplicated += verdict.versions_duplicated
         self.events_lost += verdict.events_lost
 
+    def add(self, other: FaultTally) -> None:
+        """Add another session's figures (an xdist worker's) to these."""
+        self.cases.extend(other.cases)
+        self.injected += other.injected
+        self.converged += other.converged
+        self.versions_duplicated += other.versions_duplicated
+        self.events_lost += other.events_lost
+
     def lines(self) -> list[str]:
         return [
             f"end states checked: {len(self.cases)}",

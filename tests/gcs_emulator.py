@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests import session_reports
 from tests.pubsub_emulator import _die_with_parent, free_port, stop_process_group, wait_until_answering
 
 START_TIMEOUT_SECONDS = 30.0  # a Go binary: it usually answers in well under a second
@@ -36,9 +37,6 @@ BUCKET = "hokusai-artifacts"
 PROJECT = "hokusai-test"
 
 _ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-# Written by the session fixture, printed in pytest's terminal summary.
-_session_report: list[str] = []
 
 
 class GcsEmulatorUnavailable(Exception):
@@ -186,14 +184,15 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
         binary = find_server_binary()
     except GcsEmulatorUnavailable as exc:
         reason = f"{SKIP_PREFIX}: {exc}"
-        _session_report.append(f"SKIPPED: {reason}")
+        session_reports.report("fake-gcs-server", f"SKIPPED: {reason}")
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("gcs-emulator")
     began = time.monotonic()
     emulator = start_gcs_emulator(workdir)
-    _session_report.append(
+    session_reports.report(
+        "fake-gcs-server",
         f"started {binary.name} on {emulator.url} in {time.monotonic() - began:.2f} s (pid {emulator.pid}), "
-        f"bucket {emulator.bucket}"
+        f"bucket {emulator.bucket}",
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
@@ -201,11 +200,4 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
             yield emulator
         finally:
             emulator.stop()
-            _session_report.append("stopped; no fake-gcs-server process left (checked with ps)")
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _session_report:
-        terminalreporter.write_sep("-", "fake-gcs-server")
-        for line in _session_report:
-            terminalreporter.write_line(line, red=line.startswith("SKIPPED"), bold=True)
+            session_reports.report("fake-gcs-server", "stopped; no fake-gcs-server process left (checked with ps)")

@@ -41,6 +41,8 @@ from typing import Any
 
 import pytest
 
+from tests import session_reports
+
 EMULATOR_SCRIPT = Path("platform/pubsub-emulator/bin/cloud-pubsub-emulator")
 EMULATOR_PROJECT = "hokusai-test"
 START_TIMEOUT_SECONDS = 90.0  # a cold JVM on a busy 2-core machine; it usually answers in 2-4 s
@@ -53,9 +55,6 @@ LOOPBACK = "127.0.0.1,localhost"
 # Loopback needs no proxy, whatever http_proxy says (urllib here; gRPC through no_proxy below).
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _PR_SET_PDEATHSIG = 1
-
-# Written by the session fixture, printed in pytest's terminal summary.
-_session_report: list[str] = []
 
 
 class EmulatorUnavailable(Exception):
@@ -401,7 +400,7 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub
         script = find_emulator_script()
     except EmulatorUnavailable as exc:
         reason = f"{SKIP_PREFIX}: {exc}"
-        _session_report.append(f"SKIPPED: {reason}")
+        session_reports.report("Pub/Sub emulator", f"SKIPPED: {reason}")
         pytest.skip(reason)
     emulator = PubSubEmulator(
         script=script,
@@ -409,7 +408,7 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub
         log_path=tmp_path_factory.mktemp("pubsub-emulator") / "emulator.log",
     )
     seconds = emulator.start()
-    _session_report.append(f"started on {emulator.host} in {seconds:.2f} s (pid {emulator.pid})")
+    session_reports.report("Pub/Sub emulator", f"started on {emulator.host} in {seconds:.2f} s (pid {emulator.pid})")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
         # gRPC honours http_proxy; the clients the code under test builds must reach loopback directly.
@@ -421,8 +420,10 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub
             emulator.stop()
             restarts = emulator.startup_seconds[1:]
             if restarts:
-                _session_report.append("restarted " + ", ".join(f"{s:.2f} s" for s in restarts) + " (same port)")
-            _session_report.append("stopped; no emulator process left (checked with ps)")
+                session_reports.report(
+                    "Pub/Sub emulator", "restarted " + ", ".join(f"{s:.2f} s" for s in restarts) + " (same port)"
+                )
+            session_reports.report("Pub/Sub emulator", "stopped; no emulator process left (checked with ps)")
 
 
 @pytest.fixture
@@ -430,10 +431,3 @@ def pubsub_topic(pubsub_emulator: PubSubEmulator) -> TopicWithSubscription:
     """A fresh topic on the emulator and an ordered subscription that receives what it gets."""
     topic = pubsub_emulator.make_topic()
     return TopicWithSubscription(topic=topic, subscription=pubsub_emulator.make_subscription(topic))
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _session_report:
-        terminalreporter.write_sep("-", "Pub/Sub emulator")
-        for line in _session_report:
-            terminalreporter.write_line(line, red=line.startswith("SKIPPED"), bold=True)
