@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -180,6 +181,17 @@ class WebhookConsumer:
         for line in stream:
             into.append(parse(line))
 
+    def outcomes(self, count: int, timeout: float = 30.0) -> list[dict]:
+        """The consumer's output lines once it has printed ``count`` of them (or exited, or ``timeout``).
+
+        It prints each outcome before it answers, but the thread that reads its stdout may not have
+        read the last line yet when the answer comes back (seen with the suite on two workers).
+        """
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.lines)
+
     def post(self, body: bytes, headers: dict[str, str]) -> int:
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")  # noqa: S310 (http://127.0.0.1)
         try:
@@ -238,11 +250,12 @@ def test_webhook_with_a_bad_signature_is_refused_with_401(webhook_consumer):
     unsigned = {k: v for k, v in headers.items() if k != "webhook-signature"}
     assert webhook_consumer.post(body, unsigned) == 401
 
-    assert [(line["outcome"], line["event_id"]) for line in webhook_consumer.lines] == [
+    lines = webhook_consumer.outcomes(2)
+    assert [(line["outcome"], line["event_id"]) for line in lines] == [
         ("rejected", event["id"]),
         ("rejected", event["id"]),
     ]
-    assert "bad webhook signature" in webhook_consumer.lines[0]["detail"]
+    assert "bad webhook signature" in lines[0]["detail"]
 
 
 def test_webhook_event_is_verified_deployed_once_then_a_resend_is_a_duplicate(
@@ -254,8 +267,9 @@ def test_webhook_event_is_verified_deployed_once_then_a_resend_is_a_duplicate(
     registered = register(run_cli, token, make_model(), {**sink, "HOKUSAI_WEBHOOK_TIMEOUT": "120"})
 
     assert registered["events_delivered"]["webhook"] is True
-    assert [line["outcome"] for line in webhook_consumer.lines] == ["deployed"], webhook_consumer.errors
-    assert webhook_consumer.lines[0]["model_uri"] == registered["model_uri"]
+    lines = webhook_consumer.outcomes(1)
+    assert [line["outcome"] for line in lines] == ["deployed"], webhook_consumer.errors
+    assert lines[0]["model_uri"] == registered["model_uri"]
 
     # the sink sending it again (a lost 200): signed afresh, acknowledged, not deployed again
     import sqlalchemy as sa
@@ -266,7 +280,7 @@ def test_webhook_event_is_verified_deployed_once_then_a_resend_is_a_duplicate(
         query = sa.select(events.c.payload).where(events.c.event_id == registered["event_id"])
         payload = uow.execute(query).scalar_one()
     assert webhook_consumer.post(*signed(CANARIES.webhook_secret, payload)) == 200
-    assert [line["outcome"] for line in webhook_consumer.lines] == ["deployed", "duplicate"]
+    assert [line["outcome"] for line in webhook_consumer.outcomes(2)] == ["deployed", "duplicate"]
 
 
 def test_with_a_public_key_a_signed_model_deploys_and_a_tampered_file_is_named(
