@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import threading
 import time
 from dataclasses import replace
@@ -40,10 +41,73 @@ UPLOAD_INCOMPLETE_HINT = (
 )
 
 STREAM_BLOCK = 1024 * 1024  # per file being sent: a few upload threads stay far below the memory bound
+# A big file is read and hashed by a thread of its own, a couple of blocks ahead of the thread that
+# sends it: SHA-256 then runs while the socket drains, instead of between two sends while the server
+# waits for bytes. Measured on 2 cores against a loopback MLflow server, one 2 GiB file, the PUT alone
+# (8 alternating attempts, stored bytes deleted between them): no hash 3.7-4.0 s, hashed in line
+# 4.7-4.8 s, hashed ahead 4.3-4.4 s. Small files are not worth a thread's hand-offs; a file hashed
+# ahead holds HASH_AHEAD_DEPTH + 1 blocks instead of one.
+HASH_AHEAD_FROM = 32 * 1024 * 1024
+HASH_AHEAD_DEPTH = 2
 
 
 class UploadStopped(Exception):
     """The upload was stopped (SIGTERM, Ctrl-C, another file's failure): a reader gives out no more bytes."""
+
+
+class _HashAhead:
+    """An open file read and hashed in order by a thread of its own, a few blocks ahead of its consumer.
+
+    A block is handed over after it was hashed, and filled again only after the consumer gave it back
+    by asking for the next one (after sending it): what is sent is exactly what was hashed. A read
+    error is raised in the consumer, at the block where it happened.
+    """
+
+    def __init__(self, handle: io.FileIO, hasher: Any, block_size: int) -> None:
+        self._free: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        self._filled: queue.SimpleQueue[tuple[bytearray, int] | BaseException] = queue.SimpleQueue()
+        for _ in range(HASH_AHEAD_DEPTH + 1):
+            self._free.put(bytearray(block_size))
+        self._held: bytearray | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._read_and_hash, args=(handle, hasher), name="hokusai-hash-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def _read_and_hash(self, handle: io.FileIO, hasher: Any) -> None:
+        try:
+            while (block := self._free.get()) is not None:
+                read = handle.readinto(block)
+                if read:
+                    hasher.update(memoryview(block)[:read])  # releases the GIL: the sender sends meanwhile
+                self._filled.put((block, read))
+                if not read:
+                    return
+        except BaseException as exc:  # raised in the consumer
+            self._filled.put(exc)
+
+    def next(self) -> tuple[memoryview, int]:
+        """The next block, hashed already, and how many of its bytes were read (0: the end of the file).
+        The block handed out before is taken back: its bytes must have been used by now."""
+        if self._failure is not None:  # the thread has ended on it: nothing more will come
+            raise self._failure
+        if self._held is not None:
+            self._free.put(self._held)
+            self._held = None
+        item = self._filled.get()
+        if isinstance(item, BaseException):
+            self._failure = item
+            raise item
+        block, read = item
+        self._held = block
+        return memoryview(block), read
+
+    def close(self) -> None:
+        """Stop the thread (at once if it waits for a block; after its read if it reads) and wait for it:
+        it must be done with the file before the file is closed or rewound."""
+        self._free.put(None)
+        self._thread.join()
 
 
 class HashingReader:
@@ -76,9 +140,13 @@ class HashingReader:
         self.state = state
         self._shown = shown
         self._progress = progress
-        self._buffer = bytearray(min(STREAM_BLOCK, max(state.size, 1)))
-        self._view = memoryview(self._buffer)
-        self._start = self._end = 0  # the unread part of the buffer
+        # a big file is read and hashed by a thread of its own (``_HashAhead``), started at the first read;
+        # a small one is read into one buffer of its own and hashed here
+        self._hash_ahead = state.size >= HASH_AHEAD_FROM
+        self._ahead: _HashAhead | None = None
+        self._at_end = False
+        self._view = memoryview(bytearray(0 if self._hash_ahead else min(STREAM_BLOCK, max(state.size, 1))))
+        self._start = self._end = 0  # the unread part of the current block
         self._hasher = hashlib.sha256()
         self._position = 0  # bytes handed out
         self._read = 0  # bytes read from the file (and hashed)
@@ -113,26 +181,37 @@ class HashingReader:
             return target
         if target != 0:
             raise io.UnsupportedOperation("a hashing reader can only start over (seek(0))")
+        self._stop_ahead()  # done with the file before it is rewound
         os.lseek(self._handle.fileno(), 0, os.SEEK_SET)
         if self._progress is not None and self._read:
             self._progress.advance(-self._read)
         self._hasher = hashlib.sha256()
         self._start = self._end = self._position = self._read = 0
+        self._at_end = False
         return 0
 
     def _fill(self) -> bool:
         """Read the next block; False at the end of the file (checked against the listed size)."""
         if self._stopped is not None and self._stopped.is_set():
             raise UploadStopped(str(self._shown))
-        read = self._handle.readinto(self._buffer)
+        if self._at_end and self._ahead is not None:  # its thread has ended: the end stays the end
+            return False
+        if self._hash_ahead:
+            if self._ahead is None:
+                self._ahead = _HashAhead(self._handle, self._hasher, STREAM_BLOCK)
+            self._view, read = self._ahead.next()  # hashed already
+        else:
+            read = self._handle.readinto(self._view)
         if not read:
+            self._at_end = True
             if self._read != self.state.size:
                 self._changed()
             return False
         self._read += read
         if self._read > self.state.size:
             self._changed()
-        self._hasher.update(self._view[:read])
+        if self._ahead is None:
+            self._hasher.update(self._view[:read])
         self._start, self._end = 0, read
         if self._progress is not None:
             self._progress.advance(read)
@@ -184,7 +263,13 @@ class HashingReader:
             self._position = self._read
         return self._hasher.hexdigest()
 
+    def _stop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+
     def close(self) -> None:
+        self._stop_ahead()  # done with the file before it is closed
         self._handle.close()
 
     def __enter__(self) -> HashingReader:

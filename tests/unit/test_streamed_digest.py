@@ -397,3 +397,149 @@ def test_a_prefetch_walks_the_model_in_its_thread_and_hands_the_walks_error_to_t
     with pytest.raises(InputError, match="does not exist"):
         missing.walked()
     missing.cancel()
+
+
+# ------------------------------------------------------------ big files hashed ahead of the thread sending them
+
+
+@pytest.fixture
+def hash_ahead_from_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of 64 KiB and up are hashed ahead of their sender, in 16 KiB blocks, on small test files."""
+    from hokusai_action import streamed
+
+    monkeypatch.setattr(streamed, "HASH_AHEAD_FROM", 64 * 1024, raising=False)  # absent before it existed
+    monkeypatch.setattr(streamed, "STREAM_BLOCK", 16 * 1024)
+
+
+def hash_ahead_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "hokusai-hash-ahead"]
+
+
+def test_a_big_file_is_hashed_by_another_thread_than_the_one_sending_it(
+    tmp_path: Path, hash_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender only sends: SHA-256 runs while the socket drains, not between two sends (issue 9)."""
+    from hokusai_action import streamed as streamed_module
+
+    hashed_in: set[str] = set()
+    real_sha256 = hashlib.sha256
+
+    class RecordingHash:
+        def __init__(self) -> None:
+            self._hash = real_sha256()
+
+        def update(self, data) -> None:
+            hashed_in.add(threading.current_thread().name)
+            self._hash.update(data)
+
+        def hexdigest(self) -> str:
+            return self._hash.hexdigest()
+
+    monkeypatch.setattr(streamed_module.hashlib, "sha256", RecordingHash)
+    content = os.urandom(200 * 1024 + 3)
+    root = write_tree(tmp_path / "m", {"big.bin": content, "small.bin": b"tiny"})
+    model = scan_model(root)
+    digest = StreamedDigest(model)
+    sent = bytearray()
+    for index, name in enumerate(model.files):
+        with digest.open(index) as reader:
+            while block := reader.take_block():
+                if name == "big.bin":
+                    sent += block
+            digest.done(index, reader)
+    monkeypatch.undo()
+
+    assert bytes(sent) == content
+    assert digest.finish().digest == hash_model(scan_model(root)).digest
+    assert hashed_in == {"hokusai-hash-ahead", threading.current_thread().name}  # big ahead, small in line
+    assert not hash_ahead_threads()
+
+
+@pytest.mark.parametrize("piece", [1000, 16 * 1024, None])
+def test_files_hashed_ahead_stream_to_the_hashed_digest(
+    tmp_path: Path, hash_ahead_from_small_files: None, piece: int | None
+) -> None:
+    files = {"a.bin": os.urandom(64 * 1024), "b.bin": os.urandom(64 * 1024 - 1), "c/d.bin": os.urandom(300_001)}
+    root = write_tree(tmp_path / "m", files)
+    assert stream(root, piece=piece) == inspect_model(root).digest
+    assert not hash_ahead_threads()
+
+
+def test_a_retry_of_a_file_hashed_ahead_starts_over_with_a_fresh_hash(
+    tmp_path: Path, hash_ahead_from_small_files: None
+) -> None:
+    content = os.urandom(100 * 1024 + 7)
+    root = write_tree(tmp_path / "m", {"w.bin": content})
+    streamed = StreamedDigest(scan_model(root))
+    with streamed.open(0) as reader:
+        first = b""
+        while len(first) < 70000:  # a few blocks in, then the client retries
+            first += reader.read(70000 - len(first))
+        assert first == content[:70000]
+        assert reader.seek(0) == 0
+        assert reader.read() == content
+        streamed.done(0, reader)
+    assert streamed.finish().digest == inspect_model(root).digest
+    assert not hash_ahead_threads()
+
+
+@pytest.mark.parametrize("change", ["grows", "shrinks"])
+def test_a_file_hashed_ahead_that_changes_size_stops_the_upload(
+    tmp_path: Path, hash_ahead_from_small_files: None, change: str
+) -> None:
+    root = write_tree(tmp_path / "m", {"w.bin": os.urandom(100 * 1024)})
+    streamed = StreamedDigest(scan_model(root))
+    with streamed.open(0) as reader:
+        if change == "grows":
+            with (root / "w.bin").open("ab") as handle:
+                handle.write(b"more")
+        else:
+            os.truncate(root / "w.bin", 1000)
+        with pytest.raises(ModelChanged, match=r"w\.bin grew or shrank while it was read") as raised:
+            reader.read()
+        assert reader.failure is raised.value
+    assert not hash_ahead_threads()
+
+
+def test_a_stopped_upload_of_a_file_hashed_ahead_gives_out_no_more_bytes_and_leaves_no_thread(
+    tmp_path: Path, hash_ahead_from_small_files: None
+) -> None:
+    from hokusai_action.streamed import UploadStopped
+
+    streamed = StreamedDigest(scan_model(write_tree(tmp_path / "m", {"w.bin": os.urandom(400 * 1024)})))
+    with streamed.open(0) as reader:
+        assert len(reader.take_block()) == 16 * 1024
+        streamed.stop()
+        with pytest.raises(UploadStopped):
+            reader.take_block()
+    assert not hash_ahead_threads()
+
+
+def test_a_read_error_of_a_file_hashed_ahead_reaches_the_sender(
+    tmp_path: Path, hash_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hokusai_action import streamed as streamed_module
+
+    root = write_tree(tmp_path / "m", {"w.bin": os.urandom(256 * 1024)})
+    real_open = streamed_module._open_listed
+
+    class FailingFile(io.FileIO):
+        reads = 0
+
+        def readinto(self, buffer) -> int:  # type: ignore[override]
+            FailingFile.reads += 1
+            if FailingFile.reads == 3:
+                raise OSError(5, "Input/output error")
+            return super().readinto(buffer)
+
+    def open_failing(path: str, identity: tuple[int, int]):
+        handle, state = real_open(path, identity)
+        handle.close()
+        return FailingFile(path, "rb"), state
+
+    monkeypatch.setattr(streamed_module, "_open_listed", open_failing)
+    streamed = StreamedDigest(scan_model(root))
+    with streamed.open(0) as reader, pytest.raises(OSError, match="Input/output error"):
+        while reader.take_block():
+            pass
+    assert not hash_ahead_threads()
