@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,13 +138,18 @@ def make_shape(root: Path, files: int, per_file: int) -> Path:
     return root
 
 
-def timed_rss(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
+def timed_rss(
+    cmd: list[str], env: dict[str, str], cwd: Path, before: Callable[[Path], None] | None = None
+) -> tuple[float, int]:
     """Wall time and peak RSS (kB, from GNU time) of ``cmd``.
 
     Dirty pages are flushed first (untimed): the server writes every upload to disk, and the kernel's
-    writeback of one run's gigabytes must not land in the next run's time.
+    writeback of one run's gigabytes must not land in the next run's time. ``before(cwd)`` runs
+    first, untimed.
     """
     rss_file = cwd / "rss.txt"
+    if before is not None:
+        before(cwd)
     os.sync()
     started = time.perf_counter()
     done = subprocess.run(
@@ -154,6 +159,19 @@ def timed_rss(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, in
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return elapsed, int(rss_file.read_text().split()[-1])
+
+
+def forget_stored(work: Path) -> None:
+    """Delete what the server stored so far, so that each upload finds the machine as the others did.
+
+    With the last upload's gigabytes still on the server's disk, the next upload's writes cost the
+    server 2-3 times the CPU, whoever the client is (``benchmarks/upload_cpu.py --settle``): one pair
+    of 2 GiB uploads gave 5.5 s to the first and 10 s to the second, in either order. Nothing later
+    reads them: a re-run finds its version by tag.
+    """
+    stored = work / "mlartifacts"
+    for child in stored.iterdir() if stored.is_dir() else ():
+        shutil.rmtree(child, ignore_errors=True)
 
 
 def bench_shapes(python: Path, env: dict[str, str], work: Path, shapes: list[str], runs: int) -> list[str]:
@@ -172,10 +190,13 @@ def bench_shapes(python: Path, env: dict[str, str], work: Path, shapes: list[str
             ours_cmd = [*cli, *register_args(token, str(model)), "--quiet"]
             bare_cmd = [str(python), str(REPO / "benchmarks" / "bare_mlflow_upload.py"), env["MLFLOW_TRACKING_URI"]]
             bare_cmd += [str(model), f"bare-{token}"]
+            # what the server stored is deleted (and the disk flushed) before each upload: see forget_stored
             if run % 2 == 0:
-                (ours, rss), (bare, _) = timed_rss(ours_cmd, env, work), timed_rss(bare_cmd, env, work)
+                ours, rss = timed_rss(ours_cmd, env, work, before=forget_stored)
+                bare, _ = timed_rss(bare_cmd, env, work, before=forget_stored)
             else:
-                (bare, _), (ours, rss) = timed_rss(bare_cmd, env, work), timed_rss(ours_cmd, env, work)
+                bare, _ = timed_rss(bare_cmd, env, work, before=forget_stored)
+                ours, rss = timed_rss(ours_cmd, env, work, before=forget_stored)
             # the uploads just wrote gigabytes that may have pushed the model out of the page cache: read it
             # once untimed, so that hashlib alone and the re-run both find it cached, as a re-run usually does
             subprocess.run(hash_alone, env=env, cwd=work, check=True)
