@@ -177,7 +177,9 @@ class HashingReader:
         target = offset if whence == io.SEEK_SET else self._position + offset if whence == io.SEEK_CUR else -1
         if whence == io.SEEK_END:
             target = self.state.size + offset
-        if target == self._position:
+        # seek(0) starts over even at position 0: a thread hashing ahead may have read on (or met an
+        # error) before a byte was handed out
+        if target == self._position and not (target == 0 and (self._read or self._ahead is not None)):
             return target
         if target != 0:
             raise io.UnsupportedOperation("a hashing reader can only start over (seek(0))")
@@ -194,6 +196,8 @@ class HashingReader:
         """Read the next block; False at the end of the file (checked against the listed size)."""
         if self._stopped is not None and self._stopped.is_set():
             raise UploadStopped(str(self._shown))
+        if self.failure is not None:  # a file seen changing gives out nothing more, a retry included
+            raise self.failure
         if self._at_end and self._ahead is not None:  # its thread has ended: the end stays the end
             return False
         if self._hash_ahead:

@@ -11,6 +11,7 @@ import io
 import os
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -542,4 +543,82 @@ def test_a_read_error_of_a_file_hashed_ahead_reaches_the_sender(
     with streamed.open(0) as reader, pytest.raises(OSError, match="Input/output error"):
         while reader.take_block():
             pass
+    assert not hash_ahead_threads()
+
+
+def test_a_block_hashed_ahead_is_not_refilled_while_its_sender_still_sends_it(
+    tmp_path: Path, hash_ahead_from_small_files: None
+) -> None:
+    """``take_block`` gives a view of the buffer without a copy: the thread hashing ahead must not
+    read the next bytes into it until the sender asks for the next block (a slow socket here)."""
+    content = os.urandom(400 * 1024)
+    streamed = StreamedDigest(scan_model(write_tree(tmp_path / "m", {"w.bin": content})))
+    changed, offset = 0, 0
+    with streamed.open(0) as reader:
+        while block := reader.take_block():
+            time.sleep(0.002)  # the socket drains; the hash thread runs meanwhile
+            changed += bytes(block) != content[offset : offset + len(block)]
+            offset += len(block)
+        streamed.done(0, reader)
+    assert offset == len(content)
+    assert changed == 0
+    assert streamed.finish().digest == inspect_model(tmp_path / "m").digest
+
+
+@pytest.mark.parametrize("size", [0, 1000])
+def test_a_file_hashed_ahead_seen_changed_stays_changed(
+    tmp_path: Path, hash_ahead_from_small_files: None, size: int
+) -> None:
+    """Once a reader has seen its file change, it gives out no digest and no more bytes, a retry's
+    ``seek(0)`` included (as a file hashed in line does)."""
+    root = write_tree(tmp_path / "m", {"w.bin": os.urandom(100 * 1024)})
+    streamed = StreamedDigest(scan_model(root))
+    with streamed.open(0) as reader:
+        os.truncate(root / "w.bin", size)
+        with pytest.raises(ModelChanged):
+            reader.read()
+        with pytest.raises(ModelChanged):
+            reader.read()
+        reader.seek(0)
+        with pytest.raises(ModelChanged):
+            reader.read()
+        with pytest.raises(ModelChanged):
+            reader.finish()
+    assert not hash_ahead_threads()
+
+
+def test_a_retry_after_a_read_error_on_the_first_block_hashed_ahead_reads_the_file_again(
+    tmp_path: Path, hash_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload's client retries an ``OSError`` with ``seek(0)``: a passing read error (EIO on the
+    first block) must not be raised again from the thread that met it."""
+    from hokusai_action import streamed as streamed_module
+
+    content = os.urandom(256 * 1024)
+    root = write_tree(tmp_path / "m", {"w.bin": content})
+    real_open = streamed_module._open_listed
+
+    class OnceFailingFile(io.FileIO):
+        failed = False
+
+        def readinto(self, buffer) -> int:  # type: ignore[override]
+            if not OnceFailingFile.failed:
+                OnceFailingFile.failed = True
+                raise OSError(5, "Input/output error")
+            return super().readinto(buffer)
+
+    def open_failing_once(path: str, identity: tuple[int, int]):
+        handle, state = real_open(path, identity)
+        handle.close()
+        return OnceFailingFile(path, "rb"), state
+
+    monkeypatch.setattr(streamed_module, "_open_listed", open_failing_once)
+    streamed = StreamedDigest(scan_model(root))
+    with streamed.open(0) as reader:
+        with pytest.raises(OSError, match="Input/output error"):
+            reader.take_block()
+        assert reader.seek(0) == 0
+        assert reader.read() == content
+        streamed.done(0, reader)
+    assert streamed.finish().digest == inspect_model(root).digest
     assert not hash_ahead_threads()
