@@ -51,12 +51,14 @@ if os.environ.get("PROBE_MIGRATIONS"):
     MigrationContext.run_migrations = counted
 hashes, prefetches = [], []
 if os.environ.get("PROBE_HASHES"):
-    # each hash of the model, and whether it ran to its end; and what was imported when the command
-    # started hashing in the background (when the thread gets to hash_model depends on the machine's load)
+    # each hash of the model: the thread it ran in and whether it ran to its end; and what was imported
+    # when the command started hashing in the background (when its thread gets to hash_model depends on
+    # the machine's load)
     from hokusai_action import digest
     original_hash = digest.hash_model
     def probed(*args, **kwargs):
-        hashes.append({"finished": False})
+        import threading
+        hashes.append({"thread": threading.current_thread().name, "finished": False})
         result = original_hash(*args, **kwargs)
         hashes[-1]["finished"] = True
         return result
@@ -176,7 +178,7 @@ def test_a_re_run_hashes_the_model_once_starting_before_the_database_client_is_i
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["model_version"] == json.loads(first.stdout)["model_version"]
     assert record["prefetches"] == [{"sqlalchemy_loaded": False}]
-    assert record["hashes"] == [{"finished": True}]
+    assert record["hashes"] == [{"thread": "hokusai-hash", "finished": True}]  # the prefetch's, taken over
 
 
 def test_the_program_runs_with_its_collector_pace(tmp_path):
