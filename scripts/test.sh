@@ -36,9 +36,15 @@ fi
 # database, MLflow server and emulators (about 1 GB with the Pub/Sub emulator's JVM). Most of a test's
 # time is a CLI starting or a service waiting, so two workers on two cores halve the suite's time.
 # HOKUSAI_TEST_WORKERS=0 runs it in one process; a -n/--numprocesses or -p no:xdist of yours wins.
-workers=${HOKUSAI_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}
-if (( workers > 4 )) && [[ -z ${HOKUSAI_TEST_WORKERS:-} ]]; then
-    workers=4
+if [[ -n ${HOKUSAI_TEST_WORKERS:-} ]]; then
+    if [[ ! $HOKUSAI_TEST_WORKERS =~ ^[0-9]+$ ]]; then
+        echo "test.sh: HOKUSAI_TEST_WORKERS must be a number of workers (0: one process), not '$HOKUSAI_TEST_WORKERS'" >&2
+        exit 2
+    fi
+    workers=$((10#$HOKUSAI_TEST_WORKERS))
+else
+    workers=$(nproc 2>/dev/null || echo 2)
+    workers=$((workers > 4 ? 4 : workers))
 fi
 if [[ $workers == 0 ]]; then
     parallel=(-p no:xdist)
@@ -47,7 +53,9 @@ else
 fi
 for arg in "$@"; do
     case $arg in
-        -n | -n[0-9]* | --numprocesses | --numprocesses=* | no:xdist | -pno:xdist) parallel=() ;;
+        # your own -n, no xdist, or a debugger (which needs one process): yours wins
+        -n* | --numprocesses | --numprocesses=* | no:xdist | -pno:xdist) parallel=() ;;
+        --pdb | --trace) parallel=(-p no:xdist) ;;
     esac
 done
 
