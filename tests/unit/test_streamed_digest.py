@@ -51,6 +51,28 @@ def stream(path: Path, *, piece: int | None = 16384, workers: int = 4, shuffle: 
     return hashed.digest
 
 
+def fail_a_read(monkeypatch: pytest.MonkeyPatch, module, *, number: int) -> None:
+    """Files opened through ``module._open_listed`` fail their ``number``-th read (counted over all of
+    them) with EIO, once; every other read succeeds."""
+    real_open = module._open_listed
+    reads = 0
+
+    class FailingFile(io.FileIO):
+        def readinto(self, buffer) -> int:  # type: ignore[override]
+            nonlocal reads
+            reads += 1
+            if reads == number:
+                raise OSError(5, "Input/output error")
+            return super().readinto(buffer)
+
+    def open_failing(path: str, identity: tuple[int, int]):
+        handle, state = real_open(path, identity)
+        handle.close()
+        return FailingFile(path, "rb"), state
+
+    monkeypatch.setattr(module, "_open_listed", open_failing)
+
+
 SHAPES = {
     "one small file": {"model.pkl": b"weights"},
     "one empty file": {"empty.bin": b""},
@@ -289,23 +311,7 @@ def test_a_read_error_while_reading_ahead_reaches_the_caller_and_stops_the_reade
 
     root = write_tree(tmp_path / "m", {"weights.bin": os.urandom(256 * 1024)})
     model = scan_model(root)
-    real_open = digest._open_listed
-
-    class FailingFile(io.FileIO):
-        reads = 0
-
-        def readinto(self, buffer) -> int:  # type: ignore[override]
-            FailingFile.reads += 1
-            if FailingFile.reads == 3:
-                raise OSError(5, "Input/output error")
-            return super().readinto(buffer)
-
-    def open_failing(path: str, identity: tuple[int, int]):
-        handle, state = real_open(path, identity)
-        handle.close()
-        return FailingFile(path, "rb"), state
-
-    monkeypatch.setattr(digest, "_open_listed", open_failing)
+    fail_a_read(monkeypatch, digest, number=3)
     with pytest.raises(OSError, match="Input/output error"):
         hash_model(model)
     assert not [thread for thread in threading.enumerate() if thread.name == "hokusai-read-ahead"]
@@ -522,23 +528,7 @@ def test_a_read_error_of_a_file_hashed_ahead_reaches_the_sender(
     from hokusai_action import streamed as streamed_module
 
     root = write_tree(tmp_path / "m", {"w.bin": os.urandom(256 * 1024)})
-    real_open = streamed_module._open_listed
-
-    class FailingFile(io.FileIO):
-        reads = 0
-
-        def readinto(self, buffer) -> int:  # type: ignore[override]
-            FailingFile.reads += 1
-            if FailingFile.reads == 3:
-                raise OSError(5, "Input/output error")
-            return super().readinto(buffer)
-
-    def open_failing(path: str, identity: tuple[int, int]):
-        handle, state = real_open(path, identity)
-        handle.close()
-        return FailingFile(path, "rb"), state
-
-    monkeypatch.setattr(streamed_module, "_open_listed", open_failing)
+    fail_a_read(monkeypatch, streamed_module, number=3)
     streamed = StreamedDigest(scan_model(root))
     with streamed.open(0) as reader, pytest.raises(OSError, match="Input/output error"):
         while reader.take_block():
@@ -596,23 +586,7 @@ def test_a_retry_after_a_read_error_on_the_first_block_hashed_ahead_reads_the_fi
 
     content = os.urandom(256 * 1024)
     root = write_tree(tmp_path / "m", {"w.bin": content})
-    real_open = streamed_module._open_listed
-
-    class OnceFailingFile(io.FileIO):
-        failed = False
-
-        def readinto(self, buffer) -> int:  # type: ignore[override]
-            if not OnceFailingFile.failed:
-                OnceFailingFile.failed = True
-                raise OSError(5, "Input/output error")
-            return super().readinto(buffer)
-
-    def open_failing_once(path: str, identity: tuple[int, int]):
-        handle, state = real_open(path, identity)
-        handle.close()
-        return OnceFailingFile(path, "rb"), state
-
-    monkeypatch.setattr(streamed_module, "_open_listed", open_failing_once)
+    fail_a_read(monkeypatch, streamed_module, number=1)
     streamed = StreamedDigest(scan_model(root))
     with streamed.open(0) as reader:
         with pytest.raises(OSError, match="Input/output error"):
