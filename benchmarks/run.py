@@ -1,7 +1,7 @@
 """Benchmarks, measured against a bare MLflow client in the same run (never a timed test).
 
     .venv/bin/python benchmarks/run.py [--runs 5] [--size-mb 200] [--files 20]
-    .venv/bin/python benchmarks/run.py --shape all [--runs 1] [--python PATH]   (issue 9's targets)
+    .venv/bin/python benchmarks/run.py --shape all [--runs 1] [--python PATH] [--split-cores]   (issue 9's targets)
 
 Needs the test extra in .venv (for `mlflow server`) and the machine's PostgreSQL. Builds, once, a
 production-like virtualenv `.bench-venv` with the runtime dependencies only (mlflow-skinny), so the
@@ -338,12 +338,18 @@ def main() -> None:
         "--shape", action="append", choices=[*SHAPES, "all"], help="issue 9's shapes, side by side (repeatable)"
     )
     parser.add_argument("--python", type=Path, help="interpreter for the CLI and the bare script (default .bench-venv)")
+    parser.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="with --shape: the MLflow server on one half of the cores, the clients on the other (as when the "
+        "server runs on a machine of its own; PostgreSQL stays unpinned)",
+    )
     args = parser.parse_args()
 
     python = args.python.absolute() if args.python else production_venv()
     if args.shape:
         shapes = list(SHAPES) if "all" in args.shape else list(dict.fromkeys(args.shape))
-        return main_shapes(python, shapes, args.runs)
+        return main_shapes(python, shapes, args.runs, split_cores=args.split_cores)
     with bench_services() as (work, env):
         print(f"registration: {args.size_mb} MB in {args.files} files, {args.runs} pairs", flush=True)
         ratios, ours, bare, reruns = bench_registration(python, env, work, args.runs, args.size_mb, args.files)
@@ -364,8 +370,17 @@ def main() -> None:
         )
 
 
-def main_shapes(python: Path, shapes: list[str], runs: int) -> None:
+def main_shapes(python: Path, shapes: list[str], runs: int, split_cores: bool = False) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    server_cores, client_cores = set(cores[len(cores) // 2 :]), set(cores[: len(cores) // 2])
+    if split_cores and not client_cores:
+        raise SystemExit("--split-cores needs at least two cores")
+    if split_cores:  # the server and every process it starts inherit this
+        os.sched_setaffinity(0, server_cores)
     with bench_services() as (work, env):
+        if split_cores:  # and every command timed from here on inherits this
+            os.sched_setaffinity(0, client_cores)
+            print(f"MLflow server on cores {sorted(server_cores)}, the clients on {sorted(client_cores)}", flush=True)
         rows = bench_shapes(python, env, work, shapes, runs)
     print("\n| shape | bare script | model register | ratio | re-run | peak RSS (ours) |")
     print("|---|---|---|---|---|---|")
