@@ -589,9 +589,17 @@ def prefetch_digest(model_path: str | os.PathLike[str] | None) -> BackgroundHash
     the registration takes the walk (``walked()``) where it used to walk the path itself, after the
     cheaper checks, so a bad token id is still reported first and at once.
     """
-    if not model_path:
+    if not model_path or usable_cores() < 2:
+        # on one core the hash could only take turns with the imports it is meant to run beside: a
+        # re-run would gain nothing, and a first registration (hashed while it uploads) would pay for it
         return None
     return BackgroundHash(path=os.fspath(model_path))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container or ``taskset`` limits it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def inspect_model(model_path: str | os.PathLike[str]) -> ModelFiles:

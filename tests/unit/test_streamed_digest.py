@@ -393,6 +393,7 @@ def test_a_prefetch_walks_the_model_in_its_thread_and_hands_the_walks_error_to_t
     root = write_tree(tmp_path / "m", {"w.bin": os.urandom(3000)})
     expected = inspect_model(root).digest
     monkeypatch.setattr(digest, "scan_model", recording_scan)
+    monkeypatch.setattr(digest, "usable_cores", lambda: 2)  # whatever this machine has
     prefetched = digest.prefetch_digest(root)
     assert prefetched is not None
     assert prefetched.walked().files == ("w.bin",)
@@ -404,6 +405,21 @@ def test_a_prefetch_walks_the_model_in_its_thread_and_hands_the_walks_error_to_t
     with pytest.raises(InputError, match="does not exist"):
         missing.walked()
     missing.cancel()
+
+
+@pytest.mark.parametrize(("cores", "prefetches"), [({0}, False), ({0, 1}, True), ({3, 5, 7}, True)])
+def test_a_prefetch_starts_only_where_it_can_run_beside_the_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: set[int], prefetches: bool
+) -> None:
+    """On one core (a pinned container, ``taskset``) the hash could only take turns with the imports:
+    a re-run gains nothing, and a first registration, which hashes while it uploads, would pay for it."""
+    from hokusai_action import digest
+
+    monkeypatch.setattr(digest.os, "sched_getaffinity", lambda pid: cores, raising=False)
+    prefetched = digest.prefetch_digest(write_tree(tmp_path / "m", {"w.bin": b"weights"}))
+    assert (prefetched is not None) == prefetches
+    if prefetched is not None:
+        prefetched.cancel()
 
 
 # ------------------------------------------------------------ big files hashed ahead of the thread sending them
