@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.canaries import CANARIES
+from tests.certificates import certificate_pem, issue_certificate, key_usage, private_key_pem
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,6 @@ class SigningFiles:
     other_chain: Path  # a leaf for another key + the intermediate: does not match ``key``
 
 
-def _pem_private(key) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _pem_public(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
@@ -41,37 +34,24 @@ def _pem_public(key) -> bytes:
 
 
 def _certificate(subject: str, public_key, issuer_name: str, issuer_key, *, ca: bool, start: dt.datetime):
+    """A CA, or a leaf certifying a code-signing key, valid 30 days from ``start``."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    signing = [
+        (key_usage(digital_signature=True), True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), False),
+    ]
+    return issue_certificate(
+        subject,
+        public_key,
+        issuer_name,
+        issuer_key,
+        ca=ca,
+        not_before=start,
+        lifetime=dt.timedelta(days=30),
+        extensions=() if ca else signing,
     )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )  # fmt: skip
-    else:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)  # fmt: skip
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def make_signing_files(folder: Path) -> SigningFiles:
@@ -94,9 +74,6 @@ def make_signing_files(folder: Path) -> SigningFiles:
     other_leaf = _certificate("someone-else@hokusai.test", other.public_key(), "Hokusai Test Intermediate",
                               intermediate_key, ca=False, start=now - dt.timedelta(hours=1))  # fmt: skip
 
-    def pem(certificate) -> bytes:
-        return certificate.public_bytes(serialization.Encoding.PEM)
-
     files = SigningFiles(
         key=folder / "signing-key.pem",
         public_key=folder / "signing-key.pub",
@@ -107,13 +84,13 @@ def make_signing_files(folder: Path) -> SigningFiles:
         other_root=folder / "other-root.pem",
         other_chain=folder / "other-chain.pem",
     )
-    files.key.write_bytes(_pem_private(key))
+    files.key.write_bytes(private_key_pem(key))
     files.key.chmod(0o600)
     files.public_key.write_bytes(_pem_public(key))
     files.other_public_key.write_bytes(_pem_public(other))
-    files.rsa_key.write_bytes(_pem_private(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
-    files.chain.write_bytes(pem(leaf) + pem(intermediate))
-    files.root.write_bytes(pem(root))
-    files.other_root.write_bytes(pem(other_root))
-    files.other_chain.write_bytes(pem(other_leaf) + pem(intermediate))
+    files.rsa_key.write_bytes(private_key_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+    files.chain.write_bytes(certificate_pem(leaf) + certificate_pem(intermediate))
+    files.root.write_bytes(certificate_pem(root))
+    files.other_root.write_bytes(certificate_pem(other_root))
+    files.other_chain.write_bytes(certificate_pem(other_leaf) + certificate_pem(intermediate))
     return files

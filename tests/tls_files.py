@@ -9,6 +9,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.certificates import certificate_pem, issue_certificate, private_key_pem
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -27,68 +29,39 @@ class TlsFiles:
 
 def make_tls_files(folder: Path) -> TlsFiles:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     now = dt.datetime.now(dt.UTC)
-
-    def name(common: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-    def certificate(subject, key, issuer, issuer_key, *, ca: bool, extensions=()):
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if ca:
-            builder = builder.add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        else:
-            builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-            )
-        for extension in extensions:
-            builder = builder.add_extension(extension, critical=False)
-        return builder.sign(issuer_key, hashes.SHA256())
+    valid = {"not_before": now - dt.timedelta(minutes=5), "lifetime": dt.timedelta(days=1, minutes=5)}
 
     def pem(cert, key=None) -> bytes:
-        out = cert.public_bytes(serialization.Encoding.PEM)
-        if key is not None:
-            out += key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        return out
+        return certificate_pem(cert) + (private_key_pem(key) if key is not None else b"")
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = certificate(name("hokusai test CA"), ca_key, name("hokusai test CA"), ca_key, ca=True)
+    ca_cert = issue_certificate("hokusai test CA", ca_key.public_key(), "hokusai test CA", ca_key, ca=True, **valid)
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = certificate(
-        name("127.0.0.1"),
-        server_key,
-        ca_cert.subject,
+    server_cert = issue_certificate(
+        "127.0.0.1",
+        server_key.public_key(),
+        "hokusai test CA",
         ca_key,
         ca=False,
         extensions=[
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
         ],
+        **valid,
     )
     client_key = ec.generate_private_key(ec.SECP256R1())
-    client_cert = certificate(
-        name("hokusai test client"),
-        client_key,
-        ca_cert.subject,
+    client_cert = issue_certificate(
+        "hokusai test client",
+        client_key.public_key(),
+        "hokusai test CA",
         ca_key,
         ca=False,
-        extensions=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])],
+        extensions=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
+        **valid,
     )
     folder.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(ca=folder / "ca.pem", server=folder / "server.pem", client=folder / "client.pem")
