@@ -181,6 +181,9 @@ def print_result(result: RegistrationResult, *, output: str, stdout: TextIO, std
 
 
 EMBEDDED_MLFLOW_READY = "MLflow store {uri} is ready."
+EMBEDDED_MLFLOW_UPGRADED = (
+    "MLflow store {uri} upgraded from revision {before} to {after}; the store as it was is kept in {backup}."
+)
 
 
 def run_db_upgrade(settings: Settings) -> str:
@@ -194,11 +197,22 @@ def run_db_upgrade(settings: Settings) -> str:
     else:
         lines = [f"Database {database.display_url} upgraded from {before or 'empty'} to revision {after}."]
     if settings.uses_embedded_mlflow:
-        # MLflow creates its own tables on the first use of an empty SQLite store (about a hundred
-        # Alembic migrations, 0.6 s): done here, in the setup step, not inside the first registration
+        from hokusai_action.mlflow_store import upgrade_sqlite_store
+
+        # a store an older MLflow left (the tool was upgraded, ./.hokusai kept) is migrated here, the
+        # setup step, not inside a registration, and MLflow creates its own tables on the first use of
+        # an empty store (about a hundred Alembic migrations, 0.6 s): here too
+        upgraded = upgrade_sqlite_store(settings.mlflow_tracking_uri)
         registry = build_registry(settings)
         registry.check_reachable()
-        lines.append(EMBEDDED_MLFLOW_READY.format(uri=registry.display_uri))
+        if upgraded is None:
+            lines.append(EMBEDDED_MLFLOW_READY.format(uri=registry.display_uri))
+        else:
+            lines.append(
+                EMBEDDED_MLFLOW_UPGRADED.format(
+                    uri=registry.display_uri, before=upgraded.before, after=upgraded.after, backup=upgraded.backup
+                )
+            )
     return "\n".join(lines)
 
 

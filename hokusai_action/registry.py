@@ -26,6 +26,7 @@ from hokusai_action.digest import MODEL_CHANGED_HINT, ModelFiles, Progress
 from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
 from hokusai_action.failpoints import failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
+from hokusai_action.mlflow_store import older_store_error
 from hokusai_action.redact import redact
 from hokusai_action.transfer_limits import TransferLimits, set_transfer_defaults, upload_timeouts
 
@@ -179,6 +180,9 @@ class MlflowRegistry:
                     try:
                         return call()
                     except MlflowException as exc:
+                        older = older_store_error(self.tracking_uri)  # a setup step, not an outage
+                        if older is not None:
+                            raise older from exc
                         status = exc.get_http_status_code()
                         retryable = status >= 500 or _looks_like_connection_failure(exc)
                         if status in (401, 403) or not retryable:

@@ -212,3 +212,163 @@ def test_python_m_runs_the_same_program(tmp_path):
         check=False,
     )
     assert done.stdout.split()[-2:] == [str(YOUNG_THRESHOLD), "True"], done.stdout + done.stderr
+
+
+# ------------------------------------------------------------------ a store left by an older MLflow
+# The tool was upgraded (a newer MLflow) and ./.hokusai was kept. MLflow migrates such a store on
+# the spot when a table is missing, inside whatever command opened it, and refuses it ("out-of-date
+# database schema") when the tables are there at an older revision (a migration that alters columns).
+
+
+# MLflow's revisions from its head back to its first; with a store path, that store written as an older
+# MLflow left it: created, then migrated only up to the revision STEPS_BACK before this MLflow's head.
+# In the CLI's interpreter: MLflow's ORM warns of deprecations there, and the test process errs on warnings.
+MLFLOW_REVISIONS = """
+import json, sys
+from alembic import command
+from alembic.script import ScriptDirectory
+from mlflow.store.db.utils import _get_alembic_config, create_sqlalchemy_engine_with_retry
+from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
+config = _get_alembic_config("sqlite://")
+revisions = [revision.revision for revision in ScriptDirectory.from_config(config).walk_revisions()]
+if len(sys.argv) > 1:
+    store, steps_back = sys.argv[1], int(sys.argv[2])
+    url = f"sqlite:///{store}"
+    engine = create_sqlalchemy_engine_with_retry(url)
+    InitialBase.metadata.create_all(engine)
+    config = _get_alembic_config(url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revisions[steps_back])
+    engine.dispose()
+print(json.dumps(revisions))
+"""
+
+
+def mlflow_revisions(*store_and_steps_back: str) -> list[str]:
+    done = subprocess.run(
+        [CLI_PYTHON, "-c", MLFLOW_REVISIONS, *store_and_steps_back],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def store_revision(store: Path) -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{store}")
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+def write_older_mlflow_store(store: Path, steps_back: int) -> str:
+    """``store`` as an older MLflow left it (``MLFLOW_REVISIONS``); returns its revision."""
+    return mlflow_revisions(str(store), str(steps_back))[steps_back]
+
+
+def site_rows(home: Path, token: str) -> tuple[str, int]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{home / '.hokusai' / 'hokusai.db'}")
+    try:
+        with engine.connect() as connection:
+            status = connection.execute(
+                sa.text("SELECT model_status FROM tokens WHERE token_id = :token"), {"token": token}
+            ).scalar()
+            events = connection.execute(sa.text("SELECT count(*) FROM events")).scalar()
+    finally:
+        engine.dispose()
+    return status, events
+
+
+def test_a_registration_on_a_store_an_older_mlflow_left_says_to_run_db_upgrade_and_changes_nothing(embedded_home):
+    """Before: MLflow's refusal was retried as an outage for 30 s, then exit 4 ("did not answer"),
+    pointing at a server that does not exist and at `mlflow db upgrade`."""
+    import sqlalchemy as sa
+
+    home, model = embedded_home
+    store = home / ".hokusai" / "mlflow.db"
+    head, older = mlflow_revisions()[:2]
+    assert store_revision(store) == head
+    engine = sa.create_engine(f"sqlite:///{store}")
+    try:
+        with engine.begin() as connection:  # the tables are there; the revision says an older MLflow wrote them
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = :older"), {"older": older})
+    finally:
+        engine.dispose()
+    created, _ = run_program(home, "token", "create", "OLDMF")
+    assert created.returncode == 0, created.stderr
+
+    done, _ = run_program(home, *register_args("OLDMF", model))
+
+    assert done.returncode == 2, done.stderr
+    assert f"The MLflow store at sqlite:///{store} was written by an older MLflow" in done.stderr, done.stderr
+    assert f"revision {older}" in done.stderr and head in done.stderr
+    assert "hokusai-ml-platform db upgrade" in done.stderr
+    assert "did not answer" not in done.stderr and "Traceback" not in done.stderr
+    assert site_rows(home, "OLDMF") == ("draft", 0)
+    assert store_revision(store) == older  # nothing migrated either
+
+
+def test_db_upgrade_migrates_a_store_an_older_mlflow_left_keeping_a_backup(embedded_home):
+    """Before: `db upgrade` said "is ready" and left the store as it was; the next registration ran
+    MLflow's migrations inside it."""
+    home, model = embedded_home
+    store = home / ".hokusai" / "mlflow.db"
+    head = mlflow_revisions()[0]
+    store.unlink()
+    older = write_older_mlflow_store(store, steps_back=3)
+
+    done, record = run_program(home, "db", "upgrade", probe_migrations=True)
+
+    assert done.returncode == 0, done.stderr
+    backup = store.with_name(f"mlflow.db.{older}.bak")
+    assert f"MLflow store sqlite:///{store} upgraded from revision {older} to {head}" in done.stdout, done.stdout
+    assert f"the store as it was is kept in {backup}" in done.stdout, done.stdout
+    assert record["migrations"] >= 1
+    assert store_revision(store) == head
+    assert store_revision(backup) == older
+
+    created, _ = run_program(home, "token", "create", "UPGMF")
+    assert created.returncode == 0, created.stderr
+    registered, record = run_program(home, *register_args("UPGMF", model), probe_migrations=True)
+    assert registered.returncode == 0, registered.stderr
+    assert record["migrations"] == 0, "a schema migration ran inside the registration"
+
+    again, _ = run_program(home, "db", "upgrade")
+    assert again.returncode == 0, again.stderr
+    assert f"MLflow store sqlite:///{store} is ready" in again.stdout
+    assert sorted(path.name for path in store.parent.glob("mlflow.db.*.bak")) == [backup.name]
+
+
+def test_a_migration_that_fails_leaves_the_store_as_it_was_and_never_overwrites_a_kept_copy(embedded_home):
+    """A store whose revision is older than its tables (the head migration is not undone): each attempt
+    fails on the first table already there, says where the store as it was is kept, and keeps its own copy."""
+    import sqlalchemy as sa
+
+    home, _ = embedded_home
+    store = home / ".hokusai" / "mlflow.db"
+    older = mlflow_revisions()[1]
+    engine = sa.create_engine(f"sqlite:///{store}")
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = :older"), {"older": older})
+    finally:
+        engine.dispose()
+
+    kept = []
+    for _ in range(2):
+        done, _ = run_program(home, "db", "upgrade")
+        assert done.returncode == 2, done.stderr
+        assert f"The MLflow store at sqlite:///{store} could not be migrated from revision {older}" in done.stderr
+        assert "Traceback" not in done.stderr
+        kept.append(done.stderr.split("is kept in ")[1].split(":")[0])
+        assert store_revision(store) == older
+    assert kept == [str(store.with_name(f"mlflow.db.{older}.bak")), str(store.with_name(f"mlflow.db.{older}.1.bak"))]
+    assert all(store_revision(Path(copy)) == older for copy in kept)
