@@ -26,7 +26,7 @@ from hokusai_action.digest import MODEL_CHANGED_HINT, ModelFiles, Progress
 from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
 from hokusai_action.failpoints import failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
-from hokusai_action.mlflow_store import older_store_error
+from hokusai_action.mlflow_store import other_revision_error
 from hokusai_action.redact import redact
 from hokusai_action.transfer_limits import TransferLimits, set_transfer_defaults, upload_timeouts
 
@@ -180,9 +180,10 @@ class MlflowRegistry:
                     try:
                         return call()
                     except MlflowException as exc:
-                        older = older_store_error(self.tracking_uri)  # a setup step, not an outage
-                        if older is not None:
-                            raise older from exc
+                        if _may_be_a_store_refusal(exc):  # a setup step, not an outage
+                            other = other_revision_error(self.tracking_uri)
+                            if other is not None:
+                                raise other from exc
                         status = exc.get_http_status_code()
                         retryable = status >= 500 or _looks_like_connection_failure(exc)
                         if status in (401, 403) or not retryable:
@@ -675,6 +676,15 @@ def _looks_like_connection_failure(exc: BaseException) -> bool:
         "TEMPORARILY_UNAVAILABLE",
         "INTERNAL_ERROR",
     )
+
+
+def _may_be_a_store_refusal(exc: BaseException) -> bool:
+    """MLflow refuses to open a database store at another schema revision with a bare INTERNAL_ERROR
+    (``mlflow.store.db.utils._verify_schema``); a database outage comes as TEMPORARILY_UNAVAILABLE with
+    the driver's error as its cause, an HTTP server's answer with its status."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code == "INTERNAL_ERROR" and exc.__cause__ is None
 
 
 @contextlib.contextmanager

@@ -8,8 +8,11 @@ that the program runs with its garbage-collector pace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -93,10 +96,14 @@ def embedded_env(home: Path) -> dict[str, str]:
 
 
 def run_program(
-    tmp_path: Path, *args: str, probe_migrations: bool = False, probe_hashes: bool = False
+    tmp_path: Path,
+    *args: str,
+    probe_migrations: bool = False,
+    probe_hashes: bool = False,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess, dict]:
     record = tmp_path / f"record-{len(list(tmp_path.glob('record-*')))}.json"
-    env = embedded_env(tmp_path)
+    env = {**embedded_env(tmp_path), **(env or {})}
     if probe_migrations:
         env["PROBE_MIGRATIONS"] = "1"
     if probe_hashes:
@@ -220,8 +227,8 @@ def test_python_m_runs_the_same_program(tmp_path):
 # database schema") when the tables are there at an older revision (a migration that alters columns).
 
 
-# MLflow's revisions from its head back to its first; with a store path, that store written as an older
-# MLflow left it: created, then migrated only up to the revision STEPS_BACK before this MLflow's head.
+# MLflow's revisions from its head back to its first; with a database URL, that store written as an
+# older MLflow left it: created, then migrated only up to the revision STEPS_BACK before this MLflow's head.
 # In the CLI's interpreter: MLflow's ORM warns of deprecations there, and the test process errs on warnings.
 MLFLOW_REVISIONS = """
 import json, sys
@@ -232,8 +239,7 @@ from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
 config = _get_alembic_config("sqlite://")
 revisions = [revision.revision for revision in ScriptDirectory.from_config(config).walk_revisions()]
 if len(sys.argv) > 1:
-    store, steps_back = sys.argv[1], int(sys.argv[2])
-    url = f"sqlite:///{store}"
+    url, steps_back = sys.argv[1], int(sys.argv[2])
     engine = create_sqlalchemy_engine_with_retry(url)
     InitialBase.metadata.create_all(engine)
     config = _get_alembic_config(url)
@@ -245,9 +251,9 @@ print(json.dumps(revisions))
 """
 
 
-def mlflow_revisions(*store_and_steps_back: str) -> list[str]:
+def mlflow_revisions(*url_and_steps_back: str) -> list[str]:
     done = subprocess.run(
-        [CLI_PYTHON, "-c", MLFLOW_REVISIONS, *store_and_steps_back],
+        [CLI_PYTHON, "-c", MLFLOW_REVISIONS, *url_and_steps_back],
         capture_output=True,
         text=True,
         timeout=120,
@@ -269,7 +275,25 @@ def store_revision(store: Path) -> str:
 
 def write_older_mlflow_store(store: Path, steps_back: int) -> str:
     """``store`` as an older MLflow left it (``MLFLOW_REVISIONS``); returns its revision."""
-    return mlflow_revisions(str(store), str(steps_back))[steps_back]
+    return mlflow_revisions(f"sqlite:///{store}", str(steps_back))[steps_back]
+
+
+def store_schema(store: Path) -> list[tuple[str, str, str]]:
+    """Every table, index and trigger of an SQLite file, with the SQL that made it."""
+    with contextlib.closing(sqlite3.connect(store)) as connection:
+        return sorted(connection.execute("SELECT type, name, coalesce(sql, '') FROM sqlite_master").fetchall())
+
+
+def stamp(store: Path, revision: str) -> None:
+    """Say in the store's Alembic table that ``revision`` wrote it, its tables unchanged."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{store}")
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = :revision"), {"revision": revision})
+    finally:
+        engine.dispose()
 
 
 def site_rows(home: Path, token: str) -> tuple[str, int]:
@@ -290,18 +314,12 @@ def site_rows(home: Path, token: str) -> tuple[str, int]:
 def test_a_registration_on_a_store_an_older_mlflow_left_says_to_run_db_upgrade_and_changes_nothing(embedded_home):
     """Before: MLflow's refusal was retried as an outage for 30 s, then exit 4 ("did not answer"),
     pointing at a server that does not exist and at `mlflow db upgrade`."""
-    import sqlalchemy as sa
 
     home, model = embedded_home
     store = home / ".hokusai" / "mlflow.db"
     head, older = mlflow_revisions()[:2]
     assert store_revision(store) == head
-    engine = sa.create_engine(f"sqlite:///{store}")
-    try:
-        with engine.begin() as connection:  # the tables are there; the revision says an older MLflow wrote them
-            connection.execute(sa.text("UPDATE alembic_version SET version_num = :older"), {"older": older})
-    finally:
-        engine.dispose()
+    stamp(store, older)  # the tables are there; the revision says an older MLflow wrote them
     created, _ = run_program(home, "token", "create", "OLDMF")
     assert created.returncode == 0, created.stderr
 
@@ -317,8 +335,8 @@ def test_a_registration_on_a_store_an_older_mlflow_left_says_to_run_db_upgrade_a
 
 
 def test_db_upgrade_migrates_a_store_an_older_mlflow_left_keeping_a_backup(embedded_home):
-    """Before: `db upgrade` said "is ready" and left the store as it was; the next registration ran
-    MLflow's migrations inside it."""
+    """Before: `db upgrade` said "is ready", with no word of the migration MLflow ran as it opened the
+    store (a table was missing) and no copy of the store as it was."""
     home, model = embedded_home
     store = home / ".hokusai" / "mlflow.db"
     head = mlflow_revisions()[0]
@@ -350,17 +368,11 @@ def test_db_upgrade_migrates_a_store_an_older_mlflow_left_keeping_a_backup(embed
 def test_a_migration_that_fails_leaves_the_store_as_it_was_and_never_overwrites_a_kept_copy(embedded_home):
     """A store whose revision is older than its tables (the head migration is not undone): each attempt
     fails on the first table already there, says where the store as it was is kept, and keeps its own copy."""
-    import sqlalchemy as sa
 
     home, _ = embedded_home
     store = home / ".hokusai" / "mlflow.db"
     older = mlflow_revisions()[1]
-    engine = sa.create_engine(f"sqlite:///{store}")
-    try:
-        with engine.begin() as connection:
-            connection.execute(sa.text("UPDATE alembic_version SET version_num = :older"), {"older": older})
-    finally:
-        engine.dispose()
+    stamp(store, older)
 
     kept = []
     for _ in range(2):
@@ -368,7 +380,88 @@ def test_a_migration_that_fails_leaves_the_store_as_it_was_and_never_overwrites_
         assert done.returncode == 2, done.stderr
         assert f"The MLflow store at sqlite:///{store} could not be migrated from revision {older}" in done.stderr
         assert "Traceback" not in done.stderr
-        kept.append(done.stderr.split("is kept in ")[1].split(":")[0])
+        kept.append(re.search(r"is kept in (\S+\.bak)", done.stderr).group(1))
         assert store_revision(store) == older
     assert kept == [str(store.with_name(f"mlflow.db.{older}.bak")), str(store.with_name(f"mlflow.db.{older}.1.bak"))]
     assert all(store_revision(Path(copy)) == older for copy in kept)
+
+
+def test_a_migration_that_fails_after_others_succeeded_puts_the_store_back_as_it_was(embedded_home, tmp_path):
+    """Alembic commits SQLite migrations one by one: a store two revisions behind whose second migration
+    fails (a table it creates is there already) was left half migrated, one revision on."""
+    home, _ = embedded_home
+    store = home / ".hokusai" / "mlflow.db"
+    one_back = tmp_path / "one-back.db"
+    write_older_mlflow_store(one_back, steps_back=1)
+    made_by_the_last_migration = sorted(
+        {name for kind, name, _ in store_schema(store) if kind == "table"}
+        - {name for kind, name, _ in store_schema(one_back) if kind == "table"}
+    )
+    assert made_by_the_last_migration, "this MLflow's last migration creates no table: pick another way to fail it"
+    store.unlink()
+    older = write_older_mlflow_store(store, steps_back=2)
+    with contextlib.closing(sqlite3.connect(store)) as connection, connection:
+        connection.execute(f"CREATE TABLE {made_by_the_last_migration[0]} (left_by_hand INTEGER)")
+    before = store_schema(store)
+
+    done, _ = run_program(home, "db", "upgrade")
+
+    assert done.returncode == 2, done.stderr
+    assert f"could not be migrated from revision {older}" in done.stderr
+    assert "It was put back as it was." in done.stderr
+    assert store_revision(store) == older
+    assert store_schema(store) == before
+
+
+def test_a_store_a_newer_mlflow_wrote_is_named_so_and_never_migrated(embedded_home):
+    home, model = embedded_home
+    store = home / ".hokusai" / "mlflow.db"
+    stamp(store, "feedfacecafe")
+    created, _ = run_program(home, "token", "create", "NEWMF")
+    assert created.returncode == 0, created.stderr
+
+    registered, _ = run_program(home, *register_args("NEWMF", model))
+    upgraded, _ = run_program(home, "db", "upgrade")
+
+    for done in (registered, upgraded):
+        assert done.returncode == 2, done.stderr
+        assert "was written by a newer MLflow (revision feedfacecafe, which this MLflow does not know" in done.stderr
+        assert "Use the version of hokusai-ml-platform that wrote it, or a newer one." in done.stderr
+    assert site_rows(home, "NEWMF") == ("draft", 0)
+    assert store_revision(store) == "feedfacecafe"
+    assert not list(store.parent.glob("*.bak*"))
+
+
+def test_an_older_mlflow_database_of_the_users_own_is_named_without_its_password(tmp_path, make_model):
+    """A tracking URI naming a PostgreSQL database an older MLflow wrote: MLflow's own command migrates
+    it (the tool does not touch a database it does not own), and its password is never printed."""
+    import sqlalchemy as sa
+
+    from tests.services import create_database, drop_database
+
+    url = create_database("hokusai_older_mlflow")
+    secret = "s3cret-in-the-tracking-uri"
+    with_secret = sa.engine.make_url(url).set(password=secret).render_as_string(hide_password=False)
+    try:
+        head, older = mlflow_revisions(url, "0")[:2]
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(sa.text("UPDATE alembic_version SET version_num = :older"), {"older": older})
+        finally:
+            engine.dispose()
+        env = {"MLFLOW_TRACKING_URI": with_secret}
+        for command in (("db", "upgrade"), ("token", "create", "PGOLD")):
+            done, _ = run_program(tmp_path, *command, env=env)
+            assert done.returncode == 0, done.stderr
+
+        done, _ = run_program(tmp_path, *register_args("PGOLD", make_model()), "--debug", env=env)
+
+        assert done.returncode == 2, done.stderr
+        assert f"was written by an older MLflow (revision {older}; this MLflow needs {head})" in done.stderr
+        assert "MLflow's `mlflow db upgrade <uri>`" in done.stderr
+        assert "postgres:***@" in done.stderr
+        assert secret not in done.stdout + done.stderr
+        assert site_rows(tmp_path, "PGOLD") == ("draft", 0)
+    finally:
+        drop_database(url)
