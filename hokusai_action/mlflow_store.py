@@ -38,7 +38,7 @@ STORE_NEWER = (
 )
 STORE_NEWER_HINT = "Use the version of hokusai-ml-platform that wrote it, or a newer one. Nothing was changed."
 UNREADABLE = "The MLflow store at {uri} could not be read: {reason}."
-UNREADABLE_HINT = "Check that it is an MLflow store and that this user may read and write it. Nothing was changed."
+UNREADABLE_HINT = "Check that it is an MLflow store and that this user may read and write it, then re-run."
 COPY_FAILED = "The MLflow store at {uri} could not be copied to {backup} before its migration: {reason}."
 COPY_FAILED_HINT = "Free some space or fix the folder's permissions, then re-run `hokusai-ml-platform db upgrade`."
 UPGRADE_FAILED = (
