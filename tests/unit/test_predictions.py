@@ -770,9 +770,7 @@ def test_memory_stays_small_on_a_30_mb_file(
     path, labels, scores = large_csv
     size = path.stat().st_size
 
-    untraced_started = time.perf_counter()
-    compute(path, metric)
-    untraced_seconds = time.perf_counter() - untraced_started
+    # one computation, traced: its speed is the benchmarks' to measure, not a test's
     result, peak, traced_seconds = _traced(path, metric)
 
     numbers = {
@@ -781,7 +779,6 @@ def test_memory_stays_small_on_a_30_mb_file(
         "rows": result.rows,
         "peak_traced_bytes": peak,
         "peak_bytes_per_row": round(peak / result.rows, 2),
-        "seconds": round(untraced_seconds, 1),
         "seconds_under_tracemalloc": round(traced_seconds, 1),
     }
     for key, value in numbers.items():
