@@ -80,21 +80,32 @@ def fresh_database(backend: str) -> Iterator[Database]:
         drop_database(url)
 
 
+def token_of(event_id: str) -> str:
+    return f"{TOKEN}{event_id.replace('-', '')[:16]}".upper()
+
+
 def add_rows(database: Database, count: int, *, sink: str) -> None:
-    """Commit ``count`` events of one token, each with one pending delivery row for ``sink``."""
+    """Commit ``count`` registrations, one token each (a relay sends only the registration a token
+    holds), each event with one pending delivery row for ``sink``."""
     now = utcnow()
-    with database.unit_of_work() as uow:
-        if uow.execute(tokens.select().where(tokens.c.token_id == TOKEN)).first() is None:
-            uow.execute(
-                tokens.insert().values(
-                    token_id=TOKEN, model_status="registered", created_at=now, updated_at=now, metadata_={}
-                )
-            )
-        uow.commit()
     for start in range(0, count, CHUNK):
         size = min(CHUNK, count - start)
         ids = [str(uuid.uuid4()) for _ in range(size)]
         with database.unit_of_work() as uow:
+            uow.execute(
+                tokens.insert(),
+                [
+                    {
+                        "token_id": token_of(event_id),
+                        "model_status": "registered",
+                        "event_id": event_id,
+                        "created_at": now,
+                        "updated_at": now,
+                        "metadata_": {},
+                    }
+                    for event_id in ids
+                ],
+            )
             uow.execute(
                 events.insert(),
                 [
@@ -107,11 +118,11 @@ def add_rows(database: Database, count: int, *, sink: str) -> None:
                             "id": event_id,
                             "source": "bench",
                             "time": "2026-01-01T00:00:00Z",
-                            "subject": TOKEN,
+                            "subject": token_of(event_id),
                             "data": {},
                         },
                         "processed": False,
-                        "token_id": TOKEN,
+                        "token_id": token_of(event_id),
                     }
                     for event_id in ids
                 ],

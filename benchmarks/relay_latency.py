@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hokusai_action.db import outbox  # noqa: E402
+from hokusai_action.db.schema import tokens  # noqa: E402
 from hokusai_action.db.store import Database, insert_token  # noqa: E402
 from hokusai_action.events.model import CloudEventRecord  # noqa: E402
 from tests.services import create_database, drop_database  # noqa: E402
@@ -98,6 +99,9 @@ def measure(mode: str, url: str, *, python: str, events: int, interval: float, w
             event = CloudEventRecord(id=str(uuid.uuid4()), source="bench", time="2026-01-01T00:00:00Z", subject=token)
             with database.unit_of_work() as uow:
                 insert_token(uow, token)
+                # what a registration's commit writes: the token holds this event (a relay sends no other)
+                held = {"model_status": "registered", "event_id": event.id}
+                uow.execute(tokens.update().where(tokens.c.token_id == token).values(**held))
                 outbox.add_event(uow, event, token_id=token, sinks=("webhook", "database"))
                 uow.commit()
             committed = time.monotonic()

@@ -480,9 +480,12 @@ def token_reset(symbol: str, output: str, **flags: Any) -> None:
     """Set token SYMBOL back to draft, as the site's reset does, and print what was cleared.
 
     Clears the registration (MLflow run, metric and baseline, model name/version/URI, digest,
-    claim, event id) and keeps the event history. The next registration is a new one: the same
-    bytes reuse their MLflow version and send a new event. Refused (exit 3) while a run holds the
-    token's claim.
+    claim, event id) and keeps the event history. The registration is withdrawn: every delivery of
+    the token's events not yet made (pending or dead-lettered) is cancelled, with the reason, and
+    listed; no relay sends it and `events retry` refuses it. The next registration is a new one: the
+    same bytes reuse their MLflow version and send a new event (a new id, even after the site prunes
+    old events). Refused (exit 3), changing nothing, while a run holds the token's claim or a relay is
+    sending one of its events (a sent event cannot be called back: reset once it has arrived).
 
     \b
     Example:
@@ -537,7 +540,9 @@ def events_relay(
     """Deliver pending events to the configured sinks; exit 5 while any is still pending or dead-lettered.
 
     A delivery that failed permanently (webhook 4xx, Pub/Sub topic missing or forbidden) is a dead
-    letter: it is skipped and named until `events retry` re-queues it.
+    letter: it is skipped and named until `events retry` re-queues it. An event whose registration
+    its token no longer holds (the token was reset) is never sent: its delivery is cancelled, with the
+    reason, and listed.
 
     With --follow the relay runs as a service: on PostgreSQL it LISTENs for the NOTIFY each
     registration's commit sends and delivers at once (and passes over the table every --interval,
@@ -608,7 +613,9 @@ def _follow(settings: Any, *, event_id: str | None, interval: float, max_seconds
 def events_retry(event_id: str | None, all_failed: bool, output: str, **flags: Any) -> None:
     """Put dead-lettered deliveries (failed permanently) back to pending, after fixing the cause.
 
-    Then `events relay` delivers them, with the same event id.
+    Then `events relay` delivers them, with the same event id. An event whose registration was
+    withdrawn (its token was reset: its deliveries are cancelled) is refused with exit 3 and nothing
+    changes; --all-failed cancels the dead letters of withdrawn registrations instead of re-queuing them.
 
     \b
     Example:

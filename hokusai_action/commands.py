@@ -244,12 +244,15 @@ def run_token_show(settings: Settings, symbol: str) -> dict[str, Any]:
 
 
 def run_token_reset(settings: Settings, symbol: str) -> dict[str, Any]:
-    """Set a token back to draft as the site's reset does; report what was cleared (events are kept)."""
+    """Set a token back to draft as the site's reset does; report what was cleared (events are kept)
+    and which deliveries of its registrations were cancelled (they are never sent now)."""
+    from hokusai_action.db import outbox
     from hokusai_action.db.store import REGISTRATION_COLUMNS, count_events, reset_token
 
     token_id = normalise_token_id(symbol)
     with open_site_database(settings) as database, database.unit_of_work() as uow:
         before = reset_token(uow, token_id, url=database.display_url)
+        cancelled = outbox.cancel_undelivered(uow, token_id, reason=outbox.CANCELLED_BY_RESET.format(token=token_id))
         kept = count_events(uow, token_id)
         uow.commit()
     previous = before.as_dict()
@@ -260,6 +263,7 @@ def run_token_reset(settings: Settings, symbol: str) -> dict[str, Any]:
         "previous_status": before.model_status,
         "cleared": {column: previous[column] for column in REGISTRATION_COLUMNS if previous.get(column) is not None},
         "events_kept": kept,
+        "cancelled": cancelled,
     }
 
 
@@ -269,6 +273,11 @@ def describe_reset(reset: Mapping[str, Any]) -> list[str]:
         lines.extend(f"  cleared     {column} (was {value})" for column, value in reset["cleared"].items())
     else:
         lines.append("  cleared     nothing: no registration was recorded")
+    lines.extend(
+        f"  cancelled   {item['event_id']} -> {item['sink']} (was {item['previous_status']} after "
+        f"{item['attempts']} delivery pass(es)): it is never sent now"
+        for item in reset["cancelled"]
+    )
     lines.append(
         f"  events      {reset['events_kept']} event(s) kept; the next registration is new and gets a new event id"
     )
@@ -286,6 +295,11 @@ EVENT_NOT_FOUND_HINT = "Check the id: `hokusai-ml-platform token show SYMBOL` pr
 BAD_EVENT_ID = "Event id {event_id!r} is not a UUID."
 RETRY_NEEDS_ONE = "Give either an EVENT_ID or --all-failed (not both, not neither)."
 RETRY_NOTHING = "Event {event_id} has no dead-lettered delivery; nothing was re-queued."
+RETRY_WITHDRAWN = "Event {event_id} was withdrawn: {why}."
+RETRY_WITHDRAWN_HINT = (
+    "A withdrawn registration's event is never sent again, and nothing was changed. "
+    "Register the token again: that sends a new event."
+)
 
 
 def _event_id_argument(event_id: str) -> str:
@@ -327,6 +341,7 @@ def relay_summary(report: RelayReport) -> dict[str, Any]:
         ],
         "pending": [{"event_id": e, "sink": s, "error": err} for e, s, err in report.retrying],
         "waiting": report.waiting,
+        "cancelled": [{"event_id": e, "sink": s, "reason": why} for e, s, why in report.cancelled],
         "skipped": [
             {"sink": s, "count": n, "reason": SKIPPED_SINK.format(sink=s, count=n)} for s, n in report.skipped.items()
         ],
@@ -426,7 +441,7 @@ def run_events_follow(
 
 def relay_moved_something(summary: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
     """Whether a --follow pass is worth a report: it delivered something, or what is stuck changed."""
-    if summary["delivered"] or previous is None:
+    if summary["delivered"] or summary["cancelled"] or previous is None:
         return True
 
     def stuck(report: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -443,11 +458,13 @@ def describe_relay(summary: Mapping[str, Any]) -> list[str]:
     lines = [
         f"delivered {len(summary['delivered'])}, pending {len(summary['pending']) + summary['waiting']}, "
         f"dead letters {len(summary['failed'])}, skipped {sum(s['count'] for s in summary['skipped'])}"
+        + (f", cancelled {len(summary['cancelled'])}" if summary["cancelled"] else "")
     ]
     lines += [f"  pending {p['event_id']} -> {p['sink']}: {p['error']}" for p in summary["pending"]]
     if summary["waiting"]:
         lines.append(f"  waiting {summary['waiting']} deliveries: backing off, or held by another relay")
     lines += [f"  skipped {s['reason']}" for s in summary["skipped"]]
+    lines += [f"  cancelled {c['event_id']} -> {c['sink']}: {c['reason']}" for c in summary["cancelled"]]
     lines += [
         "  " + DEAD_LETTER.format(event_id=f["event_id"], sink=f["sink"], error=f["error"], retry=f["retry"])
         for f in summary["failed"]
@@ -473,17 +490,44 @@ def run_events_retry(
                     raise InputError(
                         EVENT_NOT_FOUND.format(event_id=event_id, url=database.display_url), hint=EVENT_NOT_FOUND_HINT
                     )
-        requeued = outbox.requeue_failed(database, event_id=event_id)
-    summary = {"requeued": [{"event_id": e, "sink": s, "last_error": err} for e, s, err in requeued]}
+                _refuse_withdrawn(uow, event_id)
+        requeued, cancelled = outbox.requeue_failed(database, event_id=event_id)
+    summary = {
+        "requeued": [{"event_id": e, "sink": s, "last_error": err} for e, s, err in requeued],
+        "cancelled": [{"event_id": e, "sink": s, "reason": why} for e, s, why in cancelled],
+    }
     return summary, EXIT_OK
 
 
+def _refuse_withdrawn(uow: Any, event_id: str) -> None:
+    """Exit 3 for an event whose registration its token no longer holds, when it has a dead letter
+    (kept as it is) or cancelled deliveries: none of them is ever sent again."""
+    from hokusai_action.db import outbox
+    from hokusai_action.errors import TokenStateError
+
+    rows = outbox.delivery_rows(uow, event_id)
+    failed = [row for row in rows if row["status"] == outbox.FAILED]
+    cancelled = [row for row in rows if row["status"] == outbox.CANCELLED]
+    why = None
+    if failed:
+        token_id, token = outbox.holder_of(uow, event_id)
+        why = outbox.withdrawal_reason(token_id or "?", token, event_id)
+    elif cancelled:
+        sinks = ", ".join(row["sink"] for row in cancelled)
+        why = f"its {sinks} deliveries were cancelled ({cancelled[0]['cancel_reason']})"
+    if why is not None:
+        raise TokenStateError(RETRY_WITHDRAWN.format(event_id=event_id, why=why), hint=RETRY_WITHDRAWN_HINT)
+
+
 def describe_retry(summary: Mapping[str, Any], *, event_id: str | None) -> list[str]:
-    requeued = summary["requeued"]
+    requeued, cancelled = summary["requeued"], summary["cancelled"]
+    lines = []
     if not requeued:
-        return [RETRY_NOTHING.format(event_id=event_id) if event_id else "No dead letters; nothing was re-queued."]
-    lines = [f"re-queued {len(requeued)} deliveries; run `hokusai-ml-platform events relay` to send them:"]
-    lines += [f"  {r['event_id']} -> {r['sink']} (was: {r['last_error']})" for r in requeued]
+        lines.append(RETRY_NOTHING.format(event_id=event_id) if event_id else "No dead letters; nothing was re-queued.")
+    else:
+        lines.append(f"re-queued {len(requeued)} deliveries; run `hokusai-ml-platform events relay` to send them:")
+        lines += [f"  {r['event_id']} -> {r['sink']} (was: {r['last_error']})" for r in requeued]
+    lines += [f"  cancelled {c['event_id']} -> {c['sink']}: {c['reason']}" for c in cancelled]
     return lines
 
 

@@ -393,22 +393,22 @@ def build_event(
 
 
 def registered_event_id(token: Token) -> str | None:
-    """The event of ``token``'s current registration; rows registered before revision 0002 lack the
-    column, and their registration was the token's first (the id formula of that time)."""
-    if token.event_id:
-        return token.event_id
-    return event_id_for(token.token_id, token.artifact_digest) if token.artifact_digest else None
+    """The event of ``token``'s current registration (``Token.registered_event_id``)."""
+    return token.registered_event_id
 
 
-def next_event_id(uow: UnitOfWork, token_id: str, digest: str) -> str:
-    """The event id of a new registration: numbered by the events the token already had, so a token
-    reset to draft and registered again is heard again. Call it while holding the token's claim: no
-    other run can add an event of this token before the commit (one that took the claim over makes
-    ``mark_registered`` fail), and events the site deletes meanwhile never make this id taken."""
-    number = count_events(uow, token_id)
+def next_registration(uow: UnitOfWork, token_id: str, digest: str) -> tuple[int, str]:
+    """The number and event id of a new registration, numbered by the token's registration counter
+    (its commit stores ``number + 1``), so a token reset to draft and registered again is heard again,
+    and pruning ``events`` rows never brings an old number back. An id that exists all the same (a
+    counter that started below the token's history: rows pruned before revision 0004) is skipped.
+    Call it while holding the token's claim: no other run can commit a registration of this token
+    before ours (one that took the claim over makes ``mark_registered`` fail)."""
+    token = get_token(uow, token_id)
+    number = token.registration_count if token is not None else 0
     while outbox.event_exists(uow, number_id := event_id_for(token_id, digest, number)):
-        number += 1  # the site deleted some events: never reuse an id
-    return number_id
+        number += 1
+    return number, number_id
 
 
 def _registered_gate(request: RegistrationRequest, token: Token) -> tuple[GateResult, list[str]]:
@@ -601,7 +601,7 @@ def register(
             request = replace(request, model=replace(request.model, digest=version.artifact_digest))
         registered_at = utcnow()
         with database.unit_of_work() as uow:  # before signing: the bundles go in a folder named by it
-            event_id = next_event_id(uow, request.token_id, request.model.digest)
+            number, event_id = next_registration(uow, request.token_id, request.model.digest)
         # signed after the upload (the statement names the version), before the commit; keyless: exit 4
         signature = sign_registration(
             request, version, registered_at, signer=signer, registry=registry, event_id=event_id
@@ -630,6 +630,7 @@ def register(
                     "artifact_digest": request.model.digest,
                     "registered_at": registered_at,
                     "event_id": event.id,
+                    "registration_count": number + 1,
                     **{f"signature_{key}": value for key, value in (signature or {}).items()},
                 },
             ):
@@ -746,7 +747,7 @@ def _may_exist(uow: UnitOfWork, token: Token) -> bool:
         return True
     if token.model_status != "draft":
         return False  # refused by its state: nothing to hash for
-    return bool(token.artifact_digest) or count_events(uow, token.token_id) > 0
+    return bool(token.artifact_digest) or token.registration_count > 0 or count_events(uow, token.token_id) > 0
 
 
 def _start_hash(
@@ -894,7 +895,7 @@ def _dry_run(request: RegistrationRequest, token: Token, registry: Registry, dat
         source=existing.source if existing else "",
     )
     with database.unit_of_work() as uow:  # read-only: the id a real run would commit now
-        event_id = next_event_id(uow, request.token_id, request.model.digest)
+        _, event_id = next_registration(uow, request.token_id, request.model.digest)
     event = build_event(request, preview, utcnow().isoformat().replace("+00:00", "Z"), event_id=event_id)
     result = _result_from_token(request, token, event_id=event.id, dry_run=True, event=event)
     result.events_delivered = {sink: False for sink in request.sinks}

@@ -30,6 +30,12 @@ Names, in the order a registration passes them:
 - ``after_publish`` / ``after_publish.SINK``: a sink (``pubsub``, ``webhook``) accepted the event;
   its delivery row is not marked yet.
 - ``before_mark_delivered``: every sink of the batch was tried; the delivery rows are not committed.
+
+Outside a registration:
+
+- ``reset_after_read``: `token reset` has read the token and decided to reset it; nothing is written.
+- ``before_send`` / ``before_send.SINK``: a relay holds a delivery's lease; it has neither checked the
+  token's current registration nor sent the event yet.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ NAMES = (
     "after_commit",
     "after_publish",
     "before_mark_delivered",
+    "reset_after_read",
+    "before_send",
 )
 BAD_SPEC = f"{ENV}={{spec!r}} is not NAME[:kill|term|sleep:SECONDS] with NAME one of {', '.join(NAMES)}."
 

@@ -12,6 +12,12 @@ only at commit.
   concurrent writer commits and SQLite serialises writers, so on both exactly one relay holds a row.
   The lease is committed before the sink is called: no database transaction stays open while a slow
   webhook answers. A relay killed mid-delivery leaves a lease that expires; another relay takes it.
+- **Clearance.** Right before a row is sent, one transaction checks that the token still holds the
+  event's registration (registered or deployed, with this event), renews the lease and marks the row
+  in flight (``sending_since``); a row of a registration the token no longer holds (it was reset) is
+  ``cancelled`` with the reason instead, and never sent. The token's row is share-locked meanwhile
+  (PostgreSQL; SQLite has one writer), so a reset either commits before it (and the row is cancelled) or
+  finds the row in flight (and refuses: a sent event cannot be called back).
 - **Outcome.** Only the lease holder may record the outcome (``WHERE lease_owner = me``): delivered;
   ``failed`` (a dead letter) after a permanent failure (``SinkDeliveryError.retryable`` is False),
   kept with its redacted error until ``requeue_failed`` (``events retry``); or still pending after a
@@ -43,8 +49,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from hokusai_action.db.schema import event_deliveries, events
-from hokusai_action.db.store import Database, UnitOfWork, as_utc, claim_owner_id, owner_is_dead_here, utcnow
-from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError, SinkDeliveryError
+from hokusai_action.db.store import (
+    Database,
+    Token,
+    UnitOfWork,
+    as_utc,
+    claim_owner_id,
+    get_token,
+    owner_is_dead_here,
+    utcnow,
+)
+from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError, SinkDeliveryError, TokenStateError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import EVENT_TYPE, CloudEventRecord
 from hokusai_action.failpoints import failpoint
@@ -56,7 +71,7 @@ NOTIFY_CHANNEL = EVENT_TYPE
 DATABASE_SINK = "database"
 MAX_ERROR_LENGTH = 1000
 
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"
 # A lease outlives the slowest delivery with the default settings (a webhook's 5 attempts of 10 s plus
 # at most 15.5 s of backoff; Pub/Sub's 30 s), so a live relay keeps it; a relay killed (SIGKILL)
 # mid-delivery delays that row by at most this long. SIGTERM and Ctrl-C hand the leases back at once.
@@ -72,6 +87,16 @@ BLOCKED_BY_EARLIER = "an earlier event of token {token} failed for this sink in 
 SINK_DOWN_THIS_PASS = "sink {sink} failed several times in a row in this pass (or the lease was lost); tried next pass"
 RELAY_STOPPING = "the relay was stopping; handed back for the next relay"
 SINK_DOWN_AFTER = 3  # transient failures in a row that make a sink count as down for the rest of a pass
+
+# why a delivery was cancelled (``cancel_reason``): the token no longer holds its registration
+CANCELLED_BY_RESET = "token {token} was reset to draft by `token reset`: its registration was withdrawn"
+CANCELLED_WITHDRAWN = "token {token} no longer holds this registration ({state}): it was withdrawn"
+DELIVERY_IN_FLIGHT = (
+    "Token {token}'s event {event_id} is being sent to {sink} by a relay right now ({owner}, lease until {until})."
+)
+DELIVERY_IN_FLIGHT_HINT = (
+    "It was not reset: a sent event cannot be called back. Run the reset again once that delivery has ended."
+)
 
 
 def add_event(uow: UnitOfWork, event: CloudEventRecord, *, token_id: str, sinks: Iterable[str]) -> None:
@@ -152,17 +177,116 @@ def delivery_rows(uow: UnitOfWork, event_id: str) -> list[dict[str, Any]]:
     return out
 
 
-def requeue_failed(database: Database, *, event_id: str | None = None) -> list[tuple[str, str, str]]:
-    """Put dead letters (of one event, or all) back to pending, due at once; return what was re-queued."""
+def requeue_failed(
+    database: Database, *, event_id: str | None = None
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Put dead letters (of one event, or all) back to pending, due at once. A dead letter of a
+    registration its token no longer holds is cancelled instead (it must never be sent). Returns
+    ``(re-queued, cancelled)``: ``(event_id, sink, last_error)`` and ``(event_id, sink, reason)``."""
+    requeued: list[tuple[str, str, str]] = []
     with database.unit_of_work() as uow:
         found = dead_letters(uow, event_id)
-        if found:
-            query = event_deliveries.update().where(event_deliveries.c.status == FAILED)
-            if event_id is not None:
-                query = query.where(event_deliveries.c.event_id == event_id)
-            uow.execute(query.values(status=PENDING, next_attempt_at=None, lease_owner=None, lease_until=None))
+        withdrawn = dict(_withdrawn(uow, {letter[0] for letter in found}))
+        for letter_id, sink, error in found:
+            if letter_id in withdrawn:
+                continue
+            if uow.execute(REQUEUE, {"b_event_id": letter_id, "b_sink": sink}).rowcount == 1:
+                requeued.append((letter_id, sink, error))
+        cancelled = _cancel_rows(uow, [(letter_id, sink) for letter_id, sink, _ in found], withdrawn)
         uow.commit()
-    return found
+    return requeued, cancelled
+
+
+def holder_of(uow: UnitOfWork, event_id: str) -> tuple[str | None, Token | None]:
+    """``(token_id, token)`` of an event's token (token None when it is gone; both None for no event)."""
+    token_id = uow.execute(sa.select(events.c.token_id).where(events.c.event_id == event_id)).scalar()
+    return token_id, (get_token(uow, token_id) if token_id else None)
+
+
+def withdrawal_reason(token_id: str, token: Token | None, event_id: str) -> str | None:
+    """Why the token no longer holds ``event_id``'s registration; None while it does."""
+    holds = token.holds if token is not None else None
+    if holds == event_id:
+        return None
+    if token is None:
+        state = "the token is gone"
+    elif holds is None:
+        state = f"it is {token.model_status}"
+    else:
+        state = f"it now holds the registration of event {holds}"
+    return CANCELLED_WITHDRAWN.format(token=token_id, state=state)
+
+
+def _withdrawn(uow: UnitOfWork, event_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """``(event_id, reason)`` of each of ``event_ids`` whose registration its token no longer holds."""
+    out = []
+    for event_id in sorted(event_ids):
+        token_id, token = holder_of(uow, event_id)
+        reason = withdrawal_reason(token_id or "?", token, event_id)
+        if reason is not None:
+            out.append((event_id, reason))
+    return out
+
+
+def _cancel_rows(
+    uow: UnitOfWork, keys: Iterable[tuple[str, str]], reasons: Mapping[str, str]
+) -> list[tuple[str, str, str]]:
+    """Cancel the pending or failed rows of ``keys`` whose event has a reason, unless a relay is sending them."""
+    now = utcnow()
+    done = []
+    for event_id, sink in keys:
+        if event_id not in reasons:
+            continue
+        params = {"b_event_id": event_id, "b_sink": sink, "b_now": now, "b_reason": reasons[event_id]}
+        if uow.execute(CANCEL_UNLESS_SENDING, params).rowcount == 1:
+            done.append((event_id, sink, reasons[event_id]))
+    return done
+
+
+def cancel_undelivered(uow: UnitOfWork, token_id: str, *, reason: str) -> list[dict[str, Any]]:
+    """Cancel every pending or failed delivery of ``token_id``'s events, in ``uow``'s transaction (no
+    commit): the token no longer holds those registrations. Raises ``TokenStateError`` (and changes
+    nothing, once the caller rolls back) while a relay is sending one of them: it cannot be called back.
+
+    Call it after taking the token's row for the write (``store.reset_token``): a relay clears a row
+    for sending only under a share lock of that row (PostgreSQL) or as SQLite's one writer, so no row
+    becomes in flight between this read and the caller's commit."""
+    now = utcnow()
+    of_token = sa.select(events.c.event_id).where(events.c.token_id == token_id)
+    rows = uow.execute(
+        sa.select(event_deliveries)
+        .where(event_deliveries.c.event_id.in_(of_token), event_deliveries.c.status.in_((PENDING, FAILED)))
+        .order_by(event_deliveries.c.event_id, event_deliveries.c.sink)
+    ).all()
+    for row in rows:
+        lease_until = as_utc(row.lease_until)
+        sending = row.sending_since is not None and lease_until is not None and lease_until >= now
+        if sending and not owner_is_dead_here(row.lease_owner):
+            raise TokenStateError(
+                DELIVERY_IN_FLIGHT.format(
+                    token=token_id,
+                    event_id=row.event_id,
+                    sink=row.sink,
+                    owner=row.lease_owner,
+                    until=lease_until.isoformat(timespec="seconds"),
+                ),
+                hint=DELIVERY_IN_FLIGHT_HINT,
+            )
+    cancelled = []
+    for row in rows:
+        params = {"b_event_id": row.event_id, "b_sink": row.sink, "b_now": now, "b_reason": reason}
+        # a relay of a killed process may still hold the row: its lease is ours to end
+        if uow.execute(CANCEL_ANY, params).rowcount == 1:
+            cancelled.append(
+                {
+                    "event_id": str(row.event_id),
+                    "sink": row.sink,
+                    "previous_status": row.status,
+                    "attempts": row.attempts,
+                    "last_error": row.last_error,
+                }
+            )
+    return cancelled
 
 
 # ------------------------------------------------------------------------------------ the relay
@@ -173,6 +297,7 @@ class RelayReport:
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (event_id, sink)
     retrying: list[tuple[str, str, str]] = field(default_factory=list)  # transient failure: (id, sink, error)
     dead_letters: list[tuple[str, str, str]] = field(default_factory=list)  # every failed row in scope
+    cancelled: list[tuple[str, str, str]] = field(default_factory=list)  # withdrawn, never sent: (id, sink, why)
     waiting: int = 0  # pending rows of configured sinks left for later: leased elsewhere, or backing off
     skipped: dict[str, int] = field(default_factory=dict)  # sink not configured here -> pending rows
 
@@ -234,13 +359,24 @@ def deliver_pending(
     blocked: set[tuple[str, str]] = set()  # (sink, token) whose earlier event is not delivered yet
     dead_owners = _DeadOwners()
 
-    def renew(row: _Row) -> bool:
-        until = utcnow() + dt.timedelta(seconds=lease_seconds)
-        params = {"b_event_id": row.event_id, "b_sink": row.sink, "b_owner": owner, "b_until": until}
+    def clear(row: _Row) -> str | None:
+        """None when ``row`` may be sent now (lease renewed, marked in flight); else why it may not."""
+        now = utcnow()
+        params = {"b_event_id": row.event_id, "b_sink": row.sink, "b_owner": owner, "b_now": now}
         with database.unit_of_work() as uow:
-            kept = uow.execute(RENEW, params).rowcount == 1
+            reason = withdrawal_reason(row.token_id, get_token(uow, row.token_id, share_lock=True), row.event_id)
+            if reason is None:
+                params["b_until"] = now + dt.timedelta(seconds=lease_seconds)
+                cleared = uow.execute(CLEAR_TO_SEND, params).rowcount == 1
+                uow.commit()
+                return None if cleared else LEASE_LOST
+            params["b_reason"] = reason
+            cancelled = uow.execute(CANCEL_MINE, params).rowcount == 1
             uow.commit()
-        return kept
+        if cancelled:
+            log.warning("event %s to %s cancelled: %s", row.event_id, row.sink, reason)
+            report.cancelled.append((row.event_id, row.sink, reason))
+        return reason
 
     def finish(outcome: _Outcome) -> None:
         _record(database, [outcome], owner=owner, report=report)
@@ -282,7 +418,7 @@ def deliver_pending(
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
                 work = [
-                    pool.submit(_deliver_all, sinks[sink], rows, blocked, renew, finish, stopping)
+                    pool.submit(_deliver_all, sinks[sink], rows, blocked, clear, finish, stopping)
                     for sink, rows in per_sink.items()
                 ]
                 try:
@@ -296,8 +432,21 @@ def deliver_pending(
             raise
         if len(page) < batch_size:
             break
+    _withdraw_dead_letters(database, report, event_id=event_id)
     _summarise(database, report, configured=set(configured), event_id=event_id)
     return report
+
+
+def _withdraw_dead_letters(database: Database, report: RelayReport, *, event_id: str | None) -> None:
+    """Cancel the dead letters (in scope) of registrations their tokens no longer hold (a reset that
+    did not cancel them: the site's own), so they are not reported as waiting for `events retry`."""
+    with database.unit_of_work() as uow:
+        found = dead_letters(uow, event_id)
+        if not found:
+            return
+        withdrawn = dict(_withdrawn(uow, {letter[0] for letter in found}))
+        report.cancelled += _cancel_rows(uow, [(letter[0], letter[1]) for letter in found], withdrawn)
+        uow.commit()
 
 
 def _page_query(configured: list[str], *, event_id: str | None, after: tuple | None) -> sa.Select:
@@ -360,7 +509,8 @@ _KEY = sa.and_(
 )
 _LEASE_FREE = sa.or_(event_deliveries.c.lease_until.is_(None), event_deliveries.c.lease_until < sa.bindparam("b_now"))
 _DUE = sa.or_(event_deliveries.c.next_attempt_at.is_(None), event_deliveries.c.next_attempt_at <= sa.bindparam("b_now"))
-_TAKE = {"lease_owner": sa.bindparam("b_owner"), "lease_until": sa.bindparam("b_until")}
+# a lease taken from a killed relay drops its in-flight mark: this relay has not sent it yet
+_TAKE = {"lease_owner": sa.bindparam("b_owner"), "lease_until": sa.bindparam("b_until"), "sending_since": None}
 # the WHERE repeats the page's conditions: another relay may have taken or finished the row since it
 # was read (PostgreSQL re-checks them after that relay's commit; SQLite serialises the writers)
 LEASE = event_deliveries.update().where(_KEY, _LEASE_FREE).values(**_TAKE)
@@ -371,14 +521,51 @@ _HELD_BY_DEAD = event_deliveries.c.lease_owner == sa.bindparam("b_stale")
 TAKE_OVER = event_deliveries.update().where(_KEY, _HELD_BY_DEAD).values(**_TAKE)
 TAKE_OVER_IF_DUE = event_deliveries.update().where(_KEY, _HELD_BY_DEAD, _DUE).values(**_TAKE)
 _MINE = sa.and_(_KEY, event_deliveries.c.lease_owner == sa.bindparam("b_owner"))
-RELEASE = event_deliveries.update().where(_MINE).values(lease_owner=None, lease_until=None)
+RELEASE = event_deliveries.update().where(_MINE).values(lease_owner=None, lease_until=None, sending_since=None)
 RENEW = event_deliveries.update().where(_MINE).values(lease_until=sa.bindparam("b_until"))
+CLEAR_TO_SEND = (
+    event_deliveries.update()
+    .where(_MINE)
+    .values(lease_until=sa.bindparam("b_until"), sending_since=sa.bindparam("b_now"))
+)
+_CANCEL = {
+    "status": CANCELLED,
+    "cancel_reason": sa.bindparam("b_reason"),
+    "cancelled_at": sa.bindparam("b_now"),
+    "lease_owner": None,
+    "lease_until": None,
+    "sending_since": None,
+    "next_attempt_at": None,
+}
+CANCEL_MINE = event_deliveries.update().where(_MINE).values(**_CANCEL)
+_ROW = sa.and_(
+    event_deliveries.c.event_id == sa.bindparam("b_event_id"),
+    event_deliveries.c.sink == sa.bindparam("b_sink"),
+    event_deliveries.c.status.in_((PENDING, FAILED)),
+)
+CANCEL_ANY = event_deliveries.update().where(_ROW).values(**_CANCEL)
+_NOT_SENDING = sa.or_(
+    event_deliveries.c.sending_since.is_(None),
+    event_deliveries.c.lease_until.is_(None),
+    event_deliveries.c.lease_until < sa.bindparam("b_now"),
+)
+CANCEL_UNLESS_SENDING = event_deliveries.update().where(_ROW, _NOT_SENDING).values(**_CANCEL)
+REQUEUE = (
+    event_deliveries.update()
+    .where(
+        event_deliveries.c.event_id == sa.bindparam("b_event_id"),
+        event_deliveries.c.sink == sa.bindparam("b_sink"),
+        event_deliveries.c.status == FAILED,
+    )
+    .values(status=PENDING, next_attempt_at=None, lease_owner=None, lease_until=None, sending_since=None)
+)
 FINISH = (
     event_deliveries.update()
     .where(_MINE)
     .values(
         lease_owner=None,
         lease_until=None,
+        sending_since=None,
         attempts=event_deliveries.c.attempts + 1,
         last_attempt_at=sa.bindparam("b_now"),
         last_error=sa.bindparam("b_error"),
@@ -429,18 +616,22 @@ def _release_quietly(database: Database, rows: list[_Row], *, owner: str) -> Non
         log.debug("could not release delivery leases", exc_info=True)
 
 
+LEASE_LOST = "the lease was lost"
+
+
 def _deliver_all(
     sink: EventSink,
     rows: list[_Row],
     blocked: set[tuple[str, str]],
-    renew: Callable[[_Row], bool],
+    clear: Callable[[_Row], str | None],
     finish: Callable[[_Outcome], None],
     stopping: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Deliver ``rows`` in order, each under a lease renewed just before it is sent and recorded just
-    after, so a slow page never outlives a lease (another relay would then send the row too). After a
-    few transient failures in a row the sink counts as down and is left alone for the rest of the
-    pass, so a pass over a dead webhook costs a few timeouts, not one per row."""
+    """Deliver ``rows`` in order, each cleared just before it is sent (the token still holds its
+    registration; lease renewed, marked in flight) and recorded just after, so a slow page never
+    outlives a lease (another relay would then send the row too). After a few transient failures in
+    a row the sink counts as down and is left alone for the rest of the pass, so a pass over a dead
+    webhook costs a few timeouts, not one per row."""
     failures_in_a_row = 0
     for row in rows:
         token = (row.sink, row.token_id)
@@ -450,8 +641,12 @@ def _deliver_all(
         if token in blocked:
             finish(_Outcome(row, error=BLOCKED_BY_EARLIER.format(token=row.token_id), blocked=True))
             continue
-        if failures_in_a_row >= SINK_DOWN_AFTER or not renew(row):  # not attempted: the lease goes back
+        failpoint("before_send", sink.name)
+        refusal = LEASE_LOST if failures_in_a_row >= SINK_DOWN_AFTER else clear(row)
+        if refusal == LEASE_LOST:  # not attempted: the lease goes back
             finish(_Outcome(row, error=SINK_DOWN_THIS_PASS.format(sink=sink.name), blocked=True))
+            continue
+        if refusal is not None:  # withdrawn: cancelled, never sent
             continue
         outcome = _deliver_one(sink, row)
         if outcome.error is not None:

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 metadata = sa.MetaData()
 
 MODEL_STATUSES = ("draft", "registering", "registered", "failed", "deployed", "archived")
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "cancelled")
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -43,6 +43,8 @@ tokens = sa.Table(
     sa.Column("signature_statement_sha256", sa.String(64)),
     sa.Column("signature_statement_bundle_sha256", sa.String(64)),
     sa.Column("signature_bundle_uri", sa.String(1024)),
+    # revision 0004: registrations committed so far; numbers the next one's event id
+    sa.Column("registration_count", sa.Integer, nullable=False, server_default="0"),
 )
 
 events = sa.Table(
@@ -71,4 +73,8 @@ event_deliveries = sa.Table(
     sa.Column("lease_owner", sa.String(255)),
     sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    # revision 0004: why and when a delivery was cancelled (never sent); set while a relay is sending it
+    sa.Column("cancel_reason", sa.Text),
+    sa.Column("cancelled_at", sa.DateTime(timezone=True)),
+    sa.Column("sending_since", sa.DateTime(timezone=True)),
 )

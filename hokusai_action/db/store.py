@@ -23,9 +23,11 @@ from sqlalchemy import exc as sa_exc
 
 from hokusai_action.db.schema import events, tokens
 from hokusai_action.errors import InputError, ServiceUnavailable, TokenStateError
+from hokusai_action.events.model import event_id_for
+from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 # Connections one process holds at most on a server database (PostgreSQL): the main thread and one
 # more (the claim heartbeat during an upload, or a second sink's delivery thread). No code path
 # nests one unit of work inside another, so two never wait on each other. `events relay --follow`
@@ -45,6 +47,10 @@ TOKEN_MISSING = "Token {token} does not exist in the Hokusai database at {url}."
 TOKEN_MISSING_HINT = "Create it on the Hokusai site (or `hokusai-ml-platform token create {token}`), then re-run."
 TOKEN_CLAIMED = "Token {token} is being registered by another run ({owner}, claim expires {expires})."
 TOKEN_CLAIMED_RESET_HINT = "It was not reset: wait for that run to finish (or its claim to expire), then reset it."
+TOKEN_CHANGED = "Token {token} changed twice while it was being reset."
+TOKEN_CHANGED_HINT = "Nothing was changed: run the reset again."
+# the statuses in which a token holds its registration: its event may be delivered (and deployed)
+HOLDS_REGISTRATION = ("registered", "deployed")
 # revision 0003: a signed registration's signature; without the prefix, the event's data.signature keys
 SIGNATURE_COLUMNS = (
     "signature_method",
@@ -103,6 +109,7 @@ class Token:
     metadata: Any
     event_id: str | None = None  # the event of the current registration (NULL before revision 0002)
     signature: dict[str, str] | None = None  # revision 0003: the signature columns, None when unsigned
+    registration_count: int = 0  # revision 0004: registrations committed; numbers the next event id
 
     @classmethod
     def from_row(cls, row: Any) -> Token:
@@ -126,7 +133,21 @@ class Token:
             metadata=m["metadata_"],
             event_id=m["event_id"],
             signature=_signature_of(m),
+            registration_count=m["registration_count"] or 0,
         )
+
+    @property
+    def registered_event_id(self) -> str | None:
+        """The event of the registration the token records; rows registered before revision 0002 lack
+        the column, and their registration was the token's first (the id formula of that time)."""
+        if self.event_id:
+            return self.event_id
+        return event_id_for(self.token_id, self.artifact_digest) if self.artifact_digest else None
+
+    @property
+    def holds(self) -> str | None:
+        """The event of the registration the token holds now (registered or deployed), else None."""
+        return self.registered_event_id if self.model_status in HOLDS_REGISTRATION else None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -425,8 +446,13 @@ def owner_is_dead_here(owner: str | None) -> bool:
     return state in STAT_DEAD_STATES or start != claimed.start
 
 
-def get_token(uow: UnitOfWork, token_id: str) -> Token | None:
-    row = uow.execute(sa.select(tokens).where(tokens.c.token_id == token_id)).first()
+def get_token(uow: UnitOfWork, token_id: str, *, share_lock: bool = False) -> Token | None:
+    """The token, or None. ``share_lock`` (PostgreSQL) holds the row against a concurrent reset until
+    the transaction ends (SQLite serialises writers: a conditional write there does the same)."""
+    query = sa.select(tokens).where(tokens.c.token_id == token_id)
+    if share_lock and uow.dialect == "postgresql":
+        query = query.with_for_update(read=True)
+    row = uow.execute(query).first()
     return Token.from_row(row) if row else None
 
 
@@ -543,9 +569,30 @@ def mark_registered(uow: UnitOfWork, token_id: str, *, owner: str, values: dict[
 def reset_token(uow: UnitOfWork, token_id: str, *, url: str) -> Token:
     """Any status -> draft, clearing what registration wrote; refused while a live run holds the claim.
 
-    Returns the token as it was. The row is locked while it is read (PostgreSQL; SQLite has one
-    writer), so a claim taken meanwhile is seen and not reset away. The events stay: they happened.
+    Returns the token as it was. The write is conditional on what was read (status, claim, event), so a
+    claim taken between the read and the write is never reset away: on PostgreSQL the row is also
+    locked while it is read; on SQLite the read is not inside the write transaction, and a write that
+    finds the row changed reads it again, now under SQLite's one write lock. The events stay: they
+    happened; ``outbox.cancel_undelivered`` withdraws their undelivered deliveries in the same transaction.
     """
+    for _ in range(2):
+        row = _read_for_reset(uow, token_id, url=url)
+        failpoint("reset_after_read")
+        unchanged = [
+            column.is_(None) if row._mapping[column.key] is None else column == row._mapping[column.key]
+            for column in (tokens.c.model_status, tokens.c.claim_owner, tokens.c.claim_expires_at, tokens.c.event_id)
+        ]
+        written = uow.execute(
+            tokens.update()
+            .where(tokens.c.token_id == token_id, *unchanged)
+            .values(model_status="draft", updated_at=utcnow(), **dict.fromkeys(REGISTRATION_COLUMNS))
+        )
+        if written.rowcount == 1:
+            return Token.from_row(row)
+    raise TokenStateError(TOKEN_CHANGED.format(token=token_id), hint=TOKEN_CHANGED_HINT)
+
+
+def _read_for_reset(uow: UnitOfWork, token_id: str, *, url: str) -> Any:
     query = sa.select(tokens).where(tokens.c.token_id == token_id)
     if uow.dialect == "postgresql":
         query = query.with_for_update()
@@ -553,12 +600,6 @@ def reset_token(uow: UnitOfWork, token_id: str, *, url: str) -> Token:
     if row is None:
         raise token_missing(token_id, url)
     before = Token.from_row(row)
-    now = utcnow()
-    if before.model_status == "registering" and not (before.claim_expires_at and before.claim_expires_at < now):
+    if before.model_status == "registering" and not (before.claim_expires_at and before.claim_expires_at < utcnow()):
         raise token_claimed(before, hint=TOKEN_CLAIMED_RESET_HINT)
-    uow.execute(
-        tokens.update()
-        .where(tokens.c.token_id == token_id)
-        .values(model_status="draft", updated_at=now, **dict.fromkeys(REGISTRATION_COLUMNS))
-    )
-    return before
+    return row

@@ -27,8 +27,8 @@ import pytest
 import sqlalchemy as sa
 
 from hokusai_action.db import outbox
-from hokusai_action.db.schema import event_deliveries
-from hokusai_action.db.store import APPLICATION_NAME, Database, insert_token, utcnow
+from hokusai_action.db.schema import event_deliveries, tokens
+from hokusai_action.db.store import APPLICATION_NAME, Database, insert_token, reset_token, utcnow
 from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.events.webhook import WebhookSink
 from tests.e2e.test_events import SECRET, Receiver
@@ -36,6 +36,8 @@ from tests.helpers import CLI_PYTHON
 from tests.services import create_database, drop_database
 
 pytestmark = [pytest.mark.integration]
+
+SINKS = ("webhook", "database")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -58,44 +60,69 @@ def fresh_db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-@pytest.fixture
-def add_events(fresh_db: Database) -> Callable[..., list[str]]:
-    """Commit ``count`` registrations' events (one token each unless ``token`` is given)."""
-
-    def add(count: int, *, sinks: tuple[str, ...] = ("webhook", "database"), token: str | None = None) -> list[str]:
-        ids = []
-        with fresh_db.unit_of_work() as uow:
-            if token is not None:
-                insert_token(uow, token)
-            for n in range(count):
-                token_id = token or f"T{uuid.uuid4().hex[:8]}".upper()
-                if token is None:
-                    insert_token(uow, token_id)
-                event = CloudEventRecord(
-                    id=str(uuid.uuid4()), source="test", time="2026-01-01T00:00:00Z", subject=token_id, data={"n": n}
-                )
-                outbox.add_event(uow, event, token_id=token_id, sinks=sinks)
-                ids.append(event.id)
-            uow.commit()
-        return ids
-
-    return add
+def hold(uow, token_id: str, event_id: str) -> None:
+    """What a registration's commit writes on the token: registered, holding ``event_id``."""
+    uow.execute(
+        tokens.update()
+        .where(tokens.c.token_id == token_id)
+        .values(
+            model_status="registered",
+            event_id=event_id,
+            registration_count=tokens.c.registration_count + 1,
+        )
+    )
 
 
-def commit_events(database: Database, count: int, **options) -> list[str]:
-    """``add_events`` for a database that is not the ``fresh_db`` fixture."""
+def commit_registration(uow, token_id: str, n: int = 0, *, sinks: tuple[str, ...] = SINKS) -> str:
+    """A registration of ``token_id`` (a draft, or one whose earlier registration was reset): the token
+    holds its new event, committed to the outbox with one delivery row per sink."""
+    event = CloudEventRecord(
+        id=str(uuid.uuid4()), source="test", time="2026-01-01T00:00:00Z", subject=token_id, data={"n": n}
+    )
+    hold(uow, token_id, event.id)
+    outbox.add_event(uow, event, token_id=token_id, sinks=sinks)
+    return event.id
+
+
+def commit_events(database: Database, count: int, *, sinks: tuple[str, ...] = SINKS) -> list[str]:
+    """Commit ``count`` registrations, one new token each; their event ids."""
     ids = []
     with database.unit_of_work() as uow:
         for n in range(count):
             token_id = f"T{uuid.uuid4().hex[:8]}".upper()
             insert_token(uow, token_id)
-            event = CloudEventRecord(
-                id=str(uuid.uuid4()), source="test", time="2026-01-01T00:00:00Z", subject=token_id, data={"n": n}
-            )
-            outbox.add_event(uow, event, token_id=token_id, sinks=options.get("sinks", ("webhook", "database")))
-            ids.append(event.id)
+            ids.append(commit_registration(uow, token_id, n, sinks=sinks))
         uow.commit()
     return ids
+
+
+def reset_and_register_again(database: Database, token_id: str) -> tuple[list[dict], str]:
+    """`token reset` (what it cancels), then a new registration of the token; its event id. A reset
+    refused while the earlier event is on its way is tried again once the relay has sent it."""
+    from hokusai_action.errors import TokenStateError
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with database.unit_of_work() as uow:
+                reset_token(uow, token_id, url="test")
+                cancelled = outbox.cancel_undelivered(uow, token_id, reason="test reset")
+                event_id = commit_registration(uow, token_id)
+                uow.commit()
+            return cancelled, event_id
+        except TokenStateError:
+            assert time.monotonic() < deadline, "the reset was refused for a minute"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def add_events(fresh_db: Database) -> Callable[..., list[str]]:
+    """Commit ``count`` registrations' events, one new token each."""
+
+    def add(count: int, *, sinks: tuple[str, ...] = SINKS) -> list[str]:
+        return commit_events(fresh_db, count, sinks=sinks)
+
+    return add
 
 
 def webhook(url: str) -> WebhookSink:
@@ -266,19 +293,34 @@ def test_unconfigured_sink_rows_are_counted_not_leased_and_pages_cover_every_row
     assert all(state[(e, "pubsub")]["attempts"] == 0 for e in pubsub_only)
 
 
-def test_one_tokens_events_reach_a_sink_in_order(fresh_db, add_events, httpserver):
-    first, second, third = add_events(3, token="ORDERED")
+def test_an_event_the_token_no_longer_holds_is_cancelled_and_never_sent(fresh_db, httpserver):
+    """The site resets a token (deliveries untouched) and it is registered again: the relay cancels the
+    first registration's delivery, with the reason, instead of sending it; the new one is sent."""
+    with fresh_db.unit_of_work() as uow:
+        insert_token(uow, "AGAIN")
+        first = commit_registration(uow, "AGAIN")
+        uow.commit()
     receiver = Receiver(httpserver, statuses=[503])  # the first event's only attempt fails
+    outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
+    with fresh_db.unit_of_work() as uow:  # registered again, without `token reset`
+        second = commit_registration(uow, "AGAIN")
+        uow.commit()
 
-    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, batch_size=2)
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, event_id=first)
+    final = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, event_id=second)
 
-    assert [json.loads(body)["id"] for _, body in receiver.requests] == [first]  # the later ones waited
-    assert report.delivered == []
-    again = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, event_id=None)
-    assert again.delivered == []  # the first one backs off: its successors keep waiting behind it
-    for event_id in (first, second, third):
-        outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)}, event_id=event_id)
-    assert [json.loads(body)["id"] for _, body in receiver.requests] == [first, first, second, third]
+    assert [json.loads(body)["id"] for _, body in receiver.requests] == [first, second]  # the 503, then the new
+    assert report.delivered == [] and report.pending == 0
+    (cancelled,) = report.cancelled
+    assert cancelled[:2] == (first, "webhook")
+    assert (
+        f"token AGAIN no longer holds this registration (it now holds the registration of event {second})"
+        in (cancelled[2])
+    )
+    assert final.delivered == [(second, "webhook")]
+    row = rows(fresh_db)[(first, "webhook")]
+    assert (row["status"], row["lease_owner"], row["sending_since"]) == ("cancelled", None, None)
+    assert row["cancel_reason"] == cancelled[2]
 
 
 @pytest.mark.parametrize("refusal", [400, 404, 410])
@@ -315,10 +357,30 @@ def test_transient_failure_backs_off_and_permanent_failure_is_a_dead_letter(fres
 
     # the operator fixes the receiver and re-queues the dead letter: delivered once more, same id
     statuses.clear()
-    assert [d[:2] for d in outbox.requeue_failed(fresh_db, event_id=permanent)] == [(permanent, "webhook")]
+    requeued, cancelled = outbox.requeue_failed(fresh_db, event_id=permanent)
+    assert [d[:2] for d in requeued] == [(permanent, "webhook")] and cancelled == []
     final = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
     assert final.delivered == [(permanent, "webhook")]
     assert rows(fresh_db)[(permanent, "webhook")]["status"] == "delivered"
+
+
+def test_a_dead_letter_of_a_withdrawn_registration_is_cancelled_not_left_for_retry(fresh_db, add_events, httpserver):
+    (event_id,) = add_events(1)
+    refusing = Receiver(httpserver, statuses=[410])
+    outbox.deliver_pending(fresh_db, {"webhook": webhook(refusing.url)})
+    assert rows(fresh_db)[(event_id, "webhook")]["status"] == "failed"
+    with fresh_db.unit_of_work() as uow:  # the site's own reset: the token only
+        uow.execute(tokens.update().where(tokens.c.event_id == event_id).values(model_status="draft"))
+        uow.commit()
+
+    report = outbox.deliver_pending(fresh_db, {"webhook": webhook(refusing.url)})
+
+    assert report.dead_letters == [] and report.pending == 0  # not waiting for an `events retry`
+    assert [c[:2] for c in report.cancelled] == [(event_id, "webhook")]
+    assert "no longer holds this registration (it is draft)" in report.cancelled[0][2]
+    assert rows(fresh_db)[(event_id, "webhook")]["status"] == "cancelled"
+    assert outbox.requeue_failed(fresh_db, event_id=event_id) == ([], [])
+    assert len(refusing.requests) == 1
 
 
 def test_an_interrupted_relay_hands_its_leases_back(fresh_db, add_events):
@@ -399,13 +461,9 @@ def test_relay_follow_outlives_a_database_outage(httpserver, tmp_path):
         proxy.cut()
         time.sleep(3)  # passes fail: the database does not answer
         proxy.restore()
-        with database.unit_of_work() as uow:
-            insert_token(uow, "FOLLOW")
-            event = CloudEventRecord(id=str(uuid.uuid4()), source="t", time="2026-01-01T00:00:00Z", subject="FOLLOW")
-            outbox.add_event(uow, event, token_id="FOLLOW", sinks=("webhook", "database"))
-            uow.commit()
+        (event_id,) = commit_events(database, 1)
         deadline = time.monotonic() + 60
-        while posted_ids(receiver) != Counter([event.id]) and time.monotonic() < deadline:
+        while posted_ids(receiver) != Counter([event_id]) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert relay.poll() is None, "the relay stopped"
     finally:
@@ -415,7 +473,7 @@ def test_relay_follow_outlives_a_database_outage(httpserver, tmp_path):
         proxy.close()
         database.dispose()
         drop_database(url)
-    assert posted_ids(receiver) == Counter([event.id])
+    assert posted_ids(receiver) == Counter([event_id])
     outage_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert outage_lines and all("trying again" in line for line in outage_lines), err
     assert "Traceback" not in err
@@ -544,7 +602,8 @@ def test_follow_on_postgresql_still_finds_an_event_no_notify_announced(httpserve
         with run.database.unit_of_work() as uow:
             insert_token(uow, "SILENT")
             event = CloudEventRecord(id=str(uuid.uuid4()), source="t", time="2026-01-01T00:00:00Z", subject="SILENT")
-            outbox.add_event(WithoutNotify(uow), event, token_id="SILENT", sinks=("webhook", "database"))
+            hold(uow, "SILENT", event.id)
+            outbox.add_event(WithoutNotify(uow), event, token_id="SILENT", sinks=SINKS)
             uow.commit()
         committed = time.monotonic()
         wait_until(lambda: event.id in run.receiver.arrived, timeout=30, what="the safety poll")
@@ -713,29 +772,46 @@ def test_max_seconds_needs_follow(httpserver, tmp_path):
 @pytest.mark.slow
 def test_three_following_relays_deliver_a_stream_exactly_once(database_url, fresh_db, add_events, httpserver, tmp_path):
     """Three `events relay --follow` processes (as on three machines) share one database while 40
-    registrations' events are committed, one token each and some tokens twice: every event id
-    reaches the receiver exactly once, one token's events in commit order, and no lease is left."""
+    registrations are committed, one token each, and some tokens reset and registered again at once:
+    every event id reaches the receiver exactly once, except a reset registration's, which reaches it
+    once before the reset or never (its delivery is then cancelled), and no lease is left."""
 
     receiver = Receiver(httpserver, delay=0.03)
     relays = [start_follow_relay(database_url, receiver.url, tmp_path, interval=2) for _ in range(3)]
     committed: list[str] = []
-    pairs: list[list[str]] = []
+    pairs: list[tuple[str, str]] = []
     try:
         for n in range(30):
             committed += add_events(1)
             if n % 10 == 9:
-                pairs.append(add_events(2, token=f"TWICE{n}"))  # one token, two events: in order
-                committed += pairs[-1]
+                with fresh_db.unit_of_work() as uow:
+                    insert_token(uow, f"TWICE{n}")
+                    first = commit_registration(uow, f"TWICE{n}")
+                    uow.commit()
+                _, second = reset_and_register_again(fresh_db, f"TWICE{n}")
+                pairs.append((first, second))
+                committed.append(second)
             time.sleep(0.05)
-        wait_until(lambda: len(posted_ids(receiver)) == len(committed), timeout=120, what="every delivery")
+        wait_until(lambda: set(committed) <= set(posted_ids(receiver)), timeout=120, what="every delivery")
         time.sleep(1.0)  # room for a duplicate to show up
     finally:
         outputs = [stop(relay) for relay in relays]
     assert [relay.returncode for relay in relays] == [0, 0, 0], [err for _, err in outputs]
-    assert posted_ids(receiver) == Counter(committed)  # each exactly once
-    order = [json.loads(body)["id"] for _, body in receiver.requests]
-    assert all(order.index(first) < order.index(second) for first, second in pairs)
+    posted = posted_ids(receiver)
+    withdrawn = [first for first, _ in pairs]
+    assert Counter({k: v for k, v in posted.items() if k not in withdrawn}) == Counter(committed)  # each once
     state = rows(fresh_db)
-    assert all(r["status"] == "delivered" and r["attempts"] == 1 for k, r in state.items() if k[1] == "webhook")
-    assert all(r["lease_owner"] is None for r in state.values())
+    order = [json.loads(body)["id"] for _, body in receiver.requests]
+    for first, second in pairs:
+        if posted[first]:  # sent before the reset: once, and before the new registration's
+            assert posted[first] == 1 and order.index(first) < order.index(second)
+            assert state[(first, "webhook")]["status"] == "delivered"
+        else:
+            assert state[(first, "webhook")]["status"] == "cancelled"
+    assert all(
+        r["status"] == "delivered" and r["attempts"] == 1
+        for k, r in state.items()
+        if k[1] == "webhook" and k[0] not in withdrawn
+    )
+    assert all(r["lease_owner"] is None and r["sending_since"] is None for r in state.values())
     assert not any("Traceback" in err for _, err in outputs)

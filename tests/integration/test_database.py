@@ -21,6 +21,8 @@ EXPECTED_TOKEN_COLUMNS = {
     # revision 0003
     "signature_method", "signature_identity", "signature_model_bundle_sha256", "signature_statement_sha256",
     "signature_statement_bundle_sha256", "signature_bundle_uri",
+    # revision 0004
+    "registration_count",
 }  # fmt: skip
 SIGNATURE_COLUMNS = {c for c in EXPECTED_TOKEN_COLUMNS if c.startswith("signature_")}
 OUR_TABLES = {"tokens", "events", "event_deliveries", "hokusai_schema_origin"}
@@ -102,8 +104,8 @@ def test_upgrade_creates_the_schema_and_is_idempotent(blank_url):
     database = Database(blank_url)
     with pytest.raises(InputError, match="has no registration schema"):
         database.require_schema()
-    assert database.upgrade() == (None, "0003")
-    assert database.upgrade() == ("0003", "0003")
+    assert database.upgrade() == (None, "0004")
+    assert database.upgrade() == ("0004", "0004")
     database.require_schema()
     assert columns(database, "tokens") == EXPECTED_TOKEN_COLUMNS
     assert {"event_id", "event_type", "source", "timestamp", "payload", "processed", "token_id"} <= columns(
@@ -222,7 +224,7 @@ def test_downgrade_removes_only_what_upgrade_added_to_the_site_tables(blank_url)
     assert database.revision() is None
     assert table_names(database) == {"tokens", "events"}
     assert_site_tables_intact(database)
-    assert database.upgrade() == (None, "0003")  # and back up again
+    assert database.upgrade() == (None, "0004")  # and back up again
     database.dispose()
 
 
@@ -262,7 +264,7 @@ def test_downgrade_of_a_database_upgraded_before_the_origin_was_recorded(blank_u
     # the site's documented columns stay (we cannot know which it had); registration's own go
     assert columns(database, "tokens") == EXPECTED_TOKEN_COLUMNS - {
         "model_name", "model_version", "model_uri", "artifact_digest", "registered_at", "claim_owner",
-        "claim_expires_at", "event_id", *SIGNATURE_COLUMNS,
+        "claim_expires_at", "event_id", *SIGNATURE_COLUMNS, "registration_count",
     } | site_own  # fmt: skip
     assert columns(database, "events") == {
         "event_id", "event_type", "source", "timestamp", "payload", "processed",
