@@ -323,7 +323,7 @@ def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tupl
     sinks = build_sinks(settings)
     try:
         database.require_schema()
-        report = outbox.deliver_pending(database, sinks, event_id=event_id)
+        report = outbox.deliver_pending(database, sinks, event_id=event_id, lease_seconds=settings.relay_lease)
     finally:
         for sink in sinks.values():
             sink.close()
@@ -407,7 +407,9 @@ def run_events_follow(
             notifications.start()  # before the pass: whatever commits after it wakes the wait
             try:
                 database.require_schema()
-                report = outbox.deliver_pending(database, sinks, event_id=event_id, stop=stop)
+                report = outbox.deliver_pending(
+                    database, sinks, event_id=event_id, stop=stop, lease_seconds=settings.relay_lease
+                )
                 delay = interval if notifications.listening else backoff.after_pass(active=bool(report.delivered))
                 due = outbox.seconds_until_due(database, sinks, event_id=event_id)
             except HokusaiError as exc:

@@ -71,7 +71,7 @@ from hokusai_action.registry import (
     RegisteredVersion,
     model_name_for,
 )
-from hokusai_action.settings import GitInfo, Settings
+from hokusai_action.settings import DEFAULT_RELAY_LEASE, GitInfo, Settings
 
 if TYPE_CHECKING:
     from hokusai_action.signing import ModelSigner
@@ -153,6 +153,7 @@ class RegistrationRequest:
     git: GitInfo
     dry_run: bool
     claim_ttl: float
+    relay_lease: float = DEFAULT_RELAY_LEASE  # the lease on its event's deliveries (outbox)
     compare_to: str | None = None
     set_alias: str | None = None
     ci_run_url: str | None = None
@@ -259,6 +260,7 @@ def build_request(
         git=settings.git,
         dry_run=settings.dry_run,
         claim_ttl=settings.claim_ttl,
+        relay_lease=settings.relay_lease,
         compare_to=settings.compare_to,
         set_alias=settings.set_alias,
         ci_run_url=settings.ci_run_url,
@@ -495,8 +497,10 @@ def _check_state(request: RegistrationRequest, token: Token | None, database: Da
         )
 
 
-def deliver_event(database: Database, sinks: Mapping[str, EventSink], event_id: str) -> dict[str, bool]:
-    outbox.deliver_pending(database, sinks, event_id=event_id)
+def deliver_event(
+    database: Database, sinks: Mapping[str, EventSink], event_id: str, *, lease_seconds: float = DEFAULT_RELAY_LEASE
+) -> dict[str, bool]:
+    outbox.deliver_pending(database, sinks, event_id=event_id, lease_seconds=lease_seconds)
     with database.unit_of_work() as uow:
         return outbox.delivery_status(uow, event_id)
 
@@ -507,7 +511,7 @@ def _finish_registered(
     """The token is registered with these bytes: deliver whatever is still pending and report."""
     event_id = registered_event_id(token)
     assert event_id is not None  # registered with these bytes: a digest is set
-    delivered = deliver_event(database, sinks, event_id)
+    delivered = deliver_event(database, sinks, event_id, lease_seconds=request.relay_lease)
     return _result_from_token(request, token, event_id=event_id, events_delivered=delivered)
 
 
@@ -647,7 +651,7 @@ def register(
     failpoint("after_commit")
     log.info("token %s registered as %s", request.token_id, version.model_uri)
     try:
-        delivered = deliver_event(database, sinks, event.id)
+        delivered = deliver_event(database, sinks, event.id, lease_seconds=request.relay_lease)
     except HokusaiError as exc:  # committed: a failed delivery leaves the event pending (exit 5), not exit 4
         log.warning("event %s not delivered: %s", event.id, exc.one_line())
         delivered = {sink: sink == "database" for sink in request.sinks}

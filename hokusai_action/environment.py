@@ -104,6 +104,11 @@ HOKUSAI_CLAIM_TTL = EnvVar(
     float,
     "Seconds a registration's claim on a token lasts before another run may take it",
 )
+HOKUSAI_RELAY_LEASE = EnvVar(
+    "HOKUSAI_RELAY_LEASE",
+    float,
+    "Seconds a relay's lease on a delivery lasts without renewal (renewed every quarter, also mid-send; default 120)",
+)
 HOKUSAI_SIGN = EnvVar("HOKUSAI_SIGN", str, "Signing method: none (default), key, certificate, sigstore (keyless)")
 HOKUSAI_SIGNING_KEY = EnvVar(
     "HOKUSAI_SIGNING_KEY", str, "PEM of the EC private key that signs registrations (never printed)", secret=True

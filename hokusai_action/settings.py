@@ -37,6 +37,11 @@ CONFIG_INLINE_SECRET = (
     "or action inputs: {instead}."
 )
 BAD_NUMBER = "{name} must be a positive number of seconds, not '{value}'."
+RELAY_LEASE_TOO_SHORT = "{name} must be at least {low:g} second(s), not '{value}': a relay renews it every quarter."
+# A relay's lease on a delivery: renewed every quarter of it while the relay lives (also while a send
+# is in flight), so it bounds only how long a killed relay's deliveries wait for another relay.
+DEFAULT_RELAY_LEASE = 120.0
+MIN_RELAY_LEASE = 1.0
 BAD_BOOL = "{name} must be true or false, not '{value}'."
 BAD_MLFLOW_HTTP_VARIABLE = "{name} must be {accepted}, not '{value}'. MLflow's HTTP client reads it: fix or unset it."
 BAD_MLFLOW_HTTP_DEFAULT = (
@@ -123,6 +128,7 @@ class Settings:
     webhook_secret_env: str | None = None  # the variable hokusai.yaml names, for error messages
     # concurrency
     claim_ttl: float = 300.0
+    relay_lease: float = DEFAULT_RELAY_LEASE
     git: GitInfo = field(default_factory=GitInfo)
     # signing (README, "Verifiable registrations")
     sign: str = "none"
@@ -372,6 +378,16 @@ def _positive(value: Any, name: str) -> float:
     if not number > 0 or number == float("inf"):
         raise InputError(BAD_NUMBER.format(name=name, value=value))
     return number
+
+
+def _relay_lease(raw: Any) -> float:
+    if raw is None:
+        return DEFAULT_RELAY_LEASE
+    name = env.HOKUSAI_RELAY_LEASE.name
+    seconds = _positive(raw, name)
+    if seconds < MIN_RELAY_LEASE:
+        raise InputError(RELAY_LEASE_TOO_SHORT.format(name=name, low=MIN_RELAY_LEASE, value=raw))
+    return seconds
 
 
 def _check_mlflow_http_variables(environ: Mapping[str, str]) -> None:
@@ -655,6 +671,7 @@ def load_settings(
         ),
         webhook_secret_env=secret_env,
         claim_ttl=_positive(_first(ev(env.HOKUSAI_CLAIM_TTL), 300), env.HOKUSAI_CLAIM_TTL.name),
+        relay_lease=_relay_lease(ev(env.HOKUSAI_RELAY_LEASE)),
         git=_git_info(environ, cwd),
         **_signing_settings(flags, environ, cfg, from_config_path, base),
     )

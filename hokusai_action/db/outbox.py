@@ -17,7 +17,9 @@ only at commit.
   in flight (``sending_since``); a row of a registration the token no longer holds (it was reset) is
   ``cancelled`` with the reason instead, and never sent. The token's row is share-locked meanwhile
   (PostgreSQL; SQLite has one writer), so a reset either commits before it (and the row is cancelled) or
-  finds the row in flight (and refuses: a sent event cannot be called back).
+  finds the row in flight (and refuses: a sent event cannot be called back). While the sink works,
+  a heartbeat renews the lease every quarter of it, so a receiver slower than the lease never lets it
+  expire, and another relay never sends the row a second time.
 - **Outcome.** Only the lease holder may record the outcome (``WHERE lease_owner = me``): delivered;
   ``failed`` (a dead letter) after a permanent failure (``SinkDeliveryError.retryable`` is False),
   kept with its redacted error until ``requeue_failed`` (``events retry``); or still pending after a
@@ -64,6 +66,7 @@ from hokusai_action.events import EventSink
 from hokusai_action.events.model import EVENT_TYPE, CloudEventRecord
 from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
+from hokusai_action.settings import DEFAULT_RELAY_LEASE
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +75,11 @@ DATABASE_SINK = "database"
 MAX_ERROR_LENGTH = 1000
 
 PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"
-# A lease outlives the slowest delivery with the default settings (a webhook's 5 attempts of 10 s plus
-# at most 15.5 s of backoff; Pub/Sub's 30 s), so a live relay keeps it; a relay killed (SIGKILL)
-# mid-delivery delays that row by at most this long. SIGTERM and Ctrl-C hand the leases back at once.
-LEASE_SECONDS = 120.0
+# A live relay renews its lease every quarter of it, also while a send is in flight (the sinks'
+# timeouts need no bound of their own), so a relay killed (SIGKILL) mid-delivery delays that row by
+# at most this long (HOKUSAI_RELAY_LEASE). SIGTERM and Ctrl-C hand the leases back at once.
+LEASE_SECONDS = DEFAULT_RELAY_LEASE
+HEARTBEATS_PER_LEASE = 4
 # Backoff between transient failures, across relay runs: base * 2**(attempts-1), capped, with
 # "equal jitter" (half fixed, half random) so many relays do not retry in step.
 BACKOFF_BASE_SECONDS = 1.0
@@ -87,6 +91,8 @@ BLOCKED_BY_EARLIER = "an earlier event of token {token} failed for this sink in 
 SINK_DOWN_THIS_PASS = "sink {sink} failed several times in a row in this pass (or the lease was lost); tried next pass"
 RELAY_STOPPING = "the relay was stopping; handed back for the next relay"
 SINK_DOWN_AFTER = 3  # transient failures in a row that make a sink count as down for the rest of a pass
+LOG_LEASE_NOT_RENEWED = "event %s: could not renew the lease on sink %s while sending (%s); trying again"
+LOG_LEASE_LOST_SENDING = "event %s: the lease on sink %s was lost while sending; another relay may send it too"
 
 # why a delivery was cancelled (``cancel_reason``): the token no longer holds its registration
 CANCELLED_BY_RESET = "token {token} was reset to draft by `token reset`: its registration was withdrawn"
@@ -359,6 +365,14 @@ def deliver_pending(
     blocked: set[tuple[str, str]] = set()  # (sink, token) whose earlier event is not delivered yet
     dead_owners = _DeadOwners()
 
+    def renew(row: _Row) -> bool:
+        until = utcnow() + dt.timedelta(seconds=lease_seconds)
+        params = {"b_event_id": row.event_id, "b_sink": row.sink, "b_owner": owner, "b_until": until}
+        with database.unit_of_work() as uow:
+            kept = uow.execute(RENEW, params).rowcount == 1
+            uow.commit()
+        return kept
+
     def clear(row: _Row) -> str | None:
         """None when ``row`` may be sent now (lease renewed, marked in flight); else why it may not."""
         now = utcnow()
@@ -377,6 +391,8 @@ def deliver_pending(
             log.warning("event %s to %s cancelled: %s", row.event_id, row.sink, reason)
             report.cancelled.append((row.event_id, row.sink, reason))
         return reason
+
+    lane = _Lane(clear=clear, renew=renew, heartbeat_seconds=lease_seconds / HEARTBEATS_PER_LEASE)
 
     def finish(outcome: _Outcome) -> None:
         _record(database, [outcome], owner=owner, report=report)
@@ -418,7 +434,7 @@ def deliver_pending(
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(per_sink))) as pool:
                 work = [
-                    pool.submit(_deliver_all, sinks[sink], rows, blocked, clear, finish, stopping)
+                    pool.submit(_deliver_all, sinks[sink], rows, blocked, lane, finish, stopping)
                     for sink, rows in per_sink.items()
                 ]
                 try:
@@ -619,19 +635,60 @@ def _release_quietly(database: Database, rows: list[_Row], *, owner: str) -> Non
 LEASE_LOST = "the lease was lost"
 
 
+@dataclass(frozen=True)
+class _Lane:
+    """What a sink's thread needs of its relay: clear a row for sending (or learn why not), and renew
+    its lease every ``heartbeat_seconds`` while the sink sends it."""
+
+    clear: Callable[[_Row], str | None]
+    renew: Callable[[_Row], bool]
+    heartbeat_seconds: float
+
+
+class _LeaseHeartbeat:
+    """Renews one row's lease while the sink sends it, from a thread of its own: a sink's call cannot
+    be interrupted to renew, and a receiver may take longer than the lease to answer."""
+
+    def __init__(self, lane: _Lane, row: _Row) -> None:
+        self._lane, self._row = lane, row
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{row.sink}", daemon=True)
+
+    def __enter__(self) -> _LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        row = self._row
+        while not self._stopped.wait(self._lane.heartbeat_seconds):
+            try:
+                kept = self._lane.renew(row)
+            except Exception as exc:  # a database blip: the next beat tries again, within the lease
+                log.warning(LOG_LEASE_NOT_RENEWED, row.event_id, row.sink, redact(type(exc).__name__))
+                continue
+            if not kept:
+                log.warning(LOG_LEASE_LOST_SENDING, row.event_id, row.sink)
+                return
+
+
 def _deliver_all(
     sink: EventSink,
     rows: list[_Row],
     blocked: set[tuple[str, str]],
-    clear: Callable[[_Row], str | None],
+    lane: _Lane,
     finish: Callable[[_Outcome], None],
     stopping: Callable[[], bool] = lambda: False,
 ) -> None:
     """Deliver ``rows`` in order, each cleared just before it is sent (the token still holds its
-    registration; lease renewed, marked in flight) and recorded just after, so a slow page never
-    outlives a lease (another relay would then send the row too). After a few transient failures in
-    a row the sink counts as down and is left alone for the rest of the pass, so a pass over a dead
-    webhook costs a few timeouts, not one per row."""
+    registration; lease renewed, marked in flight), its lease renewed while the sink sends it, and
+    its outcome recorded just after, so neither a slow page nor a slow receiver outlives a lease
+    (another relay would then send the row too). After a few transient failures in a row the sink
+    counts as down and is left alone for the rest of the pass, so a pass over a dead webhook costs a
+    few timeouts, not one per row."""
     failures_in_a_row = 0
     for row in rows:
         token = (row.sink, row.token_id)
@@ -642,13 +699,14 @@ def _deliver_all(
             finish(_Outcome(row, error=BLOCKED_BY_EARLIER.format(token=row.token_id), blocked=True))
             continue
         failpoint("before_send", sink.name)
-        refusal = LEASE_LOST if failures_in_a_row >= SINK_DOWN_AFTER else clear(row)
+        refusal = LEASE_LOST if failures_in_a_row >= SINK_DOWN_AFTER else lane.clear(row)
         if refusal == LEASE_LOST:  # not attempted: the lease goes back
             finish(_Outcome(row, error=SINK_DOWN_THIS_PASS.format(sink=sink.name), blocked=True))
             continue
         if refusal is not None:  # withdrawn: cancelled, never sent
             continue
-        outcome = _deliver_one(sink, row)
+        with _LeaseHeartbeat(lane, row):
+            outcome = _deliver_one(sink, row)
         if outcome.error is not None:
             blocked.add(token)
         failures_in_a_row = failures_in_a_row + 1 if outcome.error is not None and outcome.retryable else 0

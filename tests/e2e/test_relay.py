@@ -213,6 +213,38 @@ def test_a_slow_page_never_outlives_its_leases(fresh_db, database_url, add_event
     assert all(r["status"] == "delivered" and r["lease_owner"] is None for r in rows(fresh_db).values())
 
 
+def test_a_receiver_slower_than_the_lease_gets_the_event_once(fresh_db, database_url, add_events, httpserver):
+    """The lease is renewed while the send is in flight: a second relay, polling meanwhile, never
+    finds it expired and never sends the row too."""
+    (event_id,) = add_events(1)
+    receiver = Receiver(httpserver, delay=3.0)  # three leases long
+    reports = []
+
+    def relay(start_after: float) -> None:
+        database = Database(database_url, timeout=10)
+        sink = webhook(receiver.url)
+        try:
+            time.sleep(start_after)
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:  # keeps passing over the table while the first one sends
+                reports.append(outbox.deliver_pending(database, {"webhook": sink}, lease_seconds=1.0))
+                time.sleep(0.1)
+        finally:
+            sink.close()
+            database.dispose()
+
+    threads = [threading.Thread(target=relay, args=(delay,)) for delay in (0.0, 0.5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert posted_ids(receiver) == Counter([event_id])
+    assert [d for report in reports for d in report.delivered] == [(event_id, "webhook")]
+    row = rows(fresh_db)[(event_id, "webhook")]
+    assert (row["status"], row["attempts"], row["lease_owner"], row["sending_since"]) == ("delivered", 1, None, None)
+
+
 def test_a_lease_held_by_a_live_relay_is_not_taken(fresh_db, add_events, httpserver):
     (event_id,) = add_events(1)
     with fresh_db.unit_of_work() as uow:
@@ -708,6 +740,27 @@ def test_sigterm_finishes_the_delivery_in_hand_and_hands_the_rest_back(
     receiver.delay = 0.0
     report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
     assert sorted(e for e, _ in report.delivered) == sorted(ids[1:])
+
+
+@pytest.mark.e2e
+def test_two_following_relays_and_a_receiver_slower_than_the_lease_deliver_once(
+    database_url, fresh_db, add_events, httpserver, tmp_path
+):
+    """HOKUSAI_RELAY_LEASE=1 and a receiver that answers after 4 s: the relay sending renews its lease
+    while it waits, so the other one, polling every 0.2 s, never takes the row over and sends it too."""
+    receiver = Receiver(httpserver, delay=4.0)
+    (event_id,) = add_events(1)
+    options = {"HOKUSAI_RELAY_LEASE": "1", "HOKUSAI_WEBHOOK_TIMEOUT": "20"}
+    relays = [start_follow_relay(database_url, receiver.url, tmp_path, interval=0.2, **options) for _ in range(2)]
+    try:
+        wait_until(lambda: rows(fresh_db)[(event_id, "webhook")]["status"] == "delivered", what="the delivery")
+        time.sleep(2.0)  # room for a second send to show up
+    finally:
+        outputs = [stop(relay) for relay in relays]
+    assert [relay.returncode for relay in relays] == [0, 0], outputs
+    assert posted_ids(receiver) == Counter([event_id])
+    assert rows(fresh_db)[(event_id, "webhook")]["attempts"] == 1
+    assert not any("lease" in err and "expired" in err for _, err in outputs), outputs
 
 
 @pytest.mark.e2e

@@ -168,6 +168,15 @@ def test_claim_ttl_comes_from_the_environment(load) -> None:
     assert load(env={"HOKUSAI_CLAIM_TTL": "90"}).claim_ttl == 90.0
 
 
+def test_relay_lease_comes_from_the_environment_and_is_at_least_a_second(load) -> None:
+    assert load().relay_lease == 120.0
+    assert load(env={"HOKUSAI_RELAY_LEASE": "2.5"}).relay_lease == 2.5
+    assert load_error(load, env={"HOKUSAI_RELAY_LEASE": "0.2"}) == (
+        "HOKUSAI_RELAY_LEASE must be at least 1 second(s), not '0.2': a relay renews it every quarter."
+    )
+    assert load_error(load, env={"HOKUSAI_RELAY_LEASE": "-1"}).startswith("HOKUSAI_RELAY_LEASE must be a positive")
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "inf", "nan"])
 def test_a_bad_timeout_says_it_must_be_positive_seconds(load, value: str) -> None:
     message = load_error(load, env={"HOKUSAI_MLFLOW_TIMEOUT": value})
