@@ -462,12 +462,23 @@ def token_show(symbol: str, output: str, **flags: Any) -> None:
 
     shown = run_token_show(_settings(**flags), symbol)
     lines = [f"{key:18} {value}" for key, value in shown.items() if key != "event_deliveries"]
-    for delivery in shown.get("event_deliveries", []):
-        lines.append(
-            f"{'delivery':18} {delivery['sink']}: {delivery['status']} after {delivery['attempts']} attempt(s)"
-            + (f" (last error: {delivery['last_error']})" if delivery.get("last_error") else "")
-        )
+    lines += [f"{'delivery':18} {_delivery_line(delivery)}" for delivery in shown.get("event_deliveries", [])]
     _emit(shown, output, "\n".join(lines))
+
+
+def _delivery_line(delivery: dict[str, Any]) -> str:
+    """One delivery row in words: a pass is one try by the registration or a relay, which a sink may
+    make of several attempts of its own (a webhook's "after 5/5 attempts" in the last error)."""
+    status = delivery["status"]
+    if status == "cancelled":
+        return f"{delivery['sink']}: cancelled, never sent ({delivery.get('cancel_reason')})"
+    shown = "failed (a dead letter)" if status == "failed" else status
+    line = f"{delivery['sink']}: {shown} after {delivery['attempts']} delivery pass(es)"
+    if status == "pending" and delivery.get("next_attempt_at"):
+        line += f"; next pass from {delivery['next_attempt_at']}"
+    if delivery.get("last_error"):
+        line += f" (last error: {delivery['last_error']})"
+    return line
 
 
 @token.command("reset", context_settings=CONTEXT)

@@ -139,7 +139,10 @@ def describe_result(result: RegistrationResult) -> list[str]:
     lines.append(f"  model       {result.model_uri or result.model_name} (run {result.mlflow_run_id})")
     lines.append(f"  digest      {result.artifact_digest}")
     if result.event_id:
-        state = ", ".join(f"{sink}: {'delivered' if ok else 'PENDING'}" for sink, ok in result.events_delivered.items())
+        state = ", ".join(
+            f"{sink}: {_delivery_word(ok, dead=sink in result.events_dead_lettered)}"
+            for sink, ok in result.events_delivered.items()
+        )
         lines.append(f"  event       {result.event_id} ({state or 'no sinks'})")
     if result.alias:
         lines.append(f"  alias       '{result.alias}' -> version {result.model_version}")
@@ -149,6 +152,12 @@ def describe_result(result: RegistrationResult) -> list[str]:
     for note in [*gate.notes(), *result.notes]:
         lines.append(f"  note        {note}")
     return lines + undelivered_lines(result)
+
+
+def _delivery_word(delivered: bool, *, dead: bool) -> str:
+    if delivered:
+        return "delivered"
+    return "FAILED (dead letter)" if dead else "PENDING"
 
 
 def undelivered_lines(result: RegistrationResult) -> list[str]:
@@ -313,8 +322,19 @@ def _event_id_argument(event_id: str) -> str:
         raise InputError(BAD_EVENT_ID.format(event_id=event_id), hint=EVENT_NOT_FOUND_HINT) from None
 
 
+# A one-shot relay waits for backoffs that end within this many seconds (a registration whose sink was
+# down leaves its delivery backing off for about a second, and the operator who fixed the sink runs
+# the relay at once); a longer one is reported with when it ends and how to send it now (--event-id).
+ONE_SHOT_BACKOFF_WAIT = 10.0
+
+
 def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tuple[dict[str, Any], int]:
-    """Deliver what is pending; exit 5 while anything in scope is undelivered (dead letters included)."""
+    """Deliver what is pending; exit 5 while anything in scope is undelivered (dead letters included).
+
+    Without --event-id backoffs are honoured, but those ending within ``ONE_SHOT_BACKOFF_WAIT`` seconds
+    are waited out, as long as no delivery of this run failed (the sink is still down then)."""
+    import time
+
     from hokusai_action.db import outbox
 
     if event_id is not None:
@@ -323,7 +343,15 @@ def run_events_relay(settings: Settings, *, event_id: str | None = None) -> tupl
     sinks = build_sinks(settings)
     try:
         database.require_schema()
+        deadline = time.monotonic() + ONE_SHOT_BACKOFF_WAIT
         report = outbox.deliver_pending(database, sinks, event_id=event_id, lease_seconds=settings.relay_lease)
+        while event_id is None and not report.retrying and report.next_due is not None:
+            wait = report.next_due[2]
+            if time.monotonic() + wait > deadline:
+                break
+            time.sleep(wait)
+            later = outbox.deliver_pending(database, sinks, lease_seconds=settings.relay_lease)
+            report = report.then(later)
     finally:
         for sink in sinks.values():
             sink.close()
@@ -341,6 +369,11 @@ def relay_summary(report: RelayReport) -> dict[str, Any]:
         ],
         "pending": [{"event_id": e, "sink": s, "error": err} for e, s, err in report.retrying],
         "waiting": report.waiting,
+        "next_due": (
+            {"event_id": report.next_due[0], "sink": report.next_due[1], "in_seconds": round(report.next_due[2], 1)}
+            if report.next_due
+            else None
+        ),
         "cancelled": [{"event_id": e, "sink": s, "reason": why} for e, s, why in report.cancelled],
         "skipped": [
             {"sink": s, "count": n, "reason": SKIPPED_SINK.format(sink=s, count=n)} for s, n in report.skipped.items()
@@ -463,8 +496,15 @@ def describe_relay(summary: Mapping[str, Any]) -> list[str]:
         + (f", cancelled {len(summary['cancelled'])}" if summary["cancelled"] else "")
     ]
     lines += [f"  pending {p['event_id']} -> {p['sink']}: {p['error']}" for p in summary["pending"]]
-    if summary["waiting"]:
-        lines.append(f"  waiting {summary['waiting']} deliveries: backing off, or held by another relay")
+    due = summary["next_due"]
+    if summary["waiting"] and due:
+        lines.append(
+            f"  waiting {summary['waiting']} deliveries: the next backoff ends in {due['in_seconds']:.0f} s "
+            f"({due['event_id']} -> {due['sink']}); `hokusai-ml-platform events relay --event-id {due['event_id']}` "
+            "sends it now"
+        )
+    elif summary["waiting"]:
+        lines.append(f"  waiting {summary['waiting']} deliveries: held by another relay")
     lines += [f"  skipped {s['reason']}" for s in summary["skipped"]]
     lines += [f"  cancelled {c['event_id']} -> {c['sink']}: {c['reason']}" for c in summary["cancelled"]]
     lines += [

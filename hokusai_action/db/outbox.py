@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -168,6 +168,9 @@ def dead_letters(uow: UnitOfWork, event_id: str | None = None) -> list[tuple[str
     return [(str(row.event_id), row.sink, row.last_error or "") for row in uow.execute(query)]
 
 
+DELIVERY_TIMES = ("last_attempt_at", "delivered_at", "lease_until", "next_attempt_at", "cancelled_at", "sending_since")
+
+
 def delivery_rows(uow: UnitOfWork, event_id: str) -> list[dict[str, Any]]:
     """Every column of one event's delivery rows (status, attempts, last_error, lease, backoff)."""
     rows = uow.execute(
@@ -177,7 +180,7 @@ def delivery_rows(uow: UnitOfWork, event_id: str) -> list[dict[str, Any]]:
     for row in rows:
         item = dict(row._mapping)
         item["event_id"] = str(item["event_id"])
-        for key in ("last_attempt_at", "delivered_at", "lease_until", "next_attempt_at"):
+        for key in DELIVERY_TIMES:
             item[key] = as_utc(item[key]).isoformat() if item[key] else None
         out.append(item)
     return out
@@ -306,6 +309,11 @@ class RelayReport:
     cancelled: list[tuple[str, str, str]] = field(default_factory=list)  # withdrawn, never sent: (id, sink, why)
     waiting: int = 0  # pending rows of configured sinks left for later: leased elsewhere, or backing off
     skipped: dict[str, int] = field(default_factory=dict)  # sink not configured here -> pending rows
+    next_due: tuple[str, str, float] | None = None  # the backoff that ends first: (id, sink, seconds from now)
+
+    def then(self, later: RelayReport) -> RelayReport:
+        """This pass followed by ``later``: what both moved; what is left as ``later`` found it."""
+        return replace(later, delivered=self.delivered + later.delivered, cancelled=self.cancelled + later.cancelled)
 
     @property
     def pending(self) -> int:
@@ -780,6 +788,7 @@ def _summarise(database: Database, report: RelayReport, *, configured: set[str],
     with database.unit_of_work() as uow:
         counts = {sink: count for sink, count in uow.execute(query)}
         report.dead_letters = dead_letters(uow, event_id)
+        report.next_due = _next_backoff(uow, configured, event_id=event_id)
     retried_here = len(report.retrying)
     for sink, count in sorted(counts.items()):
         if sink in configured:
@@ -787,6 +796,26 @@ def _summarise(database: Database, report: RelayReport, *, configured: set[str],
         else:
             report.skipped[sink] = count
     report.waiting = max(0, report.waiting - retried_here)
+
+
+def _next_backoff(uow: UnitOfWork, configured: set[str], *, event_id: str | None) -> tuple[str, str, float] | None:
+    """The pending row of a configured sink whose backoff ends first: (event id, sink, seconds left)."""
+    if not configured:
+        return None
+    now = utcnow()
+    rows = event_deliveries.c
+    query = (
+        sa.select(rows.event_id, rows.sink, rows.next_attempt_at)
+        .where(rows.status == PENDING, rows.sink.in_(sorted(configured)), rows.next_attempt_at > now)
+        .order_by(rows.next_attempt_at)
+        .limit(1)
+    )
+    if event_id is not None:
+        query = query.where(rows.event_id == event_id)
+    first = uow.execute(query).first()
+    if first is None:
+        return None
+    return str(first.event_id), first.sink, max(0.0, (as_utc(first.next_attempt_at) - now).total_seconds())
 
 
 # ------------------------------------------------------------------------------ a relay that follows

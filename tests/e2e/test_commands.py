@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from hokusai_action.db.store import HEAD_REVISION
 from tests.services import free_port
 
 pytestmark = [pytest.mark.e2e]
@@ -15,8 +16,8 @@ def test_db_upgrade_token_create_and_show_on_a_fresh_sqlite_file(run_cli, tmp_pa
     env = {"HOKUSAI_DATABASE_URL": f"sqlite:///{tmp_path / 'site.db'}"}
     first = run_cli("db", "upgrade", env=env)
     assert first.code == 0, first.stderr
-    assert "upgraded from empty to revision 0003" in first.stdout
-    assert "up to date (revision 0003)" in run_cli("db", "upgrade", env=env).stdout
+    assert f"upgraded from empty to revision {HEAD_REVISION}" in first.stdout
+    assert f"up to date (revision {HEAD_REVISION})" in run_cli("db", "upgrade", env=env).stdout
 
     created = run_cli("token", "create", "xray", "--metadata", '{"owner": "radiology"}', "--output", "json", env=env)
     assert created.code == 0, created.stderr
@@ -70,8 +71,10 @@ def test_token_reset_and_register_again_on_a_sqlite_file(run_cli, make_model, tm
     assert "Token NOPE does not exist" in missing.stderr
 
 
-def test_events_relay_with_nothing_pending_exits_0(run_cli):
-    result = run_cli("events", "relay", "--output", "json")
+def test_events_relay_with_nothing_pending_exits_0(run_cli, tmp_path):
+    env = {"HOKUSAI_DATABASE_URL": f"sqlite:///{tmp_path / 'site.db'}"}  # other tests leave dead letters behind
+    assert run_cli("db", "upgrade", env=env).code == 0
+    result = run_cli("events", "relay", "--output", "json", env=env)
     assert result.code == 0, result.stderr
     assert result.json["failed"] == []
 
@@ -80,7 +83,7 @@ def test_doctor_reports_each_service(run_cli):
     healthy = run_cli("doctor", "--output", "json")
     assert healthy.code == 0, healthy.stderr
     checks = {item["check"]: item for item in healthy.json}
-    assert checks["database"]["ok"] and "schema revision 0003" in checks["database"]["detail"]
+    assert checks["database"]["ok"] and f"schema revision {HEAD_REVISION}" in checks["database"]["detail"]
     assert checks["mlflow"]["ok"]
     assert checks["events"]["ok"]
 

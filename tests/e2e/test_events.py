@@ -222,6 +222,29 @@ def test_webhook_410_is_a_dead_letter_until_retried_then_delivered_once(
     assert deliveries(database, event_id)["webhook"]["status"] == "delivered"
 
 
+def test_undelivered_sinks_are_named_for_what_they_are_in_the_text_output(run_cli, make_token, make_model, httpserver):
+    """A dead letter is not "PENDING" in the registration's summary, and `token show` counts the
+    delivery passes in words that cannot be read against the webhook's own "after 5/5 attempts"."""
+    down = Receiver(httpserver, statuses=[503] * 5 + [410])
+    env = {**sink_env(None, None, down.url, "webhook,database"), "HOKUSAI_WEBHOOK_TIMEOUT": "3"}
+    waiting, refused = make_token(), make_token()
+
+    pending = run_cli(*register_args(waiting, make_model()), env=env)
+    dead = run_cli(*register_args(refused, make_model()), env=env)
+
+    assert pending.code == 5 and dead.code == 5, (pending.output, dead.output)
+    assert "(database: delivered, webhook: PENDING)" in pending.stdout
+    assert "(database: delivered, webhook: FAILED (dead letter))" in dead.stdout
+    shown = run_cli("token", "show", waiting, env=env)
+    assert shown.code == 0, shown.output
+    (line,) = [line for line in shown.stdout.splitlines() if line.startswith("delivery") and "webhook" in line]
+    assert "webhook: pending after 1 delivery pass(es); next pass from 20" in line, line
+    assert "after 5/5 attempts" in line and "attempt(s)" not in line
+    shown = run_cli("token", "show", refused, env=env)
+    (line,) = [line for line in shown.stdout.splitlines() if line.startswith("delivery") and "webhook" in line]
+    assert "webhook: failed (a dead letter) after 1 delivery pass(es) (last error: " in line, line
+
+
 def test_webhook_503_twice_then_200_is_three_posts_with_one_id(run_cli, make_token, make_model, httpserver):
     receiver = Receiver(httpserver, statuses=[503, 503])
     token = make_token()

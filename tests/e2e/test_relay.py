@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -799,6 +800,72 @@ def test_max_seconds_ends_a_follow_with_the_exit_code_of_a_pass(
     out, err = relay.communicate(timeout=60)
     assert relay.returncode == 5, (out, err)
     assert f"dead letter {dead} -> webhook" in out
+
+
+def run_relay_once(database_url: str, webhook_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A one-shot `events relay`, delivering to ``webhook_url`` (and the database)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+    env.update(
+        HOKUSAI_DATABASE_URL=database_url,
+        HOKUSAI_EVENT_SINKS="webhook,database",
+        HOKUSAI_WEBHOOK_URL=webhook_url,
+        HOKUSAI_WEBHOOK_SECRET=SECRET,
+        HOKUSAI_HOME=str(cwd / ".hokusai"),
+    )
+    command = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", *args]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def backing_off(database: Database, event_id: str, seconds: float) -> None:
+    """The webhook delivery failed once, as a registration whose sink was down leaves it."""
+    with database.unit_of_work() as uow:
+        uow.execute(
+            event_deliveries.update()
+            .where(event_deliveries.c.event_id == event_id, event_deliveries.c.sink == "webhook")
+            .values(attempts=1, last_error="HTTP 503", next_attempt_at=utcnow() + dt.timedelta(seconds=seconds))
+        )
+        uow.commit()
+
+
+@pytest.mark.e2e
+def test_a_one_shot_relay_waits_out_a_backoff_that_ends_soon(database_url, fresh_db, add_events, httpserver, tmp_path):
+    """The operator fixed the sink right after a registration left its event pending: `events relay`
+    delivers it (exit 0) instead of reporting it backing off for a few more seconds (exit 5)."""
+    (event_id,) = add_events(1)
+    backing_off(fresh_db, event_id, 3.0)
+    receiver = Receiver(httpserver)
+
+    done = run_relay_once(database_url, receiver.url, tmp_path, "--output", "json")
+
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert json.loads(done.stdout)["delivered"] == [{"event_id": event_id, "sink": "webhook"}]
+    assert posted_ids(receiver) == Counter([event_id])
+
+
+@pytest.mark.e2e
+def test_a_one_shot_relay_says_when_a_long_backoff_ends_and_how_to_send_now(
+    database_url, fresh_db, add_events, httpserver, tmp_path
+):
+    (event_id,) = add_events(1)
+    backing_off(fresh_db, event_id, 600.0)
+    receiver = Receiver(httpserver)
+    started = time.monotonic()
+
+    text = run_relay_once(database_url, receiver.url, tmp_path)
+    data = run_relay_once(database_url, receiver.url, tmp_path, "--output", "json")
+
+    assert time.monotonic() - started < 30  # it does not wait ten minutes
+    assert (text.returncode, data.returncode) == (5, 5), (text.stdout, text.stderr)
+    assert re.search(r"waiting 1 deliveries: the next backoff ends in (59\d|600) s ", text.stdout), text.stdout
+    assert f"({event_id} -> webhook); `hokusai-ml-platform events relay --event-id {event_id}` sends it now" in (
+        text.stdout
+    )
+    due = json.loads(data.stdout)["next_due"]
+    assert (due["event_id"], due["sink"]) == (event_id, "webhook") and 580 < due["in_seconds"] <= 600
+    assert receiver.requests == []
+    now = run_relay_once(database_url, receiver.url, tmp_path, "--event-id", event_id)
+    assert now.returncode == 0, now.stdout
+    assert posted_ids(receiver) == Counter([event_id])
 
 
 @pytest.mark.e2e
