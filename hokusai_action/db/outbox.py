@@ -50,7 +50,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hokusai_action.db.schema import event_deliveries, events
+from hokusai_action.db.schema import event_deliveries, events, tokens
 from hokusai_action.db.store import (
     Database,
     Token,
@@ -195,7 +195,7 @@ def requeue_failed(
     requeued: list[tuple[str, str, str]] = []
     with database.unit_of_work() as uow:
         found = dead_letters(uow, event_id)
-        withdrawn = dict(_withdrawn(uow, {letter[0] for letter in found}))
+        withdrawn = _withdrawn_letters(uow, event_id) if found else {}
         for letter_id, sink, error in found:
             if letter_id in withdrawn:
                 continue
@@ -226,15 +226,24 @@ def withdrawal_reason(token_id: str, token: Token | None, event_id: str) -> str 
     return CANCELLED_WITHDRAWN.format(token=token_id, state=state)
 
 
-def _withdrawn(uow: UnitOfWork, event_ids: Iterable[str]) -> list[tuple[str, str]]:
-    """``(event_id, reason)`` of each of ``event_ids`` whose registration its token no longer holds."""
-    out = []
-    for event_id in sorted(event_ids):
-        token_id, token = holder_of(uow, event_id)
-        reason = withdrawal_reason(token_id or "?", token, event_id)
+def _withdrawn_letters(uow: UnitOfWork, event_id: str | None) -> dict[str, str]:
+    """``{event_id: reason}`` of the dead letters (of one event, or all) whose registration their token
+    no longer holds, read with their tokens in one query."""
+    query = (
+        sa.select(event_deliveries.c.event_id.label("letter"), events.c.token_id.label("of_token"), *tokens.c)
+        .join(events, events.c.event_id == event_deliveries.c.event_id)
+        .outerjoin(tokens, tokens.c.token_id == events.c.token_id)
+        .where(event_deliveries.c.status == FAILED)
+    )
+    if event_id is not None:
+        query = query.where(event_deliveries.c.event_id == event_id)
+    withdrawn = {}
+    for row in uow.execute(query):
+        token = Token.from_row(row) if row.token_id is not None else None
+        reason = withdrawal_reason(row.of_token, token, str(row.letter))
         if reason is not None:
-            out.append((event_id, reason))
-    return out
+            withdrawn[str(row.letter)] = reason
+    return withdrawn
 
 
 def _cancel_rows(
@@ -468,7 +477,7 @@ def _withdraw_dead_letters(database: Database, report: RelayReport, *, event_id:
         found = dead_letters(uow, event_id)
         if not found:
             return
-        withdrawn = dict(_withdrawn(uow, {letter[0] for letter in found}))
+        withdrawn = _withdrawn_letters(uow, event_id)
         report.cancelled += _cancel_rows(uow, [(letter[0], letter[1]) for letter in found], withdrawn)
         uow.commit()
 

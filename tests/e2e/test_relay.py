@@ -28,8 +28,9 @@ import pytest
 import sqlalchemy as sa
 
 from hokusai_action.db import outbox
-from hokusai_action.db.schema import event_deliveries, tokens
-from hokusai_action.db.store import APPLICATION_NAME, Database, insert_token, reset_token, utcnow
+from hokusai_action.db.schema import event_deliveries, events, tokens
+from hokusai_action.db.store import APPLICATION_NAME, Database, get_token, insert_token, reset_token, utcnow
+from hokusai_action.errors import TokenStateError
 from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.events.webhook import WebhookSink
 from tests.e2e.test_events import SECRET, Receiver
@@ -100,8 +101,6 @@ def commit_events(database: Database, count: int, *, sinks: tuple[str, ...] = SI
 def reset_and_register_again(database: Database, token_id: str) -> tuple[list[dict], str]:
     """`token reset` (what it cancels), then a new registration of the token; its event id. A reset
     refused while the earlier event is on its way is tried again once the relay has sent it."""
-    from hokusai_action.errors import TokenStateError
-
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -244,6 +243,52 @@ def test_a_receiver_slower_than_the_lease_gets_the_event_once(fresh_db, database
     assert [d for report in reports for d in report.delivered] == [(event_id, "webhook")]
     row = rows(fresh_db)[(event_id, "webhook")]
     assert (row["status"], row["attempts"], row["lease_owner"], row["sending_since"]) == ("delivered", 1, None, None)
+
+
+def test_a_reset_cancels_what_a_relay_has_leased_and_refuses_what_it_is_sending(
+    fresh_db, database_url, add_events, httpserver
+):
+    """One relay, one page of two tokens' events, sent one after the other: while the first is on its
+    way, resetting its token is refused (exit 3's error) and changes nothing; resetting the second
+    token cancels its leased, unsent delivery, and the relay never sends it."""
+    add_events(2)
+    receiver = Receiver(httpserver, delay=2.0)
+    reports = []
+
+    def relay() -> None:
+        database = Database(database_url, timeout=10)
+        try:
+            reports.append(outbox.deliver_pending(database, {"webhook": webhook(receiver.url)}))
+        finally:
+            database.dispose()
+
+    thread = threading.Thread(target=relay)
+    thread.start()
+    wait_until(lambda: len(receiver.requests) == 1, what="the first POST")
+    sending = json.loads(receiver.requests[0][1])["id"]
+    with fresh_db.unit_of_work() as uow:
+        owners = {str(e): t for e, t in uow.execute(sa.select(events.c.event_id, events.c.token_id))}
+    (leased,) = [e for e in owners if e != sending]
+
+    def reset(event_id: str) -> list[dict]:
+        with fresh_db.unit_of_work() as uow:
+            reset_token(uow, owners[event_id], url="test")
+            cancelled = outbox.cancel_undelivered(uow, owners[event_id], reason="test reset")
+            uow.commit()
+        return cancelled
+
+    with pytest.raises(TokenStateError, match=f"event {sending} is being sent to webhook by a relay right now"):
+        reset(sending)
+    assert [(c["event_id"], c["sink"], c["previous_status"]) for c in reset(leased)] == [(leased, "webhook", "pending")]
+    thread.join(timeout=60)
+
+    assert posted_ids(receiver) == Counter([sending])
+    assert reports[0].delivered == [(sending, "webhook")]
+    state = rows(fresh_db)
+    assert state[(sending, "webhook")]["status"] == "delivered"
+    assert (state[(leased, "webhook")]["status"], state[(leased, "webhook")]["lease_owner"]) == ("cancelled", None)
+    with fresh_db.unit_of_work() as uow:
+        assert get_token(uow, owners[sending]).model_status == "registered"  # the refused reset changed nothing
 
 
 def test_a_lease_held_by_a_live_relay_is_not_taken(fresh_db, add_events, httpserver):
