@@ -555,6 +555,10 @@ def events_relay(
     its token no longer holds (the token was reset) is never sent: its delivery is cancelled, with the
     reason, and listed.
 
+    A delivery that failed transiently is retried after a backoff (about 1 s, doubling up to 10 min).
+    A single pass waits out backoffs that end within 10 s (the sink was just fixed) and names the
+    next one due after that, with when; --event-id sends that event at once, whatever its backoff.
+
     With --follow the relay runs as a service: on PostgreSQL it LISTENs for the NOTIFY each
     registration's commit sends and delivers at once (and passes over the table every --interval,
     since a NOTIFY sent while it was not listening is lost); on SQLite it polls, every 0.1 s after
@@ -562,7 +566,8 @@ def events_relay(
     or found something. SIGTERM or Ctrl-C stops it cleanly: each delivery in hand is finished and
     recorded, the rest handed back to other relays, exit 0. --max-seconds N stops it after N seconds
     with the exit code of a single pass (0, or 5 if anything is still pending or dead-lettered).
-    Any number of relays, on any machines, can follow one database: each delivery is leased by one.
+    Any number of relays, on any machines, can follow one database: each delivery is leased by one,
+    which renews the lease while it sends (a killed relay's deliveries wait HOKUSAI_RELAY_LEASE, 120 s).
 
     \b
     Example:
