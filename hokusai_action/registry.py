@@ -612,6 +612,8 @@ class MlflowRegistry:
         from mlflow.artifacts import download_artifacts
         from mlflow.exceptions import MlflowException
 
+        # MLflow's tqdm bar redraws itself with carriage returns: a CI log wants lines (verify prints its own)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
             return Path(
                 download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=self.tracking_uri)
@@ -623,6 +625,20 @@ class MlflowRegistry:
             raise self._service_error(exc, f"downloading {artifact_uri}") from exc
         except OSError as exc:
             raise self._service_error(exc, f"downloading {artifact_uri}") from exc
+
+    def download_version(self, model_name: str, version: str, destination: Path) -> Path:
+        """Download exactly the files registered as ``version`` of ``model_name`` under ``destination``.
+
+        Not through ``models:/NAME/VERSION``: for a folder holding an ``MLmodel``, that download adds a
+        ``registered_model_meta`` file, so the tree is no longer the one registered. The version's own
+        download location (its logged model's artifacts) gives the files back byte for byte. Artifacts
+        the store no longer has give an empty ``destination`` (``model verify`` reports it).
+        """
+        uri = self._with_connection_retries(
+            lambda: self.client.get_model_version_download_uri(model_name, version),
+            "reading the version's download location",
+        )
+        return self.download(uri, destination, missing_ok=True)
 
     def refresh_version_tags(self, version: RegisteredVersion, tags: Mapping[str, str]) -> None:
         """Give a reused version (the same bytes registered again, e.g. after a token reset) the tags of

@@ -216,7 +216,7 @@ def verify_registration(
             say(f"hashing the local copy {model_dir}")
         else:
             say(f"downloading {report.model_uri} (streamed to {scratch})")
-            model_dir = registry.download(report.model_uri, scratch / "model", missing_ok=True)
+            model_dir = registry.download_version(model_name, number, scratch / "model")
             if not model_dir.is_dir() or not any(path.is_file() for path in model_dir.rglob("*")):
                 report.add("model bytes", False, STORED_FILES_GONE)
                 return report

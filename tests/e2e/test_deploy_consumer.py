@@ -258,13 +258,15 @@ def test_webhook_with_a_bad_signature_is_refused_with_401(webhook_consumer):
     assert "bad webhook signature" in lines[0]["detail"]
 
 
+@pytest.mark.parametrize("kind", ["raw", "pyfunc"])
 def test_webhook_event_is_verified_deployed_once_then_a_resend_is_a_duplicate(
-    run_cli, make_token, make_model, webhook_consumer, database
+    kind, run_cli, make_token, make_model, mlflow_model, webhook_consumer, database
 ):
     token = make_token()
+    model = make_model() if kind == "raw" else mlflow_model(kind, metrics={"auroc": 0.91})
     sink = {"HOKUSAI_EVENT_SINKS": "webhook,database", "HOKUSAI_WEBHOOK_URL": webhook_consumer.url}
     # the consumer answers after `model verify` has downloaded and hashed the model
-    registered = register(run_cli, token, make_model(), {**sink, "HOKUSAI_WEBHOOK_TIMEOUT": "120"})
+    registered = register(run_cli, token, model, {**sink, "HOKUSAI_WEBHOOK_TIMEOUT": "120"})
 
     assert registered["events_delivered"]["webhook"] is True
     lines = webhook_consumer.outcomes(1)
@@ -284,7 +286,7 @@ def test_webhook_event_is_verified_deployed_once_then_a_resend_is_a_duplicate(
 
 
 def test_with_a_public_key_a_signed_model_deploys_and_a_tampered_file_is_named(
-    run_cli, cli_env, make_token, make_model, pubsub_emulator, pubsub_topic, tmp_path, tmp_path_factory
+    run_cli, cli_env, make_token, make_model, mlflow_model, pubsub_emulator, pubsub_topic, tmp_path, tmp_path_factory
 ):
     from tests.signing_keys import make_signing_files  # the signing branch's key and CA factory
 
@@ -292,10 +294,17 @@ def test_with_a_public_key_a_signed_model_deploys_and_a_tampered_file_is_named(
     sign = ("--sign", "key", "--signing-key", str(keys.key))
     sink = pubsub_sink(pubsub_emulator, pubsub_topic.topic)
     tampered_model = make_model(files={"weights.bin": os.urandom(64 * 1024), "config/params.json": b"{}"})
-    # three independent registrations (three tokens), run side by side
-    jobs = [(make_token(), make_model(), sign), (make_token(), make_model(), ()), (make_token(), tampered_model, sign)]
+    # four independent registrations (four tokens), run side by side; one is a model saved by mlflow.sklearn
+    jobs = [
+        (make_token(), make_model(), sign),
+        (make_token(), make_model(), ()),
+        (make_token(), tampered_model, sign),
+        (make_token(), mlflow_model("sklearn", metrics={"auroc": 0.91}), sign),
+    ]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        intact, unsigned, tampered = pool.map(lambda job: register(run_cli, job[0], job[1], sink, *job[2]), jobs)
+        intact, unsigned, tampered, flavored = pool.map(
+            lambda job: register(run_cli, job[0], job[1], sink, *job[2]), jobs
+        )
     (stored,) = stored_copies(tmp_path_factory, tampered_model / "weights.bin")
     stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")  # the last byte, same size
 
@@ -308,8 +317,10 @@ def test_with_a_public_key_a_signed_model_deploys_and_a_tampered_file_is_named(
     )
 
     by_event = {line["event_id"]: line for line in lines}
-    assert len(lines) == len(by_event) == 3, lines
+    assert len(lines) == len(by_event) == 4, lines
     assert by_event[intact["event_id"]]["outcome"] == "deployed"
+    assert by_event[flavored["event_id"]]["outcome"] == "deployed", by_event[flavored["event_id"]]
+    assert by_event[flavored["event_id"]]["model_uri"] == flavored["model_uri"]
     assert by_event[intact["event_id"]]["model_uri"] == intact["model_uri"]
     assert by_event[unsigned["event_id"]]["outcome"] == "refused"  # a key was given: unsigned is not enough
     assert by_event[tampered["event_id"]]["outcome"] == "refused"
