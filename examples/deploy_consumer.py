@@ -14,7 +14,9 @@ For each event:
 3. run `hokusai-ml-platform model verify --token-id T --version V --output json [--public-key PATH]`,
    which downloads the registered version and checks its bytes against the digest the registration
    recorded (and its signature, with a key);
-4. exit 0, `"verified": true`, and the same token, version, URI and digest as the event: "deploy"
+4. exit 0, `"verified": true`, and the same event id, token, version, URI and digest as the event
+   (`model verify` vouches for the registration the token holds now: an event of an earlier one, the
+   token reset or registered again since, deploys nothing): "deploy"
    (here: print the model URI; put your rollout in `deploy()`); exit 1: refuse, report the first
    failed check, never deploy; any other exit (a service down, bad settings): leave the event
    unacknowledged so it comes back later.
@@ -168,17 +170,28 @@ def first_failure(result: dict[str, Any] | None, fallback: str) -> str:
     return fallback or "model verify reported a mismatch"
 
 
-def disagreement(data: Mapping[str, Any], result: Mapping[str, Any]) -> str | None:
-    """What the verified registration and the event disagree on (the event is not the one verified)."""
+def version_number(value: Any) -> str | None:
+    """A model version as MLflow numbers it ("02" is version 2), or None when it is not one."""
+    text = str(value)
+    if not text.isascii() or not text.isdigit() or int(text) == 0:
+        return None
+    return str(int(text))
+
+
+def disagreement(event_id: str, data: Mapping[str, Any], result: Mapping[str, Any]) -> str | None:
+    """What the verified registration and the event disagree on. `model verify` vouches for the
+    registration the token holds now: an event of an earlier registration (the token was reset, or
+    registered again since) names another event id, and deploys nothing."""
     pairs = [
+        ("id", event_id, result.get("event_id")),
         ("token_id", str(data.get("token_id", "")).upper(), str(result.get("token_id", "")).upper()),
-        ("model_version", str(data.get("model_version", "")), str(result.get("model_version", ""))),
+        ("model_version", version_number(data.get("model_version")), version_number(result.get("model_version"))),
         ("model_uri", data.get("model_uri"), result.get("model_uri")),
         ("artifact_digest", data.get("artifact_digest"), result.get("artifact_digest")),
     ]
     for name, in_event, verified in pairs:
         if in_event != verified:
-            return f"the event's {name} {in_event!r} is not the verified registration's {verified!r}"
+            return f"the event's {name} {in_event!r} is not the token's current registration's {verified!r}"
     return None
 
 
@@ -230,7 +243,10 @@ class Consumer:
         data = event.get_data()
         if not isinstance(data, dict) or not all(data.get(k) for k in ("token_id", "model_version", "model_uri")):
             return Outcome(event_id, REJECTED, detail="data lacks token_id, model_version or model_uri")
-        token_id, version, uri = str(data["token_id"]), str(data["model_version"]), str(data["model_uri"])
+        token_id, version, uri = str(data["token_id"]), version_number(data["model_version"]), str(data["model_uri"])
+        if version is None:
+            detail = f"model_version {data['model_version']!r} is not a version number"
+            return Outcome(event_id, REJECTED, detail=detail)
         this = Outcome(event_id, DUPLICATE, token_id, version, uri)
         if (previous := self.store.outcome_of(event_id)) is not None:
             return replace(this, detail=f"already {previous}")
@@ -243,7 +259,7 @@ class Consumer:
             return replace(this, outcome=RETRY, detail=detail)
         if result.get("verified") is not True:
             return replace(this, outcome=REFUSED, detail=first_failure(result, "not verified"))
-        if (mismatch := disagreement(data, result)) is not None:
+        if (mismatch := disagreement(event_id, data, result)) is not None:
             return replace(this, outcome=REFUSED, detail=mismatch)
         return replace(this, outcome=DEPLOYED, detail=f"verified {result.get('artifact_digest')}")
 

@@ -634,10 +634,19 @@ class MlflowRegistry:
         download location (its logged model's artifacts) gives the files back byte for byte. Artifacts
         the store no longer has give an empty ``destination`` (``model verify`` reports it).
         """
+        from mlflow.artifacts import list_artifacts
+
         uri = self._with_connection_retries(
             lambda: self.client.get_model_version_download_uri(model_name, version),
             "reading the version's download location",
         )
+        # an emptied or removed folder lists nothing, where downloading it fails as if it were a file
+        listed = self._with_connection_retries(
+            lambda: list_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri), "listing the version's files"
+        )
+        if not listed:
+            destination.mkdir(parents=True, exist_ok=True)
+            return destination
         return self.download(uri, destination, missing_ok=True)
 
     def refresh_version_tags(self, version: RegisteredVersion, tags: Mapping[str, str]) -> None:

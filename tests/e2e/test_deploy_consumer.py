@@ -325,3 +325,61 @@ def test_with_a_public_key_a_signed_model_deploys_and_a_tampered_file_is_named(
     assert by_event[unsigned["event_id"]]["outcome"] == "refused"  # a key was given: unsigned is not enough
     assert by_event[tampered["event_id"]]["outcome"] == "refused"
     assert "weights.bin" in by_event[tampered["event_id"]]["detail"]
+
+
+def event_payload(database, event_id: str) -> dict:
+    import sqlalchemy as sa
+
+    from hokusai_action.db.schema import events
+
+    with database.unit_of_work() as uow:
+        return dict(uow.execute(sa.select(events.c.payload).where(events.c.event_id == event_id)).scalar_one())
+
+
+def test_an_event_of_a_registration_the_token_no_longer_holds_deploys_nothing(
+    run_cli, make_token, make_model, webhook_consumer, database
+):
+    def post(payload: dict, *, new_id: bool = False) -> int:
+        if new_id:  # not deduped: judged on its registration alone
+            payload = {**payload, "id": str(uuid.uuid4())}
+        return webhook_consumer.post(*signed(CANARIES.webhook_secret, payload))
+
+    token = make_token()
+    first_model = make_model()
+    first = register(run_cli, token, first_model, {})
+    assert run_cli("token", "reset", token).code == 0
+    same_bytes = register(run_cli, token, first_model, {})  # version 1 again, as a new registration
+    assert same_bytes["model_version"] == "1" and same_bytes["event_id"] != first["event_id"]
+
+    assert post(event_payload(database, first["event_id"])) == 422
+    assert post(event_payload(database, same_bytes["event_id"])) == 200
+    assert run_cli("token", "reset", token).code == 0
+    assert post(event_payload(database, same_bytes["event_id"]), new_id=True) == 422
+    other = register(run_cli, token, make_model(), {})
+    assert other["model_version"] == "2"
+    assert post(event_payload(database, same_bytes["event_id"]), new_id=True) == 422
+    assert post(event_payload(database, other["event_id"])) == 200
+
+    lines = webhook_consumer.outcomes(5)
+    assert [line["outcome"] for line in lines] == ["refused", "deployed", "refused", "refused", "deployed"]
+    assert first["event_id"] in lines[0]["detail"]
+    assert "draft" in lines[2]["detail"]
+    assert "version 2" in lines[3]["detail"]
+    assert [(line["event_id"], line["model_version"]) for line in lines if line["outcome"] == "deployed"] == [
+        (same_bytes["event_id"], "1"),
+        (other["event_id"], "2"),
+    ]
+
+
+def test_an_event_naming_version_02_is_checked_as_version_2(
+    run_cli, make_token, make_model, webhook_consumer, database
+):
+    token = make_token()
+    registered = register(run_cli, token, make_model(), {})
+    padded = event_payload(database, registered["event_id"])
+    padded["data"]["model_version"] = "0" + str(padded["data"]["model_version"])
+
+    assert webhook_consumer.post(*signed(CANARIES.webhook_secret, padded)) == 200
+
+    (line,) = webhook_consumer.outcomes(1)
+    assert (line["outcome"], line["model_version"]) == ("deployed", registered["model_version"])

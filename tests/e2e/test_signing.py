@@ -27,8 +27,8 @@ SIGNATURE_KEYS = (
     "method", "identity", "model_bundle_sha256", "statement_sha256", "statement_bundle_sha256", "bundle_uri",
 )  # fmt: skip
 VERIFY_KEYS = {
-    "token_id", "model_name", "model_version", "model_uri", "artifact_digest", "verified", "checks", "signature",
-    "error",
+    "token_id", "model_name", "model_version", "model_uri", "event_id", "artifact_digest", "verified", "checks",
+    "signature", "error",
 }  # fmt: skip
 
 
@@ -390,7 +390,7 @@ def test_verify_checks_a_local_copy_with_model_path(run_cli, make_token, make_mo
     ("case", "code", "fragment"),
     [
         ("token-missing", 3, "does not exist"),
-        ("not-registered", 3, "has no registered version"),
+        ("not-registered", 3, "has no registration to verify"),
         ("identity-without-issuer", 2, "--identity needs --issuer"),
         ("key-and-chain", 2, "Give one way to verify signatures"),
         ("unreadable-public-key", 2, "cannot be used"),
