@@ -11,7 +11,8 @@ import functools
 import json
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -20,11 +21,15 @@ from hokusai_action import __version__
 from hokusai_action.errors import EXIT_INTERNAL, EXIT_SERVICE_UNAVAILABLE, HokusaiError
 from hokusai_action.redact import install_log_redaction, redact
 
-INTERNAL_ERROR = "internal error ({kind}): {detail}. Re-run with --debug and report it."
-SERVICE_OUTAGE = (
-    "a service did not answer ({kind}): {detail}. Check that MLflow and the database are up and "
-    "reachable, then re-run: a finished step is not repeated."
+INTERNAL_ERROR = "internal error ({kind}): {detail}."
+INTERNAL_HINT = "Re-run with --debug and report it."
+SERVICE_OUTAGE = "a service did not answer ({kind}): {detail}."
+SERVICE_OUTAGE_HINT = (
+    "Check that MLflow and the database are up and reachable, then re-run: a finished step is not repeated."
 )
+INTERRUPTED = "Interrupted."
+INTERRUPTED_HINT = "Re-run the same command: it resumes where it stopped."
+EXIT_INTERRUPTED = 130
 _MAX_DETAIL = 300  # characters of the exception's first line kept in the one error line
 
 # Raw connection-level failures that escaped an adapter: an outage (exit 4, worth a retry), not a bug
@@ -65,6 +70,48 @@ def _fail(line: str, code: int) -> None:
     sys.exit(code)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """One failed command as it is reported: the ``error:`` line on stderr and, with ``--output json``,
+    the error object on stdout. ``kind`` is the failure's stable machine name (``HokusaiError.kind``;
+    ``usage`` for click's own errors, ``internal`` for a bug)."""
+
+    exit_code: int
+    kind: str
+    message: str
+    hint: str | None = None
+
+    @classmethod
+    def of(cls, exc: HokusaiError) -> Failure:
+        return cls(exit_code=exc.exit_code, kind=exc.kind, message=exc.message, hint=exc.hint)
+
+    def line(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+    def as_json(self) -> dict[str, Any]:
+        hint = redact(self.hint) if self.hint else None
+        error = {"exit_code": self.exit_code, "kind": self.kind, "message": redact(self.message), "hint": hint}
+        return {"error": error}
+
+
+def exit_with_failure(failure: Failure, *, json_output: bool) -> None:
+    """Print ``failure`` (the error object on stdout first under ``--output json``) and exit with its code."""
+    if json_output:
+        click.echo(json.dumps(failure.as_json(), sort_keys=True))
+    _fail(failure.line(), failure.exit_code)
+
+
+def asks_for_json(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for ``--output json``: read from the raw arguments, since it must
+    be known when click could not parse them (an unknown option, a bad value)."""
+    for index, arg in enumerate(argv):
+        if arg == "--":  # what follows is arguments, whatever they look like
+            return False
+        if arg == "--output=json" or (arg == "--output" and list(argv[index + 1 : index + 2]) == ["json"]):
+            return True
+    return False
+
+
 def _exception_chain(exc: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     current: BaseException | None = exc
@@ -98,16 +145,24 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
-def unexpected_failure(exc: BaseException, internal: str = INTERNAL_ERROR) -> tuple[str, int]:
-    """The one line and exit code for an exception that is not a HokusaiError: 4 for an outage that
-    escaped an adapter raw, else 70 (a bug: retrying will not help)."""
+def unexpected(exc: BaseException, internal_hint: str = INTERNAL_HINT) -> Failure:
+    """The failure of an exception that is not a HokusaiError: 4 for an outage that escaped an adapter
+    raw, else 70 (a bug: retrying will not help)."""
     lines = str(exc).strip().splitlines()
     detail = lines[0].strip() if lines else "no detail"
     if len(detail) > _MAX_DETAIL:
         detail = detail[:_MAX_DETAIL] + "..."
     if is_outage(exc):
-        return SERVICE_OUTAGE.format(kind=type(exc).__name__, detail=detail), EXIT_SERVICE_UNAVAILABLE
-    return internal.format(kind=type(exc).__name__, detail=detail), EXIT_INTERNAL
+        message = SERVICE_OUTAGE.format(kind=type(exc).__name__, detail=detail)
+        return Failure(EXIT_SERVICE_UNAVAILABLE, "service_unavailable", message, SERVICE_OUTAGE_HINT)
+    message = INTERNAL_ERROR.format(kind=type(exc).__name__, detail=detail)
+    return Failure(EXIT_INTERNAL, "internal", message, internal_hint)
+
+
+def unexpected_failure(exc: BaseException, internal_hint: str = INTERNAL_HINT) -> tuple[str, int]:
+    """The one line and exit code of ``unexpected(exc)``."""
+    failure = unexpected(exc, internal_hint)
+    return failure.line(), failure.exit_code
 
 
 def install_sigterm_handler() -> None:
@@ -122,7 +177,8 @@ def install_sigterm_handler() -> None:
 
 def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a HokusaiError into one clear line and its exit code, anything else into exit 70 (a bug)
-    or 4 (a raw connection failure); tracebacks only under --debug."""
+    or 4 (a raw connection failure); tracebacks only under --debug. With ``--output json`` the
+    failure is also the one JSON object on stdout (``Failure.as_json``)."""
 
     @click.option("--debug", is_flag=True, help="Print the (redacted) traceback of a failure.")
     @functools.wraps(command)
@@ -132,18 +188,20 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(message)s")
         install_log_redaction()
         install_sigterm_handler()
+        json_output = kwargs.get("output") == "json"
         try:
             return command(*args, **kwargs)
         except HokusaiError as exc:
             if debug:
                 click.echo(redact(traceback.format_exc()), err=True)
-            _fail(exc.one_line(), exc.exit_code)
+            exit_with_failure(Failure.of(exc), json_output=json_output)
         except KeyboardInterrupt:
-            _fail("Interrupted. Re-run the same command: it resumes where it stopped.", 130)
+            interrupted = Failure(EXIT_INTERRUPTED, "interrupted", INTERRUPTED, INTERRUPTED_HINT)
+            exit_with_failure(interrupted, json_output=json_output)
         except Exception as exc:
             if debug:
                 click.echo(redact(traceback.format_exc()), err=True)
-            _fail(*unexpected_failure(exc))
+            exit_with_failure(unexpected(exc), json_output=json_output)
 
     return wrapper
 
@@ -195,15 +253,17 @@ class OneLineErrors(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
         extra.pop("standalone_mode", None)
+        json_output = asks_for_json(sys.argv[1:] if args is None else list(args))
         try:
             code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else "hokusai-ml-platform"
-            _fail(f"{exc.format_message()} {USAGE_HINT.format(command=command)}", exc.exit_code)
+            usage = Failure(exc.exit_code, "usage", exc.format_message(), USAGE_HINT.format(command=command))
+            exit_with_failure(usage, json_output=json_output)
         except click.ClickException as exc:  # a file option that cannot be opened, for instance
-            _fail(exc.format_message(), exc.exit_code)
+            exit_with_failure(Failure(exc.exit_code, "usage", exc.format_message()), json_output=json_output)
         except click.Abort:
-            _fail("Aborted.", 1)
+            exit_with_failure(Failure(1, "aborted", "Aborted."), json_output=json_output)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -306,6 +366,8 @@ def register_command(output: str, quiet: bool, **flags: Any) -> None:
 
     result, code = run_register(settings, quiet=quiet, prefetched=prefetched)
     print_result(result, output=output, stdout=sys.stdout, stderr=sys.stderr)
+    if result.refusal is not None:  # the gate's report is the result (status rejected); then its line
+        _fail(result.refusal.one_line(), code)
     sys.exit(code)
 
 

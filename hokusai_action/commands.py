@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hokusai_action.core import (
+    REJECTED,
     RegistrationResult,
     build_request,
     normalise_token_id,
     register,
     registered_event_id,
+    rejected_result,
 )
-from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError
+from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_GATE_FAILED, EXIT_OK, GateFailed, HokusaiError
 from hokusai_action.settings import Settings
 from hokusai_action.wiring import (
     build_database,
@@ -40,6 +42,8 @@ EVENTS_PENDING = (
 )
 
 
+REJECTED_LINE = "the gate refused the model; nothing was uploaded, claimed or changed."
+
 EVENTS_DEAD_LETTERED = (
     "Registered, but {sinks} refused event {event_id} for good, so the delivery was dead-lettered ({errors}). "
     "Fix the cause, then run `hokusai-ml-platform events retry {event_id}` and `hokusai-ml-platform events relay`."
@@ -60,7 +64,8 @@ def open_site_database(settings: Settings) -> Iterator[Database]:
 def run_register(
     settings: Settings, *, quiet: bool = False, prefetched: BackgroundHash | None = None
 ) -> tuple[RegistrationResult, int]:
-    """Validate, then register; the exit code is 0, or 5 when an event is still pending.
+    """Validate, then register; the exit code is 0, 1 when the gate refused the model (the result's
+    status is ``rejected`` and ``refusal`` says why), or 5 when an event is still pending.
 
     Long hashing and uploads show progress on stderr unless ``quiet`` (``hokusai_action.progress``).
     ``prefetched`` is the model's walk and hash the face started before importing this module
@@ -68,6 +73,12 @@ def run_register(
     """
     try:
         return _register_with_parts(settings, quiet=quiet, prefetched=prefetched)
+    except GateFailed as refusal:
+        if refusal.gate is None:
+            raise
+        # the token id was checked before the gate ran
+        token_id = normalise_token_id(settings.token_id)
+        return rejected_result(token_id, refusal, dry_run=settings.dry_run), EXIT_GATE_FAILED
     finally:
         if prefetched is not None:
             prefetched.cancel()  # done already when the registration used it; stopped otherwise
@@ -119,7 +130,9 @@ def describe_result(result: RegistrationResult) -> list[str]:
     gate = result.gate
     op = gate.op
     lines = []
-    if result.dry_run:
+    if result.status == REJECTED:
+        lines.append(f"Token {result.token_id} was not registered: {REJECTED_LINE}")
+    elif result.dry_run:
         lines.append(f"Dry run: token {result.token_id} would be registered; nothing was changed.")
     elif result.already_registered:
         lines.append(f"Token {result.token_id} is already registered with these bytes; nothing was uploaded.")
@@ -134,10 +147,15 @@ def describe_result(result: RegistrationResult) -> list[str]:
         champion = gate.champion
         held = f"version {champion.version} = {champion.value:g}" if champion.version else "held by no version"
         lines.append(f"  champion    '{champion.alias}' {held}")
-    source = result.metric_source + (f" ({result.metric_source_detail})" if result.metric_source_detail else "")
+    source = (result.metric_source or "not recorded") + (
+        f" ({result.metric_source_detail})" if result.metric_source_detail else ""
+    )
     lines.append(f"  source      {source}")
-    lines.append(f"  model       {result.model_uri or result.model_name} (run {result.mlflow_run_id})")
-    lines.append(f"  digest      {result.artifact_digest}")
+    model = _model_line(result)
+    if model:
+        lines.append(f"  model       {model}")
+    if result.artifact_digest:
+        lines.append(f"  digest      {result.artifact_digest}")
     if result.event_id:
         state = ", ".join(f"{sink}: {'delivered' if ok else 'PENDING'}" for sink, ok in result.events_delivered.items())
         lines.append(f"  event       {result.event_id} ({state or 'no sinks'})")
@@ -149,6 +167,18 @@ def describe_result(result: RegistrationResult) -> list[str]:
     for note in [*gate.notes(), *result.notes]:
         lines.append(f"  note        {note}")
     return lines + undelivered_lines(result)
+
+
+def _model_line(result: RegistrationResult) -> str | None:
+    """Which model version the result names: none when the gate refused it; a dry run of a model not
+    registered yet names what a real run would create."""
+    if result.status == REJECTED:
+        return None
+    if result.model_uri:
+        return f"{result.model_uri} (run {result.mlflow_run_id})" if result.mlflow_run_id else result.model_uri
+    if result.dry_run:
+        return f"{result.model_name} (nothing registered: a dry run)"
+    return result.model_name
 
 
 def undelivered_lines(result: RegistrationResult) -> list[str]:
@@ -167,14 +197,17 @@ def undelivered_lines(result: RegistrationResult) -> list[str]:
 
 
 def print_result(result: RegistrationResult, *, output: str, stdout: TextIO, stderr: TextIO) -> None:
-    human = "\n".join(describe_result(result))
+    """The result on stdout: JSON, or the human lines. A refused model's human report is the one error
+    line the face prints (it names the value, the reference and what was required); its JSON result
+    carries the whole gate report."""
     for warning in result.warnings:
         print(f"warning: {warning}", file=stderr)
     if output == "json":
-        print(human, file=stderr)
+        if result.status != REJECTED:
+            print("\n".join(describe_result(result)), file=stderr)
         print(json.dumps(result.as_dict(), sort_keys=True), file=stdout)
-    else:
-        print(human, file=stdout)
+    elif result.status != REJECTED:
+        print("\n".join(describe_result(result)), file=stdout)
 
 
 # -------------------------------------------------------------------------------- other commands

@@ -38,7 +38,7 @@ from hokusai_action.db.store import (
     utcnow,
 )
 from hokusai_action.digest import BackgroundHash, ModelFiles, Progress, hash_model, scan_model
-from hokusai_action.errors import HokusaiError, InputError, TokenStateError
+from hokusai_action.errors import GateFailed, HokusaiError, InputError, TokenStateError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import CloudEventRecord, event_id_for
 from hokusai_action.failpoints import failpoint
@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 
 # a token past registration with the same bytes is a finished registration: re-runs succeed
 DONE_STATUSES = ("registered", "deployed")
+REJECTED = "rejected"  # the result's status when the gate refused the model: nothing was registered
 # used with fullmatch: "$" would also accept a trailing newline ("XRAY\n" was stored once)
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -167,7 +168,7 @@ class RegistrationResult:
     token_id: str
     status: str
     gate: GateResult
-    artifact_digest: str
+    artifact_digest: str | None  # None when the gate refused the model before it was hashed
     model_name: str
     mlflow_run_id: str | None = None
     model_version: str | None = None
@@ -177,7 +178,7 @@ class RegistrationResult:
     events_dead_lettered: dict[str, str] = field(default_factory=dict)  # sink -> last error (events retry)
     dry_run: bool = False
     already_registered: bool = False
-    metric_source: str = "flag"
+    metric_source: str | None = "flag"  # None: not recorded (a registration made elsewhere)
     metric_source_detail: str | None = None
     alias: str | None = None
     signature: dict[str, str] | None = None  # the event's data.signature; None when unsigned
@@ -185,6 +186,7 @@ class RegistrationResult:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     upload: TaskStats | None = None  # what this run uploaded (None: nothing, e.g. a re-run)
+    refusal: GateFailed | None = None  # why the gate refused the model (status "rejected")
 
     @property
     def events_pending(self) -> list[str]:
@@ -248,7 +250,7 @@ def build_request(
     model = walk() if walk is not None else scan_model(settings.model_path)
     measured = _measure(settings, metric, model, registry)
     gate = evaluate_gate(metric, measured.value, baseline, margin=margin)
-    enforce_gate(gate)
+    enforce_gate(gate, measured=measured)
     return RegistrationRequest(
         token_id=token_id,
         model=model,
@@ -470,6 +472,24 @@ def _result_from_token(request: RegistrationRequest, token: Token, **extra: Any)
         metric_source_detail=request.measured.detail,
         signature=token.signature,
         **extra,
+    )
+
+
+def rejected_result(token_id: str, refusal: GateFailed, *, dry_run: bool = False) -> RegistrationResult:
+    """The report of a registration the gate refused: the gate and where the value came from; nothing
+    was uploaded, claimed or written, so nothing registered is named."""
+    assert refusal.gate is not None, "enforce_gate attaches its report"
+    measured = refusal.measured
+    return RegistrationResult(
+        token_id=token_id,
+        status=REJECTED,
+        gate=refusal.gate,
+        artifact_digest=None,
+        model_name=model_name_for(token_id),
+        dry_run=dry_run,
+        metric_source=measured.source if measured else None,
+        metric_source_detail=measured.detail if measured else None,
+        refusal=refusal,
     )
 
 
@@ -793,7 +813,7 @@ def _gate_against_champion(request: RegistrationRequest, registry: Registry) -> 
     gate = request.gate
     champion = registry.champion(request.model_name, request.compare_to, gate.metric)
     gate = evaluate_gate(gate.metric, gate.value, gate.baseline, margin=gate.margin, champion=champion)
-    enforce_gate(gate)
+    enforce_gate(gate, measured=request.measured)
     return replace(request, gate=gate)
 
 

@@ -325,7 +325,8 @@ def evaluate_gate(
     return GateResult(metric, value, baseline, margin, champion)
 
 
-def enforce_gate(gate: GateResult) -> None:
+def enforce_gate(gate: GateResult, *, measured: MeasuredValue | None = None) -> None:
+    """Raise GateFailed, carrying the report and where the value came from, unless ``gate`` passed."""
     if gate.passed:
         return
     against = f"the baseline {gate.baseline:g}"
@@ -343,4 +344,6 @@ def enforce_gate(gate: GateResult) -> None:
             required=gate.required,
         ),
         hint=GATE_FAILED_HINT,
+        gate=gate,
+        measured=measured,
     )

@@ -90,7 +90,7 @@ def run_on(gcs_topology: Topology, cli_env: dict[str, str], tmp_path: Path) -> C
             timeout=300,
             check=False,
         )
-        return CliResult(done.returncode, done.stdout, done.stderr)
+        return CliResult(done.returncode, done.stdout, done.stderr, tuple(args))
 
     return run
 

@@ -183,4 +183,4 @@ def test_one_source_of_the_value_only(run_cli, make_token, make_model, snapshot,
     assert result.code == 2
     assert "must come from one source, but --metric-value, --predictions were given" in result.stderr
     assert snapshot(token) == before
-    assert result.stdout == ""
+    assert result.json["error"]["kind"] == "input"  # --output json: the error object, nothing else
