@@ -174,6 +174,16 @@ def test_an_alias_missing_on_a_model_with_versions_is_an_error(
     assert snapshot(token) == before
 
 
+def test_compare_to_a_version_name_is_refused_before_anything_changes(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    before = snapshot(token)
+    result = register(run_cli, token, make_model(), "--compare-to", "v7")
+    assert result.code == 2, result.output
+    assert "--compare-to 'v7' is reserved by MLflow" in result.stderr
+    assert result.json["error"]["kind"] == "input"
+    assert snapshot(token) == before
+
+
 def test_one_source_of_the_value_only(run_cli, make_token, make_model, snapshot, tmp_path):
     token = make_token()
     predictions = tmp_path / "p.csv"
