@@ -77,6 +77,14 @@ def test_predictions_with_wrong_columns_change_nothing(run_cli, make_token, make
     result = register(run_cli, token, make_model(metrics=False), "--predictions", str(predictions))
     assert result.code == 2
     assert "y_true" in result.stderr and "proba" in result.stderr
+    assert "--label-column" in result.stderr and "--score-column" in result.stderr  # the flags that fix it
+    assert snapshot(token) == before
+
+    named = register(run_cli, token, make_model(metrics=False), "--predictions", str(predictions),
+                     "--label-column", "y_true", "--score-column", "probability")  # fmt: skip
+    assert named.code == 2
+    assert "has no column 'probability'" in named.stderr
+    assert "--score-column" in named.stderr and "--label-column" not in named.stderr
     assert snapshot(token) == before
 
 

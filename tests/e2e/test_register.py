@@ -191,6 +191,8 @@ def test_dry_run_contacts_services_and_changes_nothing(run_cli, make_token, make
     assert result.json["event"]["subject"] == token
     assert snapshot(token) == before
     assert "Dry run" in result.stderr
+    model_line = next(line for line in result.stderr.splitlines() if line.startswith("  model "))
+    assert "None" not in model_line and f"hokusai-{token}" in model_line
 
 
 def test_config_file_settings_with_flags_winning(run_cli, make_token, make_model, tmp_path):
