@@ -241,6 +241,7 @@ database_option = click.option(
 
 
 USAGE_HINT = "Run '{command} --help' for the options and an example."
+DOCTOR_FAILED = "doctor found {count} problem{s}: {name}: {detail}"
 MAX_SECONDS_WITHOUT_FOLLOW = "--max-seconds bounds a relay that follows (--follow); a single pass ends by itself."
 
 
@@ -695,7 +696,13 @@ def events_retry(event_id: str | None, all_failed: bool, output: str, **flags: A
 @output_option
 @handles_errors
 def doctor(output: str, **flags: Any) -> None:
-    """Check the settings and reach each service read-only.
+    """Check the settings and reach each service read-only: the database and its schema, MLflow, each
+    event sink (a webhook gets a HEAD request, never an event) and the Google identities in use.
+
+    Each check waits a few seconds at most, all side by side. A check fails wherever `model register`
+    would fail, saying what to do, and doctor then exits with the code register would (2 settings,
+    4 a service unreachable; the worst of them). With --output json: {"ok": ..., "checks": [{"check",
+    "ok", "detail", "hint"}, ...]}, plus the error object of the worst failure.
 
     \b
     Example:
@@ -703,14 +710,24 @@ def doctor(output: str, **flags: Any) -> None:
     """
     from hokusai_action.commands import run_doctor
 
-    checks, code = run_doctor(_settings(**flags))
-    data = [{"check": name, "ok": ok, "detail": detail} for name, ok, detail in checks]
-    _emit(
-        data,
-        output,
-        "\n".join(f"{'ok  ' if ok else 'FAIL'} {name:9} {detail}" for name, ok, detail in checks),
-    )
-    sys.exit(code)
+    report = run_doctor(_settings(**flags))
+    lines = []
+    for check in report.checks:
+        lines.append(f"{'ok  ' if check.ok else 'FAIL'} {check.name:9} {check.detail}")
+        if not check.ok and check.hint:
+            lines.append(f"{'':15}{check.hint}")
+    if output == "json":
+        click.echo("\n".join(lines), err=True)
+        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        click.echo("\n".join(lines))
+    worst = report.worst
+    if worst is not None:
+        others = [check.name for check in report.failed if check is not worst]
+        count = len(report.failed)
+        line = DOCTOR_FAILED.format(count=count, s="" if count == 1 else "s", name=worst.name, detail=worst.detail)
+        line += (f" {worst.hint}" if worst.hint else "") + (f" Also failed: {', '.join(others)}." if others else "")
+        _fail(line, report.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -124,3 +124,23 @@ class VerificationFailed(HokusaiError):
     exit_code = EXIT_GATE_FAILED  # 1: "the check failed", as for the gate
     title = "Verification failed"
     kind = "verification_failed"
+
+
+_TIMEOUT_NAMES = ("Timeout", "TimeoutError")  # requests' and urllib3's timeouts are not builtin TimeoutErrors
+
+
+def connection_reason(exc: BaseException) -> str | None:
+    """Why a request got no answer in the socket's words (``Connection refused``, ``timed out``, the
+    resolver's message), found down the chain of an HTTP client's wrapped exceptions (MLflow ->
+    requests -> urllib3 -> the socket) whose own text is unreadable; None when there is none."""
+    reason = None
+    link: BaseException | None = exc
+    for _ in range(20):
+        if link is None:
+            break
+        if isinstance(link, OSError) and link.errno is not None and link.strerror:
+            reason = link.strerror  # the innermost wins: the socket's own
+        elif reason is None and (isinstance(link, TimeoutError) or type(link).__name__.endswith(_TIMEOUT_NAMES)):
+            reason = "timed out"
+        link = link.__cause__ or link.__context__
+    return reason

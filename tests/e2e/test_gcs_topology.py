@@ -223,7 +223,7 @@ def test_doctor_names_the_identity_that_writes_the_bucket(gcs_topology: Topology
     )
 
     assert result.code == 0, result.output
-    checks = {item["check"]: item for item in result.json}
+    checks = {item["check"]: item for item in result.json["checks"]}
     for secret in secrets:
         assert secret not in result.output
     if not gcs_topology.client_writes_bucket:
