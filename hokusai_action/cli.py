@@ -226,7 +226,10 @@ output_option = click.option(
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="json: one JSON object on stdout; human text goes to stderr.",
+    help=(
+        'json: exactly one JSON object on stdout on every exit: the result (exit 0, 1, 5), or {"error": '
+        '{"exit_code", "kind", "message", "hint"}} (exit 2, 3, 4, 70); human text goes to stderr.'
+    ),
 )
 config_option = click.option(
     "--config",
@@ -349,6 +352,10 @@ def register_command(output: str, quiet: bool, **flags: Any) -> None:
     Exit codes: 0 registered (or already registered with the same bytes), 1 metric below baseline,
     2 bad input or settings, 3 token state forbids it, 4 a service unreachable, 5 registered but an
     event is still undelivered, 70 internal error (a bug: re-run with --debug and report it).
+
+    With --output json the result is printed on exit 0, 5 and 1: a model the gate refused is reported
+    with status "rejected", its gate report under "metric" and nothing registered (mlflow_run_id,
+    model_version, model_uri and event_id null). Exits 2, 3, 4 and 70 print the error object.
 
     \b
     Example:
