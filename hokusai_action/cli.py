@@ -104,12 +104,15 @@ def exit_with_failure(failure: Failure, *, json_output: bool) -> None:
 def asks_for_json(argv: Sequence[str]) -> bool:
     """Whether a command line asks for ``--output json``: read from the raw arguments, since it must
     be known when click could not parse them (an unknown option, a bad value)."""
+    asked = None
     for index, arg in enumerate(argv):
         if arg == "--":  # what follows is arguments, whatever they look like
-            return False
-        if arg == "--output=json" or (arg == "--output" and list(argv[index + 1 : index + 2]) == ["json"]):
-            return True
-    return False
+            break
+        if arg.startswith("--output="):
+            asked = arg.partition("=")[2]
+        elif arg == "--output" and index + 1 < len(argv):
+            asked = argv[index + 1]  # given twice, the last one wins, as in click
+    return asked == "json"
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:

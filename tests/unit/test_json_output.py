@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from hokusai_action import redact as redact_module
-from hokusai_action.cli import handles_errors, main, output_option
+from hokusai_action.cli import asks_for_json, handles_errors, main, output_option
 from hokusai_action.errors import (
     EXIT_INTERNAL,
     EXIT_SERVICE_UNAVAILABLE,
@@ -150,6 +150,21 @@ def test_a_usage_error_without_output_json_prints_nothing_on_stdout() -> None:
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.startswith("error: No such option '--no-such-option'.")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--output", "json"], True),
+        (["--output=json"], True),
+        (["--output", "json", "--output", "text"], False),  # the last one wins, as in click
+        (["--output=text", "--output", "json"], True),
+        (["--output"], False),
+        (["--", "--output", "json"], False),
+    ],
+)
+def test_which_output_a_command_line_asks_for(args: list[str], expected: bool) -> None:
+    assert asks_for_json(["token", "show", "XRAY", *args]) is expected
 
 
 def test_json_named_after_a_double_dash_is_an_argument_not_the_output_option() -> None:
