@@ -8,6 +8,11 @@ and the GitHub Action entrypoint turn them into one clear line. Code branches on
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hokusai_action.metrics import GateResult, MeasuredValue
+
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -22,6 +27,7 @@ class HokusaiError(Exception):
 
     exit_code: int = EXIT_BAD_INPUT
     title: str = "Hokusai registration failed"
+    kind: str = "input"  # the failure's stable machine name: `--output json`'s error.kind
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -38,17 +44,37 @@ class InputError(HokusaiError):
 
     exit_code = EXIT_BAD_INPUT
     title = "Invalid input"
+    kind = "input"
 
 
 class ModelChanged(InputError):
     """A model file changed between hashing and the version's creation (exit 2): no version is made."""
 
+    kind = "model_changed"
+
 
 class GateFailed(HokusaiError):
-    """The measured metric does not meet the baseline (exit 1)."""
+    """The measured metric does not meet the baseline (exit 1).
+
+    ``gate`` is the gate's report and ``measured`` where the value came from: a refusal is reported
+    like a registration's result, with status ``rejected`` and nothing registered.
+    """
 
     exit_code = EXIT_GATE_FAILED
     title = "Metric below baseline"
+    kind = "gate_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        gate: GateResult | None = None,
+        measured: MeasuredValue | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.gate = gate
+        self.measured = measured
 
 
 class TokenStateError(HokusaiError):
@@ -56,6 +82,7 @@ class TokenStateError(HokusaiError):
 
     exit_code = EXIT_TOKEN_STATE
     title = "Token state forbids registration"
+    kind = "token_state"
 
 
 class ServiceUnavailable(HokusaiError):
@@ -63,6 +90,7 @@ class ServiceUnavailable(HokusaiError):
 
     exit_code = EXIT_SERVICE_UNAVAILABLE
     title = "Service unreachable"
+    kind = "service_unavailable"
 
 
 class SinkDeliveryError(HokusaiError):
@@ -75,6 +103,7 @@ class SinkDeliveryError(HokusaiError):
 
     exit_code = EXIT_EVENTS_PENDING
     title = "Event not delivered"
+    kind = "event_undelivered"
 
     def __init__(self, message: str, *, hint: str | None = None, retryable: bool = True) -> None:
         super().__init__(message, hint=hint)
@@ -86,6 +115,7 @@ class InternalError(HokusaiError):
 
     exit_code = EXIT_INTERNAL
     title = "Internal error"
+    kind = "internal"
 
 
 class VerificationFailed(HokusaiError):
@@ -93,3 +123,24 @@ class VerificationFailed(HokusaiError):
 
     exit_code = EXIT_GATE_FAILED  # 1: "the check failed", as for the gate
     title = "Verification failed"
+    kind = "verification_failed"
+
+
+_TIMEOUT_NAMES = ("Timeout", "TimeoutError")  # requests' and urllib3's timeouts are not builtin TimeoutErrors
+
+
+def connection_reason(exc: BaseException) -> str | None:
+    """Why a request got no answer in the socket's words (``Connection refused``, ``timed out``, the
+    resolver's message), found down the chain of an HTTP client's wrapped exceptions (MLflow ->
+    requests -> urllib3 -> the socket) whose own text is unreadable; None when there is none."""
+    reason = None
+    link: BaseException | None = exc
+    for _ in range(20):
+        if link is None:
+            break
+        if isinstance(link, OSError) and link.errno is not None and link.strerror:
+            reason = link.strerror  # the innermost wins: the socket's own
+        elif reason is None and (isinstance(link, TimeoutError) or type(link).__name__.endswith(_TIMEOUT_NAMES)):
+            reason = "timed out"
+        link = link.__cause__ or link.__context__
+    return reason

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hokusai_action.digest import MODEL_CHANGED_HINT, ModelFiles, Progress
-from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
+from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable, connection_reason
 from hokusai_action.failpoints import failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.mlflow_store import other_revision_error
@@ -123,6 +123,7 @@ class MlflowRegistry:
         self.transfer_limits = transfer_limits or TransferLimits()
         self._client: Any = None
         self._experiment_id: str | None = None
+        self.unreachable_hint = UNREACHABLE_HINT  # what to do when MLflow does not answer (doctor has its own)
         # before any call: _client_retries_off() restores the variables it finds, so bounds set while
         # it is active (the first client use is inside one) would be undone when it exits
         _configure_http_retries(timeout, self.transfer_limits)
@@ -192,11 +193,10 @@ class MlflowRegistry:
                     except OSError as exc:  # requests' ConnectionError is an OSError
                         last = exc
                     if time.monotonic() + delay > deadline:
+                        reason = connection_reason(last) or _first_line(str(last))
                         raise ServiceUnavailable(
-                            UNREACHABLE.format(
-                                uri=self.display_uri, timeout=self.timeout, reason=redact(_first_line(str(last)))
-                            ),
-                            hint=UNREACHABLE_HINT,
+                            UNREACHABLE.format(uri=self.display_uri, timeout=self.timeout, reason=redact(reason)),
+                            hint=self.unreachable_hint,
                         ) from last
                     time.sleep(delay)
                     delay = min(delay * 2, 4.0)

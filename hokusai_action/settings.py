@@ -50,6 +50,11 @@ ALIAS_RESERVED = (
     "{what} '{alias}' is reserved by MLflow ('latest' and v<number>, in any case, name versions): "
     "choose another name, e.g. champion."
 )
+ALIAS_VERSION_NAME = (
+    "{what} '{alias}' is reserved by MLflow (v<number>, in any case, names a version), so no version can "
+    "hold it as an alias: set an alias such as champion on the version to compare with and name it here, "
+    "or use 'latest' for the newest version."
+)
 BAD_TRACKING_URI = (
     "MLflow tracking URI '{uri}' does not parse ({reason}). Fix --mlflow-tracking-uri / MLFLOW_TRACKING_URI, "
     "e.g. http://mlflow.example.com:5000."
@@ -177,11 +182,14 @@ class ConfigFile:
 
 def alias_problem(alias: Any, *, setting: bool) -> str | None:
     """The message template for an alias MLflow would refuse, or None. ``setting``: the alias is to be
-    set (reserved names refused); otherwise only read (``latest`` means the newest version there)."""
+    set (reserved names refused); otherwise only read: ``latest`` means the newest version there, but
+    no version can hold a v<number> alias, so reading one would find nothing and say nothing."""
     if not isinstance(alias, str) or not _ALIAS_NAME.fullmatch(alias):
         return ALIAS_INVALID
     if setting and (alias.lower() == _RESERVED_ALIAS or _VERSION_ALIAS.fullmatch(alias)):
         return ALIAS_RESERVED
+    if _VERSION_ALIAS.fullmatch(alias):
+        return ALIAS_VERSION_NAME
     return None
 
 

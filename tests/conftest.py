@@ -184,6 +184,7 @@ class CliResult:
     code: int
     stdout: str
     stderr: str
+    args: tuple[str, ...] = ()  # the command line, so a check knows whether it asked for --output json
 
     @property
     def json(self) -> Any:
@@ -225,7 +226,7 @@ def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., CliResult]
             timeout=timeout,
             check=False,
         )
-        return CliResult(done.returncode, done.stdout, done.stderr)
+        return CliResult(done.returncode, done.stdout, done.stderr, args)
 
     return run
 

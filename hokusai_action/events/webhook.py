@@ -35,7 +35,7 @@ import requests
 from standardwebhooks import Webhook
 
 from hokusai_action import __version__
-from hokusai_action.errors import InputError, SinkDeliveryError
+from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError, connection_reason
 from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.redact import redact, register_secret
 
@@ -114,6 +114,17 @@ HINT_GAVE_UP = (
     "relay` once it is back."
 )
 LOG_RETRY = "webhook: event %s attempt %d/%d to %s ended with %s; retrying in %.2f s"
+
+# --- doctor's probe: does the receiver answer at all? ------------------------------------------------
+PROBE_ANSWERED = "answered HTTP {status} to a HEAD request; doctor sends no event"
+PROBE_NO_ANSWER = "webhook at {url} did not answer within {timeout:g} s ({reason})."
+PROBE_NO_ANSWER_HINT = (
+    "Check HOKUSAI_WEBHOOK_URL and that the receiver is up and reachable from here; until it answers, "
+    "a registration ends with its event pending (exit 5)."
+)
+PROBE_TLS_HINT = "Check the receiver's certificate (or REQUESTS_CA_BUNDLE for a private CA): deliveries would fail."
+PROBE_REDIRECT = "webhook at {url} redirects (HTTP {status} to {location}); deliveries never follow a redirect."
+PROBE_REDIRECT_HINT = "Set HOKUSAI_WEBHOOK_URL to the final address."
 
 
 def parse_webhook_secret(secret: str) -> bytes:
@@ -347,6 +358,30 @@ class WebhookSink:
             hint=HINT_GAVE_UP,
             retryable=True,
         )
+
+    def probe(self, timeout: float) -> str:
+        """Whether the receiver answers at all within ``timeout``, delivering nothing (doctor): an
+        unsigned HEAD request. Any HTTP status counts, since a receiver answers what is not a signed
+        POST with a 4xx; a redirect does not, since deliveries never follow one."""
+        shown = redact(self.url)
+        try:
+            response = self._session.head(
+                self.url, headers={"User-Agent": USER_AGENT}, timeout=timeout, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            reason = connection_reason(exc) or type(exc).__name__
+            hint = PROBE_TLS_HINT if isinstance(exc, requests.exceptions.SSLError) else PROBE_NO_ANSWER_HINT
+            raise ServiceUnavailable(
+                PROBE_NO_ANSWER.format(url=shown, timeout=timeout, reason=redact(reason)), hint=hint
+            ) from exc
+        status = response.status_code
+        location = _redirect_target(response.headers.get("Location"))
+        response.close()
+        if 300 <= status < 400:
+            raise InputError(
+                PROBE_REDIRECT.format(url=shown, status=status, location=location), hint=PROBE_REDIRECT_HINT
+            )
+        return PROBE_ANSWERED.format(status=status)
 
     def close(self) -> None:
         if self._owns_session:

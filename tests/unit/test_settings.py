@@ -650,6 +650,14 @@ def test_compare_to_latest_is_mlflows_newest_version_and_allowed(load) -> None:
     assert load(flags={"compare_to": "latest"}).compare_to == "latest"
 
 
+@pytest.mark.parametrize("alias", ["v7", "V7", "v0", "v12345"])
+def test_compare_to_a_version_name_is_refused(load, alias: str) -> None:
+    # no alias can be called v<number>: MLflow would find none, and the baseline alone would decide
+    message = load_error(load, flags={"compare_to": alias})
+    assert message.startswith(f"--compare-to '{alias}' is reserved by MLflow")
+    assert "set an alias" in message and "'latest'" in message
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "line", "fragment"),
     [
@@ -670,6 +678,7 @@ def test_the_schema_refuses_reserved_set_aliases_and_allows_compare_to_latest() 
     assert not validator.is_valid({"set_alias": "latest"})
     assert not validator.is_valid({"set_alias": "v3"})
     assert validator.is_valid({"set_alias": "champion", "compare_to": "latest"})
+    assert not validator.is_valid({"compare_to": "v7"})
 
 
 @pytest.mark.slow  # imports the full MLflow
