@@ -299,12 +299,15 @@ def settings_rows(*, read_by_others: bool) -> list[list[str]]:
                 ]
             )
             continue
+        ways = [
+            *([f"flag {code(setting.flag)}"] if setting.flag else []),
+            *([f"input {code(setting.input)}"] if setting.input else []),
+            *([f"env {variable}"] if variable else []),
+            *(f"yaml {code(key)}" for key in setting.config),
+        ]
         rows.append(
             [
-                code(setting.flag) if setting.flag else "",
-                code(setting.input) if setting.input else "",
-                variable,
-                "<br>".join(code(key) for key in setting.config),
+                "<br>".join(ways),
                 shown_default(setting_value(defaults, setting.key)),
                 escape(setting_meaning(setting, options, inputs, configs)),
             ]
@@ -313,7 +316,7 @@ def settings_rows(*, read_by_others: bool) -> list[list[str]]:
 
 
 def settings_reference() -> str:
-    header = ["flag", "action input", "environment", "hokusai.yaml", "default", "meaning"]
+    header = ["given as", "default", "meaning"]
     return table(header, settings_rows(read_by_others=False))
 
 
