@@ -68,8 +68,8 @@ def test_the_site_builds_strict_with_every_page(site: Path) -> None:
     for page in PAGES:
         source = page.relative_to(DOCS).as_posix()
         assert f": {source}" in config, f"{source} is not in mkdocs.yml's nav"
-        built = "index.html" if source == "index.md" else source.removesuffix("index.md").removesuffix(".md")
-        assert (site / built).with_suffix("").joinpath("index.html").exists() or (site / built).exists(), built
+        url = source.removesuffix(".md").removesuffix("index").removesuffix("/")
+        assert (site / url / "index.html").is_file(), f"{source} was not built"
     assert "<!-- reference:" not in (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
 
 
