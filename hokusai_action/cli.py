@@ -314,7 +314,7 @@ def model() -> None:
 @model.command("register", context_settings=CONTEXT)
 @click.option("--token-id", help="Token symbol, e.g. XRAY (stored upper-case).")
 @click.option("--model-path", help="File or directory of the trained model.")
-@click.option("--metric", help="Metric name or alias: auroc, accuracy, f1, rmse, ... (see the README).")
+@click.option("--metric", help="Metric name or alias: auroc, accuracy, f1, rmse, ... (docs/reference/metrics.md).")
 @click.option("--baseline", help="Value the metric must meet or beat (finite, inside the metric's range).")
 @click.option("--metric-value", help="The measured value, when it is not read from a metrics file.")
 @click.option("--metrics-file", help="JSON/YAML mapping of metric name to value (default: metrics.json in the model).")

@@ -21,6 +21,43 @@ EXIT_SERVICE_UNAVAILABLE = 4
 EXIT_EVENTS_PENDING = 5
 EXIT_INTERNAL = 70  # a bug: never used for a service outage, so retry policies do not retry bugs
 
+# What each exit code means and what to do about it: the reference documentation's table and the
+# README's are generated from, or checked against, this one (tests/unit/test_docs.py).
+EXIT_CODES: tuple[tuple[int, str, str], ...] = (
+    (EXIT_OK, "registered, or already registered with the same bytes", "nothing"),
+    (
+        EXIT_GATE_FAILED,
+        "the metric does not meet the baseline (nothing was uploaded); for `model verify`, a check failed",
+        "improve the model or revisit the baseline; a failed verification: do not deploy that version",
+    ),
+    (
+        EXIT_BAD_INPUT,
+        "bad input or settings, found before anything changed: a flag, `hokusai.yaml`, a model file or link, "
+        "a sink that cannot work (missing Pub/Sub topic, unparsable webhook URL), an unreadable signing key",
+        "fix what the one error line names",
+    ),
+    (
+        EXIT_TOKEN_STATE,
+        "the token's state forbids it: missing, not draft, claimed by another live run, registered with other bytes",
+        "see the line; a new model needs a new token",
+    ),
+    (
+        EXIT_SERVICE_UNAVAILABLE,
+        "MLflow or the database unreachable before the commit; the token is left as it was",
+        "re-run when the service is up: a finished step is not repeated",
+    ),
+    (
+        EXIT_EVENTS_PENDING,
+        "registered, but an event is still undelivered (pending, or dead-lettered after a permanent refusal)",
+        "re-run the same command or `events relay`; a dead letter needs `events retry` once its cause is fixed",
+    ),
+    (
+        EXIT_INTERNAL,
+        "internal error: a bug, never an outage (so retry policies do not retry it)",
+        "re-run with `--debug` (action input `debug: true`) and report the redacted traceback",
+    ),
+)
+
 
 class HokusaiError(Exception):
     """Base of every error shown to a user: ``message`` says what happened, ``hint`` what to do."""

