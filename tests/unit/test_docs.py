@@ -304,14 +304,19 @@ def test_every_shell_block_parses(tmp_path: Path) -> None:
     assert failures == []
 
 
-def workflow_of(document: Any) -> dict[str, Any] | None:
-    """The workflow a YAML block is, or belongs to (a list of steps, or a workflow without `on`)."""
+def workflow_text(text: str) -> str | None:
+    """The workflow a YAML block is, or belongs to (a list of steps, or a workflow without `on`), as
+    text; None when the block is not a workflow."""
+    document = yaml.safe_load(text)
     if isinstance(document, dict) and "jobs" in document:
-        return {"on": "workflow_dispatch", **document}
+        if True in document or "on" in document:  # PyYAML reads the key `on` as True: keep the text
+            return text
+        return yaml.safe_dump({"on": "workflow_dispatch", **document})
     if isinstance(document, list) and all(
         isinstance(step, dict) and ("uses" in step or "run" in step) for step in document
     ):
-        return {"on": "workflow_dispatch", "jobs": {"example": {"runs-on": "ubuntu-latest", "steps": document}}}
+        job = {"runs-on": "ubuntu-latest", "steps": document}
+        return yaml.safe_dump({"on": "workflow_dispatch", "jobs": {"example": job}})
     return None
 
 
@@ -321,11 +326,10 @@ def yaml_blocks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tupl
     folder = tmp_path_factory.mktemp("yaml-blocks")
     sorted_blocks: dict[str, list[tuple[Any, Path]]] = {"workflow": [], "config": []}
     for index, block in enumerate(b for b in ALL_BLOCKS if b.language in ("yaml", "yml")):
-        document = yaml.safe_load(block.text)
-        workflow = workflow_of(document)
+        workflow = workflow_text(block.text)
         kind = "workflow" if workflow is not None else "config"
         path = folder / f"{kind}-{index}.yml"
-        path.write_text(yaml.safe_dump(workflow) if workflow is not None else block.text, encoding="utf-8")
+        path.write_text(workflow if workflow is not None else block.text, encoding="utf-8")
         sorted_blocks[kind].append((block, path))
     assert sorted_blocks["workflow"] and sorted_blocks["config"]
     return sorted_blocks

@@ -1,17 +1,12 @@
-"""Every ```yaml block of the README, checked as what it is by the tools that read it.
-
-A workflow goes through GitHub's schema and actionlint, as tests/unit/test_workflows.py checks the
-repository's own; a list of steps goes through them inside a minimal workflow; a hokusai.yaml through
-the tool's own loader (its JSON schema and rules). A block of another kind fails until this file
-learns to check it. The copy-paste workflow must also run as pasted into a user's repository: its
-permissions, its Google authentication, only the action's declared inputs and outputs, and nothing
-from this repository's examples/.
+"""The README's copy-paste workflow runs as pasted into a user's repository: its permissions, its
+Google authentication, only the action's declared inputs and outputs, and nothing from this
+repository's examples/. (Every yaml block of the README and the docs is checked by GitHub's schema,
+actionlint or the tool's own loader in tests/unit/test_docs.py.)
 """
 
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -32,35 +27,6 @@ GOOGLE_AUTH = "google-github-actions/auth"
 STEPS_WRAPPER = "name: wrapper\non: push\njobs:\n  job:\n    runs-on: ubuntu-latest\n    steps:\n"
 
 
-def yaml_blocks() -> list[tuple[int, str]]:
-    text = README.read_text(encoding="utf-8")
-    return [(text.count("\n", 0, match.start()) + 1, match.group(1)) for match in FENCE.finditer(text)]
-
-
-def kind_of(text: str) -> str:
-    data = yaml.safe_load(text)
-    if isinstance(data, dict) and "jobs" in data:
-        return "workflow"
-    if isinstance(data, list) and data and all(isinstance(step, dict) and {"uses", "run"} & set(step) for step in data):
-        return "steps"
-    if isinstance(data, dict) and set(data) & HOKUSAI_KEYS:
-        return "hokusai.yaml"
-    return "unknown"
-
-
-BLOCKS = yaml_blocks()
-BLOCK_IDS = [f"README.md:{line}" for line, _ in BLOCKS]
-WORKFLOW_BLOCKS = [
-    pytest.param(line, text, id=f"README.md:{line}") for line, text in BLOCKS if kind_of(text) in ("workflow", "steps")
-]
-
-
-def as_workflow(text: str) -> str:
-    if kind_of(text) == "steps":
-        return STEPS_WRAPPER + textwrap.indent(textwrap.dedent(text), " " * 6)
-    return text
-
-
 def load_workflow(text: str) -> dict:
     workflow = yaml.safe_load(text)
     workflow["on"] = workflow.pop(True, workflow.get("on"))  # PyYAML reads the key `on` as True
@@ -73,44 +39,6 @@ def copy_paste_workflow() -> dict:
     match = FENCE.search(section)
     assert match is not None, "the Copy-paste workflow section has no yaml block"
     return load_workflow(match.group(1))
-
-
-# ------------------------------------------------------------------------------ every block
-
-
-def test_the_readme_has_yaml_blocks_and_a_workflow_among_them() -> None:
-    assert "workflow" in {kind_of(text) for _, text in BLOCKS}
-
-
-@pytest.mark.parametrize(("line", "text"), BLOCKS, ids=BLOCK_IDS)
-def test_every_yaml_block_is_a_kind_this_file_checks(line: int, text: str) -> None:
-    assert kind_of(text) != "unknown", f"README.md:{line}: a yaml block this test does not know how to check"
-
-
-@pytest.mark.parametrize(("line", "text"), WORKFLOW_BLOCKS)
-def test_workflow_blocks_match_githubs_workflow_schema(line: int, text: str, tmp_path: Path) -> None:
-    path = tmp_path / f"readme-{line}.yml"
-    path.write_text(as_workflow(text), encoding="utf-8")
-    done = check_jsonschema("vendor.github-workflows", path)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-@pytest.mark.parametrize(("line", "text"), WORKFLOW_BLOCKS)
-def test_workflow_blocks_pass_actionlint(actionlint, line: int, text: str, tmp_path: Path) -> None:  # noqa: F811
-    path = tmp_path / f"readme-{line}.yml"
-    path.write_text(as_workflow(text), encoding="utf-8")
-    assert actionlint(path) == []
-
-
-@pytest.mark.parametrize(
-    ("line", "text"), [pytest.param(n, t, id=f"README.md:{n}") for n, t in BLOCKS if kind_of(t) == "hokusai.yaml"]
-)
-def test_hokusai_yaml_blocks_load_with_the_tools_own_rules(line: int, text: str, tmp_path: Path) -> None:
-    from hokusai_action.settings import load_config_file
-
-    path = tmp_path / "hokusai.yaml"
-    path.write_text(text, encoding="utf-8")
-    assert load_config_file(path).values
 
 
 # ------------------------------------------------------------------------- the copy-paste workflow
