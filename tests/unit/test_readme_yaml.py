@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_workflows import actionlint, check_jsonschema, unpinned_uses  # noqa: F401 - a fixture
+from tests.unit.test_workflows import unpinned_uses
 
 pytestmark = [pytest.mark.unit]
 
@@ -20,11 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
 ACTION = yaml.safe_load((REPO_ROOT / "action.yml").read_text(encoding="utf-8"))
 FENCE = re.compile(r"^```yaml[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-HOKUSAI_KEYS = {"token_id", "model_path", "metric", "baseline", "mlflow", "database", "events", "signing"}
 OWN_ACTION = "hokusai/hokusai-ml-platform"
 GOOGLE_AUTH = "google-github-actions/auth"
-# a list of steps is checked inside this job
-STEPS_WRAPPER = "name: wrapper\non: push\njobs:\n  job:\n    runs-on: ubuntu-latest\n    steps:\n"
 
 
 def load_workflow(text: str) -> dict:
