@@ -33,6 +33,7 @@ from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.events.webhook import WebhookSink
 from tests.e2e.test_events import SECRET, Receiver
 from tests.helpers import CLI_PYTHON
+from tests.raw_receiver import MIB, RawReceiver, endless_chunked
 from tests.services import create_database, drop_database
 
 pytestmark = [pytest.mark.integration]
@@ -649,6 +650,34 @@ def test_sigterm_finishes_the_delivery_in_hand_and_hands_the_rest_back(
     receiver.delay = 0.0
     report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
     assert sorted(e for e, _ in report.delivered) == sorted(ids[1:])
+
+
+@pytest.mark.e2e
+def test_an_endless_answer_keeps_the_relay_small_and_stoppable(database_url, fresh_db, add_events, tmp_path):
+    """A receiver that answers 200, then streams a body for ever: the delivery is recorded at once
+    (the body is not read), the relay's memory stays small, and SIGTERM stops it at once."""
+    (event_id,) = add_events(1)
+    with RawReceiver(endless_chunked("200 OK", limit=256 * MIB)) as hook:
+        relay = start_follow_relay(database_url, hook.url, tmp_path, interval=30)
+        try:
+            wait_until(
+                lambda: rows(fresh_db)[(event_id, "webhook")]["status"] == "delivered", timeout=30, what="the delivery"
+            )
+        finally:
+            asked = time.monotonic()
+            relay.send_signal(signal.SIGTERM)
+            # wait4: this process's own peak memory, not that of every child the tests ever ran
+            _, status, usage = os.wait4(relay.pid, 0)
+            stopped_after = time.monotonic() - asked
+            relay.returncode = os.waitstatus_to_exitcode(status)
+            err = relay.stderr.read()
+            relay.stdout.close()
+            relay.stderr.close()
+    assert relay.returncode == 0, err
+    assert "relay stopped by SIGTERM" in err and "Traceback" not in err
+    assert stopped_after < 5
+    assert usage.ru_maxrss * 1024 < 150 * MIB, f"the relay peaked at {usage.ru_maxrss / 1024:.0f} MiB"
+    assert hook.requests == 1
 
 
 @pytest.mark.e2e
