@@ -719,6 +719,29 @@ def test_max_seconds_ends_a_follow_with_the_exit_code_of_a_pass(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--interval", "nan"), ("--interval", "NaN"), ("--max-seconds", "nan"), ("--max-seconds", "inf")],
+)
+def test_a_float_option_that_is_not_a_finite_number_is_refused(httpserver, tmp_path, option, value):
+    """A NaN passed every range check: --interval nan polled in a busy loop, --max-seconds nan never ended."""
+    receiver = Receiver(httpserver)
+    relay = start_follow_relay(
+        f"sqlite:///{tmp_path / 'site.db'}", receiver.url, tmp_path, interval=1, args=(option, value)
+    )
+    try:
+        out, err = relay.communicate(timeout=30)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+    assert relay.returncode == 2, err
+    assert err.startswith(f"error: Invalid value for '{option}': {value} is not a finite number")
+    assert len(err.strip().splitlines()) == 1 and out == ""
+    assert receiver.requests == []
+
+
+@pytest.mark.e2e
 def test_max_seconds_needs_follow(httpserver, tmp_path):
     receiver = Receiver(httpserver)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
