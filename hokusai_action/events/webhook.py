@@ -51,7 +51,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from hokusai_action import __version__
 from hokusai_action.errors import InputError, SinkDeliveryError
 from hokusai_action.events.model import CloudEventRecord
-from hokusai_action.redact import redact, register_secret, registered_secrets
+from hokusai_action.redact import redact, register_secret, register_url_password, registered_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +377,7 @@ class WebhookSink:
         # Register before any check, so that even a message about a malformed secret is scrubbed.
         secret = (secret or "").strip()
         register_secret(secret)
+        register_url_password(url)
         self.url = validate_webhook_url(url, allow_insecure_http=allow_insecure_http)
         self._signer = Webhook(parse_webhook_secret(secret))
         _check_option("timeout", timeout, 0 < timeout < math.inf, "a number of seconds above 0")
