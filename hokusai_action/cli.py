@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -57,6 +58,20 @@ _GRPC_OUTAGE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 _VENDOR_WRAPPERS = frozenset({"mlflow", "google", "grpc", "requests", "urllib3", "sqlalchemy", "psycopg2"})
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's ``FloatRange`` without NaN and the infinities: ``float("nan")`` fails every comparison,
+    so ``nan`` passes any range (``--interval nan`` polled in a busy loop, ``--max-seconds nan`` never
+    ended). Every float option of the command line takes this type."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def one_line(text: str) -> str:
@@ -589,14 +604,14 @@ def events() -> None:
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1, max=3600),
+    type=FiniteFloatRange(min=0.1, max=3600),
     default=5.0,
     show_default=True,
     help="With --follow: the longest wait between passes (the safety poll under LISTEN; the polling cap).",
 )
 @click.option(
     "--max-seconds",
-    type=click.FloatRange(min=0, min_open=True, max=86400 * 366),
+    type=FiniteFloatRange(min=0, min_open=True, max=86400 * 366),
     help="With --follow: stop after this many seconds; exit 0, or 5 if deliveries are left.",
 )
 @config_option

@@ -11,9 +11,11 @@ named, a forged webhook turned away with 401.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -155,9 +157,9 @@ def test_a_model_tampered_in_the_artifact_store_is_refused(
 class WebhookConsumer:
     """The consumer's webhook mode as a subprocess on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], state: Path) -> None:
+    def __init__(self, env: dict[str, str], state: Path, *extra: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(CONSUMER), "webhook", "--port", "0", "--state", str(state)],
+            [sys.executable, str(CONSUMER), "webhook", "--port", "0", "--state", str(state), *extra],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -383,3 +385,123 @@ def test_an_event_naming_version_02_is_checked_as_version_2(
 
     (line,) = webhook_consumer.outcomes(1)
     assert (line["outcome"], line["model_version"]) == ("deployed", registered["model_version"])
+
+
+# ------------------------------------------------------------------ the webhook endpoint under abuse
+# Each of these reached the server before any signature check: a length it trusted (-1 read to the end
+# of the connection, "abc" a traceback), a body that never came (the one thread waited for ever and
+# every deploy stopped). Now: 400/411/413 at once, 408 after the read timeout, and other requests are
+# served meanwhile.
+
+
+def raw_request(url: str, head: str, body: bytes = b"", *, close: bool = False, timeout: float = 30) -> int:
+    """Send ``head`` (request line and headers) and ``body`` as they are; the answer's status code.
+    The connection stays open (unless ``close``), as a client that has more to send would keep it."""
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+
+        def send() -> None:  # beside the read: a server that answers before reading the body is right
+            with contextlib.suppress(OSError):
+                connection.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+                if close:
+                    connection.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=send, daemon=True).start()
+        answer = b""
+        while b"\r\n" not in answer:
+            piece = connection.recv(4096)
+            if not piece:
+                raise AssertionError(f"the consumer closed the connection without an answer: {answer!r}")
+            answer += piece
+    return int(answer.split(b" ", 2)[1])
+
+
+def post_head(length: str | None, *extra: str) -> str:
+    lines = ["POST / HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/cloudevents+json", *extra]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "status"),
+    [
+        (post_head("-1"), b"x" * (2 * 1024 * 1024), 400),
+        (post_head("abc"), b"{}", 400),
+        (post_head("+5"), b"{}", 400),
+        (post_head("5", "Content-Length: 7"), b"{}", 400),
+        (post_head(None), b"{}", 411),
+        (post_head(None, "Transfer-Encoding: chunked"), b"2\r\n{}\r\n0\r\n\r\n", 411),
+        (post_head(str(10**12)), b"{}", 413),
+    ],
+    ids=["negative", "not-a-number", "signed", "two-lengths", "missing", "chunked", "too-big"],
+)
+def test_a_request_with_a_bad_length_is_answered_at_once(webhook_consumer, head, body, status):
+    started = time.monotonic()
+    assert raw_request(webhook_consumer.url, head, body) == status
+    assert time.monotonic() - started < 5
+    (line,) = webhook_consumer.outcomes(1)
+    assert line["outcome"] == "rejected"
+    assert "Traceback" not in "".join(webhook_consumer.errors)
+
+
+def test_a_body_that_never_comes_times_out_with_408_while_others_are_served(webhook_consumer):
+    event = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "test", "type": "token_ready_for_deploy"}
+    forged = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        stalled = pool.submit(raw_request, webhook_consumer.url, post_head("100"), b"0123456789")
+        time.sleep(0.5)  # the stalled request is in, waiting for 90 more bytes
+        started = time.monotonic()
+        assert webhook_consumer.post(*signed(forged, event)) == 401  # served beside it, at once
+        assert time.monotonic() - started < 5
+        assert stalled.result(timeout=60) == 408
+    outcomes = sorted(line["outcome"] for line in webhook_consumer.outcomes(2))
+    assert outcomes == ["rejected", "rejected"]
+
+
+SLOW_VERIFY = """
+import json, sys, time
+args = sys.argv[1:]
+with open(sys.argv[0] + ".calls", "a") as calls:
+    calls.write(" ".join(args) + "\\n")
+time.sleep(3)
+token, version = args[args.index("--token-id") + 1], args[args.index("--version") + 1]
+print(json.dumps({"token_id": token, "model_version": version, "model_uri": f"models:/hokusai-{token}/{version}",
+                  "artifact_digest": "sha256:" + "1f" * 32, "verified": True, "checks": [], "error": None}))
+"""
+
+
+def test_two_deliveries_of_one_event_at_once_deploy_it_once(cli_env, tmp_path):
+    """The server answers requests side by side: a second delivery of an event still being verified is
+    told to come back (503, which the sink retries), and one that comes after is a duplicate."""
+    verify = tmp_path / "slow_verify.py"
+    verify.write_text(SLOW_VERIFY)
+    env = {**consumer_env(cli_env), "HOKUSAI_VERIFY_COMMAND": f"{shlex.quote(sys.executable)} {verify}"}
+    consumer = WebhookConsumer(env, tmp_path / "deploy-state.sqlite")
+    try:
+        event = {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "test",
+            "type": "token_ready_for_deploy",
+            "datacontenttype": "application/json",
+            "data": {
+                "token_id": "XRAY",
+                "model_version": "3",
+                "model_uri": "models:/hokusai-XRAY/3",
+                "artifact_digest": "sha256:" + "1f" * 32,
+            },
+        }
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            first = pool.submit(consumer.post, *signed(CANARIES.webhook_secret, event))
+            time.sleep(1)  # the first is being verified (3 s)
+            started = time.monotonic()
+            assert consumer.post(*signed(CANARIES.webhook_secret, event)) == 503
+            assert time.monotonic() - started < 2  # told at once, not held until the first is done
+            assert first.result(timeout=60) == 200
+        assert consumer.post(*signed(CANARIES.webhook_secret, event)) == 200
+        outcomes = [line["outcome"] for line in consumer.outcomes(3)]
+    finally:
+        consumer.stop()
+    assert outcomes == ["retry", "deployed", "duplicate"], consumer.errors
+    assert len(verify.with_name("slow_verify.py.calls").read_text().splitlines()) == 1

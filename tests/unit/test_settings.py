@@ -567,6 +567,102 @@ def test_after_loading_redact_masks_mlflow_secrets_from_the_environment(load) ->
     assert DB_PASSWORD not in redact(f"401 for user bot with password {DB_PASSWORD}")
 
 
+# A secret with a control character in it (most often a trailing newline, from a file or `echo`) is
+# refused before any request: requests refused it only when sending, quoting it in its error, and
+# the registration then waited out an "outage" for the MLflow timeout.
+CONTROL_TOKEN = "dapi-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "name", "where"),
+    [
+        ({}, {"MLFLOW_TRACKING_TOKEN": CONTROL_TOKEN + "\n"}, "MLFLOW_TRACKING_TOKEN", "ends with"),
+        ({}, {"MLFLOW_TRACKING_TOKEN": CONTROL_TOKEN + "\r\n"}, "MLFLOW_TRACKING_TOKEN", "ends with"),
+        ({}, {"MLFLOW_TRACKING_PASSWORD": "\t" + CONTROL_TOKEN}, "MLFLOW_TRACKING_PASSWORD", "starts with"),
+        (
+            {},
+            {"MLFLOW_TRACKING_USERNAME": "bot\x00", "MLFLOW_TRACKING_PASSWORD": CONTROL_TOKEN},
+            "MLFLOW_TRACKING_USERNAME",
+            "ends with",
+        ),
+        ({}, {**SECRET_ENV, "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET + "\n"}, "HOKUSAI_WEBHOOK_SECRET", "ends with"),
+        ({}, {"SIGSTORE_ID_TOKEN": "eyJ\x1b[2J" + CONTROL_TOKEN}, "SIGSTORE_ID_TOKEN", "contains"),
+        ({}, {"ACTIONS_ID_TOKEN_REQUEST_TOKEN": CONTROL_TOKEN + "\x7f"}, "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ends with"),
+        (
+            {},
+            {"HOKUSAI_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----\nAB\x0cCD\n-----END PRIVATE KEY-----\n"},
+            "HOKUSAI_SIGNING_KEY",
+            "contains",
+        ),
+        (
+            {},
+            {"HOKUSAI_DATABASE_URL": f"postgresql://hokusai:{CONTROL_TOKEN}%0A@db/site"},
+            "The password in HOKUSAI_DATABASE_URL",
+            "ends with",
+        ),
+        (
+            {},
+            {"MLFLOW_TRACKING_URI": f"https://bot:{CONTROL_TOKEN}\n@mlflow.example.com"},
+            "MLFLOW_TRACKING_URI",
+            "contains",
+        ),
+        (
+            {"mlflow_tracking_token": CONTROL_TOKEN + "\u2028"},
+            {},
+            "The action input mlflow-tracking-token",
+            "ends with",
+        ),
+        (
+            {"database_url": f"postgresql://hokusai:{CONTROL_TOKEN}%09@db/site"},
+            {},
+            "The password in --database-url (action input database-url)",
+            "ends with",
+        ),
+    ],
+    ids=[
+        "token-newline",
+        "token-crlf",
+        "password-tab",
+        "username-nul",
+        "webhook-secret",
+        "sigstore-escape",
+        "oidc-del",
+        "signing-key-formfeed",
+        "database-url-password",
+        "tracking-uri",
+        "token-input",
+        "database-url-flag",
+    ],
+)
+def test_a_secret_with_a_control_character_is_named_and_never_shown(load, flags, env, name, where) -> None:
+    message = load_error(load, flags=flags, env=env)
+    assert message.startswith(f"{name} {where} a control character")
+    assert CONTROL_TOKEN not in message and "\n" not in message
+    assert WEBHOOK_SECRET not in message
+
+
+def test_a_secret_from_a_variable_hokusai_yaml_names_is_checked_under_that_name(load) -> None:
+    env = {**SECRET_ENV, "HOKUSAI_WEBHOOK_SECRET": "", "DEPLOY_HOOK_SECRET": WEBHOOK_SECRET + "\n"}
+    message = load_error(load, env=env, yaml_text="events: {webhook: {secret_env: DEPLOY_HOOK_SECRET}}\n")
+    assert message.startswith("DEPLOY_HOOK_SECRET ends with a control character")
+
+
+def test_a_signing_key_keeps_its_line_breaks_and_spaces_in_secrets_are_kept(load) -> None:
+    pem = (
+        "-----BEGIN PRIVATE KEY-----\r\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\r\n-----END PRIVATE KEY-----\n"
+    )
+    settings = load(env={"HOKUSAI_SIGNING_KEY": pem, "MLFLOW_TRACKING_PASSWORD": "two words"})
+    assert settings.signing_key_pem == pem
+
+
+def test_basic_credentials_from_the_environment_are_masked_in_base64(load) -> None:
+    import base64
+
+    load(env={"MLFLOW_TRACKING_USERNAME": "ci-bot", "MLFLOW_TRACKING_PASSWORD": DB_PASSWORD})
+    header = "Basic " + base64.b64encode(f"ci-bot:{DB_PASSWORD}".encode()).decode()
+    assert redact(f"proxy echoed Authorization: {header}") == "proxy echoed Authorization: Basic ***"
+
+
 def test_loading_without_secrets_registers_nothing(load) -> None:
     load()
     assert redact_module.registered_secrets() == frozenset()
