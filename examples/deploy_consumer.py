@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shlex
 import signal
@@ -514,6 +515,17 @@ def make_webhook_server(
 # -------------------------------------------------------------------------------------------- main
 
 
+def positive_seconds(text: str) -> float:
+    """A number of seconds: NaN would never time out, an infinity never end."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -526,11 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("HOKUSAI_VERIFY_COMMAND", DEFAULT_VERIFY_COMMAND),
         help="how to run the CLI (default: $HOKUSAI_VERIFY_COMMAND, else %(default)s)",
     )
-    common.add_argument("--verify-timeout", type=float, default=VERIFY_TIMEOUT_SECONDS)
+    common.add_argument("--verify-timeout", type=positive_seconds, default=VERIFY_TIMEOUT_SECONDS)
     modes = parser.add_subparsers(dest="mode", required=True)
     pubsub = modes.add_parser("pubsub", parents=[common], help="pull from a Pub/Sub subscription")
     pubsub.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
-    pubsub.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
+    pubsub.add_argument("--max-idle", type=positive_seconds, help="exit after this many seconds without a message")
     webhook = modes.add_parser("webhook", parents=[common], help=f"serve a webhook endpoint (${WEBHOOK_SECRET_ENV})")
     webhook.add_argument("--host", default="127.0.0.1")
     webhook.add_argument("--port", type=int, default=8080)

@@ -493,3 +493,14 @@ def test_consumer_runs_the_cli_with_the_contracts_arguments(consumer_module: Mod
         "model", "verify", "--token-id", "XRAY", "--version", "3", "--output", "json", "--public-key", "keys/deploy.pub"
     ]  # fmt: skip
     assert (result.exit_code, result.result["verified"]) == (1, False)
+
+
+@pytest.mark.parametrize("given", ["nan", "inf", "-inf", "0", "-1", "soon"])
+def test_consumer_refuses_seconds_that_are_not_a_finite_positive_number(
+    consumer_module: ModuleType, given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["webhook", f"--verify-timeout={given}"], ["pubsub", "--subscription", "s", f"--max-idle={given}"]):
+        with pytest.raises(SystemExit) as stopped:
+            consumer_module.build_parser().parse_args(args)
+        assert stopped.value.code == 2
+        assert "seconds" in capsys.readouterr().err
