@@ -1,4 +1,4 @@
-"""What an older MLflow client lacks of the internals the upload reuses, and what it did instead.
+"""What an older MLflow 3.x client lacks, or does otherwise, of what the registry and upload use.
 
 The upload (``upload.py``) sends files the way MLflow's own ``http_request`` would, and so reads a
 few of MLflow's private helpers. The oldest supported ``mlflow-skinny`` (pyproject.toml; the README's
@@ -8,7 +8,7 @@ an older client's user sends is the one their own MLflow would send.
 
 - ``get_artifact_repository(uri, tracking_uri=...)``: MLflow 3.1.3; before, it resolves
   ``mlflow-artifacts:/`` against the global tracking URI, which the registry sets to the same.
-- request workspaces (the ``X-MLflow-Workspace`` header): MLflow 3.10; before, no such header.
+- request workspaces (the ``X-MLFLOW-WORKSPACE`` header): MLflow 3.10; before, no such header.
 - TCP keepalive on the client's sockets (``MLFLOW_HTTP_TCP_KEEPALIVE*``): MLflow 3.11; before,
   urllib3's default socket options and a plain ``requests`` adapter.
 - ``HttpArtifactRepository._should_multipart_upload``: MLflow 3.15; before, the same test inline
