@@ -136,6 +136,12 @@ class MlflowRegistry:
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it prints the URI's user-info
             import mlflow
 
+            from hokusai_action.mlflow_compat import migrates_stores_on_open
+
+            if migrates_stores_on_open():  # so it never refuses one: ask before it opens the store
+                other = other_revision_error(self.tracking_uri)
+                if other is not None:
+                    raise other
             # some registry paths (resolving a models:/<model_id> source) use the global URI, not the client's
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)
@@ -459,11 +465,10 @@ class MlflowRegistry:
 
     def _upload(self, model_id: str, logged_model: Any, model: ModelFiles, progress: Progress | None) -> ModelFiles:
         """Send every file to the logged model's artifact store (``upload.py``); ``model`` hashed by it."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
+        from hokusai_action.mlflow_compat import artifact_repository
         from hokusai_action.upload import upload_model
 
-        repository = get_artifact_repository(logged_model.artifact_location, tracking_uri=self.tracking_uri)
+        repository = artifact_repository(logged_model.artifact_location, self.tracking_uri)
         return upload_model(repository, model, progress=progress)
 
     def _ensure_uploaded_unchanged(self, model_id: str, run_id: str, model: ModelFiles) -> None:
@@ -619,7 +624,8 @@ class MlflowRegistry:
                 download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=self.tracking_uri)
             )
         except MlflowException as exc:
-            if missing_ok and (exc.get_http_status_code() == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST"):
+            missing = exc.get_http_status_code() == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+            if missing_ok and (missing or self._lists_nothing(artifact_uri)):
                 destination.mkdir(parents=True, exist_ok=True)
                 return destination
             raise self._service_error(exc, f"downloading {artifact_uri}") from exc
@@ -634,20 +640,22 @@ class MlflowRegistry:
         download location (its logged model's artifacts) gives the files back byte for byte. Artifacts
         the store no longer has give an empty ``destination`` (``model verify`` reports it).
         """
-        from mlflow.artifacts import list_artifacts
-
         uri = self._with_connection_retries(
             lambda: self.client.get_model_version_download_uri(model_name, version),
             "reading the version's download location",
         )
-        # an emptied or removed folder lists nothing, where downloading it fails as if it were a file
-        listed = self._with_connection_retries(
-            lambda: list_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri), "listing the version's files"
-        )
-        if not listed:
-            destination.mkdir(parents=True, exist_ok=True)
-            return destination
         return self.download(uri, destination, missing_ok=True)
+
+    def _lists_nothing(self, artifact_uri: str) -> bool:
+        """Whether the store lists nothing at ``artifact_uri``. An MLflow client before 3.9 takes an
+        empty folder for a missing file, and fails its download with a bare INTERNAL_ERROR."""
+        from mlflow.artifacts import list_artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return not list_artifacts(artifact_uri=artifact_uri, tracking_uri=self.tracking_uri)
+        except (MlflowException, OSError):
+            return False
 
     def refresh_version_tags(self, version: RegisteredVersion, tags: Mapping[str, str]) -> None:
         """Give a reused version (the same bytes registered again, e.g. after a token reset) the tags of

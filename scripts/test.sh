@@ -10,16 +10,26 @@ python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,docs,benchmarks]"
+# pyproject.toml declares ranges; the runtime packages here are held to requirements.lock's versions
+# (its pins without the hashes: pip's hash-checking mode would demand hashes for the test extra too).
+sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*==[^ ]*\).*/\1/p' requirements.lock >.venv/locked-constraints.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --constraint .venv/locked-constraints.txt -e ".[test,docs,benchmarks]"
 
 # The CLI under test runs from a second venv with the runtime dependencies only (mlflow-skinny, as users
 # install it). mlflow-skinny and the full mlflow the test server needs cannot share one venv; and the
 # full one imports pandas and friends, which would triple every CLI start in the tests.
+# It holds exactly the locked set, installed as the image installs it (every file checked by hash),
+# and `pip check` proves that set consistent: each package's requirements, ours included, are met.
 if [[ ! -x .venv-cli/bin/python ]]; then
     "$python" -m venv .venv-cli
 fi
-.venv-cli/bin/python -m pip install --quiet --disable-pip-version-check -e .
-export HOKUSAI_TEST_CLI_PYTHON="$PWD/.venv-cli/bin/python"
+.venv-cli/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -r requirements.lock
+.venv-cli/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+.venv-cli/bin/python -m pip check
+# scripts/test-lowest.sh points this at its own venv (the lowest supported set)
+export HOKUSAI_TEST_CLI_PYTHON="${HOKUSAI_TEST_CLI_PYTHON:-$PWD/.venv-cli/bin/python}"
 
 # Byte-compile the project's own modules once: an editable install leaves them uncompiled, and where
 # PYTHONDONTWRITEBYTECODE is set (as on some CI machines) every CLI the tests start would compile
