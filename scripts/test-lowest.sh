@@ -4,9 +4,9 @@
 # SQLAlchemy or requests. It builds .venv-lowest on Python 3.11 (the oldest supported), runs `pip check`
 # there, then the end-to-end tests that cover what the CLI does with those packages, with the CLI run
 # from .venv-lowest: register, re-run, dry run, the embedded store, events and their relay, signing and
-# `model verify`, the upload's HTTP client, the GCS topology, the progress bar. The services stay those of
-# `bash scripts/test.sh` (the test server is the locked full `mlflow` in .venv), which this runs the
-# tests through. Extra arguments go to pytest.
+# `model verify` (models saved by MLflow's flavors too), the upload's HTTP client, the GCS topology, the
+# progress bar. The services stay those of `bash scripts/test.sh` (the test server is the locked full
+# `mlflow` in .venv), which this runs the tests through. Extra arguments go to pytest.
 #
 # usage: scripts/test-lowest.sh [PYTEST ARGS]
 # environment: PYTHON_LOWEST=/path/to/python3.11 to choose the interpreter
@@ -48,6 +48,10 @@ tests=(
     tests/e2e/test_signing.py::test_verify_names_the_file_whose_bytes_changed_in_the_artifact_store
     tests/e2e/test_signing.py::test_verify_of_a_version_whose_stored_files_are_gone_is_a_mismatch
     tests/e2e/test_signing.py::test_verify_checks_a_local_copy_with_model_path
+    tests/e2e/test_mlflow_flavors.py::test_an_mlflow_model_verifies_and_stays_byte_identical_and_loadable
+    tests/e2e/test_mlflow_flavors.py::test_a_signed_mlflow_model_verifies_with_our_cli_and_the_upstream_verifier
+    tests/e2e/test_mlflow_flavors.py::test_an_mlflow_model_verifies_on_the_embedded_store
+    tests/e2e/test_verify_current.py::test_after_a_reset_and_other_bytes_only_the_new_version_verifies
     "tests/e2e/test_gcs_topology.py::test_register_puts_the_bytes_in_the_bucket_and_they_download_identical[direct]"
     tests/unit/test_progress.py::test_on_a_terminal_a_live_bar
 )

@@ -44,6 +44,9 @@ SOURCES = {
     "event_id": "hokusai_action.events.model:event_id_for",
     "git_info": "hokusai_action.settings:GitInfo",
     "verify_report": "hokusai_action.verify:VerifyReport",
+    "pyproject": "pyproject.toml",  # the supported ranges (runtime dependencies, requires-python)
+    "lowest": "constraints-lowest.txt",  # the oldest tested release of each (scripts/test-lowest.sh)
+    "lock": "requirements.lock",  # the exact set of the image and CI
     "benchmarks": "benchmarks/README.md",  # the benchmarks page: the table and plot benchmarks/run.py writes
     "benchmark_plot": "benchmarks/shapes.png",
 }
@@ -408,6 +411,35 @@ def event_json() -> str:
     return "```json\n" + json.dumps(sample_event().structured(), indent=2, sort_keys=True) + "\n```"
 
 
+# ---------------------------------------------------------------------------------------- versions
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """``name==version`` lines of a constraints or lock file, by normalised name."""
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ \\;]+)", line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+    return pins
+
+
+def supported_versions() -> str:
+    """Python and each runtime dependency: the range pyproject declares, the oldest release the
+    lowest-set run tests, and the locked release."""
+    import tomllib
+
+    project = tomllib.loads(load("pyproject").read_text(encoding="utf-8"))["project"]
+    lowest, locked = _pins(load("lowest")), _pins(load("lock"))
+    rows = [["Python", f"`{project['requires-python']}`", "3.11", "3.11 (image); CI tests 3.11, 3.12, 3.13"]]
+    for requirement in project["dependencies"]:
+        name = re.split(r"[<>=!~ \[;]", requirement, maxsplit=1)[0]
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        declared = requirement[len(name) :].strip()
+        rows.append([name, f"`{declared}`", lowest.get(key, "(untested)"), locked.get(key, "(not locked)")])
+    return table(["package", "supported", "oldest tested", "locked (image, CI)"], rows)
+
+
 # ------------------------------------------------------------------------------------- benchmarks
 
 
@@ -428,6 +460,7 @@ REFERENCES: dict[str, Callable[[], str]] = {
     "json-register": register_json,
     "json-verify": verify_json,
     "json-event": event_json,
+    "supported-versions": supported_versions,
     "benchmarks": benchmarks_page,
 }
 
