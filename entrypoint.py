@@ -59,7 +59,7 @@ INPUT_TO_FLAG = {
     "signing-certificate-chain": "signing_certificate_chain",
 }
 DEFAULT_CONFIG = "hokusai.yaml"
-INTERNAL_ERROR = "internal error ({kind}): {detail}. Re-run with the input debug: true and report it."
+INTERNAL_HINT = "Re-run with the input debug: true and report it."
 
 
 def secret_values(inputs: Mapping[str, str], environ: Mapping[str, str]) -> set[str]:
@@ -110,7 +110,7 @@ def run_action(environ: Mapping[str, str]) -> int:
     except KeyboardInterrupt:
         return report_failure("Interrupted", "Interrupted. Re-run the job: it resumes where it stopped.", 130, False)
     except Exception as exc:
-        line, code = unexpected_failure(exc, INTERNAL_ERROR)
+        line, code = unexpected_failure(exc, INTERNAL_HINT)
         title = InternalError.title if code == EXIT_INTERNAL else ServiceUnavailable.title
         return report_failure(title, line, code, debug)
 
@@ -118,7 +118,11 @@ def run_action(environ: Mapping[str, str]) -> int:
     for line in describe_result(result):
         print(redact(line))
     github.set_outputs(github.outputs_from_result(data))
-    github.write_summary(github.summary_markdown(data, tracking_uri=settings.mlflow_tracking_uri))
+    table = github.summary_markdown(data, tracking_uri=settings.mlflow_tracking_uri)
+    if result.refusal is not None:  # status rejected: the outputs and the gate's table, then the failure
+        refusal = result.refusal
+        return report_failure(refusal.title, refusal.one_line(), code, debug=False, table=table)
+    github.write_summary(table)
     for warning in result.warnings:
         github.annotation("warning", warning, title="Registered value differs")
     if code == EXIT_EVENTS_PENDING:
@@ -127,11 +131,13 @@ def run_action(environ: Mapping[str, str]) -> int:
     return code
 
 
-def report_failure(title: str, line: str, code: int, debug: bool) -> int:
+def report_failure(title: str, line: str, code: int, debug: bool, *, table: str | None = None) -> int:
+    """The ``::error`` annotation, the failure's step summary (with ``table``, the result's, under it)
+    and the ``error:`` line; returns ``code``."""
     if debug:
         print(redact(traceback.format_exc()), file=sys.stderr)
     github.annotation("error", line, title=title)
-    github.write_summary(github.failure_summary(title, line))
+    github.write_summary(github.failure_summary(title, line) + (f"\n{table}" if table else ""))
     print(f"error: {one_line(redact(line))}", file=sys.stderr)
     return code
 
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_action(os.environ)
         except Exception as exc:  # outside the registration: reading inputs, writing outputs
-            return report_failure(InternalError.title, unexpected_failure(exc, INTERNAL_ERROR)[0], EXIT_INTERNAL, False)
+            return report_failure(InternalError.title, unexpected_failure(exc, INTERNAL_HINT)[0], EXIT_INTERNAL, False)
     from hokusai_action.cli import main as cli_main
 
     try:

@@ -14,11 +14,13 @@ CLI and the bare script import what users import. Prints:
 4. events: median time that delivering to Pub/Sub (emulator), a webhook (loopback) and the
    database adds to an in-process registration, against the database sink alone.
 
-With --shape (2gib-one-file, 200mb-20-files, 10k-small, or all) it prints instead, for each shape and
+With --shape (2gib-one-file, 200mb-20-files, 10k-small, or all) it measures instead, for each shape and
 side by side in one run: the bare script's wall time, ours, their ratio, the re-run's wall time and
-our peak RSS (``/usr/bin/time -f %M``). The model bytes are generated under a temporary folder and
-deleted after; nothing is committed. --python runs both with another interpreter (e.g. a venv that
-has the package installed; the worktree's code is put first on PYTHONPATH either way).
+our peak RSS (``/usr/bin/time -f %M``), and writes them into benchmarks/results.json, the table in
+benchmarks/README.md and benchmarks/shapes.png (``benchmarks/report.py``; the shapes measured replace
+their rows). The model bytes are generated under a temporary folder and deleted after. --python
+runs both with another interpreter (e.g. a venv that has the package installed; the worktree's code
+is put first on PYTHONPATH either way).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import report  # noqa: E402
 from tests.helpers import register_args  # noqa: E402
 from tests.services import create_database, drop_database, start_mlflow_server  # noqa: E402
 
@@ -174,15 +177,18 @@ def forget_stored(work: Path) -> None:
         shutil.rmtree(child, ignore_errors=True)
 
 
-def bench_shapes(python: Path, env: dict[str, str], work: Path, shapes: list[str], runs: int) -> list[str]:
+def bench_shapes(
+    python: Path, env: dict[str, str], work: Path, shapes: list[str], runs: int
+) -> tuple[list[str], list[dict]]:
+    """The printed rows, and one result per shape for ``benchmarks/report.py``."""
     cli = [str(python), "-m", "hokusai_action"]
     subprocess.run([*cli, "db", "upgrade"], env=env, cwd=work, check=True, capture_output=True)
-    rows = []
+    rows, results = [], []
     for shape in shapes:
         files, per_file, target = SHAPES[shape]
         print(f"{shape}: generating {files} x {per_file / 1024**2:.2f} MiB ...", flush=True)
         model = make_shape(work / f"model-{shape}", files, per_file)
-        ratios, reruns, hashed_alone = [], [], []
+        ratios, reruns, hashed_alone, bares, ours_times, peak_rss = [], [], [], [], [], []
         hash_alone = [str(python), str(REPO / "benchmarks" / "hash_alone.py"), str(model)]
         for run in range(runs):
             token = f"B{uuid.uuid4().hex[:8]}".upper()
@@ -210,6 +216,9 @@ def bench_shapes(python: Path, env: dict[str, str], work: Path, shapes: list[str
             rows.append(row)
             ratios.append(ours / bare)
             reruns.append(rerun)
+            bares.append(round(bare, 2))
+            ours_times.append(round(ours, 2))
+            peak_rss.append(max(rss, rerun_rss))
         summary = (
             f"{shape}: median ratio {statistics.median(ratios):.2f} over {runs} pair(s) (target <= {target}); "
             f"median re-run {statistics.median(reruns):.2f} s, against {statistics.median(hashed_alone):.2f} s for "
@@ -217,8 +226,19 @@ def bench_shapes(python: Path, env: dict[str, str], work: Path, shapes: list[str
         )
         print("  " + summary, flush=True)
         rows.append(summary)
+        results.append(
+            {
+                "shape": shape,
+                "bare_s": bares,
+                "ours_s": ours_times,
+                "rerun_s": round(statistics.median(reruns), 2),
+                "hash_alone_s": round(statistics.median(hashed_alone), 2),
+                "peak_rss_mb": round(max(peak_rss) / 1024),
+                "target": target,
+            }
+        )
         shutil.rmtree(model)
-    return rows
+    return rows, results
 
 
 def bench_help(python: Path, env: dict[str, str], work: Path) -> float:
@@ -381,12 +401,17 @@ def main_shapes(python: Path, shapes: list[str], runs: int, split_cores: bool = 
         if split_cores:  # and every command timed from here on inherits this
             os.sched_setaffinity(0, client_cores)
             print(f"MLflow server on cores {sorted(server_cores)}, the clients on {sorted(client_cores)}", flush=True)
-        rows = bench_shapes(python, env, work, shapes, runs)
+        rows, results = bench_shapes(python, env, work, shapes, runs)
+    if split_cores:
+        results = [{**result, "split_cores": True} for result in results]
+    report.update(results, setup=report.load_results()["setup"])
     print("\n| shape | bare script | model register | ratio | re-run | peak RSS (ours) |")
     print("|---|---|---|---|---|---|")
     print("\n".join(row for row in rows if row.startswith("|")))
     print("\n".join(row for row in rows if not row.startswith("|")))
     print("targets: re-run of 2 GiB <= 1.3 s; peak RSS <= 150 MB")
+    written = (report.RESULTS, report.README, report.PLOT)
+    print("written: " + ", ".join(str(path.relative_to(REPO)) for path in written))
 
 
 if __name__ == "__main__":

@@ -14,16 +14,21 @@ For each event:
 3. run `hokusai-ml-platform model verify --token-id T --version V --output json [--public-key PATH]`,
    which downloads the registered version and checks its bytes against the digest the registration
    recorded (and its signature, with a key);
-4. exit 0, `"verified": true`, and the same token, version, URI and digest as the event: "deploy"
+4. exit 0, `"verified": true`, and the same event id, token, version, URI and digest as the event
+   (`model verify` vouches for the registration the token holds now: an event of an earlier one, the
+   token reset or registered again since, deploys nothing): "deploy"
    (here: print the model URI; put your rollout in `deploy()`); exit 1: refuse, report the first
    failed check, never deploy; any other exit (a service down, bad settings): leave the event
    unacknowledged so it comes back later.
 
 One JSON line per event goes to stdout (`event_id`, `outcome`, `token_id`, `model_version`,
 `model_uri`, `detail`); a readable line goes to stderr. The verification needs what the CLI needs
-(MLFLOW_TRACKING_URI, HOKUSAI_DATABASE_URL, ...) in the environment. Events are handled one at a
-time: the Pub/Sub loop pulls synchronously, the webhook server answers one request after another
-(a sink retry that arrives while the first delivery is being verified then finds it done).
+(MLFLOW_TRACKING_URI, HOKUSAI_DATABASE_URL, ...) in the environment. The Pub/Sub loop handles one
+message at a time; the webhook server answers requests side by side (one slow client must not stop
+every deploy), and a delivery of an event that another request is still verifying is answered 503
+(the sink retries it, and then finds it done). Before any signature check the server bounds what a
+request may cost: a Content-Length it can trust (400, 411, 413 otherwise) and a body that arrives
+within its time (408).
 
 Needs: google-cloud-pubsub (pubsub mode), cloudevents>=2, standardwebhooks (webhook mode).
 """
@@ -31,19 +36,22 @@ Needs: google-cloud-pubsub (pubsub mode), cloudevents>=2, standardwebhooks (webh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import shlex
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +68,13 @@ ACK_DEADLINE_SECONDS = 600  # Pub/Sub: how long a message stays ours while it is
 PULL_TIMEOUT_SECONDS = 10.0
 RETRY_DELAY_SECONDS = 30  # Pub/Sub: a message whose verification could not run comes back after this
 MAX_WEBHOOK_BODY = 1024 * 1024
+READ_TIMEOUT_SECONDS = 10.0  # webhook: the longest wait for the next bytes of a request
+BODY_DEADLINE_SECONDS = 30.0  # webhook: the longest a body may take to arrive, however it trickles
+# webhook: after an early answer (the body unread), what is read and dropped before the connection
+# closes, so that the client gets the answer rather than a reset (a lingering close, as web servers do)
+LINGER_BYTES = 4 * 1024 * 1024
+LINGER_SECONDS = 2.0
+IN_FLIGHT = "another delivery of this event is being handled; come back later"
 WEBHOOK_SECRET_ENV = "HOKUSAI_WEBHOOK_SECRET"
 
 # per outcome: acknowledge the Pub/Sub message? which HTTP status for the webhook sender?
@@ -126,6 +141,28 @@ class ProcessedEvents:
         self._db.close()
 
 
+class InFlight:
+    """The event ids being handled right now. The webhook server handles requests side by side: a
+    second delivery of an event that is still being verified must not verify and deploy it again."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def claim(self, event_id: str) -> Iterator[bool]:
+        """Yield whether this caller holds ``event_id`` (False: another is handling it)."""
+        with self._lock:
+            mine = event_id not in self._ids
+            self._ids.add(event_id)
+        try:
+            yield mine
+        finally:
+            if mine:
+                with self._lock:
+                    self._ids.discard(event_id)
+
+
 # ------------------------------------------------------------------------------------ verification
 
 
@@ -168,17 +205,28 @@ def first_failure(result: dict[str, Any] | None, fallback: str) -> str:
     return fallback or "model verify reported a mismatch"
 
 
-def disagreement(data: Mapping[str, Any], result: Mapping[str, Any]) -> str | None:
-    """What the verified registration and the event disagree on (the event is not the one verified)."""
+def version_number(value: Any) -> str | None:
+    """A model version as MLflow numbers it ("02" is version 2), or None when it is not one."""
+    text = str(value)
+    if not text.isascii() or not text.isdigit() or int(text) == 0:
+        return None
+    return str(int(text))
+
+
+def disagreement(event_id: str, data: Mapping[str, Any], result: Mapping[str, Any]) -> str | None:
+    """What the verified registration and the event disagree on. `model verify` vouches for the
+    registration the token holds now: an event of an earlier registration (the token was reset, or
+    registered again since) names another event id, and deploys nothing."""
     pairs = [
+        ("id", event_id, result.get("event_id")),
         ("token_id", str(data.get("token_id", "")).upper(), str(result.get("token_id", "")).upper()),
-        ("model_version", str(data.get("model_version", "")), str(result.get("model_version", ""))),
+        ("model_version", version_number(data.get("model_version")), version_number(result.get("model_version"))),
         ("model_uri", data.get("model_uri"), result.get("model_uri")),
         ("artifact_digest", data.get("artifact_digest"), result.get("artifact_digest")),
     ]
     for name, in_event, verified in pairs:
         if in_event != verified:
-            return f"the event's {name} {in_event!r} is not the verified registration's {verified!r}"
+            return f"the event's {name} {in_event!r} is not the token's current registration's {verified!r}"
     return None
 
 
@@ -208,13 +256,16 @@ class Consumer:
         self.verify = verify
         self.report = report
         self.deployer = deployer
+        self.in_flight = InFlight()
 
     def handle(self, event: BaseCloudEvent) -> Outcome:
-        outcome = self._decide(event)
-        if outcome.outcome == DEPLOYED:
-            self.deployer(outcome)
-        if outcome.outcome in (DEPLOYED, REFUSED):
-            self.store.record(outcome)  # after the deploy: a crash in between means a second deploy, never a lost one
+        with self.in_flight.claim(event.get_id()) as mine:
+            outcome = self._decide(event) if mine else Outcome(event.get_id(), RETRY, detail=IN_FLIGHT)
+            if outcome.outcome == DEPLOYED:
+                self.deployer(outcome)
+            if outcome.outcome in (DEPLOYED, REFUSED):
+                # after the deploy: a crash in between means a second deploy, never a lost one
+                self.store.record(outcome)
         self.report(outcome)
         return outcome
 
@@ -230,7 +281,10 @@ class Consumer:
         data = event.get_data()
         if not isinstance(data, dict) or not all(data.get(k) for k in ("token_id", "model_version", "model_uri")):
             return Outcome(event_id, REJECTED, detail="data lacks token_id, model_version or model_uri")
-        token_id, version, uri = str(data["token_id"]), str(data["model_version"]), str(data["model_uri"])
+        token_id, version, uri = str(data["token_id"]), version_number(data["model_version"]), str(data["model_uri"])
+        if version is None:
+            detail = f"model_version {data['model_version']!r} is not a version number"
+            return Outcome(event_id, REJECTED, detail=detail)
         this = Outcome(event_id, DUPLICATE, token_id, version, uri)
         if (previous := self.store.outcome_of(event_id)) is not None:
             return replace(this, detail=f"already {previous}")
@@ -243,18 +297,18 @@ class Consumer:
             return replace(this, outcome=RETRY, detail=detail)
         if result.get("verified") is not True:
             return replace(this, outcome=REFUSED, detail=first_failure(result, "not verified"))
-        if (mismatch := disagreement(data, result)) is not None:
+        if (mismatch := disagreement(event_id, data, result)) is not None:
             return replace(this, outcome=REFUSED, detail=mismatch)
         return replace(this, outcome=DEPLOYED, detail=f"verified {result.get('artifact_digest')}")
 
 
 def print_report(outcome: Outcome) -> None:
-    print(json.dumps(asdict(outcome)), flush=True)
+    # one write per line (print writes the newline apart): the webhook server reports from many threads
+    sys.stdout.write(json.dumps(asdict(outcome)) + "\n")
+    sys.stdout.flush()
     what = outcome.model_uri or outcome.token_id or ""
-    print(
-        f"deploy-consumer: {outcome.outcome} {what} (event {outcome.event_id}) {outcome.detail}".rstrip(),
-        file=sys.stderr,
-    )
+    line = f"deploy-consumer: {outcome.outcome} {what} (event {outcome.event_id}) {outcome.detail}".rstrip()
+    sys.stderr.write(line + "\n")
 
 
 def parse_event(headers: Mapping[str, str], body: bytes) -> BaseCloudEvent:
@@ -328,20 +382,69 @@ def consume_pubsub(consumer: Consumer, subscription: str, *, max_idle: float | N
 # ----------------------------------------------------------------------------------------- webhook
 
 
-def make_webhook_server(consumer: Consumer, secret: str, host: str, port: int) -> HTTPServer:
-    """An HTTP server that verifies Standard Webhooks signatures, then handles the event."""
+class BadRequest(Exception):
+    """A request refused before its body is read: the HTTP status and why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def body_length(headers: Any) -> int:
+    """The body's length from ``Content-Length``, or ``BadRequest``: the length decides how much is
+    read, so only one plain decimal number is trusted (RFC 9112 section 6.3)."""
+    values = [part.strip() for value in headers.get_all("Content-Length") or [] for part in value.split(",")]
+    if headers.get("Transfer-Encoding") is not None:
+        if values:  # both: which one frames the body is the smuggling question; refuse it
+            raise BadRequest(400, "both Transfer-Encoding and Content-Length")
+        raise BadRequest(411, "a body without Content-Length (Transfer-Encoding is not read here)")
+    if not values:
+        raise BadRequest(411, "no Content-Length")
+    if len(set(values)) > 1:
+        raise BadRequest(400, "Content-Length given more than once, differently")
+    if not (values[0].isascii() and values[0].isdigit()):
+        raise BadRequest(400, f"Content-Length {values[0][:40]!r} is not a number of bytes")
+    length = int(values[0])
+    if length > MAX_WEBHOOK_BODY:
+        raise BadRequest(413, f"body of {length} bytes, over {MAX_WEBHOOK_BODY}")
+    return length
+
+
+def make_webhook_server(
+    consumer: Consumer,
+    secret: str,
+    host: str,
+    port: int,
+    *,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
+    body_deadline: float = BODY_DEADLINE_SECONDS,
+) -> ThreadingHTTPServer:
+    """An HTTP server that verifies Standard Webhooks signatures, then handles the event.
+
+    Each request has a thread of its own (daemon threads: a stopping consumer does not wait for a
+    verification; the sink sends that event again). Before the signature is checked a request may
+    cost at most ``MAX_WEBHOOK_BODY`` bytes and ``body_deadline`` seconds.
+    """
     from standardwebhooks import Webhook
     from standardwebhooks.webhooks import WebhookVerificationError
 
     verifier = Webhook(secret)
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = read_timeout  # every read, from the request line on, waits at most this long
+
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_WEBHOOK_BODY:
-                self._answer(413, consumer.reject(self.headers.get("webhook-id"), f"body of {length} bytes"))
+            hook_id = self.headers.get("webhook-id")
+            try:
+                body = self._read_body(body_length(self.headers))
+            except BadRequest as exc:
+                self._answer(exc.status, consumer.reject(hook_id, exc.detail), linger=True)
                 return
-            body = self.rfile.read(length)
+            except TimeoutError:
+                detail = f"the body did not arrive within {read_timeout:g} s of silence or {body_deadline:g} s in all"
+                self._answer(408, consumer.reject(hook_id, detail), linger=True)
+                return
             headers = {name.lower(): value for name, value in self.headers.items()}
             try:
                 verifier.verify(body, headers, json_parse=False)
@@ -356,21 +459,71 @@ def make_webhook_server(consumer: Consumer, secret: str, host: str, port: int) -
             outcome = consumer.handle(event)
             self._answer(HTTP_STATUS[outcome.outcome], outcome)
 
-        def _answer(self, status: int, outcome: Outcome) -> None:
+        def _read_body(self, length: int) -> bytes:
+            """``length`` bytes, or ``TimeoutError`` once the deadline passed (a trickle included), or
+            ``BadRequest`` when the client closed first."""
+            deadline = time.monotonic() + body_deadline
+            pieces: list[bytes] = []
+            received = 0
+            while received < length:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(min(read_timeout, left))
+                piece = self.rfile.read1(length - received)
+                if not piece:
+                    raise BadRequest(400, f"the body ended after {received} of {length} bytes")
+                pieces.append(piece)
+                received += len(piece)
+            return b"".join(pieces)
+
+        def _answer(self, status: int, outcome: Outcome, *, linger: bool = False) -> None:
             body = json.dumps({"outcome": outcome.outcome, "detail": outcome.detail}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                if linger:
+                    self._drop_unread_body()
+            except OSError:
+                pass  # the client went away (or timed out) first: nobody is left to answer
+            self.close_connection = True
+
+        def _drop_unread_body(self) -> None:
+            """Close gently after answering before the body was read: closing with unread bytes sends
+            a reset, which can reach the client before it has read the answer."""
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            dropped = 0
+            while dropped < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                piece = self.rfile.read1(65536)
+                if not piece:
+                    return
+                dropped += len(piece)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # one report line per event is enough
 
-    return HTTPServer((host, port), Handler)
+    return ThreadingHTTPServer((host, port), Handler)
 
 
 # -------------------------------------------------------------------------------------------- main
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds: NaN would never time out, an infinity never end."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number of seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,11 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("HOKUSAI_VERIFY_COMMAND", DEFAULT_VERIFY_COMMAND),
         help="how to run the CLI (default: $HOKUSAI_VERIFY_COMMAND, else %(default)s)",
     )
-    common.add_argument("--verify-timeout", type=float, default=VERIFY_TIMEOUT_SECONDS)
+    common.add_argument("--verify-timeout", type=positive_seconds, default=VERIFY_TIMEOUT_SECONDS)
     modes = parser.add_subparsers(dest="mode", required=True)
     pubsub = modes.add_parser("pubsub", parents=[common], help="pull from a Pub/Sub subscription")
     pubsub.add_argument("--subscription", required=True, help="projects/P/subscriptions/S")
-    pubsub.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
+    pubsub.add_argument("--max-idle", type=positive_seconds, help="exit after this many seconds without a message")
     webhook = modes.add_parser("webhook", parents=[common], help=f"serve a webhook endpoint (${WEBHOOK_SECRET_ENV})")
     webhook.add_argument("--host", default="127.0.0.1")
     webhook.add_argument("--port", type=int, default=8080)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -20,11 +22,15 @@ from hokusai_action import __version__
 from hokusai_action.errors import EXIT_INTERNAL, EXIT_SERVICE_UNAVAILABLE, HokusaiError
 from hokusai_action.redact import install_log_redaction, redact
 
-INTERNAL_ERROR = "internal error ({kind}): {detail}. Re-run with --debug and report it."
-SERVICE_OUTAGE = (
-    "a service did not answer ({kind}): {detail}. Check that MLflow and the database are up and "
-    "reachable, then re-run: a finished step is not repeated."
+INTERNAL_ERROR = "internal error ({kind}): {detail}."
+INTERNAL_HINT = "Re-run with --debug and report it."
+SERVICE_OUTAGE = "a service did not answer ({kind}): {detail}."
+SERVICE_OUTAGE_HINT = (
+    "Check that MLflow and the database are up and reachable, then re-run: a finished step is not repeated."
 )
+INTERRUPTED = "Interrupted."
+INTERRUPTED_HINT = "Re-run the same command: it resumes where it stopped."
+EXIT_INTERRUPTED = 130
 _MAX_DETAIL = 300  # characters of the exception's first line kept in the one error line
 
 # Raw connection-level failures that escaped an adapter: an outage (exit 4, worth a retry), not a bug
@@ -54,6 +60,20 @@ _VENDOR_WRAPPERS = frozenset({"mlflow", "google", "grpc", "requests", "urllib3",
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's ``FloatRange`` without NaN and the infinities: ``float("nan")`` fails every comparison,
+    so ``nan`` passes any range (``--interval nan`` polled in a busy loop, ``--max-seconds nan`` never
+    ended). Every float option of the command line takes this type."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 def one_line(text: str) -> str:
     """``text`` with control characters escaped (a newline inside a value the user gave, a NUL): the
     error stays on one line and a terminal never interprets what it echoes."""
@@ -63,6 +83,51 @@ def one_line(text: str) -> str:
 def _fail(line: str, code: int) -> None:
     click.echo(f"error: {one_line(redact(line))}", err=True)
     sys.exit(code)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed command as it is reported: the ``error:`` line on stderr and, with ``--output json``,
+    the error object on stdout. ``kind`` is the failure's stable machine name (``HokusaiError.kind``;
+    ``usage`` for click's own errors, ``internal`` for a bug)."""
+
+    exit_code: int
+    kind: str
+    message: str
+    hint: str | None = None
+
+    @classmethod
+    def of(cls, exc: HokusaiError) -> Failure:
+        return cls(exit_code=exc.exit_code, kind=exc.kind, message=exc.message, hint=exc.hint)
+
+    def line(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+    def as_json(self) -> dict[str, Any]:
+        hint = redact(self.hint) if self.hint else None
+        error = {"exit_code": self.exit_code, "kind": self.kind, "message": redact(self.message), "hint": hint}
+        return {"error": error}
+
+
+def exit_with_failure(failure: Failure, *, json_output: bool) -> None:
+    """Print ``failure`` (the error object on stdout first under ``--output json``) and exit with its code."""
+    if json_output:
+        click.echo(json.dumps(failure.as_json(), sort_keys=True))
+    _fail(failure.line(), failure.exit_code)
+
+
+def asks_for_json(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for ``--output json``: read from the raw arguments, since it must
+    be known when click could not parse them (an unknown option, a bad value)."""
+    asked = None
+    for index, arg in enumerate(argv):
+        if arg == "--":  # what follows is arguments, whatever they look like
+            break
+        if arg.startswith("--output="):
+            asked = arg.partition("=")[2]
+        elif arg == "--output" and index + 1 < len(argv):
+            asked = argv[index + 1]  # given twice, the last one wins, as in click
+    return asked == "json"
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:
@@ -98,16 +163,24 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
-def unexpected_failure(exc: BaseException, internal: str = INTERNAL_ERROR) -> tuple[str, int]:
-    """The one line and exit code for an exception that is not a HokusaiError: 4 for an outage that
-    escaped an adapter raw, else 70 (a bug: retrying will not help)."""
+def unexpected(exc: BaseException, internal_hint: str = INTERNAL_HINT) -> Failure:
+    """The failure of an exception that is not a HokusaiError: 4 for an outage that escaped an adapter
+    raw, else 70 (a bug: retrying will not help)."""
     lines = str(exc).strip().splitlines()
     detail = lines[0].strip() if lines else "no detail"
     if len(detail) > _MAX_DETAIL:
         detail = detail[:_MAX_DETAIL] + "..."
     if is_outage(exc):
-        return SERVICE_OUTAGE.format(kind=type(exc).__name__, detail=detail), EXIT_SERVICE_UNAVAILABLE
-    return internal.format(kind=type(exc).__name__, detail=detail), EXIT_INTERNAL
+        message = SERVICE_OUTAGE.format(kind=type(exc).__name__, detail=detail)
+        return Failure(EXIT_SERVICE_UNAVAILABLE, "service_unavailable", message, SERVICE_OUTAGE_HINT)
+    message = INTERNAL_ERROR.format(kind=type(exc).__name__, detail=detail)
+    return Failure(EXIT_INTERNAL, "internal", message, internal_hint)
+
+
+def unexpected_failure(exc: BaseException, internal_hint: str = INTERNAL_HINT) -> tuple[str, int]:
+    """The one line and exit code of ``unexpected(exc)``."""
+    failure = unexpected(exc, internal_hint)
+    return failure.line(), failure.exit_code
 
 
 def install_sigterm_handler() -> None:
@@ -122,7 +195,8 @@ def install_sigterm_handler() -> None:
 
 def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a HokusaiError into one clear line and its exit code, anything else into exit 70 (a bug)
-    or 4 (a raw connection failure); tracebacks only under --debug."""
+    or 4 (a raw connection failure); tracebacks only under --debug. With ``--output json`` the
+    failure is also the one JSON object on stdout (``Failure.as_json``)."""
 
     @click.option("--debug", is_flag=True, help="Print the (redacted) traceback of a failure.")
     @functools.wraps(command)
@@ -132,18 +206,20 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(message)s")
         install_log_redaction()
         install_sigterm_handler()
+        json_output = kwargs.get("output") == "json"
         try:
             return command(*args, **kwargs)
         except HokusaiError as exc:
             if debug:
                 click.echo(redact(traceback.format_exc()), err=True)
-            _fail(exc.one_line(), exc.exit_code)
+            exit_with_failure(Failure.of(exc), json_output=json_output)
         except KeyboardInterrupt:
-            _fail("Interrupted. Re-run the same command: it resumes where it stopped.", 130)
+            interrupted = Failure(EXIT_INTERRUPTED, "interrupted", INTERRUPTED, INTERRUPTED_HINT)
+            exit_with_failure(interrupted, json_output=json_output)
         except Exception as exc:
             if debug:
                 click.echo(redact(traceback.format_exc()), err=True)
-            _fail(*unexpected_failure(exc))
+            exit_with_failure(unexpected(exc), json_output=json_output)
 
     return wrapper
 
@@ -168,7 +244,10 @@ output_option = click.option(
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="json: one JSON object on stdout; human text goes to stderr.",
+    help=(
+        'json: exactly one JSON object on stdout on every exit: the result (exit 0, 1, 5), or {"error": '
+        '{"exit_code", "kind", "message", "hint"}} (exit 2, 3, 4, 70); human text goes to stderr.'
+    ),
 )
 config_option = click.option(
     "--config",
@@ -183,6 +262,7 @@ database_option = click.option(
 
 
 USAGE_HINT = "Run '{command} --help' for the options and an example."
+DOCTOR_FAILED = "doctor found {count} problem{s}: {name}: {detail}"
 MAX_SECONDS_WITHOUT_FOLLOW = "--max-seconds bounds a relay that follows (--follow); a single pass ends by itself."
 
 
@@ -195,15 +275,17 @@ class OneLineErrors(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
         extra.pop("standalone_mode", None)
+        json_output = asks_for_json(sys.argv[1:] if args is None else list(args))
         try:
             code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else "hokusai-ml-platform"
-            _fail(f"{exc.format_message()} {USAGE_HINT.format(command=command)}", exc.exit_code)
+            usage = Failure(exc.exit_code, "usage", exc.format_message(), USAGE_HINT.format(command=command))
+            exit_with_failure(usage, json_output=json_output)
         except click.ClickException as exc:  # a file option that cannot be opened, for instance
-            _fail(exc.format_message(), exc.exit_code)
+            exit_with_failure(Failure(exc.exit_code, "usage", exc.format_message()), json_output=json_output)
         except click.Abort:
-            _fail("Aborted.", 1)
+            exit_with_failure(Failure(1, "aborted", "Aborted."), json_output=json_output)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -247,7 +329,7 @@ def model() -> None:
 @model.command("register", context_settings=CONTEXT)
 @click.option("--token-id", help="Token symbol, e.g. XRAY (stored upper-case).")
 @click.option("--model-path", help="File or directory of the trained model.")
-@click.option("--metric", help="Metric name or alias: auroc, accuracy, f1, rmse, ... (see the README).")
+@click.option("--metric", help="Metric name or alias: auroc, accuracy, f1, rmse, ... (docs/reference/metrics.md).")
 @click.option("--baseline", help="Value the metric must meet or beat (finite, inside the metric's range).")
 @click.option("--metric-value", help="The measured value, when it is not read from a metrics file.")
 @click.option("--metrics-file", help="JSON/YAML mapping of metric name to value (default: metrics.json in the model).")
@@ -289,6 +371,10 @@ def register_command(output: str, quiet: bool, **flags: Any) -> None:
     2 bad input or settings, 3 token state forbids it, 4 a service unreachable, 5 registered but an
     event is still undelivered, 70 internal error (a bug: re-run with --debug and report it).
 
+    With --output json the result is printed on exit 0, 5 and 1: a model the gate refused is reported
+    with status "rejected", its gate report under "metric" and nothing registered (mlflow_run_id,
+    model_version, model_uri and event_id null). Exits 2, 3, 4 and 70 print the error object.
+
     \b
     Example:
       hokusai-ml-platform model register --token-id XRAY \\
@@ -306,6 +392,8 @@ def register_command(output: str, quiet: bool, **flags: Any) -> None:
 
     result, code = run_register(settings, quiet=quiet, prefetched=prefetched)
     print_result(result, output=output, stdout=sys.stdout, stderr=sys.stderr)
+    if result.refusal is not None:  # the gate's report is the result (status rejected); then its line
+        _fail(result.refusal.one_line(), code)
     sys.exit(code)
 
 
@@ -530,14 +618,14 @@ def events() -> None:
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1, max=3600),
+    type=FiniteFloatRange(min=0.1, max=3600),
     default=5.0,
     show_default=True,
     help="With --follow: the longest wait between passes (the safety poll under LISTEN; the polling cap).",
 )
 @click.option(
     "--max-seconds",
-    type=click.FloatRange(min=0, min_open=True, max=86400 * 366),
+    type=FiniteFloatRange(min=0, min_open=True, max=86400 * 366),
     help="With --follow: stop after this many seconds; exit 0, or 5 if deliveries are left.",
 )
 @config_option
@@ -656,7 +744,13 @@ def events_retry(event_id: str | None, all_failed: bool, output: str, **flags: A
 @output_option
 @handles_errors
 def doctor(output: str, **flags: Any) -> None:
-    """Check the settings and reach each service read-only.
+    """Check the settings and reach each service read-only: the database and its schema, MLflow, each
+    event sink (a webhook gets a HEAD request, never an event) and the Google identities in use.
+
+    Each check waits a few seconds at most, all side by side. A check fails wherever `model register`
+    would fail, saying what to do, and doctor then exits with the code register would (2 settings,
+    4 a service unreachable; the worst of them). With --output json: {"ok": ..., "checks": [{"check",
+    "ok", "detail", "hint"}, ...]}, plus the error object of the worst failure.
 
     \b
     Example:
@@ -664,14 +758,24 @@ def doctor(output: str, **flags: Any) -> None:
     """
     from hokusai_action.commands import run_doctor
 
-    checks, code = run_doctor(_settings(**flags))
-    data = [{"check": name, "ok": ok, "detail": detail} for name, ok, detail in checks]
-    _emit(
-        data,
-        output,
-        "\n".join(f"{'ok  ' if ok else 'FAIL'} {name:9} {detail}" for name, ok, detail in checks),
-    )
-    sys.exit(code)
+    report = run_doctor(_settings(**flags))
+    lines = []
+    for check in report.checks:
+        lines.append(f"{'ok  ' if check.ok else 'FAIL'} {check.name:9} {check.detail}")
+        if not check.ok and check.hint:
+            lines.append(f"{'':15}{check.hint}")
+    if output == "json":
+        click.echo("\n".join(lines), err=True)
+        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        click.echo("\n".join(lines))
+    worst = report.worst
+    if worst is not None:
+        others = [check.name for check in report.failed if check is not worst]
+        count = len(report.failed)
+        line = DOCTOR_FAILED.format(count=count, s="" if count == 1 else "s", name=worst.name, detail=worst.detail)
+        line += (f" {worst.hint}" if worst.hint else "") + (f" Also failed: {', '.join(others)}." if others else "")
+        _fail(line, report.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

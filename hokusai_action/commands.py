@@ -4,21 +4,32 @@ GitHub Action entrypoint call these; they import this module only once a command
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hokusai_action.core import (
+    REJECTED,
     RegistrationResult,
     build_request,
     normalise_token_id,
     register,
     registered_event_id,
+    rejected_result,
 )
-from hokusai_action.errors import EXIT_EVENTS_PENDING, EXIT_OK, HokusaiError
+from hokusai_action.errors import (
+    EXIT_EVENTS_PENDING,
+    EXIT_GATE_FAILED,
+    EXIT_OK,
+    GateFailed,
+    HokusaiError,
+    ServiceUnavailable,
+)
 from hokusai_action.settings import Settings
 from hokusai_action.wiring import (
     build_database,
@@ -40,6 +51,8 @@ EVENTS_PENDING = (
 )
 
 
+REJECTED_LINE = "the gate refused the model; nothing was uploaded, claimed or changed."
+
 EVENTS_DEAD_LETTERED = (
     "Registered, but {sinks} refused event {event_id} for good, so the delivery was dead-lettered ({errors}). "
     "Fix the cause, then run `hokusai-ml-platform events retry {event_id}` and `hokusai-ml-platform events relay`."
@@ -60,7 +73,8 @@ def open_site_database(settings: Settings) -> Iterator[Database]:
 def run_register(
     settings: Settings, *, quiet: bool = False, prefetched: BackgroundHash | None = None
 ) -> tuple[RegistrationResult, int]:
-    """Validate, then register; the exit code is 0, or 5 when an event is still pending.
+    """Validate, then register; the exit code is 0, 1 when the gate refused the model (the result's
+    status is ``rejected`` and ``refusal`` says why), or 5 when an event is still pending.
 
     Long hashing and uploads show progress on stderr unless ``quiet`` (``hokusai_action.progress``).
     ``prefetched`` is the model's walk and hash the face started before importing this module
@@ -68,6 +82,12 @@ def run_register(
     """
     try:
         return _register_with_parts(settings, quiet=quiet, prefetched=prefetched)
+    except GateFailed as refusal:
+        if refusal.gate is None:
+            raise
+        # the token id was checked before the gate ran
+        token_id = normalise_token_id(settings.token_id)
+        return rejected_result(token_id, refusal, dry_run=settings.dry_run), EXIT_GATE_FAILED
     finally:
         if prefetched is not None:
             prefetched.cancel()  # done already when the registration used it; stopped otherwise
@@ -119,7 +139,9 @@ def describe_result(result: RegistrationResult) -> list[str]:
     gate = result.gate
     op = gate.op
     lines = []
-    if result.dry_run:
+    if result.status == REJECTED:
+        lines.append(f"Token {result.token_id} was not registered: {REJECTED_LINE}")
+    elif result.dry_run:
         lines.append(f"Dry run: token {result.token_id} would be registered; nothing was changed.")
     elif result.already_registered:
         lines.append(f"Token {result.token_id} is already registered with these bytes; nothing was uploaded.")
@@ -134,10 +156,15 @@ def describe_result(result: RegistrationResult) -> list[str]:
         champion = gate.champion
         held = f"version {champion.version} = {champion.value:g}" if champion.version else "held by no version"
         lines.append(f"  champion    '{champion.alias}' {held}")
-    source = result.metric_source + (f" ({result.metric_source_detail})" if result.metric_source_detail else "")
+    source = (result.metric_source or "not recorded") + (
+        f" ({result.metric_source_detail})" if result.metric_source_detail else ""
+    )
     lines.append(f"  source      {source}")
-    lines.append(f"  model       {result.model_uri or result.model_name} (run {result.mlflow_run_id})")
-    lines.append(f"  digest      {result.artifact_digest}")
+    model = _model_line(result)
+    if model:
+        lines.append(f"  model       {model}")
+    if result.artifact_digest:
+        lines.append(f"  digest      {result.artifact_digest}")
     if result.event_id:
         state = ", ".join(
             f"{sink}: {_delivery_word(ok, dead=sink in result.events_dead_lettered)}"
@@ -160,6 +187,18 @@ def _delivery_word(delivered: bool, *, dead: bool) -> str:
     return "FAILED (dead letter)" if dead else "PENDING"
 
 
+def _model_line(result: RegistrationResult) -> str | None:
+    """Which model version the result names: none when the gate refused it; a dry run of a model not
+    registered yet names what a real run would create."""
+    if result.status == REJECTED:
+        return None
+    if result.model_uri:
+        return f"{result.model_uri} (run {result.mlflow_run_id})" if result.mlflow_run_id else result.model_uri
+    if result.dry_run:
+        return f"{result.model_name} (nothing registered: a dry run)"
+    return result.model_name
+
+
 def undelivered_lines(result: RegistrationResult) -> list[str]:
     """What is still undelivered after a registration (exit 5), and what to run about it."""
     if result.dry_run:
@@ -176,14 +215,17 @@ def undelivered_lines(result: RegistrationResult) -> list[str]:
 
 
 def print_result(result: RegistrationResult, *, output: str, stdout: TextIO, stderr: TextIO) -> None:
-    human = "\n".join(describe_result(result))
+    """The result on stdout: JSON, or the human lines. A refused model's human report is the one error
+    line the face prints (it names the value, the reference and what was required); its JSON result
+    carries the whole gate report."""
     for warning in result.warnings:
         print(f"warning: {warning}", file=stderr)
     if output == "json":
-        print(human, file=stderr)
+        if result.status != REJECTED:
+            print("\n".join(describe_result(result)), file=stderr)
         print(json.dumps(result.as_dict(), sort_keys=True), file=stdout)
-    else:
-        print(human, file=stdout)
+    elif result.status != REJECTED:
+        print("\n".join(describe_result(result)), file=stdout)
 
 
 # -------------------------------------------------------------------------------- other commands
@@ -616,58 +658,172 @@ def describe_verify(report: Any) -> list[str]:
     return lines
 
 
-def run_doctor(settings: Settings) -> tuple[list[tuple[str, bool, str]], int]:
-    """Check settings and reach each service read-only. Returns (checks, exit code)."""
-    checks: list[tuple[str, bool, str]] = []
-    worst = EXIT_OK
+DOCTOR_SECONDS = 4.0  # each check's own bound on a service's answer; the checks run side by side
+DOCTOR_BACKSTOP_SECONDS = DOCTOR_SECONDS + 6.0  # a check still running then is reported, not awaited
+DOCTOR_NO_ANSWER = "no answer within {seconds:g} s"
+DOCTOR_MLFLOW_HINT = "Check MLFLOW_TRACKING_URI (or --mlflow-tracking-uri) and that the server is up and reachable."
+DOCTOR_STUCK_HINT = "Something on the way hangs (a proxy, DNS, a firewall dropping packets): check the settings named."
 
-    def record(name: str, action) -> None:
-        nonlocal worst
-        try:
-            detail = action()
-            checks.append((name, True, detail))
-        except HokusaiError as exc:
-            checks.append((name, False, exc.one_line()))
-            worst = max(worst, exc.exit_code)
 
-    database = build_database(settings)
+@dataclass(frozen=True)
+class DoctorCheck:
+    """One line of `doctor`: ``exit_code`` is what the failure would make `model register` exit with."""
 
-    def check_database() -> str:
-        revision = database.revision()
-        if revision is None:
-            return f"{database.display_url} reachable, schema not created yet (run `db upgrade`)"
-        return f"{database.display_url} reachable, schema revision {revision}"
+    name: str
+    ok: bool
+    detail: str
+    hint: str | None = None
+    kind: str | None = None
+    exit_code: int = EXIT_OK
 
-    record("database", check_database)
-    database.dispose()
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint}
 
-    registry = build_registry(settings)
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: list[DoctorCheck]
+
+    @property
+    def failed(self) -> list[DoctorCheck]:
+        return [check for check in self.checks if not check.ok]
+
+    @property
+    def exit_code(self) -> int:
+        return max((check.exit_code for check in self.failed), default=EXIT_OK)
+
+    @property
+    def worst(self) -> DoctorCheck | None:
+        """The first failed check with the report's exit code: the one the error line names."""
+        return next((check for check in self.failed if check.exit_code == self.exit_code), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """`doctor --output json`: the checks, and on failure the error object of the worst one."""
+        data: dict[str, Any] = {"ok": not self.failed, "checks": [check.as_dict() for check in self.checks]}
+        worst = self.worst
+        if worst is not None:
+            data["error"] = {
+                "exit_code": worst.exit_code,
+                "kind": worst.kind,
+                "message": f"{worst.name}: {worst.detail}",
+                "hint": worst.hint,
+            }
+        return data
+
+
+def run_doctor(settings: Settings) -> DoctorReport:
+    """Check the settings and reach each service read-only, each within ``DOCTOR_SECONDS`` and all side
+    by side. A check fails wherever `model register` would fail, with that exit code and what to do."""
+    bounded = replace(
+        settings,
+        mlflow_timeout=min(settings.mlflow_timeout, DOCTOR_SECONDS),
+        database_timeout=min(settings.database_timeout, DOCTOR_SECONDS),
+        pubsub_timeout=min(settings.pubsub_timeout, DOCTOR_SECONDS),
+        webhook_timeout=min(settings.webhook_timeout, DOCTOR_SECONDS),
+    )
     artifact_location: list[str] = []  # the experiment's, once MLflow answered
+    checks = _side_by_side(
+        {
+            "database": lambda: _doctor_database(bounded),
+            "mlflow": lambda: _doctor_mlflow(bounded, artifact_location),
+            "events": lambda: _doctor_sinks(bounded),
+        }
+    )
+    checks += _google_identities(settings, artifact_location)
+    return DoctorReport(checks)
 
-    def check_mlflow() -> str:
-        experiment = registry.check_reachable()
-        exists = f"experiment id {experiment}" if experiment else "experiment will be created on first run"
-        if experiment:
-            artifact_location.extend(_artifact_location(registry, experiment))
-        return f"{registry.display_uri} reachable, {settings.mlflow_experiment}: {exists}"
 
-    record("mlflow", check_mlflow)
+def _side_by_side(calls: Mapping[str, Callable[[], str | DoctorCheck]]) -> list[DoctorCheck]:
+    """Run each check in a thread of its own; a check still running after the backstop is a failure.
 
-    def check_sinks() -> str:
-        sinks = build_sinks(settings)  # a webhook URL or secret that cannot work fails here (exit 2)
-        details = []
+    A check returns its detail (ok) or its own DoctorCheck; a HokusaiError is its failure; anything
+    else is re-raised here, for the face to report as any command's bug or outage."""
+    import time
+
+    outcomes: dict[str, tuple[str | DoctorCheck | None, BaseException | None]] = {}
+    lock = threading.Lock()
+
+    def run(name: str, call: Callable[[], str | DoctorCheck]) -> None:
         try:
-            for name, sink in sinks.items():
-                preflight = getattr(sink, "preflight", None)  # the registration's own check, bounded
-                details.append(f"{name} ({preflight()})" if preflight is not None else name)
-        finally:
-            for sink in sinks.values():
-                sink.close()
-        return ", ".join(details)
+            outcome: tuple[str | DoctorCheck | None, BaseException | None] = (call(), None)
+        except Exception as exc:  # collected below: a thread must not die with it unseen
+            outcome = (None, exc)
+        with lock:
+            outcomes[name] = outcome
 
-    record("events", check_sinks)
-    _record_google_identities(record, settings, artifact_location)
-    return checks, worst
+    threads = [threading.Thread(target=run, args=item, name=f"doctor-{item[0]}", daemon=True) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + DOCTOR_BACKSTOP_SECONDS
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    checks = []
+    with lock:
+        done = dict(outcomes)
+    for name in calls:
+        if name not in done:
+            no_answer = DOCTOR_NO_ANSWER.format(seconds=DOCTOR_BACKSTOP_SECONDS)
+            checks.append(_failed(name, ServiceUnavailable(no_answer, hint=DOCTOR_STUCK_HINT)))
+            continue
+        detail, error = done[name]
+        if isinstance(detail, DoctorCheck):
+            checks.append(replace(detail, name=name))
+        elif error is None:
+            checks.append(DoctorCheck(name, True, detail or ""))
+        elif isinstance(error, HokusaiError):
+            checks.append(_failed(name, error))
+        else:
+            raise error
+    return checks
+
+
+def _failed(name: str, error: HokusaiError) -> DoctorCheck:
+    return DoctorCheck(name, False, error.message, hint=error.hint, kind=error.kind, exit_code=error.exit_code)
+
+
+def _doctor_database(settings: Settings) -> str:
+    database = build_database(settings)
+    try:
+        revision = database.revision()
+        database.require_schema()  # missing or behind: register exits 2 saying to run db upgrade
+        return f"{database.display_url} reachable, schema revision {revision}"
+    finally:
+        database.dispose()
+
+
+def _doctor_mlflow(settings: Settings, artifact_location: list[str]) -> str:
+    registry = build_registry(settings)
+    registry.unreachable_hint = DOCTOR_MLFLOW_HINT  # doctor waits its own few seconds and uploads nothing
+    experiment = registry.check_reachable()
+    exists = f"experiment id {experiment}" if experiment else "experiment will be created on first run"
+    if experiment:
+        artifact_location.extend(_artifact_location(registry, experiment))
+    return f"{registry.display_uri} reachable, {settings.mlflow_experiment}: {exists}"
+
+
+def _doctor_sinks(settings: Settings) -> str | DoctorCheck:
+    """Each sink's own check, side by side: Pub/Sub's preflight (the registration's), a webhook's probe
+    (a HEAD request: nothing is delivered); the database sink is the events table itself."""
+    sinks = build_sinks(settings)  # a webhook URL or secret that cannot work fails here (exit 2)
+    try:
+        probes: dict[str, Callable[[], str | DoctorCheck]] = {}
+        for name, sink in sinks.items():
+            if getattr(sink, "preflight", None) is not None:
+                probes[name] = sink.preflight  # type: ignore[attr-defined]
+            elif getattr(sink, "probe", None) is not None:
+                probes[name] = functools.partial(sink.probe, settings.webhook_timeout)  # type: ignore[attr-defined]
+        checked = {check.name: check for check in _side_by_side(probes)}
+    finally:
+        for sink in sinks.values():
+            sink.close()
+    failed = [check for check in checked.values() if not check.ok]
+    if failed:  # every failed sink's detail; the worst one's exit code, kind and hint
+        report = DoctorReport(failed)
+        worst = report.worst
+        assert worst is not None
+        detail = " ".join(check.detail for check in [worst, *(check for check in failed if check is not worst)])
+        return replace(worst, detail=detail)
+    return ", ".join(f"{name} ({checked[name].detail})" if name in checked else name for name in sinks)
 
 
 def _artifact_location(registry: Any, experiment_id: str) -> list[str]:
@@ -681,7 +837,7 @@ def _artifact_location(registry: Any, experiment_id: str) -> list[str]:
     return [location] if location else []
 
 
-def _record_google_identities(record: Any, settings: Settings, artifact_location: list[str]) -> None:
+def _google_identities(settings: Settings, artifact_location: list[str]) -> list[DoctorCheck]:
     """Which identity each Google client this configuration uses would authenticate as (no network call).
 
     GCS: when artifacts go to ``gs://`` from this machine (a server with ``--no-serve-artifacts`` and a
@@ -691,8 +847,17 @@ def _record_google_identities(record: Any, settings: Settings, artifact_location
     from hokusai_action import google_identity
 
     environ = os.environ
+    services = []
     writes_gcs = any(location.startswith("gs://") for location in artifact_location)
     if writes_gcs or environ.get(google_identity.EMULATOR_VARIABLES["gcs"]):
-        record("gcs auth", lambda: google_identity.identity_for("gcs", environ).describe())
+        services.append("gcs")
     if "pubsub" in settings.event_sinks:
-        record("pubsub auth", lambda: google_identity.identity_for("pubsub", environ).describe())
+        services.append("pubsub")
+    checks = []
+    for service in services:
+        try:
+            identity = google_identity.identity_for(service, environ).describe()
+            checks.append(DoctorCheck(f"{service} auth", True, identity))
+        except HokusaiError as exc:
+            checks.append(_failed(f"{service} auth", exc))
+    return checks

@@ -38,7 +38,7 @@ from hokusai_action.db.store import (
     utcnow,
 )
 from hokusai_action.digest import BackgroundHash, ModelFiles, Progress, hash_model, scan_model
-from hokusai_action.errors import HokusaiError, InputError, TokenStateError
+from hokusai_action.errors import GateFailed, HokusaiError, InputError, TokenStateError
 from hokusai_action.events import EventSink
 from hokusai_action.events.model import CloudEventRecord, event_id_for
 from hokusai_action.failpoints import failpoint
@@ -47,6 +47,7 @@ from hokusai_action.metrics import (
     GateResult,
     MeasuredValue,
     Metric,
+    NoMeasuredValue,
     check_in_range,
     enforce_gate,
     evaluate_gate,
@@ -80,6 +81,7 @@ log = logging.getLogger(__name__)
 
 # a token past registration with the same bytes is a finished registration: re-runs succeed
 DONE_STATUSES = ("registered", "deployed")
+REJECTED = "rejected"  # the result's status when the gate refused the model: nothing was registered
 # used with fullmatch: "$" would also accept a trailing newline ("XRAY\n" was stored once)
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -143,11 +145,22 @@ class ProgressReporter(Protocol):
 
 
 @dataclass(frozen=True)
+class Unmeasured:
+    """A registration given no measured value at all: the metric and baseline it named. A re-run of a
+    token registered with these bytes reports what is registered; any other registration stops with
+    ``error`` (exit 2) before anything changes."""
+
+    metric: Metric
+    baseline: float
+    error: NoMeasuredValue
+
+
+@dataclass(frozen=True)
 class RegistrationRequest:
     token_id: str
     model: ModelFiles
-    measured: MeasuredValue
-    gate: GateResult
+    measured: MeasuredValue | None  # None only with ``unmeasured``
+    gate: GateResult | None  # None only with ``unmeasured``
     sinks: tuple[str, ...]
     event_source: str
     git: GitInfo
@@ -157,6 +170,7 @@ class RegistrationRequest:
     compare_to: str | None = None
     set_alias: str | None = None
     ci_run_url: str | None = None
+    unmeasured: Unmeasured | None = None
 
     @property
     def model_name(self) -> str:
@@ -168,7 +182,7 @@ class RegistrationResult:
     token_id: str
     status: str
     gate: GateResult
-    artifact_digest: str
+    artifact_digest: str | None  # None when the gate refused the model before it was hashed
     model_name: str
     mlflow_run_id: str | None = None
     model_version: str | None = None
@@ -178,7 +192,7 @@ class RegistrationResult:
     events_dead_lettered: dict[str, str] = field(default_factory=dict)  # sink -> last error (events retry)
     dry_run: bool = False
     already_registered: bool = False
-    metric_source: str = "flag"
+    metric_source: str | None = "flag"  # None: not recorded (a registration made elsewhere)
     metric_source_detail: str | None = None
     alias: str | None = None
     signature: dict[str, str] | None = None  # the event's data.signature; None when unsigned
@@ -186,6 +200,7 @@ class RegistrationResult:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     upload: TaskStats | None = None  # what this run uploaded (None: nothing, e.g. a re-run)
+    refusal: GateFailed | None = None  # why the gate refused the model (status "rejected")
 
     @property
     def events_pending(self) -> list[str]:
@@ -247,14 +262,22 @@ def build_request(
     margin = parse_margin(settings.min_improvement)
     # links checked, nothing read: hashed when the path needs it
     model = walk() if walk is not None else scan_model(settings.model_path)
-    measured = _measure(settings, metric, model, registry)
-    gate = evaluate_gate(metric, measured.value, baseline, margin=margin)
-    enforce_gate(gate)
+    measured: MeasuredValue | None = None
+    gate: GateResult | None = None
+    unmeasured: Unmeasured | None = None
+    try:
+        measured = _measure(settings, metric, model, registry)
+    except NoMeasuredValue as missing:  # only a re-run of a registered token may go on: register() decides
+        unmeasured = Unmeasured(metric=metric, baseline=baseline, error=missing)
+    else:
+        gate = evaluate_gate(metric, measured.value, baseline, margin=margin)
+        enforce_gate(gate, measured=measured)
     return RegistrationRequest(
         token_id=token_id,
         model=model,
         measured=measured,
         gate=gate,
+        unmeasured=unmeasured,
         sinks=settings.event_sinks,
         event_source=settings.event_source,
         git=settings.git,
@@ -414,50 +437,80 @@ def next_registration(uow: UnitOfWork, token_id: str, digest: str) -> tuple[int,
 
 
 def _registered_gate(request: RegistrationRequest, token: Token) -> tuple[GateResult, list[str]]:
-    """A re-run reports what is registered, and warns where the values given now differ."""
+    """A re-run reports what is registered, and warns where the values given now differ (a re-run that
+    gave no value has none to differ)."""
     gate = request.gate
     if token.metric_value is None:  # registered elsewhere without a value: nothing better to report
+        if gate is None:
+            assert request.unmeasured is not None
+            raise request.unmeasured.error
         return gate, []
-    metric = gate.metric
+    given_metric = gate.metric if gate is not None else _unmeasured(request).metric
+    given_baseline = gate.baseline if gate is not None else _unmeasured(request).baseline
+    metric = given_metric
     warnings = []
     if token.metric_name and token.metric_name != metric.name:
         try:
             metric = resolve_metric(token.metric_name)
         except InputError:
-            metric = replace(gate.metric, name=token.metric_name)
+            metric = replace(given_metric, name=token.metric_name)
         warnings.append(
             REGISTERED_VALUE_DIFFERS.format(
                 what="metric",
-                given=f"{gate.metric.name} = {gate.value:g}",
+                given=f"{given_metric.name} = {gate.value:g}" if gate is not None else given_metric.name,
                 registered=f"{token.metric_name} = {token.metric_value:g}",
                 token=request.token_id,
             )
         )
-    elif not _same_number(gate.value, token.metric_value):
+    elif gate is not None and not _same_number(gate.value, token.metric_value):
         warnings.append(
             REGISTERED_VALUE_DIFFERS.format(
                 what=f"{metric.name} value", given=f"{gate.value:g}", registered=f"{token.metric_value:g}",
                 token=request.token_id,
             )
         )  # fmt: skip
-    baseline = gate.baseline if token.baseline_value is None else token.baseline_value
-    if not _same_number(gate.baseline, baseline):
+    baseline = given_baseline if token.baseline_value is None else token.baseline_value
+    if not _same_number(given_baseline, baseline):
         warnings.append(
             REGISTERED_VALUE_DIFFERS.format(
-                what="baseline", given=f"{gate.baseline:g}", registered=f"{baseline:g}", token=request.token_id
+                what="baseline", given=f"{given_baseline:g}", registered=f"{baseline:g}", token=request.token_id
             )
         )
     return evaluate_gate(metric, token.metric_value, baseline), warnings
+
+
+def _unmeasured(request: RegistrationRequest) -> Unmeasured:
+    assert request.unmeasured is not None, "a request has a gate or says what it was not given"
+    return request.unmeasured
+
+
+def _registered_source(database: Database, token: Token) -> tuple[str | None, str | None]:
+    """Where the registered value came from, as the registration's event recorded it (None: not
+    recorded, e.g. the site deleted the event or another tool registered the token)."""
+    event_id = registered_event_id(token)
+    if event_id is None:
+        return None, None
+    with database.unit_of_work() as uow:
+        event = outbox.get_event(uow, event_id)
+    data = event.data if event is not None and isinstance(event.data, Mapping) else {}
+    return data.get("metric_source"), data.get("metric_source_detail")
 
 
 def _same_number(a: float, b: float) -> bool:
     return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
 
 
-def _result_from_token(request: RegistrationRequest, token: Token, **extra: Any) -> RegistrationResult:
-    gate, warnings = request.gate, []
+def _result_from_token(
+    request: RegistrationRequest, token: Token, database: Database, **extra: Any
+) -> RegistrationResult:
+    """The result as ``token``'s row tells it; a registered token reports its registered value and source."""
     if token.model_status in DONE_STATUSES:
         gate, warnings = _registered_gate(request, token)
+        source, detail = _registered_source(database, token)
+    else:
+        assert request.gate is not None and request.measured is not None, "measured before any dry run"
+        gate, warnings = request.gate, []
+        source, detail = request.measured.source, request.measured.detail
     return RegistrationResult(
         token_id=request.token_id,
         status=token.model_status,
@@ -468,10 +521,28 @@ def _result_from_token(request: RegistrationRequest, token: Token, **extra: Any)
         mlflow_run_id=token.mlflow_run_id,
         model_version=token.model_version,
         model_uri=token.model_uri,
-        metric_source=request.measured.source,
-        metric_source_detail=request.measured.detail,
+        metric_source=source,
+        metric_source_detail=detail,
         signature=token.signature,
         **extra,
+    )
+
+
+def rejected_result(token_id: str, refusal: GateFailed, *, dry_run: bool = False) -> RegistrationResult:
+    """The report of a registration the gate refused: the gate and where the value came from; nothing
+    was uploaded, claimed or written, so nothing registered is named."""
+    assert refusal.gate is not None, "enforce_gate attaches its report"
+    measured = refusal.measured
+    return RegistrationResult(
+        token_id=token_id,
+        status=REJECTED,
+        gate=refusal.gate,
+        artifact_digest=None,
+        model_name=model_name_for(token_id),
+        dry_run=dry_run,
+        metric_source=measured.source if measured else None,
+        metric_source_detail=measured.detail if measured else None,
+        refusal=refusal,
     )
 
 
@@ -512,7 +583,7 @@ def _finish_registered(
     event_id = registered_event_id(token)
     assert event_id is not None  # registered with these bytes: a digest is set
     delivered = deliver_event(database, sinks, event_id, lease_seconds=request.relay_lease)
-    return _result_from_token(request, token, event_id=event_id, events_delivered=delivered)
+    return _result_from_token(request, token, database, event_id=event_id, events_delivered=delivered)
 
 
 def register(
@@ -559,11 +630,19 @@ def register(
             with database.unit_of_work() as uow:
                 delivered = outbox.delivery_status(uow, event_id) if event_id else {}
             return _result_from_token(
-                request, token, event_id=event_id, events_delivered=delivered, dry_run=True, already_registered=True
+                request,
+                token,
+                database,
+                event_id=event_id,
+                events_delivered=delivered,
+                dry_run=True,
+                already_registered=True,
             )
         result = _finish_registered(request, token, database, sinks)
         result.already_registered = True
         return _move_alias(request, registry, result)
+    if request.unmeasured is not None:  # not a re-run: a registration needs its measured value
+        raise request.unmeasured.error
 
     registry.check_reachable()  # bounded wait; nothing is claimed while MLflow is down
     request = _gate_against_champion(request, registry)
@@ -798,7 +877,7 @@ def _gate_against_champion(request: RegistrationRequest, registry: Registry) -> 
     gate = request.gate
     champion = registry.champion(request.model_name, request.compare_to, gate.metric)
     gate = evaluate_gate(gate.metric, gate.value, gate.baseline, margin=gate.margin, champion=champion)
-    enforce_gate(gate)
+    enforce_gate(gate, measured=request.measured)
     return replace(request, gate=gate)
 
 
@@ -901,7 +980,7 @@ def _dry_run(request: RegistrationRequest, token: Token, registry: Registry, dat
     with database.unit_of_work() as uow:  # read-only: the id a real run would commit now
         _, event_id = next_registration(uow, request.token_id, request.model.digest)
     event = build_event(request, preview, utcnow().isoformat().replace("+00:00", "Z"), event_id=event_id)
-    result = _result_from_token(request, token, event_id=event.id, dry_run=True, event=event)
+    result = _result_from_token(request, token, database, event_id=event.id, dry_run=True, event=event)
     result.events_delivered = {sink: False for sink in request.sinks}
     if existing is not None:
         result.notes.append(f"MLflow already holds these bytes as version {existing.version}: it would be reused.")

@@ -1,7 +1,7 @@
 """Every environment variable the tool reads, declared once, typed, with a one-line doc.
 
 Nothing else in the package reads ``os.environ`` for settings: ``settings.load_settings`` asks this
-table. ``hokusai-ml-platform doctor`` and the README list come from here too.
+table. ``hokusai-ml-platform doctor`` and the settings reference (docs/reference/settings.md) come from here too.
 """
 
 from __future__ import annotations

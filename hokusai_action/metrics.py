@@ -81,6 +81,11 @@ GATE_FAILED = "{metric} = {value:g} does not meet {against} ({direction}: it mus
 GATE_FAILED_HINT = "The model was not uploaded and the token is unchanged."
 
 
+class NoMeasuredValue(InputError):
+    """No source of the measured value was given at all (exit 2 for a registration). A re-run of a
+    registered token needs none: it reports the registered value."""
+
+
 def supported_names() -> str:
     return ", ".join(f"{m.name} ({', '.join(m.aliases)})" if m.aliases else m.name for m in CATALOGUE)
 
@@ -178,7 +183,7 @@ def read_metric_value(
         return MeasuredValue(check_in_range(metric, value, what="Metric value"), "flag")
     path = metrics_file or default_metrics_file(model_path)
     if path is None:
-        raise InputError(NO_METRIC_SOURCE.format(metric=metric.name))
+        raise NoMeasuredValue(NO_METRIC_SOURCE.format(metric=metric.name))
     data = _load_metrics_file(path)
     matches: dict[str, float] = {}
     for key, raw in data.items():
@@ -325,7 +330,8 @@ def evaluate_gate(
     return GateResult(metric, value, baseline, margin, champion)
 
 
-def enforce_gate(gate: GateResult) -> None:
+def enforce_gate(gate: GateResult, *, measured: MeasuredValue | None = None) -> None:
+    """Raise GateFailed, carrying the report and where the value came from, unless ``gate`` passed."""
     if gate.passed:
         return
     against = f"the baseline {gate.baseline:g}"
@@ -343,4 +349,6 @@ def enforce_gate(gate: GateResult) -> None:
             required=gate.required,
         ),
         hint=GATE_FAILED_HINT,
+        gate=gate,
+        measured=measured,
     )

@@ -75,8 +75,9 @@ NO_ROWS = (
 MISSING_COLUMNS = (
     "Predictions file {path} has no column {missing}: its {where} has {found}. "
     "The labels are read from {label} and the scores from {score}; "
-    "rename the columns in the file or name the right ones with the label/score column settings."
+    "rename the columns in the file or name the right ones with {options}."
 )
+COLUMN_OPTIONS = {"label": "--label-column", "score": "--score-column"}  # action inputs without the dashes
 SAME_COLUMN = (
     "The label column and the score column are both '{column}'; a metric compares two different columns. "
     "Name the column that holds the model's scores or predictions."
@@ -227,6 +228,7 @@ class _Columns:
             score_text = f"'{self.score}'"
         missing = [name for name in (self.label, self.score) if name not in names]
         if missing:
+            roles = [role for role, name in (("label", self.label), ("score", self.score)) if name not in names]
             raise InputError(
                 MISSING_COLUMNS.format(
                     path=self.path,
@@ -235,6 +237,7 @@ class _Columns:
                     found=_quote_all(names),
                     label=f"'{self.label}'",
                     score=score_text,
+                    options=" and ".join(COLUMN_OPTIONS[role] for role in roles),
                 )
             )
         if self.label == self.score:

@@ -7,7 +7,10 @@ SQLAlchemy, Alembic or the Google client print on their own) passes through ``re
 Two nets, so that one miss is not a leak:
 - every registered secret is masked in its raw form and in every percent-encoded form (each
   character either raw or ``%XX``, upper or lower case, or ``%25XX`` when encoded twice): a password
-  with ``@:/%`` in it reaches a URL encoded, and SQLAlchemy re-encodes only ``:@/``;
+  with ``@:/%`` in it reaches a URL encoded, and SQLAlchemy re-encodes only ``:@/``; and so are its
+  stripped form and the forms it takes once quoted, by ``repr`` (a library quotes a value it refuses:
+  requests' "... in header value: 'Bearer tok\\n'") or by JSON; and basic-auth credentials are
+  registered as the base64 of ``user:password`` their ``Authorization`` header carries;
 - the user-info of every URL is rewritten without registration: ``https://TOKEN@host`` and
   ``https://user:password@host`` become ``https://***@host`` (a user name in a tracking URI is half a
   credential, and a token is often passed as the user). Database URLs keep their role name
@@ -20,6 +23,7 @@ import base64
 import binascii
 import contextlib
 import io
+import json
 import logging
 import re
 import sys
@@ -50,14 +54,29 @@ _ROLE_SCHEMES = re.compile(
 )
 
 
+def _quoted_forms(value: str) -> set[str]:
+    """``value`` as it reads inside a quoted string: a ``repr`` (which escapes a backslash and every
+    character that is not printable, and a quote only when the string holds both kinds) or JSON."""
+    escaped = "".join(char if char in "'\"" else repr(char)[1:-1] for char in value)
+    return {
+        escaped,
+        escaped.replace("'", "\\'"),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+
+
 def _forms(value: str) -> set[str]:
-    """The values a secret is also known by: its percent-decoded form, and a webhook key's body."""
-    forms = {value, unquote(value)}
-    if value.startswith(WEBHOOK_SECRET_PREFIX):
-        body = value[len(WEBHOOK_SECRET_PREFIX) :]
+    """The values a secret is also known by: its percent-decoded and stripped forms, and a webhook
+    key's body; each also as it reads quoted (``_quoted_forms``)."""
+    forms = {value, unquote(value), value.strip()}
+    stripped = value.strip()
+    if stripped.startswith(WEBHOOK_SECRET_PREFIX):
+        body = stripped[len(WEBHOOK_SECRET_PREFIX) :]
         forms |= {body, body.rstrip("=")}
         with contextlib.suppress(binascii.Error, ValueError):  # the same key in base64url, as some print it
             forms.add(base64.urlsafe_b64encode(base64.b64decode(body + "=" * (-len(body) % 4))).decode().rstrip("="))
+    forms |= {quoted for form in forms for quoted in _quoted_forms(form)}
     return {form for form in forms if len(form) >= _MIN_SECRET_LENGTH}
 
 
@@ -65,6 +84,23 @@ def register_secret(value: str | None) -> None:
     """Remember a secret value so that ``redact`` masks it wherever it appears, encoded or not."""
     if value and len(value) >= _MIN_SECRET_LENGTH:
         _secrets.update(_forms(value))
+
+
+def register_basic_credentials(user: str | None, password: str | None) -> None:
+    """Remember the base64 of ``user:password`` that HTTP basic auth sends (RFC 7617), padded and not.
+
+    ``requests`` encodes text credentials as Latin-1; a client may use UTF-8: both are registered.
+    The user name alone is not (see ``register_url_password``).
+    """
+    if not user and not password:
+        return
+    pair = f"{user or ''}:{password or ''}"
+    for encoding in ("latin-1", "utf-8"):
+        try:
+            encoded = base64.b64encode(pair.encode(encoding)).decode("ascii")
+        except UnicodeEncodeError:
+            continue
+        _secrets.update(form for form in (encoded, encoded.rstrip("=")) if len(form) >= _MIN_SECRET_LENGTH)
 
 
 def url_password(url: str | None) -> str | None:
@@ -84,11 +120,17 @@ def register_url_password(url: str | None) -> None:
     The password counts (raw and decoded). A user without a password counts too, outside database
     URLs: ``https://TOKEN@host`` passes a token as the user. A user beside a password is not
     registered (it may be an ordinary word like "admin"); inside a URL it is masked all the same.
+    Outside database URLs the basic-auth header the pair becomes is registered as well.
     """
     password = url_password(url)
     register_secret(password)
-    if url and password is None and not _ROLE_SCHEMES.match(url.strip()):
-        register_secret(url_user(url))
+    if url and not _ROLE_SCHEMES.match(url.strip()):
+        if password is None:
+            register_secret(url_user(url))
+        # requests sends a URL's user-info, percent-decoded, as basic auth (a user alone as "user:")
+        user = url_user(url)
+        if user or password:
+            register_basic_credentials(unquote(user or ""), unquote(password or ""))
 
 
 def registered_secrets() -> frozenset[str]:

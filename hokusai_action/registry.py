@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hokusai_action.digest import MODEL_CHANGED_HINT, ModelFiles, Progress
-from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable
+from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable, connection_reason
 from hokusai_action.failpoints import failpoint
 from hokusai_action.metrics import Champion, Metric, resolve_metric
 from hokusai_action.mlflow_store import other_revision_error
@@ -123,6 +123,7 @@ class MlflowRegistry:
         self.transfer_limits = transfer_limits or TransferLimits()
         self._client: Any = None
         self._experiment_id: str | None = None
+        self.unreachable_hint = UNREACHABLE_HINT  # what to do when MLflow does not answer (doctor has its own)
         # before any call: _client_retries_off() restores the variables it finds, so bounds set while
         # it is active (the first client use is inside one) would be undone when it exits
         _configure_http_retries(timeout, self.transfer_limits)
@@ -135,6 +136,12 @@ class MlflowRegistry:
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it prints the URI's user-info
             import mlflow
 
+            from hokusai_action.mlflow_compat import migrates_stores_on_open
+
+            if migrates_stores_on_open():  # so it never refuses one: ask before it opens the store
+                other = other_revision_error(self.tracking_uri)
+                if other is not None:
+                    raise other
             # some registry paths (resolving a models:/<model_id> source) use the global URI, not the client's
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)
@@ -192,11 +199,10 @@ class MlflowRegistry:
                     except OSError as exc:  # requests' ConnectionError is an OSError
                         last = exc
                     if time.monotonic() + delay > deadline:
+                        reason = connection_reason(last) or _first_line(str(last))
                         raise ServiceUnavailable(
-                            UNREACHABLE.format(
-                                uri=self.display_uri, timeout=self.timeout, reason=redact(_first_line(str(last)))
-                            ),
-                            hint=UNREACHABLE_HINT,
+                            UNREACHABLE.format(uri=self.display_uri, timeout=self.timeout, reason=redact(reason)),
+                            hint=self.unreachable_hint,
                         ) from last
                     time.sleep(delay)
                     delay = min(delay * 2, 4.0)
@@ -459,11 +465,10 @@ class MlflowRegistry:
 
     def _upload(self, model_id: str, logged_model: Any, model: ModelFiles, progress: Progress | None) -> ModelFiles:
         """Send every file to the logged model's artifact store (``upload.py``); ``model`` hashed by it."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
+        from hokusai_action.mlflow_compat import artifact_repository
         from hokusai_action.upload import upload_model
 
-        repository = get_artifact_repository(logged_model.artifact_location, tracking_uri=self.tracking_uri)
+        repository = artifact_repository(logged_model.artifact_location, self.tracking_uri)
         return upload_model(repository, model, progress=progress)
 
     def _ensure_uploaded_unchanged(self, model_id: str, run_id: str, model: ModelFiles) -> None:
@@ -612,17 +617,45 @@ class MlflowRegistry:
         from mlflow.artifacts import download_artifacts
         from mlflow.exceptions import MlflowException
 
+        # MLflow's tqdm bar redraws itself with carriage returns: a CI log wants lines (verify prints its own)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
             return Path(
                 download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination), tracking_uri=self.tracking_uri)
             )
         except MlflowException as exc:
-            if missing_ok and (exc.get_http_status_code() == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST"):
+            missing = exc.get_http_status_code() == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+            if missing_ok and (missing or self._lists_nothing(artifact_uri)):
                 destination.mkdir(parents=True, exist_ok=True)
                 return destination
             raise self._service_error(exc, f"downloading {artifact_uri}") from exc
         except OSError as exc:
             raise self._service_error(exc, f"downloading {artifact_uri}") from exc
+
+    def download_version(self, model_name: str, version: str, destination: Path) -> Path:
+        """Download exactly the files registered as ``version`` of ``model_name`` under ``destination``.
+
+        Not through ``models:/NAME/VERSION``: for a folder holding an ``MLmodel``, that download adds a
+        ``registered_model_meta`` file, so the tree is no longer the one registered. The version's own
+        download location (its logged model's artifacts) gives the files back byte for byte. Artifacts
+        the store no longer has give an empty ``destination`` (``model verify`` reports it).
+        """
+        uri = self._with_connection_retries(
+            lambda: self.client.get_model_version_download_uri(model_name, version),
+            "reading the version's download location",
+        )
+        return self.download(uri, destination, missing_ok=True)
+
+    def _lists_nothing(self, artifact_uri: str) -> bool:
+        """Whether the store lists nothing at ``artifact_uri``. An MLflow client before 3.9 takes an
+        empty folder for a missing file, and fails its download with a bare INTERNAL_ERROR."""
+        from mlflow.artifacts import list_artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return not list_artifacts(artifact_uri=artifact_uri, tracking_uri=self.tracking_uri)
+        except (MlflowException, OSError):
+            return False
 
     def refresh_version_tags(self, version: RegisteredVersion, tags: Mapping[str, str]) -> None:
         """Give a reused version (the same bytes registered again, e.g. after a token reset) the tags of

@@ -11,14 +11,23 @@ import json
 import os
 import re
 import subprocess
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from hokusai_action import environment as env
 from hokusai_action.errors import InputError
-from hokusai_action.redact import redact, register_secret, register_url_password
+from hokusai_action.redact import (
+    redact,
+    register_basic_credentials,
+    register_secret,
+    register_url_password,
+    url_password,
+    url_user,
+)
 from hokusai_action.safe_yaml import YamlInvalid, YamlRefused, compose_bounded, construct, read_bounded_text
 
 DEFAULT_CONFIG_NAME = "hokusai.yaml"
@@ -29,7 +38,7 @@ DEFAULT_EVENT_SOURCE = "hokusai-ml-platform"
 
 CONFIG_MISSING = "Config file {path} does not exist. Fix --config, or leave it out to use ./hokusai.yaml when present."
 CONFIG_UNREADABLE = "Cannot read config file {path}: {reason}."
-CONFIG_NOT_MAPPING = "{path} must be a YAML mapping of settings (see the README's hokusai.yaml section)."
+CONFIG_NOT_MAPPING = "{path} must be a YAML mapping of settings (docs/reference/settings.md)."
 CONFIG_UNKNOWN_KEY = "{path}:{line}: unknown key '{key}'. Allowed here: {allowed}."
 CONFIG_BAD_VALUE = "{path}:{line}: '{key}' {problem}."
 CONFIG_INLINE_SECRET = (
@@ -55,11 +64,21 @@ ALIAS_RESERVED = (
     "{what} '{alias}' is reserved by MLflow ('latest' and v<number>, in any case, name versions): "
     "choose another name, e.g. champion."
 )
+ALIAS_VERSION_NAME = (
+    "{what} '{alias}' is reserved by MLflow (v<number>, in any case, names a version), so no version can "
+    "hold it as an alias: set an alias such as champion on the version to compare with and name it here, "
+    "or use 'latest' for the newest version."
+)
 BAD_TRACKING_URI = (
     "MLflow tracking URI '{uri}' does not parse ({reason}). Fix --mlflow-tracking-uri / MLFLOW_TRACKING_URI, "
     "e.g. http://mlflow.example.com:5000."
 )
 PATH_HAS_NUL = "'{key}' contains a NUL character, which no file path can hold. Fix the path."
+SECRET_CONTROL_CHARACTER = (
+    "{subject} {where} a control character (a line break, a tab or the like), which no credential can "
+    "hold; nothing was sent with it. Set {name} again without it: a value read from a file or printed by "
+    "`echo` often ends with a newline."
+)
 SIGN_METHODS = ("none", "key", "certificate", "sigstore")
 UNKNOWN_SIGN_METHOD = "Unknown signing method '{method}' in {where}. Choose one of: none, key, certificate, sigstore."
 
@@ -76,6 +95,16 @@ _ALIAS_SETTINGS = (("set_alias", "--set-alias", True), ("compare_to", "--compare
 _PATH_SETTINGS = ("model_path", "metrics_file", "predictions")  # --config is checked before it is read
 
 _SECRET_KEY_NAMES = frozenset({"secret", "password", "token", "api_key", "key"})
+# where a flag's secret came from, for an error that must name it without showing it
+_SECRET_FLAGS = {
+    "database_url": "--database-url (action input database-url)",
+    "mlflow_tracking_uri": "--mlflow-tracking-uri (action input mlflow-tracking-uri)",
+    "webhook_secret": "the action input webhook-secret",
+    "mlflow_tracking_token": "the action input mlflow-tracking-token",
+    "signing_key_pem": "the action input signing-key",
+}
+# what may sit in a secret's value though Unicode calls it a control character: a PEM's line breaks
+_PEM_LINE_BREAKS = "\r\n"
 
 
 @dataclass(frozen=True)
@@ -183,11 +212,14 @@ class ConfigFile:
 
 def alias_problem(alias: Any, *, setting: bool) -> str | None:
     """The message template for an alias MLflow would refuse, or None. ``setting``: the alias is to be
-    set (reserved names refused); otherwise only read (``latest`` means the newest version there)."""
+    set (reserved names refused); otherwise only read: ``latest`` means the newest version there, but
+    no version can hold a v<number> alias, so reading one would find nothing and say nothing."""
     if not isinstance(alias, str) or not _ALIAS_NAME.fullmatch(alias):
         return ALIAS_INVALID
     if setting and (alias.lower() == _RESERVED_ALIAS or _VERSION_ALIAS.fullmatch(alias)):
         return ALIAS_RESERVED
+    if _VERSION_ALIAS.fullmatch(alias):
+        return ALIAS_VERSION_NAME
     return None
 
 
@@ -475,6 +507,14 @@ def _first(*candidates: Any) -> Any:
     return None
 
 
+def _first_named(*candidates: tuple[str, Any]) -> tuple[str, Any]:
+    """``_first`` that also says where the value came from: ``(name, value)``, or ``("", None)``."""
+    for name, value in candidates:
+        if value is not None and value != "":
+            return name, value
+    return "", None
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -534,6 +574,75 @@ def _parse_sinks(raw: Any, where: str) -> tuple[str, ...]:
     return tuple(sinks) or DEFAULT_SINKS
 
 
+def _control_characters(value: str, allowed: str = "") -> list[int]:
+    """Where ``value`` holds a control character (C0, DEL, C1, or a Unicode line or paragraph
+    separator) other than ``allowed``: what HTTP clients refuse in a header and ``repr`` escapes."""
+    return [
+        index
+        for index, char in enumerate(value)
+        if char not in allowed and unicodedata.category(char) in ("Cc", "Zl", "Zp")
+    ]
+
+
+def _check_secret_characters(name: str, value: Any, *, subject: str | None = None, allowed: str = "") -> None:
+    """Raise ``InputError`` naming ``name`` (never the value) if the secret holds a control character."""
+    if not isinstance(value, str) or not value:
+        return
+    found = _control_characters(value, allowed)
+    if not found:
+        return
+    found_at = set(found)
+
+    def blank(index: int) -> bool:
+        return index in found_at or value[index].isspace()
+
+    if all(blank(index) for index in range(found[0], len(value))):
+        where = "ends with"
+    elif all(blank(index) for index in range(found[-1] + 1)):
+        where = "starts with"
+    else:
+        where = "contains"
+    subject = subject or name
+    raise InputError(SECRET_CONTROL_CHARACTER.format(subject=subject[:1].upper() + subject[1:], where=where, name=name))
+
+
+def _check_url_credentials(name: str, url: Any) -> None:
+    """A URL whose text, or whose percent-decoded user or password, holds a control character."""
+    if not isinstance(url, str) or not url:
+        return
+    _check_secret_characters(name, url)
+    for part, value in (("password", url_password(url)), ("user", url_user(url))):
+        if value:
+            _check_secret_characters(name, unquote(value), subject=f"the {part} in {name}")
+
+
+def _check_secrets(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    database_url: tuple[str, Any],
+    tracking_uri: tuple[str, Any],
+    webhook_secret_env: str | None,
+) -> None:
+    """Refuse, before any request, a secret that holds a control character, wherever it came from.
+
+    A trailing newline is the usual one (a token read from a file): requests refused it only when it
+    sent the header, and quoted it in its error; MLflow then counted that as an outage.
+    """
+    for key, name in _SECRET_FLAGS.items():
+        if key in ("database_url", "mlflow_tracking_uri"):
+            continue  # checked below as URLs, under the name of the layer that won
+        allowed = _PEM_LINE_BREAKS if key == "signing_key_pem" else ""
+        _check_secret_characters(name, flags.get(key), allowed=allowed)
+    for var in (*(var for var in env.ALL if var.secret), env.MLFLOW_TRACKING_USERNAME):
+        allowed = _PEM_LINE_BREAKS if var is env.HOKUSAI_SIGNING_KEY else ""
+        _check_secret_characters(var.name, environ.get(var.name), allowed=allowed)
+    if webhook_secret_env:
+        _check_secret_characters(webhook_secret_env, environ.get(webhook_secret_env))
+    for name, url in (database_url, tracking_uri):
+        _check_url_credentials(name, url)
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -587,6 +696,12 @@ def load_settings(
         )
         or f"sqlite:///{(home / 'hokusai.db').as_posix()}"
     )
+    database_url_source = _first_named(
+        (_SECRET_FLAGS["database_url"], flags.get("database_url")),
+        (env.HOKUSAI_DATABASE_URL.name, ev(env.HOKUSAI_DATABASE_URL)),
+        (str(database_url_env), database_from_named_env),
+        ("database.url in hokusai.yaml", cfg("database", "url")),
+    )
 
     secret_env = cfg("events", "webhook", "secret_env")
     webhook_secret = _first(
@@ -602,12 +717,26 @@ def load_settings(
             register_secret(environ.get(var.name))
     register_url_password(database_url)
     _check_mlflow_http_variables(environ)
+    tracking_password = environ.get(env.MLFLOW_TRACKING_PASSWORD.name)
+    if tracking_password:  # MLflow sends the pair as basic auth
+        register_basic_credentials(environ.get(env.MLFLOW_TRACKING_USERNAME.name), tracking_password)
 
     tracking_uri = (
         _first(flags.get("mlflow_tracking_uri"), ev(env.MLFLOW_TRACKING_URI), cfg("mlflow", "tracking_uri"))
         or f"sqlite:///{(home / 'mlflow.db').as_posix()}"
     )
     register_url_password(tracking_uri)
+    _check_secrets(
+        flags,
+        environ,
+        database_url=database_url_source,
+        tracking_uri=_first_named(
+            (_SECRET_FLAGS["mlflow_tracking_uri"], flags.get("mlflow_tracking_uri")),
+            (env.MLFLOW_TRACKING_URI.name, ev(env.MLFLOW_TRACKING_URI)),
+            ("mlflow.tracking_uri in hokusai.yaml", cfg("mlflow", "tracking_uri")),
+        ),
+        webhook_secret_env=secret_env if isinstance(secret_env, str) else None,
+    )
 
     sinks_raw = _first(flags.get("event_sinks"), ev(env.HOKUSAI_EVENT_SINKS), cfg("events", "sinks"))
     event_sinks = _parse_sinks(sinks_raw, "event sinks") if sinks_raw is not None else DEFAULT_SINKS

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -44,6 +45,16 @@ GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 KEY_MISSING = "--sign {method} needs a private key: pass --signing-key PATH or set HOKUSAI_SIGNING_KEY to the PEM."
 KEY_UNREADABLE = "Signing key {where} cannot be read: {reason}."
 KEY_NOT_PRIVATE = "Signing key {where} is not a PEM private key ({reason})."
+KEY_IS_PUBLIC = (
+    "Signing key {where} is a public key; signing needs the private key it belongs to (PEM 'PRIVATE KEY' or "
+    "'EC PRIVATE KEY'). The public key is for `hokusai-ml-platform model verify --public-key`."
+)
+KEY_IS_CERTIFICATE = (
+    "Signing key {where} is a certificate; signing needs the private key it certifies (PEM 'PRIVATE KEY' or "
+    "'EC PRIVATE KEY'). Certificates go to --signing-certificate-chain."
+)
+# the labels of a file's PEM blocks: not secret, and they say what was given instead of a private key
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----")
 KEY_ENCRYPTED = "Signing key {where} is encrypted; model-signing is given no password here. Use an unencrypted key."
 KEY_WRONG_TYPE = (
     "Signing key {where} is {kind}; model-signing signs with elliptic-curve keys on P-256, P-384 or P-521. "
@@ -141,6 +152,11 @@ def load_private_key(pem: bytes, where: str) -> Any:
     except TypeError as exc:  # "Password was not given but private key is encrypted"
         raise InputError(KEY_ENCRYPTED.format(where=where)) from exc
     except Exception as exc:  # ValueError, UnsupportedAlgorithm: the library's, whatever the bytes were
+        labels = {label.decode() for label in _PEM_LABEL.findall(pem)}
+        if any(label.endswith("PUBLIC KEY") for label in labels):
+            raise InputError(KEY_IS_PUBLIC.format(where=where)) from None
+        if any(label.endswith("CERTIFICATE") for label in labels):
+            raise InputError(KEY_IS_CERTIFICATE.format(where=where)) from None
         # the reason is the library's: never the key's bytes
         raise InputError(KEY_NOT_PRIVATE.format(where=where, reason=type(exc).__name__)) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in SUPPORTED_CURVES:

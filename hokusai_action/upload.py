@@ -9,7 +9,8 @@ inode the walk listed, each file is opened here (``StreamedDigest.open``: no fin
   same ``PUT <artifact uri>/<path>`` MLflow's ``HttpArtifactRepository.log_artifact`` sends, with the
   headers, credentials, TLS settings and retry policy of MLflow's ``http_request`` (``_HttpSender``),
   with our stream as the body;
-- the local store (the embedded default, ``file://``): ``log_artifact_from_stream``;
+- the local store (the embedded default, ``file://``): ``log_artifact_from_stream`` (an MLflow without
+  it reads the file by path, as below: ``mlflow_compat.py``);
 - anything else (a client writing to ``gs://`` itself, S3, a proxied multipart upload of a big file):
   the repository reads the file by path, so the file is hashed first through the checked descriptor,
   then sent (two reads of that file); ``ensure_unchanged`` afterwards still catches a file rewritten
@@ -129,9 +130,11 @@ def _sender_for(repository: Any, workers: int):
     from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
+    from hokusai_action.mlflow_compat import streams_to_local
+
     if isinstance(repository, HttpArtifactRepository):
         return _HttpSender(repository, workers)
-    if isinstance(repository, LocalArtifactRepository):
+    if isinstance(repository, LocalArtifactRepository) and streams_to_local(repository):
 
         def send_local(reader: HashingReader, name: str, folder: str | None, path: Any) -> None:
             repository.log_artifact_from_stream(reader, name, folder)
@@ -186,10 +189,11 @@ class _HttpSender:
 
     def _multipart(self, path: Any, size: int) -> bool:
         """Whether MLflow would send this file in parts (``MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD``)."""
+        from hokusai_action.mlflow_compat import would_send_in_parts
+
         if size < self._multipart_from:
             return False
-        should = getattr(self._repository, "_should_multipart_upload", None)
-        return bool(should and should(str(path())))
+        return would_send_in_parts(self._repository, str(path()))
 
     def __call__(self, reader: HashingReader, name: str, folder: str | None, path: Any) -> None:
         from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
@@ -257,12 +261,13 @@ def _headers_for(creds: Any, url: str) -> dict[str, str]:
     import base64
 
     from mlflow.tracking.request_header.registry import resolve_request_headers
-    from mlflow.utils import rest_utils
+
+    from hokusai_action.mlflow_compat import workspace_header
 
     headers = dict(resolve_request_headers())
-    workspace = rest_utils.get_request_workspace()
-    if workspace and rest_utils._should_include_workspace_header("/mlflow-artifacts/artifacts"):
-        headers.setdefault(rest_utils.WORKSPACE_HEADER_NAME, workspace)
+    workspace = workspace_header("/mlflow-artifacts/artifacts")
+    if workspace is not None:
+        headers.setdefault(*workspace)
     if creds.username and creds.password:
         pair = f"{creds.username}:{creds.password}".encode()
         headers["Authorization"] = "Basic " + base64.standard_b64encode(pair).decode()
@@ -274,10 +279,10 @@ def _headers_for(creds: Any, url: str) -> dict[str, str]:
 def _direct_client(url: str, headers: dict[str, str], settings: dict[str, Any]) -> Any:
     """The lean client (``http_put.py``) for ``url``, or None when an HTTP proxy applies to it: then
     ``requests`` keeps its proxy handling (CONNECT tunnels, TLS to the proxy, proxy credentials)."""
-    from mlflow.utils.request_utils import _build_socket_options
     from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
 
     from hokusai_action.http_put import PutClient, make_target
+    from hokusai_action.mlflow_compat import socket_options
 
     if select_proxy(url, settings.get("proxies") or {}):
         return None
@@ -287,7 +292,7 @@ def _direct_client(url: str, headers: dict[str, str], settings: dict[str, Any]) 
         verify=settings.get("verify", True),
         default_ca_bundle=DEFAULT_CA_BUNDLE_PATH,
         client_cert=settings.get("cert"),
-        socket_options=_build_socket_options(),
+        socket_options=socket_options(),
     )
     return PutClient(target, _mlflow_retry())
 
@@ -325,7 +330,8 @@ def _session_for(creds: Any, url: str, workers: int) -> tuple[Any, dict[str, Any
     The environment (proxies, ``REQUESTS_CA_BUNDLE``) is read once here, not on every request.
     """
     import requests
-    from mlflow.utils.request_utils import TCPKeepAliveHTTPAdapter
+
+    from hokusai_action.mlflow_compat import http_adapter_class
 
     retry = _mlflow_retry()
     session = requests.Session()
@@ -333,7 +339,7 @@ def _session_for(creds: Any, url: str, workers: int) -> tuple[Any, dict[str, Any
     settings.pop("stream", None)
     session.trust_env = False  # read once above
 
-    class Adapter(TCPKeepAliveHTTPAdapter):
+    class Adapter(http_adapter_class()):
         def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
             # urllib3 reads a body in 16 KiB pieces by default: 131,072 reads (each a Python call into
             # the hashing reader) for 2 GiB; one read per block it has hashed costs 2,048

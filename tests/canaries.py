@@ -6,7 +6,10 @@ fixture fails any test after which a canary shows up in what the test captured: 
 stdout/stderr and logs, every subprocess it ran (``run_cli``, the entrypoint), the GitHub output and
 summary files those processes were given, the events rows and delivery errors of the tokens it
 touched, and the MLflow versions, runs and logged models of those tokens. A canary counts raw or in
-any percent-encoding (each character raw or ``%XX``, once or twice).
+any percent-encoding (each character raw or ``%XX``, once or twice), and as it reads quoted by
+``repr`` or JSON (the tracking token holds a backslash, so that its quoted form differs from it);
+the tracking URI's user and password also count as the base64 of ``user:password`` that basic auth
+sends. A canary printed with a newline after it (``'Bearer TOKEN\\n'``) holds the canary itself.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ ADD_MASK = "::add-mask::"
 class Canaries:
     uri_user: str = "cnry-uri-user-7f3a"
     uri_password: str = "cnry-uri-pass-7f3a"
-    tracking_token: str = "cnry-mlflow-token-7f3a"
+    # a backslash: repr and JSON double it, so a quoted leak is not the raw value
+    tracking_token: str = "cnry-mlflow-token\\7f3a"
     # PostgreSQL on 127.0.0.1 trusts every login, so any password works; this one needs escaping
     database_password: str = "cnry@:/%-db-pass-7f3a"
     webhook_key: bytes = b"cnry-webhook-signing-key-7f3a-32"  # 32 bytes, as Standard Webhooks wants
@@ -46,6 +50,11 @@ class Canaries:
     def webhook_secret(self) -> str:
         return "whsec_" + base64.b64encode(self.webhook_key).decode()
 
+    @property
+    def basic_credentials(self) -> str:
+        """The tracking URI's user-info as requests sends it: ``Authorization: Basic <this>``."""
+        return base64.b64encode(f"{self.uri_user}:{self.uri_password}".encode()).decode()
+
     def values(self) -> tuple[str, ...]:
         body = self.webhook_secret.removeprefix("whsec_")
         return (
@@ -56,6 +65,7 @@ class Canaries:
             self.webhook_secret,
             body.rstrip("="),
             self.webhook_key.decode(),
+            self.basic_credentials.rstrip("="),
             # the PEM's body lines hold the private scalar (its first line's tail, its second line)
             *self.signing_key_pem.splitlines()[1:3],
         )
@@ -90,14 +100,22 @@ def _signing_key_pem(scalar: int) -> str:
 CANARIES = Canaries()
 
 
+def quoted_forms(canary: str) -> set[str]:
+    """``canary`` as it reads inside a ``repr`` (single- or double-quoted) or a JSON string."""
+    escaped = "".join(char if char in "'\"" else repr(char)[1:-1] for char in canary)
+    return {canary, escaped, escaped.replace("'", "\\'"), json.dumps(canary)[1:-1]}
+
+
 def find_canaries(text: str, canaries: Iterable[str] = CANARIES.values()) -> list[str]:
-    """The canaries in ``text``, raw or percent-encoded; ``::add-mask::`` lines are the runner's."""
+    """The canaries in ``text``, raw, percent-encoded or quoted; ``::add-mask::`` lines are the runner's."""
     if not text:
         return []
     shown = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(ADD_MASK))
     decoded_once = unquote(shown)
     readings = (shown, decoded_once, unquote(decoded_once))
-    return [canary for canary in canaries if any(canary in reading for reading in readings)]
+    return [
+        canary for canary in canaries if any(form in reading for form in quoted_forms(canary) for reading in readings)
+    ]
 
 
 @dataclass

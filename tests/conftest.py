@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -152,11 +153,38 @@ def make_model(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(scope="session")
+def saved_models(tmp_path_factory) -> dict[str, Path]:
+    """One model per flavor, saved once per session (saving imports scikit-learn: seconds)."""
+    from tests.mlflow_models import FLAVORS, save_mlflow_model
+
+    root = tmp_path_factory.mktemp("mlflow-models")
+    return {flavor: save_mlflow_model(flavor, root / flavor) for flavor in FLAVORS}
+
+
+@pytest.fixture
+def mlflow_model(saved_models, tmp_path):
+    """``mlflow_model(flavor, metrics=None)``: a fresh copy of a saved model, plus a file of random bytes
+    so that each copy is a registration of its own (a token holds one model), and ``metrics.json`` when
+    ``metrics`` is given."""
+
+    def copy(flavor: str, *, metrics: dict[str, float] | None = None) -> Path:
+        target = tmp_path / f"{flavor}-{len(list(tmp_path.glob(flavor + '-*')))}"
+        shutil.copytree(saved_models[flavor], target)
+        (target / "training-run.txt").write_bytes(os.urandom(32).hex().encode())
+        if metrics is not None:
+            (target / "metrics.json").write_text(json.dumps(metrics))
+        return target
+
+    return copy
+
+
 @dataclass
 class CliResult:
     code: int
     stdout: str
     stderr: str
+    args: tuple[str, ...] = ()  # the command line, so a check knows whether it asked for --output json
 
     @property
     def json(self) -> Any:
@@ -198,7 +226,7 @@ def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., CliResult]
             timeout=timeout,
             check=False,
         )
-        return CliResult(done.returncode, done.stdout, done.stderr)
+        return CliResult(done.returncode, done.stdout, done.stderr, args)
 
     return run
 

@@ -13,6 +13,12 @@ timeouts and connection errors, honour ``Retry-After``, never retry another 4xx,
 redirect (a redirect would re-send the signed body to a host nobody configured). A failure that is
 not retried raises ``SinkDeliveryError(retryable=False)``: the outbox keeps it as a dead letter.
 
+An attempt is bounded whatever the receiver does: the status and headers decide it, at most
+``RESPONSE_EXCERPT_BYTES`` of the body are read (to explain a rejection, or to keep the connection
+for the next event), and the whole attempt ends after ``timeout`` seconds (``AttemptDeadline``).
+A socket timeout alone bounds only each read: a body that never ends, or a head sent a byte at a
+time, would otherwise hold the relay (and its memory) for ever.
+
 The signing secret is kept only inside the signer; it is registered with ``redact`` and never
 appears in a message, a log line or ``repr``.
 """
@@ -21,23 +27,31 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.utils
 import ipaddress
 import logging
 import math
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from hokusai_action import __version__
-from hokusai_action.errors import InputError, SinkDeliveryError
+from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError, connection_reason
 from hokusai_action.events.model import CloudEventRecord
-from hokusai_action.redact import redact, register_secret
+from hokusai_action.redact import redact, register_secret, register_url_password, registered_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +67,11 @@ LOOPBACK_NAMES = frozenset({"localhost"})
 # answers 2xx (Standard Webhooks), so a 409 reports a conflict in its own state that a resend won't fix.
 TRANSIENT_4XX = frozenset({408, 425, 429})
 RESPONSE_EXCERPT_CHARS = 200
+# the most of an answer's body ever read: an excerpt for a rejection's message, or a short 2xx body
+# read to its end so that the connection serves the next event; anything longer is left unread
+RESPONSE_EXCERPT_BYTES = 4096
+# once an attempt's time is up, how often its connections are shut again (one may connect meanwhile)
+DEADLINE_POLL_SECONDS = 0.05
 
 # --- what went wrong at construction (exit 2) ------------------------------------------------------
 ERR_URL_MISSING = "The webhook URL is empty."
@@ -114,6 +133,17 @@ HINT_GAVE_UP = (
     "relay` once it is back."
 )
 LOG_RETRY = "webhook: event %s attempt %d/%d to %s ended with %s; retrying in %.2f s"
+
+# --- doctor's probe: does the receiver answer at all? ------------------------------------------------
+PROBE_ANSWERED = "answered HTTP {status} to a HEAD request; doctor sends no event"
+PROBE_NO_ANSWER = "webhook at {url} did not answer within {timeout:g} s ({reason})."
+PROBE_NO_ANSWER_HINT = (
+    "Check HOKUSAI_WEBHOOK_URL and that the receiver is up and reachable from here; until it answers, "
+    "a registration ends with its event pending (exit 5)."
+)
+PROBE_TLS_HINT = "Check the receiver's certificate (or REQUESTS_CA_BUNDLE for a private CA): deliveries would fail."
+PROBE_REDIRECT = "webhook at {url} redirects (HTTP {status} to {location}); deliveries never follow a redirect."
+PROBE_REDIRECT_HINT = "Set HOKUSAI_WEBHOOK_URL to the final address."
 
 
 def parse_webhook_secret(secret: str) -> bytes:
@@ -203,18 +233,139 @@ def _redirect_target(location: str | None) -> str:
     return redact(parts._replace(query="", fragment="").geturl())
 
 
-def _response_excerpt(response: requests.Response) -> str:
+def _read_prefix(response: requests.Response, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the body, and whether the body ended there. Never raises: a body cut
+    short (by the receiver or by the attempt's deadline) gives what had arrived."""
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        for piece in response.iter_content(chunk_size=1024):
+            pieces.append(piece)
+            size += len(piece)
+            if size > limit:
+                return b"".join(pieces)[:limit], False
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+        return b"".join(pieces)[:limit], False
+    return b"".join(pieces), True
+
+
+def _excerpt(prefix: bytes, *, complete: bool, encoding: str | None) -> str:
     """A short, single-line, redacted excerpt of the receiver's answer, to explain a rejection."""
     try:
-        text = response.text
-    except (requests.RequestException, UnicodeError, LookupError):
-        return ""
-    text = " ".join(text.split())
+        text = prefix.decode(encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        text = prefix.decode("utf-8", errors="replace")
+    if not complete:
+        # a secret cut in two at the end of what was read would not match its mask: drop that end
+        longest = max((len(secret) for secret in registered_secrets()), default=0)
+        text = text[: max(0, len(text) - longest)]
+    text = " ".join(redact(text).split())
     if not text:
         return ""
-    if len(text) > RESPONSE_EXCERPT_CHARS:
+    if len(text) > RESPONSE_EXCERPT_CHARS or not complete:
         text = text[:RESPONSE_EXCERPT_CHARS] + "..."
-    return f" The receiver said: {redact(text)}"
+    return f" The receiver said: {text}"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one attempt got back: the status, and what of the headers and body explains it."""
+
+    status: int
+    retry_after: float | None = None
+    location: str | None = None
+    excerpt: str = ""
+
+
+class _AttemptTimedOut(requests.exceptions.Timeout):
+    """The attempt's deadline passed before the receiver's answer (status and headers) was in."""
+
+
+class AttemptDeadline:
+    """End one attempt after ``seconds`` by shutting down the sockets it uses.
+
+    ``requests``' timeout bounds each socket operation, so a receiver that sends a byte every few
+    seconds keeps an attempt alive for ever. While a deadline is active on a thread, every connection
+    that thread takes from the sink's pools is watched (``_WatchedHTTPPool``, ``_WatchedHTTPSPool``);
+    once the time is up a watchdog thread shuts them down, which ends a blocked read at once (with an
+    error the caller reads as a timeout: ``expired``), and keeps doing so for any connection opened
+    after that, until the attempt ends.
+    """
+
+    _active = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    @classmethod
+    def watch(cls, connection: Any) -> None:
+        deadline: AttemptDeadline | None = getattr(cls._active, "deadline", None)
+        if deadline is not None:
+            with deadline._lock:
+                deadline._connections.append(connection)
+
+    def __enter__(self) -> AttemptDeadline:
+        AttemptDeadline._active.deadline = self
+        threading.Thread(target=self._watchdog, name="webhook-deadline", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        AttemptDeadline._active.deadline = None
+
+    def _watchdog(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        self.expired = True
+        while True:
+            with self._lock:
+                connections = list(self._connections)
+            for connection in connections:
+                sock = getattr(connection, "sock", None)
+                if sock is not None:
+                    # the plain socket's shutdown, also under TLS: it reaches the descriptor the blocked
+                    # read waits on, where SSLSocket.shutdown would first try to unwrap the session
+                    with contextlib.suppress(OSError):
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            if self._done.wait(DEADLINE_POLL_SECONDS):
+                return
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        connection = super()._get_conn(timeout)
+        AttemptDeadline.watch(connection)
+        return connection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        connection = super()._get_conn(timeout)
+        AttemptDeadline.watch(connection)
+        return connection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """``requests``' adapter whose pools (direct, or through an HTTP proxy) report their connections
+    to the attempt's ``AttemptDeadline``. A SOCKS proxy keeps its own pools: there only the socket
+    timeout and the bounded read apply."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if manager.pool_classes_by_scheme is urllib3.poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
 
 
 class WebhookSink:
@@ -232,12 +383,12 @@ class WebhookSink:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         allow_insecure_http: bool = False,
-        session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         # Register before any check, so that even a message about a malformed secret is scrubbed.
         secret = (secret or "").strip()
         register_secret(secret)
+        register_url_password(url)
         self.url = validate_webhook_url(url, allow_insecure_http=allow_insecure_http)
         self._signer = Webhook(parse_webhook_secret(secret))
         _check_option("timeout", timeout, 0 < timeout < math.inf, "a number of seconds above 0")
@@ -248,8 +399,10 @@ class WebhookSink:
         self.max_attempts = int(max_attempts)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
-        self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session = requests.Session()
+        adapter = _DeadlineAdapter()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         self._sleep = sleep
         # jitter spreads retries from many runners; it is not a secret, so no CSPRNG is needed
         self._random = random.Random()  # noqa: S311
@@ -265,7 +418,7 @@ class WebhookSink:
         for attempt in range(1, self.max_attempts + 1):
             retry_after: float | None = None
             try:
-                response = self._post(event_id=event.id, body=body)
+                answer = self._attempt(event_id=event.id, body=body)
             except requests.exceptions.SSLError as exc:
                 # a certificate problem does not fix itself between attempts
                 raise SinkDeliveryError(
@@ -294,19 +447,16 @@ class WebhookSink:
                     retryable=False,
                 ) from exc
             else:
-                status = response.status_code
+                status = answer.status
                 if 200 <= status < 300:
-                    response.close()
                     logger.debug("webhook: event %s accepted by %s (HTTP %d)", event.id, shown_url, status)
                     return
                 if 300 <= status < 400:
-                    location = _redirect_target(response.headers.get("Location"))
-                    response.close()
                     raise SinkDeliveryError(
                         ERR_REDIRECT.format(
                             url=shown_url,
                             status=status,
-                            location=location,
+                            location=answer.location,
                             attempt=attempt,
                             max_attempts=self.max_attempts,
                         ),
@@ -315,11 +465,8 @@ class WebhookSink:
                     )
                 if status in TRANSIENT_4XX or status >= 500:
                     outcome = f"HTTP {status}"
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    response.close()
+                    retry_after = answer.retry_after
                 else:
-                    detail = _response_excerpt(response)
-                    response.close()
                     raise SinkDeliveryError(
                         ERR_REJECTED.format(
                             url=shown_url,
@@ -327,7 +474,7 @@ class WebhookSink:
                             status=status,
                             attempt=attempt,
                             max_attempts=self.max_attempts,
-                            detail=detail,
+                            detail=answer.excerpt,
                         ),
                         hint=HINT_REJECTED_AUTH if status in (401, 403) else HINT_REJECTED,
                         retryable=False,
@@ -348,9 +495,63 @@ class WebhookSink:
             retryable=True,
         )
 
+    def probe(self, timeout: float) -> str:
+        """Whether the receiver answers at all within ``timeout``, delivering nothing (doctor): an
+        unsigned HEAD request. Any HTTP status counts, since a receiver answers what is not a signed
+        POST with a 4xx; a redirect does not, since deliveries never follow one."""
+        shown = redact(self.url)
+        try:
+            response = self._session.head(
+                self.url, headers={"User-Agent": USER_AGENT}, timeout=timeout, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            reason = connection_reason(exc) or type(exc).__name__
+            hint = PROBE_TLS_HINT if isinstance(exc, requests.exceptions.SSLError) else PROBE_NO_ANSWER_HINT
+            raise ServiceUnavailable(
+                PROBE_NO_ANSWER.format(url=shown, timeout=timeout, reason=redact(reason)), hint=hint
+            ) from exc
+        status = response.status_code
+        location = _redirect_target(response.headers.get("Location"))
+        response.close()
+        if 300 <= status < 400:
+            raise InputError(
+                PROBE_REDIRECT.format(url=shown, status=status, location=location), hint=PROBE_REDIRECT_HINT
+            )
+        return PROBE_ANSWERED.format(status=status)
+
     def close(self) -> None:
-        if self._owns_session:
-            self._session.close()
+        self._session.close()
+
+    def _attempt(self, *, event_id: str, body: bytes) -> _Answer:
+        """One POST within ``timeout`` seconds: its status and what explains it, the response closed.
+
+        Raises what ``requests`` raises, and ``_AttemptTimedOut`` (a ``Timeout``) when the deadline
+        passed before the status and headers were in, whatever error the shut socket gave.
+        """
+        with AttemptDeadline(self.timeout) as deadline:
+            try:
+                response = self._post(event_id=event_id, body=body)
+            except requests.RequestException as exc:
+                if deadline.expired:
+                    raise _AttemptTimedOut(f"no answer within {self.timeout:g} s") from exc
+                raise
+            if deadline.expired:
+                # the head may have been cut by the shut socket (http.client ends it at EOF, so a
+                # half-sent head parses as a whole one): no answer counts from an attempt out of time
+                response.close()
+                raise _AttemptTimedOut(f"no answer within {self.timeout:g} s")
+            try:
+                status = response.status_code
+                # read even after a 2xx: a short body read to its end lets the connection serve the next event
+                prefix, complete = _read_prefix(response, RESPONSE_EXCERPT_BYTES)
+                if 300 <= status < 400:
+                    return _Answer(status, location=_redirect_target(response.headers.get("Location")))
+                if status in TRANSIENT_4XX or status >= 500:
+                    return _Answer(status, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+                excerpt = "" if status < 300 else _excerpt(prefix, complete=complete, encoding=response.encoding)
+                return _Answer(status, excerpt=excerpt)
+            finally:
+                response.close()
 
     def _post(self, *, event_id: str, body: bytes) -> requests.Response:
         # A fresh timestamp per attempt keeps retries inside the receiver's replay window (the
@@ -368,12 +569,14 @@ class WebhookSink:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature,
         }
+        # stream: the body is read here only as far as ``_read_prefix`` allows
         return self._session.post(
             self.url,
             data=body,
             headers=headers,
             timeout=self.timeout,
             allow_redirects=False,
+            stream=True,
         )
 
     def _delay(self, *, attempt: int, retry_after: float | None) -> float:

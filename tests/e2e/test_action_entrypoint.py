@@ -105,7 +105,12 @@ def test_action_gate_failure_annotates_and_exits_1(cli_env, services, make_token
     assert properties["title"] == "Metric below baseline"
     assert "auroc = 0.7 does not meet the baseline 0.82" in message
     assert "Hokusai registration failed" in summary
-    assert outputs_text == ""
+    assert "| Status | `rejected` |" in summary  # the gate report, as a registration's table
+    assert "required 0.82" in summary
+    # the outputs a later step reads: what was measured and that it was refused; nothing registered
+    outputs = parse_output_file(outputs_text)
+    assert (outputs["status"], outputs["metric-value"]) == ("rejected", "0.7")
+    assert not {"mlflow-run-id", "model-version", "model-uri", "event-id"} & set(outputs)
     assert snapshot(token) == before
 
 

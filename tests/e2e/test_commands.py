@@ -82,7 +82,8 @@ def test_events_relay_with_nothing_pending_exits_0(run_cli, tmp_path):
 def test_doctor_reports_each_service(run_cli):
     healthy = run_cli("doctor", "--output", "json")
     assert healthy.code == 0, healthy.stderr
-    checks = {item["check"]: item for item in healthy.json}
+    assert healthy.json["ok"] is True and "error" not in healthy.json
+    checks = {item["check"]: item for item in healthy.json["checks"]}
     assert checks["database"]["ok"] and f"schema revision {HEAD_REVISION}" in checks["database"]["detail"]
     assert checks["mlflow"]["ok"]
     assert checks["events"]["ok"]

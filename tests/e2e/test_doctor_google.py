@@ -27,11 +27,12 @@ def test_doctor_says_the_pubsub_emulator_needs_no_credentials(run_cli, pubsub_em
     result = run_cli("doctor", "--output", "json", env=env)
 
     assert result.code == 0, result.output
-    checks = {item["check"]: item for item in result.json}
+    checks = {item["check"]: item for item in result.json["checks"]}
     assert checks["pubsub auth"] == {
         "check": "pubsub auth",
         "ok": True,
         "detail": f"emulator at {pubsub_emulator.host} (PUBSUB_EMULATOR_HOST), no credentials",
+        "hint": None,
     }
     assert "gcs auth" not in checks  # nothing here writes to GCS
     for secret in secrets:
@@ -41,4 +42,4 @@ def test_doctor_says_the_pubsub_emulator_needs_no_credentials(run_cli, pubsub_em
 def test_doctor_without_the_pubsub_sink_names_no_google_identity(run_cli):
     result = run_cli("doctor", "--output", "json", env={"HOKUSAI_EVENT_SINKS": "database", "STORAGE_EMULATOR_HOST": ""})
     assert result.code == 0, result.output
-    assert not [item for item in result.json if item["check"].endswith(" auth")]
+    assert not [item for item in result.json["checks"] if item["check"].endswith(" auth")]

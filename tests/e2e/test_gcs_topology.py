@@ -90,7 +90,7 @@ def run_on(gcs_topology: Topology, cli_env: dict[str, str], tmp_path: Path) -> C
             timeout=300,
             check=False,
         )
-        return CliResult(done.returncode, done.stdout, done.stderr)
+        return CliResult(done.returncode, done.stdout, done.stderr, tuple(args))
 
     return run
 
@@ -223,7 +223,7 @@ def test_doctor_names_the_identity_that_writes_the_bucket(gcs_topology: Topology
     )
 
     assert result.code == 0, result.output
-    checks = {item["check"]: item for item in result.json}
+    checks = {item["check"]: item for item in result.json["checks"]}
     for secret in secrets:
         assert secret not in result.output
     if not gcs_topology.client_writes_bucket:

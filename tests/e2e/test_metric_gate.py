@@ -77,6 +77,14 @@ def test_predictions_with_wrong_columns_change_nothing(run_cli, make_token, make
     result = register(run_cli, token, make_model(metrics=False), "--predictions", str(predictions))
     assert result.code == 2
     assert "y_true" in result.stderr and "proba" in result.stderr
+    assert "--label-column" in result.stderr and "--score-column" in result.stderr  # the flags that fix it
+    assert snapshot(token) == before
+
+    named = register(run_cli, token, make_model(metrics=False), "--predictions", str(predictions),
+                     "--label-column", "y_true", "--score-column", "probability")  # fmt: skip
+    assert named.code == 2
+    assert "has no column 'probability'" in named.stderr
+    assert "--score-column" in named.stderr and "--label-column" not in named.stderr
     assert snapshot(token) == before
 
 
@@ -174,6 +182,16 @@ def test_an_alias_missing_on_a_model_with_versions_is_an_error(
     assert snapshot(token) == before
 
 
+def test_compare_to_a_version_name_is_refused_before_anything_changes(run_cli, make_token, make_model, snapshot):
+    token = make_token()
+    before = snapshot(token)
+    result = register(run_cli, token, make_model(), "--compare-to", "v7")
+    assert result.code == 2, result.output
+    assert "--compare-to 'v7' is reserved by MLflow" in result.stderr
+    assert result.json["error"]["kind"] == "input"
+    assert snapshot(token) == before
+
+
 def test_one_source_of_the_value_only(run_cli, make_token, make_model, snapshot, tmp_path):
     token = make_token()
     predictions = tmp_path / "p.csv"
@@ -183,4 +201,4 @@ def test_one_source_of_the_value_only(run_cli, make_token, make_model, snapshot,
     assert result.code == 2
     assert "must come from one source, but --metric-value, --predictions were given" in result.stderr
     assert snapshot(token) == before
-    assert result.stdout == ""
+    assert result.json["error"]["kind"] == "input"  # --output json: the error object, nothing else

@@ -191,6 +191,8 @@ def test_dry_run_contacts_services_and_changes_nothing(run_cli, make_token, make
     assert result.json["event"]["subject"] == token
     assert snapshot(token) == before
     assert "Dry run" in result.stderr
+    model_line = next(line for line in result.stderr.splitlines() if line.startswith("  model "))
+    assert "None" not in model_line and f"hokusai-{token}" in model_line
 
 
 def test_config_file_settings_with_flags_winning(run_cli, make_token, make_model, tmp_path):
@@ -253,6 +255,39 @@ def test_a_rerun_reports_the_registered_value_and_warns_of_the_new_one(run_cli, 
 
     same = run_cli(*register_args(token, model, "--metric-value", "0.9", "--output", "json"))
     assert same.code == 0 and same.json["warnings"] == [] and "warning:" not in same.stderr
+
+
+def test_a_rerun_needs_no_measured_value_and_reports_the_registered_source(
+    run_cli, make_token, make_model, snapshot, tmp_path
+):
+    from tests.e2e.test_metric_gate import write_predictions
+
+    token = make_token()
+    model = make_model(metrics=False)
+    predictions = tmp_path / "predictions.csv"
+    write_predictions(predictions)
+    first = run_cli(*register_args(token, model, "--predictions", str(predictions), "--output", "json"))
+    assert first.code == 0, first.stderr
+    registered = first.json["metric"]
+    before = snapshot(token)
+
+    for extra in ((), ("--dry-run",), ("--metric-value", repr(registered["value"]))):
+        again = run_cli(*register_args(token, model, *extra, "--output", "json"))
+        assert again.code == 0, (extra, again.stderr)
+        assert again.json["already_registered"] is True
+        assert again.json["model_version"] == first.json["model_version"]
+        metric = again.json["metric"]
+        assert (metric["value"], metric["baseline"]) == (registered["value"], 0.82)
+        # where the registered value came from, not where a value given now would have
+        assert (metric["source"], metric["source_detail"]) == ("predictions", registered["source_detail"])
+        assert again.json["warnings"] == []
+    assert snapshot(token) == before
+
+    fresh = make_token()
+    unmeasured = run_cli(*register_args(fresh, make_model(metrics=False), "--output", "json"))
+    assert unmeasured.code == 2
+    assert "No measured value for 'auroc'" in unmeasured.json["error"]["message"]
+    assert snapshot(fresh).token["model_status"] == "draft"
 
 
 def test_the_action_reports_the_registered_value_with_a_warning_annotation(

@@ -35,6 +35,7 @@ from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.events.webhook import WebhookSink
 from tests.e2e.test_events import SECRET, Receiver
 from tests.helpers import CLI_PYTHON
+from tests.raw_receiver import MIB, RawReceiver, endless_chunked
 from tests.services import create_database, drop_database
 
 pytestmark = [pytest.mark.integration]
@@ -810,6 +811,34 @@ def test_two_following_relays_and_a_receiver_slower_than_the_lease_deliver_once(
 
 
 @pytest.mark.e2e
+def test_an_endless_answer_keeps_the_relay_small_and_stoppable(database_url, fresh_db, add_events, tmp_path):
+    """A receiver that answers 200, then streams a body for ever: the delivery is recorded at once
+    (the body is not read), the relay's memory stays small, and SIGTERM stops it at once."""
+    (event_id,) = add_events(1)
+    with RawReceiver(endless_chunked("200 OK", limit=256 * MIB)) as hook:
+        relay = start_follow_relay(database_url, hook.url, tmp_path, interval=30)
+        try:
+            wait_until(
+                lambda: rows(fresh_db)[(event_id, "webhook")]["status"] == "delivered", timeout=30, what="the delivery"
+            )
+        finally:
+            asked = time.monotonic()
+            relay.send_signal(signal.SIGTERM)
+            # wait4: this process's own peak memory, not that of every child the tests ever ran
+            _, status, usage = os.wait4(relay.pid, 0)
+            stopped_after = time.monotonic() - asked
+            relay.returncode = os.waitstatus_to_exitcode(status)
+            err = relay.stderr.read()
+            relay.stdout.close()
+            relay.stderr.close()
+    assert relay.returncode == 0, err
+    assert "relay stopped by SIGTERM" in err and "Traceback" not in err
+    assert stopped_after < 5
+    assert usage.ru_maxrss * 1024 < 150 * MIB, f"the relay peaked at {usage.ru_maxrss / 1024:.0f} MiB"
+    assert hook.requests == 1
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm", "sigint"])
 def test_a_stopped_relay_exits_at_once_when_idle(database_url, fresh_db, add_events, httpserver, tmp_path, ctrl_c):
     receiver = Receiver(httpserver)
@@ -911,6 +940,29 @@ def test_a_one_shot_relay_says_when_a_long_backoff_ends_and_how_to_send_now(
     now = run_relay_once(database_url, receiver.url, tmp_path, "--event-id", event_id)
     assert now.returncode == 0, now.stdout
     assert posted_ids(receiver) == Counter([event_id])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--interval", "nan"), ("--interval", "NaN"), ("--max-seconds", "nan"), ("--max-seconds", "inf")],
+)
+def test_a_float_option_that_is_not_a_finite_number_is_refused(httpserver, tmp_path, option, value):
+    """A NaN passed every range check: --interval nan polled in a busy loop, --max-seconds nan never ended."""
+    receiver = Receiver(httpserver)
+    relay = start_follow_relay(
+        f"sqlite:///{tmp_path / 'site.db'}", receiver.url, tmp_path, interval=1, args=(option, value)
+    )
+    try:
+        out, err = relay.communicate(timeout=30)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.communicate()
+    assert relay.returncode == 2, err
+    assert err.startswith(f"error: Invalid value for '{option}': {value} is not a finite number")
+    assert len(err.strip().splitlines()) == 1 and out == ""
+    assert receiver.requests == []
 
 
 @pytest.mark.e2e

@@ -3,10 +3,14 @@ autouse fixture scans everything captured), and these tests add the places a use
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
+from werkzeug import Request, Response
 
 from tests.canaries import CANARIES, find_canaries
-from tests.helpers import register_args
+from tests.helpers import assert_one_clear_line, register_args
 from tests.services import free_port
 
 pytestmark = [pytest.mark.e2e]
@@ -73,4 +77,42 @@ def test_other_commands_print_no_credential(run_cli, args):
     result = run_cli(*args, "--debug")
     # 5: `events relay` over the session database, which holds other tests' undeliverable events
     assert result.code in (0, 3, 5), result.stderr
+    assert find_canaries(result.output) == []
+
+
+@pytest.mark.parametrize("command", ["register", "doctor"])
+def test_a_tracking_token_with_a_trailing_newline_is_a_settings_error_naming_the_variable(
+    run_cli, make_token, make_model, snapshot, command
+):
+    """Requests refused the header only when it sent it, quoting it ('Bearer TOKEN\\n'): exit 4 after
+    the MLflow timeout, the token printed. Now: exit 2 at once, the variable named, nothing changed."""
+    token = make_token()
+    before = snapshot(token)
+    args = register_args(token, make_model()) if command == "register" else ["doctor"]
+    started = time.monotonic()
+    result = run_cli(*args, env={"MLFLOW_TRACKING_TOKEN": CANARIES.tracking_token + "\n"})
+
+    assert_one_clear_line(result, 2, "MLFLOW_TRACKING_TOKEN ends with a control character")
+    assert time.monotonic() - started < 20
+    assert find_canaries(result.output) == []
+    assert snapshot(token) == before
+
+
+def test_basic_credentials_echoed_by_a_server_are_not_printed(run_cli, httpserver):
+    """A proxy or server that echoes the request's Authorization header in its error: requests sends the
+    tracking URI's user-info as basic auth, and the base64 of user:password is a credential too."""
+
+    def echo(request: Request) -> Response:
+        echoed = request.headers.get("Authorization")
+        body = {"error_code": "BAD_REQUEST", "message": f"refused Authorization: {echoed}"}
+        return Response(json.dumps(body), status=400, content_type="application/json")
+
+    httpserver.expect_request("/api/2.0/mlflow/experiments/get-by-name").respond_with_handler(echo)
+    uri = CANARIES.tracking_uri(httpserver.url_for("/").rstrip("/"))
+
+    result = run_cli("doctor", "--output", "json", env={"MLFLOW_TRACKING_URI": uri, "HOKUSAI_MLFLOW_TIMEOUT": "3"})
+
+    (mlflow_check,) = [check for check in json.loads(result.stdout) if check["check"] == "mlflow"]
+    assert mlflow_check["ok"] is False
+    assert "refused Authorization: Basic ***" in mlflow_check["detail"], mlflow_check
     assert find_canaries(result.output) == []

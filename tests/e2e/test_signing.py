@@ -27,8 +27,8 @@ SIGNATURE_KEYS = (
     "method", "identity", "model_bundle_sha256", "statement_sha256", "statement_bundle_sha256", "bundle_uri",
 )  # fmt: skip
 VERIFY_KEYS = {
-    "token_id", "model_name", "model_version", "model_uri", "artifact_digest", "verified", "checks", "signature",
-    "error",
+    "token_id", "model_name", "model_version", "model_uri", "event_id", "artifact_digest", "verified", "checks",
+    "signature", "error",
 }  # fmt: skip
 
 
@@ -218,7 +218,17 @@ def test_certificate_signed_registration_verifies_with_the_root(run_cli, make_to
 
 @pytest.mark.parametrize(
     "case",
-    ["missing-key", "not-a-key", "rsa-key", "no-key-given", "chain-of-another-key", "no-chain", "keyless-no-identity"],
+    [
+        "missing-key",
+        "not-a-key",
+        "public-key",
+        "certificate",
+        "rsa-key",
+        "no-key-given",
+        "chain-of-another-key",
+        "no-chain",
+        "keyless-no-identity",
+    ],
 )
 def test_bad_signing_input_exits_2_before_anything_changes(
     case, run_cli, make_token, make_model, keys, snapshot, tmp_path
@@ -229,6 +239,14 @@ def test_bad_signing_input_exits_2_before_anything_changes(
     args, fragment = {
         "missing-key": (("--sign", "key", "--signing-key", str(tmp_path / "nope.pem")), "cannot be read"),
         "not-a-key": (("--sign", "key", "--signing-key", str(not_a_key)), "is not a PEM private key"),
+        "public-key": (
+            ("--sign", "key", "--signing-key", str(keys.public_key)),
+            f"Signing key {keys.public_key} is a public key; signing needs the private key",
+        ),
+        "certificate": (
+            ("--sign", "key", "--signing-key", str(keys.chain)),
+            f"Signing key {keys.chain} is a certificate; signing needs the private key",
+        ),
         "rsa-key": (("--sign", "key", "--signing-key", str(keys.rsa_key)), "elliptic-curve"),
         "no-key-given": (("--sign", "key"), "needs a private key"),
         "chain-of-another-key": (
@@ -390,7 +408,7 @@ def test_verify_checks_a_local_copy_with_model_path(run_cli, make_token, make_mo
     ("case", "code", "fragment"),
     [
         ("token-missing", 3, "does not exist"),
-        ("not-registered", 3, "has no registered version"),
+        ("not-registered", 3, "has no registration to verify"),
         ("identity-without-issuer", 2, "--identity needs --issuer"),
         ("key-and-chain", 2, "Give one way to verify signatures"),
         ("unreadable-public-key", 2, "cannot be used"),

@@ -47,6 +47,74 @@ def test_each_file_is_stored_under_its_own_name(run_cli, make_token, make_model,
     assert stored_tree(mlflow_client, token, result.json["model_version"], tmp_path / "dl") == files
 
 
+# A round trip through both stores a user may have: the proxied `mlflow server` of the tests and the
+# embedded SQLite store. Every class of character a name may hold is either given back byte for byte,
+# or refused before anything is claimed or uploaded (exit 2, naming the file): what came back otherwise
+# (a tab dropped, a control character percent-encoded, a leading space stripped, a newline failing the
+# upload as an outage) is what hokusai_action/digest.py refuses.
+STORED_AS_THEY_ARE = {
+    "a  b;c=1&d+e,f(g)!.bin": "spaces and punctuation",
+    "trail.bin ": "a trailing space",
+    "d /f.bin": "a folder with a trailing space",
+    "q'd\"b\\s[x]{y}<z>|*:~@^$`.bin": "quotes, backslash and shell characters",
+    ".hidden": "a leading dot",
+    "trail.": "a trailing dot",
+    "ünïcödé/naïve.bin": "unicode (NFC)",
+    "e\u0301-nfd.bin": "unicode (NFD)",
+    "\U0001f600.bin": "outside the BMP",
+    "\u00a0nbsp-first.bin": "a leading no-break space",
+    "\u3000ideographic-first.bin": "a leading ideographic space",
+    "z\u200bw\u202e.bin": "zero-width and bidi format characters",
+    "l\u2028s.bin": "a line separator",
+}
+REFUSED_UP_FRONT = {
+    "new\nline.bin": "holds the control character U+000A",
+    "t\tab.bin": "holds the control character U+0009",
+    "c\rr.bin": "holds the control character U+000D",
+    "c\x01trl.bin": "holds the control character U+0001",
+    "del\x7f.bin": "holds the control character U+007F",
+    "nel\x85.bin": "holds the control character U+0085",
+    " lead.bin": "has a file or folder name that starts with a space",
+    "d/ lead.bin": "has a file or folder name that starts with a space",
+}
+STORES = {
+    "server": {},  # cli_env's MLFLOW_TRACKING_URI: the session's server, proxying artifacts
+    "embedded": {"MLFLOW_TRACKING_URI": ""},  # the default: a SQLite store under HOKUSAI_HOME
+}
+
+
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_a_name_is_given_back_byte_for_byte_or_refused_up_front(
+    store, run_cli, make_token, make_model, snapshot, cli_env, tmp_path
+):
+    import mlflow
+
+    env = STORES[store]
+    files = {name: os.urandom(256) for name in STORED_AS_THEY_ARE}
+    token, model = make_token(), make_model(files=files, metrics=False)
+    result = run_cli(*register_args(token, model, "--metric-value", "0.91", "--output", "json"), env=env)
+    assert result.code == 0, result.stderr
+    tracking_uri = cli_env["MLFLOW_TRACKING_URI"] if store == "server" else f"sqlite:///{tmp_path}/.hokusai/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    # the version's own location (file:// or mlflow-artifacts:/), not models:/ (DESIGN.md's pitfall)
+    location = client.get_model_version_download_uri(f"hokusai-{token}", result.json["model_version"])
+    folder = tmp_path / f"download-{store}"
+    folder.mkdir()
+    downloaded = mlflow.artifacts.download_artifacts(
+        artifact_uri=location, dst_path=str(folder), tracking_uri=tracking_uri
+    )
+    assert tree(Path(downloaded)) == files
+
+    for name, why in REFUSED_UP_FRONT.items():
+        token = make_token()
+        before = snapshot(token)
+        model = make_model(files={"weights.bin": os.urandom(256), name: os.urandom(256)}, metrics=False)
+        result = run_cli(*register_args(token, model, "--metric-value", "0.91"), env=env)
+        shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in name)
+        assert_one_clear_line(result, 2, f"Model file {model}/{shown} has a name MLflow cannot store", why)
+        assert snapshot(token) == before, name
+
+
 def test_a_transient_answer_is_retried_and_the_file_stored(run_cli, make_token, make_model, proxy_for, mlflow_client):
     proxy = proxy_for("flaky", failures=2, status=503)
     files = {"weights.bin": os.urandom(200 * 1024)}

@@ -27,6 +27,8 @@ from werkzeug import Request, Response
 from hokusai_action.errors import EXIT_BAD_INPUT, EXIT_EVENTS_PENDING, InputError, SinkDeliveryError
 from hokusai_action.events.model import CloudEventRecord, event_id_for
 from hokusai_action.events.webhook import WebhookSink, parse_retry_after
+from tests.raw_receiver import MIB, RawReceiver, endless_chunked, trickled
+from tests.tls_files import make_tls_files
 
 HOOK_PATH = "/hook"
 
@@ -420,6 +422,115 @@ def test_real_backoff_sleeps_briefly(receiver, secret):
     assert elapsed < 2.0  # at most 0.05 + 0.1 s of jitter plus three loopback round trips
     for received in receiver.requests:
         assert_signed_cloudevent(received, secret=secret, event=event)
+
+
+# --- answers that never end --------------------------------------------------------------------------
+# The sink reads at most a short prefix of any answer's body (to explain a rejection), and each attempt
+# ends within its timeout whatever the receiver does: a per-read timeout alone never fires while bytes
+# keep coming.
+
+
+def delivered_within(sink: WebhookSink, event: CloudEventRecord, seconds: float) -> tuple[BaseException | None, float]:
+    """Deliver in a thread (so a sink that never ends fails this test rather than hanging it)."""
+    outcome: list[BaseException | None] = []
+
+    def deliver() -> None:
+        try:
+            sink.deliver(event)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=deliver, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"the delivery was still running after {seconds} s"
+    return outcome[0], time.monotonic() - started
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_an_endless_body_after_2xx_is_not_read(secret, sleeps, tmp_path, monkeypatch, tls):
+    import tracemalloc
+
+    files = make_tls_files(tmp_path / "tls") if tls else None
+    if files is not None:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(files.ca))
+    with RawReceiver(endless_chunked("200 OK", limit=64 * MIB), tls=files and files.server_context()) as hook:
+        sink = WebhookSink(hook.url, secret, timeout=5.0, sleep=sleeps)
+        tracemalloc.start()
+        try:
+            error, elapsed = delivered_within(sink, make_event(), 60)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            sink.close()
+
+    assert error is None  # a 2xx is a delivery, whatever follows it
+    assert hook.requests == 1 and sleeps.calls == []
+    assert peak < 2 * MIB, f"the sink held {peak / MIB:.1f} MiB of an answer it has no use for"
+    assert elapsed < 3
+
+
+@pytest.mark.integration
+def test_an_endless_body_after_4xx_gives_a_short_excerpt(secret, sleeps):
+    import tracemalloc
+
+    answer = endless_chunked("400 Bad Request", piece=b"no such hook; " * 4096, limit=64 * MIB)
+    with RawReceiver(answer) as hook:
+        sink = WebhookSink(hook.url, secret, timeout=5.0, sleep=sleeps)
+        tracemalloc.start()
+        try:
+            error, elapsed = delivered_within(sink, make_event(), 60)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            sink.close()
+
+    assert isinstance(error, SinkDeliveryError) and error.retryable is False
+    assert "HTTP 400" in str(error) and "The receiver said: no such hook; no such hook;" in str(error)
+    assert len(error.one_line()) < 1000
+    assert peak < 2 * MIB
+    assert elapsed < 3
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        # the status line, then a header a byte at a time: no answer yet, so a timeout, retried
+        (b"HTTP/1.1 200 OK\r\nX-Slow: ", "retried"),
+        # a 410 whose body trickles: the rejection stands, without waiting for the excerpt
+        (b"HTTP/1.1 410 Gone\r\nContent-Length: 100000\r\n\r\n", "dead letter"),
+    ],
+    ids=["head", "body"],
+)
+def test_an_answer_trickled_a_byte_at_a_time_ends_at_the_attempt_timeout(
+    secret, sleeps, tmp_path, monkeypatch, head, expected, tls
+):
+    files = make_tls_files(tmp_path / "tls") if tls else None
+    if files is not None:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(files.ca))
+    # a byte every 0.1 s: far inside the per-read timeout, so only a bound on the attempt ends it
+    with RawReceiver(trickled(head), pause=0.1, tls=files and files.server_context()) as hook:
+        sink = WebhookSink(hook.url, secret, timeout=1.0, max_attempts=2, sleep=sleeps)
+        try:
+            error, elapsed = delivered_within(sink, make_event(), 30)
+        finally:
+            sink.close()
+
+    assert isinstance(error, SinkDeliveryError)
+    if expected == "retried":
+        assert error.retryable is True
+        assert "no answer within the 1 s timeout" in str(error)
+        assert hook.requests == 2 and elapsed < 2 * 1.0 + 1.5
+    else:
+        assert error.retryable is False
+        assert "HTTP 410" in str(error)
+        assert hook.requests == 1 and elapsed < 1.0 + 1.5
 
 
 # --- secrets stay secret -----------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 from urllib.parse import quote
@@ -43,6 +45,27 @@ def test_every_canary_is_found_and_clean_text_is_not() -> None:
     assert CANARIES.webhook_secret in find_canaries(f"key={CANARIES.webhook_secret}")
     assert find_canaries(f"key={body.rstrip('=')}") == [body.rstrip("=")]
     assert find_canaries("View run at: http://***@127.0.0.1:5000 postgresql+psycopg2://postgres:***@db") == []
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        # requests' InvalidHeader quotes the header it refuses: a token with a trailing newline
+        "in header value: " + repr(f"Bearer {CANARIES.tracking_token}\n"),
+        repr({"token": CANARIES.tracking_token}),
+        json.dumps({"token": CANARIES.tracking_token}),
+    ],
+    ids=["newline-repr", "repr", "json"],
+)
+def test_a_quoted_canary_is_found(shown: str) -> None:
+    assert CANARIES.tracking_token not in shown  # the backslash is doubled: the raw value is not there
+    assert find_canaries(shown) == [CANARIES.tracking_token]
+
+
+def test_the_basic_auth_header_of_the_tracking_uri_is_found() -> None:
+    header = "Basic " + base64.b64encode(f"{CANARIES.uri_user}:{CANARIES.uri_password}".encode()).decode()
+    assert find_canaries(f"the proxy says: Authorization: {header}") == [CANARIES.basic_credentials.rstrip("=")]
+    assert find_canaries(f"unpadded {header.rstrip('=')}") == [CANARIES.basic_credentials.rstrip("=")]
 
 
 def test_add_mask_lines_are_the_runners_and_not_a_leak() -> None:

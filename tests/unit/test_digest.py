@@ -649,6 +649,67 @@ def test_a_name_mlflow_would_store_under_another_name_is_refused_naming_it(tmp_p
     assert "Rename it" in line
 
 
+# What a round trip through the proxied `mlflow server` and the embedded store did not give back byte
+# for byte (tests/e2e/test_upload_http.py::test_a_name_is_given_back_byte_for_byte_or_refused_up_front):
+# any control character, and a file or folder name starting with a space.
+@pytest.mark.parametrize(
+    ("name", "shown", "why"),
+    [
+        ("new\nline.bin", "new\\nline.bin", "holds the control character U+000A"),
+        ("t\tab.bin", "t\\tab.bin", "holds the control character U+0009"),
+        ("c\x01trl.bin", "c\\x01trl.bin", "holds the control character U+0001"),
+        ("esc\x1b[2J.bin", "esc\\x1b[2J.bin", "holds the control character U+001B"),
+        ("del\x7f.bin", "del\\x7f.bin", "holds the control character U+007F"),
+        ("csi\x9b.bin", "csi\\x9b.bin", "holds the control character U+009B"),
+        ("dir\r/f.bin", "dir\\r/f.bin", "holds the control character U+000D"),
+        (" lead.bin", " lead.bin", "has a file or folder name that starts with a space"),
+        ("d/ lead.bin", "d/ lead.bin", "has a file or folder name that starts with a space"),
+        (" d/f.bin", " d/f.bin", "has a file or folder name that starts with a space"),
+    ],
+)
+def test_a_name_that_does_not_come_back_byte_for_byte_is_refused_naming_it(
+    tmp_path: Path, name: str, shown: str, why: str
+) -> None:
+    root = write_tree(tmp_path / "m", {"weights.bin": b"w", name: b"x"})
+    with pytest.raises(InputError) as raised:
+        inspect_model(root)
+    line = raised.value.one_line()
+    assert line.startswith(f"Model file {root}/{shown} has a name MLflow cannot store as it is: it {why}.")
+    assert "Rename it" in line and line.isprintable()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a b.bin",
+        "trail.bin ",
+        "d /f.bin",
+        "semi;amp&plus+eq=comma,paren(x)!.bin",
+        "q'd\"b\\s.bin",
+        "\u00a0nbsp-first.bin",
+        "\u3000ideographic-first.bin",
+        "l\u2028s.bin",
+        "z\u200bw.bin",
+        "ünïcödé/naïve.bin",
+        "e\u0301-nfd.bin",
+        "\U0001f600.bin",
+        ".hidden",
+        "trail.",
+    ],
+)
+def test_a_name_that_comes_back_byte_for_byte_is_accepted(tmp_path: Path, name: str) -> None:
+    root = write_tree(tmp_path / "m", {"weights.bin": b"w", name: b"x"})
+    assert name in inspect_model(root).files
+
+
+def test_a_single_file_model_named_with_a_control_character_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "model\n.bin"
+    model.write_bytes(b"w")
+    with pytest.raises(InputError) as raised:
+        inspect_model(model)
+    assert "it holds the control character U+000A" in raised.value.one_line()
+
+
 def test_a_name_that_is_not_utf_8_is_refused_naming_it(tmp_path: Path) -> None:
     root = write_tree(tmp_path / "m", {"weights.bin": b"w"})
     with open(os.path.join(os.fsencode(root), b"caf\xe9.bin"), "wb") as handle:

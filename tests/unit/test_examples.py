@@ -295,7 +295,10 @@ def consumer_module() -> ModuleType:
     return module
 
 
-def registration_event(event_id: str = "9b0e7c52-0000-5000-8000-000000000001", **data_overrides: Any):
+EVENT_ID = "9b0e7c52-0000-5000-8000-000000000001"
+
+
+def registration_event(event_id: str = EVENT_ID, **data_overrides: Any):
     from hokusai_action.events.model import CloudEventRecord
 
     data = {
@@ -321,6 +324,7 @@ def verify_result(*, verified: bool = True, failed: dict | None = None, **overri
         "model_name": "hokusai-XRAY",
         "model_version": "3",
         "model_uri": "models:/hokusai-XRAY/3",
+        "event_id": EVENT_ID,  # the event of the registration the token holds now
         "artifact_digest": DIGEST,
         "verified": verified,
         "checks": checks,
@@ -413,6 +417,9 @@ def test_consumer_refuses_a_mismatch_for_good_and_names_it(consumer_module: Modu
             (0, verify_result(artifact_digest="sha256:" + "00" * 32)), "artifact_digest", id="digest-differs-from-event"
         ),
         pytest.param((0, verify_result(model_version="4")), "model_version", id="other-version-verified"),
+        pytest.param(
+            (0, verify_result(event_id="9b0e7c52-0000-5000-8000-000000000002")), "id", id="not-the-current-event"
+        ),
     ],
 )
 def test_consumer_never_deploys_what_does_not_match_the_event(
@@ -486,3 +493,14 @@ def test_consumer_runs_the_cli_with_the_contracts_arguments(consumer_module: Mod
         "model", "verify", "--token-id", "XRAY", "--version", "3", "--output", "json", "--public-key", "keys/deploy.pub"
     ]  # fmt: skip
     assert (result.exit_code, result.result["verified"]) == (1, False)
+
+
+@pytest.mark.parametrize("given", ["nan", "inf", "-inf", "0", "-1", "soon"])
+def test_consumer_refuses_seconds_that_are_not_a_finite_positive_number(
+    consumer_module: ModuleType, given: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["webhook", f"--verify-timeout={given}"], ["pubsub", "--subscription", "s", f"--max-idle={given}"]):
+        with pytest.raises(SystemExit) as stopped:
+            consumer_module.build_parser().parse_args(args)
+        assert stopped.value.code == 2
+        assert "seconds" in capsys.readouterr().err

@@ -23,9 +23,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hokusai_action.cli import main
+from hokusai_action.cli import asks_for_json, main
 from hokusai_action.core import TOKEN_PATTERN, normalise_token_id
 from hokusai_action.errors import InputError
+from tests.helpers import assert_json_failure
 from tests.services import free_port
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
@@ -78,7 +79,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 
 
 def assert_user_error(result: Any, case: Any) -> None:
-    """Exit 0-5, no traceback, and a failure is one ``error:`` line on stderr with stdout empty."""
+    """Exit 0-5, no traceback, and a failure is one ``error:`` line on stderr with stdout empty (with
+    ``--output json``: the one JSON object of the failure)."""
     output = result.stdout + result.stderr
     event(f"exit {result.exit_code}")  # shown by --hypothesis-show-statistics
     assert result.exception is None or isinstance(result.exception, SystemExit), (case, result.exc_info)
@@ -86,7 +88,10 @@ def assert_user_error(result: Any, case: Any) -> None:
     assert 0 <= result.exit_code <= 5, (case, result.exit_code, output)
     if result.exit_code != 0:
         lines = result.stderr.splitlines()
-        assert result.stdout == "", (case, result.stdout)
+        if asks_for_json(case):
+            assert_json_failure(result.stdout, result.exit_code)
+        else:
+            assert result.stdout == "", (case, result.stdout)
         if result.exit_code == 2 and lines and lines[0].startswith("Usage: "):
             # click's own usage error (an option's type, e.g. --config naming a directory): its
             # standard three lines, the last one saying what is wrong

@@ -1,11 +1,11 @@
 """requirements.lock and the Dockerfile: the image installs exactly the locked files, checked by hash.
 
 What a reviewer of a supply-chain change would check: every package in the lock is pinned to one
-version and carries sha256 hashes, the lock agrees with pyproject's direct runtime pins, holds the
-build tools the image builds the package with and nothing from the test extra, no index location is
-written into it, and the Dockerfile installs the lock in pip's hash-checking mode and nothing else
-from an index.
-"""
+version and carries sha256 hashes; pyproject's direct runtime dependencies are ranges whose lower
+bounds are the versions constraints-lowest.txt tests, and the lock holds a version inside each; the
+lock holds the build tools the image builds the package with and nothing from the test extra, no
+index location is written into it, and the Dockerfile installs the lock in pip's hash-checking mode
+and nothing else from an index."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 pytestmark = [pytest.mark.unit]
 
@@ -26,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCK = REPO_ROOT / "requirements.lock"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
+LOWEST = REPO_ROOT / "constraints-lowest.txt"
 HADOLINT = Path(sys.executable).with_name("hadolint")
 
 PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)")
@@ -106,17 +108,64 @@ def test_lock_names_no_index_or_other_option() -> None:
     assert "://" not in LOCK.read_text()
 
 
-def test_direct_runtime_pins_are_locked_at_the_same_versions() -> None:
+def _lowest_pins() -> dict[str, str]:
+    """canonical name -> version for every line of constraints-lowest.txt."""
+    pins: dict[str, str] = {}
+    for line in _logical_lines(LOWEST.read_text()):
+        match = PIN.fullmatch(line)
+        assert match, f"constraints-lowest.txt: {line[:80]!r} is not 'name==version'"
+        name = canonicalize_name(match["name"])
+        assert name not in pins, f"constraints-lowest.txt: {name} is listed twice"
+        pins[name] = match["version"]
+    return pins
+
+
+def _direct_requirements() -> list[Requirement]:
+    return [Requirement(spec) for spec in _pyproject()["project"]["dependencies"]]
+
+
+def test_direct_runtime_dependencies_are_ranges_with_a_lower_bound() -> None:
+    """Installed beside a user's own MLflow, SQLAlchemy, requests: an exact pin makes pip give up."""
+    for requirement in _direct_requirements():
+        operators = sorted(s.operator for s in requirement.specifier)
+        assert ">=" in operators, f"pyproject.toml: {requirement} has no lower bound (>=)"
+        assert not {"==", "===", "~="} & set(operators), f"pyproject.toml: {requirement} is pinned, not a range"
+
+
+def test_each_lower_bound_is_the_version_the_lowest_set_tests() -> None:
+    lowest = _lowest_pins()
+    for requirement in _direct_requirements():
+        name = canonicalize_name(requirement.name)
+        (bound,) = [s.version for s in requirement.specifier if s.operator == ">="]
+        assert name in lowest, f"{name} (pyproject.toml) is missing from constraints-lowest.txt"
+        assert Version(lowest[name]) == Version(bound), (
+            f"{name}: pyproject.toml's lower bound is {bound}, constraints-lowest.txt tests {lowest[name]}"
+        )
+
+
+def test_lowest_constraints_name_no_index_and_no_hash() -> None:
+    text = LOWEST.read_text()
+    assert "://" not in text
+    assert [line for line in _logical_lines(text) if line.startswith("-")] == []
+
+
+def test_locked_versions_are_inside_the_ranges() -> None:
     entries = _lock_entries()
-    for spec in _pyproject()["project"]["dependencies"]:
-        requirement = Requirement(spec)
-        pins = [s.version for s in requirement.specifier if s.operator == "=="]
-        assert pins, f"pyproject.toml: {spec!r} is not pinned with =="
+    for requirement in _direct_requirements():
         name = canonicalize_name(requirement.name)
         assert name in entries, f"{name} (pyproject.toml) is missing from requirements.lock"
-        assert entries[name][0] == pins[0], (
-            f"{name}: pyproject.toml pins {pins[0]}, requirements.lock has {entries[name][0]}; run scripts/lock.sh"
+        assert requirement.specifier.contains(entries[name][0], prereleases=True), (
+            f"{name}: requirements.lock has {entries[name][0]}, outside pyproject.toml's {requirement.specifier}; "
+            "run scripts/lock.sh"
         )
+
+
+def test_the_test_servers_mlflow_is_the_locked_clients_version() -> None:
+    """The full mlflow of the test extra (the tests' server) pulls in mlflow-skinny of its own version."""
+    test_extra = [Requirement(spec) for spec in _pyproject()["project"]["optional-dependencies"]["test"]]
+    (server,) = [r for r in test_extra if canonicalize_name(r.name) == "mlflow"]
+    (pin,) = [s.version for s in server.specifier if s.operator == "=="]
+    assert _lock_entries()["mlflow-skinny"][0] == pin
 
 
 def test_build_requirements_are_locked() -> None:

@@ -463,6 +463,7 @@ def test_wrong_columns_lists_what_was_found_and_expected(make_file: Callable[...
         found="'y', 'prob'",
         label="'label'",
         score="'score' (or 'prediction')",
+        options="--label-column and --score-column",
     )
     assert "'y', 'prob'" in message and "'label'" in message and "'prediction'" in message
 
@@ -477,6 +478,7 @@ def test_named_score_column_missing(make_file: Callable[..., Path]) -> None:
         found="'label', 'score'",
         label="'label'",
         score="'proba'",
+        options="--score-column",
     )
 
 
@@ -490,6 +492,7 @@ def test_wrong_keys_in_first_json_object(make_file: Callable[..., Path]) -> None
         found="'label', 'p'",
         label="'label'",
         score="'score' (or 'prediction')",
+        options="--score-column",
     )
 
 

@@ -9,7 +9,6 @@ import pty
 import re
 import struct
 import subprocess
-import sys
 import termios
 import textwrap
 import threading
@@ -17,6 +16,7 @@ import threading
 import pytest
 
 from hokusai_action.progress import Reporter, TaskStats, end_line, format_bytes
+from tests.helpers import CLI_PYTHON
 
 pytestmark = [pytest.mark.unit]
 
@@ -146,7 +146,8 @@ def test_on_a_terminal_a_live_bar() -> None:
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
     environ = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), environ.get("PYTHONPATH")]))
-    process = subprocess.Popen([sys.executable, "-c", TTY_SCRIPT], stderr=child, env=environ)
+    # the CLI's interpreter: its tqdm is the one users get (scripts/test-lowest.sh: the oldest supported)
+    process = subprocess.Popen([CLI_PYTHON, "-c", TTY_SCRIPT], stderr=child, env=environ)
     os.close(child)
     chunks = []
     while True:

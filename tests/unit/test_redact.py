@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import warnings
 from urllib.parse import quote, quote_plus
 
@@ -15,6 +17,7 @@ from hokusai_action.redact import (
     MASK,
     RedactingStream,
     redact,
+    register_basic_credentials,
     register_secret,
     register_url_password,
     registered_secrets,
@@ -206,7 +209,9 @@ def test_a_token_passed_as_url_user_is_registered_but_a_database_role_is_not() -
     register_url_password("https://ghp_0123456789abcdef@mlflow.example.com")
     register_url_password("postgresql://postgres@127.0.0.1/site")
     register_url_password("https://admin:pa55word@mlflow.example.com")  # the password, not the user name
-    assert registered_secrets() == frozenset({"ghp_0123456789abcdef", "pa55word"})
+    basic = {base64.b64encode(pair).decode() for pair in (b"ghp_0123456789abcdef:", b"admin:pa55word")}
+    basic |= {form.rstrip("=") for form in basic}
+    assert registered_secrets() == frozenset({"ghp_0123456789abcdef", "pa55word", *basic})
     assert redact("Bearer ghp_0123456789abcdef for admin") == "Bearer *** for admin"
 
 
@@ -227,6 +232,87 @@ def test_no_database_password_survives_in_any_encoding(password: str) -> None:
         scrubbed = redact(f"[{shown}]")
         assert password not in scrubbed
         assert quote(password, safe="") not in scrubbed
+
+
+# --- escaped and derived forms -----------------------------------------------------------------------
+# A library that refuses a value quotes it with repr (requests: "... in header value: 'Bearer tok\\n'"),
+# a JSON document escapes it, and basic auth sends base64("user:password"): each is the secret too.
+
+ESCAPABLE = "tok\\en'x\"42\t"  # a backslash, both quotes and a tab: every escape repr and JSON make
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        repr(f"Bearer {ESCAPABLE}"),  # what requests' InvalidHeader quotes
+        repr({"t": ESCAPABLE}),
+        repr(ESCAPABLE.replace('"', "")),  # without a double quote, repr escapes the single one
+        json.dumps({"t": ESCAPABLE}),
+        json.dumps({"t": ESCAPABLE}, ensure_ascii=False),
+        ESCAPABLE.strip(),
+        quote(ESCAPABLE, safe=""),
+    ],
+    ids=["repr-header", "repr-dict", "repr-single-quote", "json", "json-unicode", "stripped", "quoted"],
+)
+def test_a_secret_is_masked_in_its_repr_json_and_stripped_forms(shown: str) -> None:
+    register_secret(ESCAPABLE)
+    register_secret(ESCAPABLE.replace('"', ""))
+    scrubbed = redact(f"error: {shown} (end)")
+    assert "tok" not in scrubbed and "42" not in scrubbed
+    assert MASK in scrubbed
+
+
+def test_a_secret_with_a_trailing_newline_is_masked_as_requests_quotes_it() -> None:
+    register_secret("tok-abcdef-123\n")
+    line = "Invalid ... return character(s) in header value: 'Bearer tok-abcdef-123\\n'"
+    assert redact(line).endswith("in header value: 'Bearer ***'")
+    assert redact("token tok-abcdef-123 stripped") == "token *** stripped"
+
+
+def test_basic_credentials_are_masked_in_their_base64_form() -> None:
+    register_basic_credentials("alice", "s3cret-pwd")
+    encoded = base64.b64encode(b"alice:s3cret-pwd").decode()
+    assert encoded.endswith("=")
+    assert redact(f"echoed: Authorization: Basic {encoded}") == "echoed: Authorization: Basic ***"
+    assert redact(f"unpadded {encoded.rstrip('=')}.") == "unpadded ***."
+    assert redact("alice is a user name, not a secret") == "alice is a user name, not a secret"
+
+
+def test_url_credentials_register_the_basic_header_requests_sends() -> None:
+    # requests sends the URL's user-info, percent-decoded, as basic auth; a user alone as "user:"
+    register_url_password("https://ci-bot:p%40ss%3Aword@mlflow.example.com")
+    register_url_password("https://ghp_0123456789abcdef@mlflow.example.com")
+    for credentials in (b"ci-bot:p@ss:word", b"ghp_0123456789abcdef:"):
+        encoded = base64.b64encode(credentials).decode()
+        assert redact(f"Basic {encoded}") == f"Basic {MASK}"
+
+
+@given(
+    secret=st.text(
+        alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="*"),
+        min_size=4,
+        max_size=24,
+    )
+)
+def test_no_form_of_any_secret_survives_redaction(secret: str) -> None:
+    redact_module._secrets = set()
+    register_secret(secret)
+    forms = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    if len(secret.strip()) >= 4:
+        forms.add(secret.strip())
+    shown = (
+        secret,
+        secret.strip(),
+        repr(secret),
+        repr(f"it's {secret}"),
+        repr(f'say "{secret}'),
+        json.dumps(secret),
+        json.dumps(secret, ensure_ascii=False),
+        quote(secret),
+    )
+    for text in shown:
+        scrubbed = redact(f"<{text}>")
+        assert not [form for form in forms if form in scrubbed], (text, scrubbed)
 
 
 # --- streams and warnings ----------------------------------------------------------------------------

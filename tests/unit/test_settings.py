@@ -385,9 +385,7 @@ def test_wrong_type_names_the_key_and_its_line(load, tmp_path: Path, yaml_text, 
 
 def test_a_yaml_that_is_not_a_mapping_is_refused(load, tmp_path: Path) -> None:
     message = load_error(load, yaml_text="- token_id\n- XRAY\n")
-    assert message == (
-        f"{tmp_path / 'hokusai.yaml'} must be a YAML mapping of settings (see the README's hokusai.yaml section)."
-    )
+    assert message == (f"{tmp_path / 'hokusai.yaml'} must be a YAML mapping of settings (docs/reference/settings.md).")
 
 
 def test_invalid_yaml_says_where(load, tmp_path: Path) -> None:
@@ -578,6 +576,102 @@ def test_after_loading_redact_masks_mlflow_secrets_from_the_environment(load) ->
     assert DB_PASSWORD not in redact(f"401 for user bot with password {DB_PASSWORD}")
 
 
+# A secret with a control character in it (most often a trailing newline, from a file or `echo`) is
+# refused before any request: requests refused it only when sending, quoting it in its error, and
+# the registration then waited out an "outage" for the MLflow timeout.
+CONTROL_TOKEN = "dapi-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "name", "where"),
+    [
+        ({}, {"MLFLOW_TRACKING_TOKEN": CONTROL_TOKEN + "\n"}, "MLFLOW_TRACKING_TOKEN", "ends with"),
+        ({}, {"MLFLOW_TRACKING_TOKEN": CONTROL_TOKEN + "\r\n"}, "MLFLOW_TRACKING_TOKEN", "ends with"),
+        ({}, {"MLFLOW_TRACKING_PASSWORD": "\t" + CONTROL_TOKEN}, "MLFLOW_TRACKING_PASSWORD", "starts with"),
+        (
+            {},
+            {"MLFLOW_TRACKING_USERNAME": "bot\x00", "MLFLOW_TRACKING_PASSWORD": CONTROL_TOKEN},
+            "MLFLOW_TRACKING_USERNAME",
+            "ends with",
+        ),
+        ({}, {**SECRET_ENV, "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET + "\n"}, "HOKUSAI_WEBHOOK_SECRET", "ends with"),
+        ({}, {"SIGSTORE_ID_TOKEN": "eyJ\x1b[2J" + CONTROL_TOKEN}, "SIGSTORE_ID_TOKEN", "contains"),
+        ({}, {"ACTIONS_ID_TOKEN_REQUEST_TOKEN": CONTROL_TOKEN + "\x7f"}, "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ends with"),
+        (
+            {},
+            {"HOKUSAI_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----\nAB\x0cCD\n-----END PRIVATE KEY-----\n"},
+            "HOKUSAI_SIGNING_KEY",
+            "contains",
+        ),
+        (
+            {},
+            {"HOKUSAI_DATABASE_URL": f"postgresql://hokusai:{CONTROL_TOKEN}%0A@db/site"},
+            "The password in HOKUSAI_DATABASE_URL",
+            "ends with",
+        ),
+        (
+            {},
+            {"MLFLOW_TRACKING_URI": f"https://bot:{CONTROL_TOKEN}\n@mlflow.example.com"},
+            "MLFLOW_TRACKING_URI",
+            "contains",
+        ),
+        (
+            {"mlflow_tracking_token": CONTROL_TOKEN + "\u2028"},
+            {},
+            "The action input mlflow-tracking-token",
+            "ends with",
+        ),
+        (
+            {"database_url": f"postgresql://hokusai:{CONTROL_TOKEN}%09@db/site"},
+            {},
+            "The password in --database-url (action input database-url)",
+            "ends with",
+        ),
+    ],
+    ids=[
+        "token-newline",
+        "token-crlf",
+        "password-tab",
+        "username-nul",
+        "webhook-secret",
+        "sigstore-escape",
+        "oidc-del",
+        "signing-key-formfeed",
+        "database-url-password",
+        "tracking-uri",
+        "token-input",
+        "database-url-flag",
+    ],
+)
+def test_a_secret_with_a_control_character_is_named_and_never_shown(load, flags, env, name, where) -> None:
+    message = load_error(load, flags=flags, env=env)
+    assert message.startswith(f"{name} {where} a control character")
+    assert CONTROL_TOKEN not in message and "\n" not in message
+    assert WEBHOOK_SECRET not in message
+
+
+def test_a_secret_from_a_variable_hokusai_yaml_names_is_checked_under_that_name(load) -> None:
+    env = {**SECRET_ENV, "HOKUSAI_WEBHOOK_SECRET": "", "DEPLOY_HOOK_SECRET": WEBHOOK_SECRET + "\n"}
+    message = load_error(load, env=env, yaml_text="events: {webhook: {secret_env: DEPLOY_HOOK_SECRET}}\n")
+    assert message.startswith("DEPLOY_HOOK_SECRET ends with a control character")
+
+
+def test_a_signing_key_keeps_its_line_breaks_and_spaces_in_secrets_are_kept(load) -> None:
+    pem = (
+        "-----BEGIN PRIVATE KEY-----\r\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\r\n-----END PRIVATE KEY-----\n"
+    )
+    settings = load(env={"HOKUSAI_SIGNING_KEY": pem, "MLFLOW_TRACKING_PASSWORD": "two words"})
+    assert settings.signing_key_pem == pem
+
+
+def test_basic_credentials_from_the_environment_are_masked_in_base64(load) -> None:
+    import base64
+
+    load(env={"MLFLOW_TRACKING_USERNAME": "ci-bot", "MLFLOW_TRACKING_PASSWORD": DB_PASSWORD})
+    header = "Basic " + base64.b64encode(f"ci-bot:{DB_PASSWORD}".encode()).decode()
+    assert redact(f"proxy echoed Authorization: {header}") == "proxy echoed Authorization: Basic ***"
+
+
 def test_loading_without_secrets_registers_nothing(load) -> None:
     load()
     assert redact_module.registered_secrets() == frozenset()
@@ -659,6 +753,14 @@ def test_compare_to_latest_is_mlflows_newest_version_and_allowed(load) -> None:
     assert load(flags={"compare_to": "latest"}).compare_to == "latest"
 
 
+@pytest.mark.parametrize("alias", ["v7", "V7", "v0", "v12345"])
+def test_compare_to_a_version_name_is_refused(load, alias: str) -> None:
+    # no alias can be called v<number>: MLflow would find none, and the baseline alone would decide
+    message = load_error(load, flags={"compare_to": alias})
+    assert message.startswith(f"--compare-to '{alias}' is reserved by MLflow")
+    assert "set an alias" in message and "'latest'" in message
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "line", "fragment"),
     [
@@ -679,6 +781,7 @@ def test_the_schema_refuses_reserved_set_aliases_and_allows_compare_to_latest() 
     assert not validator.is_valid({"set_alias": "latest"})
     assert not validator.is_valid({"set_alias": "v3"})
     assert validator.is_valid({"set_alias": "champion", "compare_to": "latest"})
+    assert not validator.is_valid({"compare_to": "v7"})
 
 
 @pytest.mark.slow  # imports the full MLflow

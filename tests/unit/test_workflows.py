@@ -19,11 +19,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 pytestmark = [pytest.mark.unit]
 
@@ -248,6 +250,11 @@ def test_no_expression_is_expanded_inside_a_script(path: Path) -> None:
 # ------------------------------------------------------------------------------ what they run
 
 
+def _pyproject() -> dict:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
 def load(name: str) -> dict:
     # PyYAML reads the key `on` as True (YAML 1.1); normalise it back
     workflow = yaml.safe_load((WORKFLOW_DIR / name).read_text(encoding="utf-8"))
@@ -270,17 +277,41 @@ def test_ci_runs_the_readme_test_command_and_the_image_smoke_test() -> None:
     assert "google-cloud-cli-pubsub-emulator" in scripts  # as .ci/run installs it
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert "bash scripts/test.sh" in readme
-    for job in ci["jobs"].values():
+    with_services = [job for job in ci["jobs"].values() if "services" in job]
+    assert {ci["jobs"][name]["name"] for name in ("test", "lowest", "image")} <= {job["name"] for job in with_services}
+    for job in with_services:
         postgres = job["services"]["postgres"]
         assert postgres["env"] == {"POSTGRES_HOST_AUTH_METHOD": "trust"}
         assert postgres["ports"] == ["127.0.0.1:5432:5432"]  # loopback only: trust auth
+
+
+def test_ci_tests_each_supported_python_and_the_lowest_set() -> None:
+    ci = load("ci.yml")
+    matrix = ci["jobs"]["test"]["strategy"]["matrix"]["python"]
+    requires = _pyproject()["project"]["requires-python"]
+    assert matrix == ["3.11", "3.12", "3.13"]
+    assert all(SpecifierSet(requires).contains(f"{version}.0") for version in matrix)
+    assert not SpecifierSet(requires).contains("3.14.0")  # requires-python says what is tested
+    assert not SpecifierSet(requires).contains("3.10.0")
+    lowest = "\n".join(step.get("run", "") for step in ci["jobs"]["lowest"]["steps"])
+    assert "bash scripts/test-lowest.sh" in lowest
+    package = "\n".join(step.get("run", "") for step in ci["jobs"]["package"]["steps"])
+    assert "bash scripts/check-dist.sh" in package
+    check_dist = (REPO_ROOT / "scripts" / "check-dist.sh").read_text(encoding="utf-8")
+    assert "-m build" in check_dist
+    assert 'twine" check --strict' in check_dist
+    ci_run = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci_run.index("bash scripts/test.sh") < ci_run.index("bash scripts/test-lowest.sh")
+    assert "bash scripts/check-dist.sh" in ci_run
 
 
 def test_release_builds_pushes_attests_and_pins_by_digest() -> None:
     release = load("release.yml")
     assert release["on"] == {"push": {"tags": ["v*.*.*"]}}
     assert release["permissions"] == {}
-    (job,) = release["jobs"].values()
+    assert set(release["jobs"]) == {"dist", "release", "pypi"}
+    job = release["jobs"]["release"]
+    assert job["needs"] == "dist"  # a tag that is not the package's version releases nothing
     assert job["permissions"] == {
         "contents": "write",
         "packages": "write",
@@ -303,6 +334,31 @@ def test_release_builds_pushes_attests_and_pins_by_digest() -> None:
     assert names.index(pin_step["name"]) > names.index(attest.get("name", attest["uses"]))
     assert 'git tag --force "$MAJOR"' in pin_step["run"]
     assert "gh attestation verify" in "\n".join(run_scripts(release))
+
+
+def test_release_publishes_the_checked_sdist_and_wheel_to_pypi_by_trusted_publishing() -> None:
+    jobs = load("release.yml")["jobs"]
+    dist, pypi = jobs["dist"], jobs["pypi"]
+    assert dist["permissions"] == {"contents": "read"}
+    dist_scripts = "\n".join(step.get("run", "") for step in dist["steps"])
+    assert "bash scripts/check-dist.sh" in dist_scripts
+    assert '"v${version}"' in dist_scripts  # the tag must be pyproject.toml's version
+    (upload,) = [step for step in dist["steps"] if step.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["path"] == "dist/"
+
+    # only the publishing job may mint an OIDC token, in an environment PyPI's trusted publisher names
+    assert pypi["permissions"] == {"id-token": "write"}
+    assert pypi["environment"]["name"] == "pypi"
+    assert set(pypi["needs"]) == {"dist", "release"}
+    (download,) = [step for step in pypi["steps"] if step.get("uses", "").startswith("actions/download-artifact@")]
+    assert download["with"]["name"] == upload["with"]["name"]
+    (publish,) = [step for step in pypi["steps"] if step.get("uses", "").startswith("pypa/gh-action-pypi-publish@")]
+    assert publish["with"]["attestations"] is True
+    assert publish["with"]["packages-dir"] == download["with"]["path"]
+    assert not {"password", "user", "repository-url"} & set(publish["with"])  # no token, the real PyPI
+    assert all(
+        "id-token" not in job.get("permissions", {}) for name, job in jobs.items() if name not in ("pypi", "release")
+    )
 
 
 # ------------------------------------------------------------------------------ action.yml pinning
