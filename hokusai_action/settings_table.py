@@ -115,6 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_allow_http", env=env.HOKUSAI_WEBHOOK_ALLOW_HTTP, config=("events.webhook.allow_http",)),
     # concurrency and provenance
     Setting("claim_ttl", env=env.HOKUSAI_CLAIM_TTL),
+    Setting("relay_lease", env=env.HOKUSAI_RELAY_LEASE),
     Setting("git.sha", env=env.HOKUSAI_GIT_SHA),
     Setting("git.ref", env=env.HOKUSAI_GIT_REF),
     Setting("git.repository", env=env.HOKUSAI_GIT_REPOSITORY),

@@ -467,7 +467,8 @@ with open(sys.argv[0] + ".calls", "a") as calls:
 time.sleep(3)
 token, version = args[args.index("--token-id") + 1], args[args.index("--version") + 1]
 print(json.dumps({"token_id": token, "model_version": version, "model_uri": f"models:/hokusai-{token}/{version}",
-                  "artifact_digest": "sha256:" + "1f" * 32, "verified": True, "checks": [], "error": None}))
+                  "event_id": EVENT_ID, "artifact_digest": "sha256:" + "1f" * 32, "verified": True, "checks": [],
+                  "error": None}))
 """
 
 
@@ -475,13 +476,15 @@ def test_two_deliveries_of_one_event_at_once_deploy_it_once(cli_env, tmp_path):
     """The server answers requests side by side: a second delivery of an event still being verified is
     told to come back (503, which the sink retries), and one that comes after is a duplicate."""
     verify = tmp_path / "slow_verify.py"
-    verify.write_text(SLOW_VERIFY)
+    event_id = str(uuid.uuid4())
+    # the stand-in for `model verify` vouches for this event as the token's current registration
+    verify.write_text(f"EVENT_ID = {event_id!r}\n" + SLOW_VERIFY)
     env = {**consumer_env(cli_env), "HOKUSAI_VERIFY_COMMAND": f"{shlex.quote(sys.executable)} {verify}"}
     consumer = WebhookConsumer(env, tmp_path / "deploy-state.sqlite")
     try:
         event = {
             "specversion": "1.0",
-            "id": str(uuid.uuid4()),
+            "id": event_id,
             "source": "test",
             "type": "token_ready_for_deploy",
             "datacontenttype": "application/json",

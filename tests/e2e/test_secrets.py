@@ -112,7 +112,7 @@ def test_basic_credentials_echoed_by_a_server_are_not_printed(run_cli, httpserve
 
     result = run_cli("doctor", "--output", "json", env={"MLFLOW_TRACKING_URI": uri, "HOKUSAI_MLFLOW_TIMEOUT": "3"})
 
-    (mlflow_check,) = [check for check in json.loads(result.stdout) if check["check"] == "mlflow"]
+    (mlflow_check,) = [check for check in json.loads(result.stdout)["checks"] if check["check"] == "mlflow"]
     assert mlflow_check["ok"] is False
     assert "refused Authorization: Basic ***" in mlflow_check["detail"], mlflow_check
     assert find_canaries(result.output) == []
