@@ -91,8 +91,8 @@ def run_action(environ: Mapping[str, str]) -> int:
     if inputs.get("mlflow-tracking-token"):
         os.environ["MLFLOW_TRACKING_TOKEN"] = inputs["mlflow-tracking-token"]  # MLflow reads it itself
 
-    from hokusai_action.commands import describe_result, run_register, undelivered_lines
-    from hokusai_action.settings import load_settings
+    from hokusai_action.commands.register import describe_result, run_register, undelivered_lines
+    from hokusai_action.settings.loader import load_settings
     from hokusai_action.vendors import quiet_vendor_logs
 
     quiet_vendor_logs()

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from hokusai_action.db import outbox  # noqa: E402
 from hokusai_action.db.schema import tokens  # noqa: E402
 from hokusai_action.db.store import Database, insert_token  # noqa: E402
-from hokusai_action.events.model import CloudEventRecord  # noqa: E402
+from hokusai_action.domain.event import CloudEventRecord  # noqa: E402
 from tests.services import create_database, drop_database  # noqa: E402
 
 # the relay process without LISTEN: the polling path on PostgreSQL, for comparison only

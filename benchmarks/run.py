@@ -274,9 +274,9 @@ def bench_events(env: dict[str, str], work: Path, runs: int) -> list[float] | No
         topic = emulator.make_topic()
         emulator.make_subscription(topic)
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
-        from hokusai_action.commands import run_register
-        from hokusai_action.settings import load_settings
-        from hokusai_action.wiring import build_database
+        from hokusai_action.commands.register import run_register
+        from hokusai_action.commands.wiring import build_database
+        from hokusai_action.settings.loader import load_settings
 
         secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
         all_sinks = {

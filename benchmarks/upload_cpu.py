@@ -5,7 +5,7 @@
 
 Starts a real ``mlflow server --serve-artifacts --workers 2`` (PostgreSQL backend, local-disk
 artifacts: ``tests/services.py``), writes ``--files`` random files, then, in this process, uploads them
-to a fresh logged model per attempt: ``ours`` through ``hokusai_action.upload.upload_model`` (hashed
+to a fresh logged model per attempt: ``ours`` through ``hokusai_action.mlflow.upload.upload_model`` (hashed
 while streamed), ``bare`` through MLflow's own ``HttpArtifactRepository.log_artifacts`` (what
 ``MlflowClient.log_model_artifacts`` does). For each attempt it prints the wall time and the CPU time
 (user + system) of this process and of the server's processes (``/proc/<pid>/stat`` of the server
@@ -103,7 +103,7 @@ def run(server, model_dir: Path, args: argparse.Namespace, modes: list[str]) -> 
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from hokusai_action import streamed, upload
-    from hokusai_action.digest import scan_model
+    from hokusai_action.digest.files import scan_model
 
     mlflow.set_tracking_uri(server.url)
     client = mlflow.MlflowClient(tracking_uri=server.url)

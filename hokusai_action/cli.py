@@ -1,7 +1,7 @@
 """The ``hokusai-ml-platform`` command line.
 
 Only click and the package's pure modules are imported here: ``--help`` must stay fast and must not
-load MLflow, SQLAlchemy or Google clients. Each command imports ``hokusai_action.commands`` inside
+load MLflow, SQLAlchemy or Google clients. Each command imports ``hokusai_action.commands.register`` inside
 its body, once it actually runs.
 """
 
@@ -225,7 +225,7 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _settings(**flags: Any) -> Any:
-    from hokusai_action.settings import load_settings
+    from hokusai_action.settings.loader import load_settings
     from hokusai_action.vendors import quiet_vendor_logs
 
     quiet_vendor_logs()
@@ -382,13 +382,13 @@ def register_command(output: str, quiet: bool, **flags: Any) -> None:
       hokusai-ml-platform model register --token-id XRAY --model-path ./model \\
           --metric auroc --baseline 0.82 --sign key --signing-key signing-key.pem
     """
-    from hokusai_action.digest import prefetch_digest
+    from hokusai_action.digest.files import prefetch_digest
 
     flags["signing_certificate_chain"] = tuple(flags.get("signing_certificate_chain") or ()) or None
     settings = _settings(**flags)
     # a re-run's wall time is its hash (2 GiB: ~1.1 s): start it before the ~0.3 s of imports below
     prefetched = prefetch_digest(settings.model_path)
-    from hokusai_action.commands import print_result, run_register
+    from hokusai_action.commands.register import print_result, run_register
 
     result, code = run_register(settings, quiet=quiet, prefetched=prefetched)
     print_result(result, output=output, stdout=sys.stdout, stderr=sys.stderr)
@@ -436,7 +436,7 @@ def verify_command(
       hokusai-ml-platform model verify --token-id XRAY --public-key signing-key.pub --output json
       hokusai-ml-platform model verify --token-id XRAY --version 3 --certificate-chain ca.pem
     """
-    from hokusai_action.commands import describe_verify, run_verify
+    from hokusai_action.commands.register import describe_verify, run_verify
 
     settings = _settings(**flags)
     report, code = run_verify(
@@ -486,7 +486,7 @@ def db_upgrade(**flags: Any) -> None:
     Example:
       hokusai-ml-platform db upgrade
     """
-    from hokusai_action.commands import run_db_upgrade
+    from hokusai_action.commands.register import run_db_upgrade
 
     click.echo(run_db_upgrade(_settings(**flags)))
 
@@ -518,7 +518,7 @@ def token_create(symbol: str, metadata: str | None, output: str, **flags: Any) -
     Example:
       hokusai-ml-platform token create XRAY --metadata '{"owner": "radiology"}'
     """
-    from hokusai_action.commands import run_token_create
+    from hokusai_action.commands.register import run_token_create
     from hokusai_action.errors import InputError
 
     parsed = None
@@ -546,7 +546,7 @@ def token_show(symbol: str, output: str, **flags: Any) -> None:
     Example:
       hokusai-ml-platform token show XRAY --output json
     """
-    from hokusai_action.commands import run_token_show
+    from hokusai_action.commands.register import run_token_show
 
     shown = run_token_show(_settings(**flags), symbol)
     lines = [f"{key:18} {value}" for key, value in shown.items() if key != "event_deliveries"]
@@ -590,7 +590,7 @@ def token_reset(symbol: str, output: str, **flags: Any) -> None:
     Example:
       hokusai-ml-platform token reset XRAY --output json
     """
-    from hokusai_action.commands import describe_reset, run_token_reset
+    from hokusai_action.commands.register import describe_reset, run_token_reset
 
     reset = run_token_reset(_settings(**flags), symbol)
     _emit(reset, output, "\n".join(describe_reset(reset)))
@@ -663,7 +663,7 @@ def events_relay(
       HOKUSAI_EVENT_SINKS=webhook,database hokusai-ml-platform events relay --follow
       hokusai-ml-platform events relay --follow --max-seconds 60   # in a CI job
     """
-    from hokusai_action.commands import describe_relay, run_events_relay
+    from hokusai_action.commands.register import describe_relay, run_events_relay
     from hokusai_action.errors import InputError
 
     if max_seconds is not None and not follow:
@@ -680,7 +680,7 @@ def _follow(settings: Any, *, event_id: str | None, interval: float, max_seconds
     """Run the following relay with SIGTERM and SIGINT turned into a clean stop (exit 0)."""
     import signal
 
-    from hokusai_action.commands import StopRequest, describe_relay, run_events_follow
+    from hokusai_action.commands.register import StopRequest, describe_relay, run_events_follow
 
     stop = StopRequest()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -726,7 +726,7 @@ def events_retry(event_id: str | None, all_failed: bool, output: str, **flags: A
       hokusai-ml-platform events retry 0b6f3c1e-... && hokusai-ml-platform events relay
       hokusai-ml-platform events retry --all-failed
     """
-    from hokusai_action.commands import describe_retry, run_events_retry
+    from hokusai_action.commands.register import describe_retry, run_events_retry
 
     summary, code = run_events_retry(_settings(**flags), event_id=event_id, all_failed=all_failed)
     _emit(summary, output, "\n".join(describe_retry(summary, event_id=event_id)))
@@ -756,7 +756,7 @@ def doctor(output: str, **flags: Any) -> None:
     Example:
       hokusai-ml-platform doctor --output json
     """
-    from hokusai_action.commands import run_doctor
+    from hokusai_action.commands.register import run_doctor
 
     report = run_doctor(_settings(**flags))
     lines = []

@@ -8,11 +8,6 @@ and the GitHub Action entrypoint turn them into one clear line. Code branches on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from hokusai_action.metrics import GateResult, MeasuredValue
-
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -88,30 +83,6 @@ class ModelChanged(InputError):
     """A model file changed between hashing and the version's creation (exit 2): no version is made."""
 
     kind = "model_changed"
-
-
-class GateFailed(HokusaiError):
-    """The measured metric does not meet the baseline (exit 1).
-
-    ``gate`` is the gate's report and ``measured`` where the value came from: a refusal is reported
-    like a registration's result, with status ``rejected`` and nothing registered.
-    """
-
-    exit_code = EXIT_GATE_FAILED
-    title = "Metric below baseline"
-    kind = "gate_failed"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        gate: GateResult | None = None,
-        measured: MeasuredValue | None = None,
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.gate = gate
-        self.measured = measured
 
 
 class TokenStateError(HokusaiError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 
-from hokusai_action import environment as env
 from hokusai_action.redact import redact_standard_streams
+from hokusai_action.settings import environment as env
 
 VENDOR_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3", "requests", "google", "grpc", "httpx")
 

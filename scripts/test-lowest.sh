@@ -57,7 +57,7 @@ tests=(
 )
 # What MLflow before 3.9 does by itself, whatever we do: it runs its (no-op) schema upgrade each time it
 # opens a database store, so a registration there is never free of one; and its newest migration
-# creates no table for the failure test to break (hokusai_action/mlflow_compat.py).
+# creates no table for the failure test to break (hokusai_action/mlflow/compat.py).
 deselect=(
     --deselect tests/e2e/test_embedded.py::test_a_registration_on_the_embedded_default_loads_only_what_it_uses
     --deselect tests/e2e/test_embedded.py::test_db_upgrade_migrates_a_store_an_older_mlflow_left_keeping_a_backup

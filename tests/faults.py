@@ -375,7 +375,7 @@ def check_invariants(
     from hokusai_action.db.outbox import delivery_status
     from hokusai_action.db.schema import events
     from hokusai_action.db.store import get_token
-    from hokusai_action.registry import model_name_for
+    from hokusai_action.domain.tags import model_name_for
 
     problems: list[str] = []
     model_name = model_name_for(token_id)

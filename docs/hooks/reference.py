@@ -31,19 +31,19 @@ SOURCES = {
     "cli": "hokusai_action.cli:main",  # the click app: every command and option
     "prog": "hokusai-ml-platform",  # the console script's name
     "action": "action.yml",  # the action's inputs and outputs
-    "settings": "hokusai_action.settings_table:SETTINGS",  # each setting's flag, input, variable, yaml keys
-    "environment": "hokusai_action.environment:ALL",  # every environment variable, with its doc
-    "load_settings": "hokusai_action.settings:load_settings",  # the defaults, as the code computes them
-    "config_schema": "hokusai_action/schema/hokusai.schema.json",  # hokusai.yaml's keys and their docs
+    "settings": "hokusai_action.settings.table:SETTINGS",  # each setting's flag, input, variable, yaml keys
+    "environment": "hokusai_action.settings.environment:ALL",  # every environment variable, with its doc
+    "load_settings": "hokusai_action.settings.loader:load_settings",  # the defaults, as the code computes them
+    "config_schema": "hokusai_action/settings/schema/hokusai.schema.json",  # hokusai.yaml's keys and their docs
     "exit_codes": "hokusai_action.errors:EXIT_CODES",
-    "metrics": "hokusai_action.metrics:CATALOGUE",
-    "metric_lookup": "hokusai_action.metrics:resolve_metric",
-    "gate": "hokusai_action.metrics:evaluate_gate",
-    "registration_result": "hokusai_action.core:RegistrationResult",
-    "build_event": "hokusai_action.core:build_event",
-    "event_id": "hokusai_action.events.model:event_id_for",
-    "git_info": "hokusai_action.settings:GitInfo",
-    "verify_report": "hokusai_action.verify:VerifyReport",
+    "metrics": "hokusai_action.domain.metrics:CATALOGUE",
+    "metric_lookup": "hokusai_action.domain.metrics:resolve_metric",
+    "gate": "hokusai_action.domain.metrics:evaluate_gate",
+    "registration_result": "hokusai_action.registration.register:RegistrationResult",
+    "build_event": "hokusai_action.registration.register:build_event",
+    "event_id": "hokusai_action.domain.event:event_id_for",
+    "git_info": "hokusai_action.settings.loader:GitInfo",
+    "verify_report": "hokusai_action.registration.verify:VerifyReport",
     "pyproject": "pyproject.toml",  # the supported ranges (runtime dependencies, requires-python)
     "lowest": "constraints-lowest.txt",  # the oldest tested release of each (scripts/test-lowest.sh)
     "lock": "requirements.lock",  # the exact set of the image and CI

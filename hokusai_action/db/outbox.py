@@ -61,12 +61,12 @@ from hokusai_action.db.store import (
     owner_is_dead_here,
     utcnow,
 )
+from hokusai_action.domain.event import EVENT_TYPE, CloudEventRecord
+from hokusai_action.domain.sinks import EventSink
 from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError, SinkDeliveryError, TokenStateError
-from hokusai_action.events import EventSink
-from hokusai_action.events.model import EVENT_TYPE, CloudEventRecord
 from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
-from hokusai_action.settings import DEFAULT_RELAY_LEASE
+from hokusai_action.settings.loader import DEFAULT_RELAY_LEASE
 
 log = logging.getLogger(__name__)
 

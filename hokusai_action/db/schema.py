@@ -11,8 +11,6 @@ from sqlalchemy.dialects import postgresql
 
 metadata = sa.MetaData()
 
-MODEL_STATUSES = ("draft", "registering", "registered", "failed", "deployed", "archived")
-DELIVERY_STATUSES = ("pending", "delivered", "failed", "cancelled")
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from hokusai_action.db.schema import events, tokens
+from hokusai_action.domain.event import event_id_for
 from hokusai_action.errors import InputError, ServiceUnavailable, TokenStateError
-from hokusai_action.events.model import event_id_for
 from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
 

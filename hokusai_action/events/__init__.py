@@ -1,21 +1,6 @@
-"""Event sinks for ``token_ready_for_deploy``.
+"""The event sinks: Google Pub/Sub (CloudEvents binary mode) and a signed webhook (structured mode,
+Standard Webhooks); the database sink is the outbox row itself.
 
-A sink is any object with a ``name`` (``pubsub``, ``webhook``, ``database``) and a
-``deliver(event)`` method that returns once the event is accepted by the far side, or raises
-``hokusai_action.errors.SinkDeliveryError``. Sinks never touch the database: the outbox
-(``hokusai_action.db.outbox``) records what was delivered.
+An adapter: imports the domain (the event, the sink protocol) and the leaves; never another adapter,
+the core, the commands or a face.
 """
-
-from __future__ import annotations
-
-from typing import Protocol
-
-from hokusai_action.events.model import CloudEventRecord
-
-
-class EventSink(Protocol):
-    name: str
-
-    def deliver(self, event: CloudEventRecord) -> None: ...
-
-    def close(self) -> None: ...

@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hokusai_action.domain.event import CloudEventRecord
 from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError
-from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.redact import redact
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

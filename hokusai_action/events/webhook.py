@@ -49,8 +49,8 @@ from standardwebhooks import Webhook
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from hokusai_action import __version__
+from hokusai_action.domain.event import CloudEventRecord
 from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError, connection_reason
-from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.redact import redact, register_secret, register_url_password, registered_secrets
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest import usable_cores
+from hokusai_action.digest.files import usable_cores
 from hokusai_action.process import YOUNG_THRESHOLD
 from tests.helpers import CLI_PYTHON, register_args
 
@@ -58,7 +58,7 @@ if os.environ.get("PROBE_HASHES"):
     # each hash of the model: the thread it ran in and whether it ran to its end; and what was imported
     # when the command started hashing in the background (when its thread gets to hash_model depends on
     # the machine's load)
-    from hokusai_action import digest
+    from hokusai_action.digest import files as digest
     original_hash = digest.hash_model
     def probed(*args, **kwargs):
         import threading

@@ -20,7 +20,7 @@ from werkzeug import Request, Response
 from hokusai_action.db import outbox
 from hokusai_action.db.schema import event_deliveries, events
 from hokusai_action.db.store import as_utc, utcnow
-from hokusai_action.events.model import CloudEventRecord
+from hokusai_action.domain.event import CloudEventRecord
 from tests.canaries import CANARIES
 from tests.helpers import CLI_PYTHON, register_args
 
@@ -319,9 +319,9 @@ def test_forced_rollback_after_upload_leaves_no_event_and_publishes_nothing(
 ):
     """A fault a real database will not show on demand: the final transaction fails after the
     MLflow upload. The registration must leave no event, publish nothing, and free the token."""
-    from hokusai_action.commands import run_register
+    from hokusai_action.commands.register import run_register
     from hokusai_action.errors import ServiceUnavailable
-    from hokusai_action.settings import load_settings
+    from hokusai_action.settings.loader import load_settings
 
     token = make_token()
     env = {**cli_env, **sink_env(pubsub_emulator, pubsub_topic.topic, None, "pubsub,database")}

@@ -111,9 +111,9 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
     cli_env, services, database, make_token, make_model, snapshot, mlflow_client, tmp_path, monkeypatch
 ):
     """The worst moment: MLflow holds the version but the database never heard of it."""
-    from hokusai_action.core import _params, _tags, build_request
-    from hokusai_action.registry import MlflowRegistry
-    from hokusai_action.settings import load_settings
+    from hokusai_action.mlflow.registry import MlflowRegistry
+    from hokusai_action.registration.register import _params, _tags, build_request
+    from hokusai_action.settings.loader import load_settings
 
     token = make_token()
     model = make_model()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest import inspect_model
+from hokusai_action.digest.files import inspect_model
 from tests.faults import (
     WEBHOOK_SECRET,
     DroppingHttpProxy,
@@ -279,7 +279,7 @@ def test_pubsub_emulator_killed_after_a_publish_and_restarted(
 
 RETRY_BOUND_PROBE = """
 import os, sys
-from hokusai_action.registry import MlflowRegistry
+from hokusai_action.mlflow.registry import MlflowRegistry
 registry = MlflowRegistry(sys.argv[1], experiment="hokusai", timeout=10)
 registry.check_reachable()
 print(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest import inspect_model
+from hokusai_action.digest.files import inspect_model
+from hokusai_action.domain.tags import TAG_DIGEST
 from hokusai_action.errors import InputError
-from hokusai_action.registry import TAG_DIGEST
 from tests.helpers import CLI_PYTHON, assert_one_clear_line, register_args
 
 pytestmark = [pytest.mark.e2e]
@@ -214,10 +214,10 @@ def test_a_file_changed_between_hashing_and_upload_stops_before_a_version(
     services, database, make_token, make_model, snapshot, mlflow_client, cli_env, tmp_path
 ):
     """Drive the core directly: hash, then change a file, then register (the upload reads new bytes)."""
-    from hokusai_action.core import build_request
-    from hokusai_action.core import register as register_request
-    from hokusai_action.registry import MlflowRegistry
-    from hokusai_action.settings import load_settings
+    from hokusai_action.mlflow.registry import MlflowRegistry
+    from hokusai_action.registration.register import build_request
+    from hokusai_action.registration.register import register as register_request
+    from hokusai_action.settings.loader import load_settings
 
     token = make_token()
     model = make_model()
@@ -260,9 +260,9 @@ SECRET = b"AWS_SECRET_ACCESS_KEY=canary-swapped-in-7c1e"
 
 def _hashed_request(services, make_token, make_model, cli_env, tmp_path):
     """A validated request (its model hashed) and a registry, before anything is claimed or uploaded."""
-    from hokusai_action.core import build_request
-    from hokusai_action.registry import MlflowRegistry
-    from hokusai_action.settings import load_settings
+    from hokusai_action.mlflow.registry import MlflowRegistry
+    from hokusai_action.registration.register import build_request
+    from hokusai_action.settings.loader import load_settings
 
     token = make_token()
     model = make_model(files={f"shard-{i}.bin": os.urandom(4096) for i in range(6)})
@@ -314,8 +314,8 @@ def test_a_file_swapped_for_a_link_out_after_hashing_is_never_uploaded(
     services, database, make_token, make_model, snapshot, mlflow_client, cli_env, tmp_path
 ):
     """The attack: once the model is hashed, swap a file for a link to a secret; the upload must not send it."""
-    from hokusai_action.core import register as register_request
     from hokusai_action.errors import ModelChanged
+    from hokusai_action.registration.register import register as register_request
 
     token, model, request, registry = _hashed_request(services, make_token, make_model, cli_env, tmp_path)
     secret = tmp_path / "secrets" / "environ"
@@ -336,8 +336,8 @@ def test_a_file_swapped_for_a_link_out_after_hashing_is_never_uploaded(
 def test_a_file_deleted_after_hashing_is_a_changed_model_not_an_mlflow_failure(
     services, database, make_token, make_model, snapshot, mlflow_client, cli_env, tmp_path
 ):
-    from hokusai_action.core import register as register_request
     from hokusai_action.errors import ModelChanged
+    from hokusai_action.registration.register import register as register_request
 
     token, model, request, registry = _hashed_request(services, make_token, make_model, cli_env, tmp_path)
     (model / "shard-2.bin").unlink()  # the training job cleans up its checkpoints
@@ -352,9 +352,9 @@ def test_a_file_deleted_between_its_check_and_its_send_is_a_changed_model(
     services, database, make_token, make_model, snapshot, mlflow_client, cli_env, tmp_path, monkeypatch
 ):
     """The window no check can close: the file goes after it was found unchanged, as MLflow opens it."""
-    from hokusai_action.core import register as register_request
-    from hokusai_action.digest import ModelFiles
+    from hokusai_action.digest.files import ModelFiles
     from hokusai_action.errors import ModelChanged
+    from hokusai_action.registration.register import register as register_request
 
     token, model, request, registry = _hashed_request(services, make_token, make_model, cli_env, tmp_path)
     real_check = ModelFiles.ensure_file_unchanged

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from hokusai_action.db.schema import events
-from hokusai_action.events.model import event_id_for
+from hokusai_action.domain.event import event_id_for
 from tests.helpers import register_args
 
 pytestmark = [pytest.mark.e2e]

@@ -30,8 +30,8 @@ import sqlalchemy as sa
 from hokusai_action.db import outbox
 from hokusai_action.db.schema import event_deliveries, events, tokens
 from hokusai_action.db.store import APPLICATION_NAME, Database, get_token, insert_token, reset_token, utcnow
+from hokusai_action.domain.event import CloudEventRecord
 from hokusai_action.errors import TokenStateError
-from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.events.webhook import WebhookSink
 from tests.e2e.test_events import SECRET, Receiver
 from tests.helpers import CLI_PYTHON

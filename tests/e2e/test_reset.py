@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from hokusai_action.db.schema import event_deliveries, events, tokens
-from hokusai_action.events.model import event_id_for
+from hokusai_action.domain.event import event_id_for
 from tests.e2e.test_events import Receiver, deliveries, register, sink_env
 from tests.faults import run_to_failpoint
 from tests.helpers import CLI_PYTHON, assert_one_clear_line, register_args

@@ -1,4 +1,4 @@
-"""The upload's own HTTP client (``hokusai_action/http_put.py``) keeps what MLflow's client gives an
+"""The upload's own HTTP client (``hokusai_action/mlflow/http_put.py``) keeps what MLflow's client gives an
 upload: each file stored under its own name, MLflow's retries of a transient answer (``Retry-After``
 included), HTTPS with the user's CA bundle or without verification, and the client certificate.
 Against the real MLflow server; through a loopback proxy (tests/upload_proxy.py) where a fault or TLS
@@ -51,7 +51,7 @@ def test_each_file_is_stored_under_its_own_name(run_cli, make_token, make_model,
 # embedded SQLite store. Every class of character a name may hold is either given back byte for byte,
 # or refused before anything is claimed or uploaded (exit 2, naming the file): what came back otherwise
 # (a tab dropped, a control character percent-encoded, a leading space stripped, a newline failing the
-# upload as an outage) is what hokusai_action/digest.py refuses.
+# upload as an outage) is what hokusai_action/digest/files.py refuses.
 STORED_AS_THEY_ARE = {
     "a  b;c=1&d+e,f(g)!.bin": "spaces and punctuation",
     "trail.bin ": "a trailing space",
@@ -177,8 +177,8 @@ def test_a_failed_file_stops_the_upload_at_once_even_while_another_waits_out_a_r
 
     from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
 
-    from hokusai_action.digest import scan_model
-    from hokusai_action.upload import upload_model
+    from hokusai_action.digest.files import scan_model
+    from hokusai_action.mlflow.upload import upload_model
 
     proxy = proxy_for("flaky", failures=1_000, status=503, retry_after="600", refuse="a.bin")
     model = make_model(files={"a.bin": os.urandom(100), "b.bin": os.urandom(100)}, metrics=False)

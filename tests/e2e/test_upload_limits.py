@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hokusai_action.transfer_limits import MIB, TransferLimits
+from hokusai_action.mlflow.transfer_limits import MIB, TransferLimits
 from tests.helpers import assert_one_clear_line, register_args
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_binary_event
 
+from hokusai_action.domain.event import CloudEventRecord, event_id_for
 from hokusai_action.errors import (
     EXIT_BAD_INPUT,
     EXIT_SERVICE_UNAVAILABLE,
@@ -29,7 +30,6 @@ from hokusai_action.errors import (
     ServiceUnavailable,
     SinkDeliveryError,
 )
-from hokusai_action.events.model import CloudEventRecord, event_id_for
 from hokusai_action.events.pubsub import PubSubSink, to_pubsub_message
 from tests.pubsub_emulator import PubSubEmulator, TopicWithSubscription, group_members
 

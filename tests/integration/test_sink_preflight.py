@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from hokusai_action.commands.wiring import start_sink_checks
 from hokusai_action.errors import InputError, ServiceUnavailable
 from hokusai_action.events.pubsub import PREFLIGHT_MAX_SECONDS, PubSubSink
-from hokusai_action.wiring import start_sink_checks
 from tests.pubsub_emulator import PubSubEmulator, TopicWithSubscription
 
 
@@ -61,7 +61,7 @@ def test_an_unreachable_emulator_is_not_a_settings_error_and_the_check_is_bounde
         assert time.monotonic() - began < PREFLIGHT_MAX_SECONDS + 1.5
 
         checks = start_sink_checks({"pubsub": make_sink(pubsub_topic.topic, timeout=2)})
-        with caplog.at_level(logging.WARNING, logger="hokusai_action.wiring"):
+        with caplog.at_level(logging.WARNING, logger="hokusai_action.commands.wiring"):
             checks.wait()  # no raise: the run goes on
     assert "event sink pubsub could not be checked" in caplog.text
 

@@ -24,8 +24,8 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
 from werkzeug import Request, Response
 
+from hokusai_action.domain.event import CloudEventRecord, event_id_for
 from hokusai_action.errors import EXIT_BAD_INPUT, EXIT_EVENTS_PENDING, InputError, SinkDeliveryError
-from hokusai_action.events.model import CloudEventRecord, event_id_for
 from hokusai_action.events.webhook import WebhookSink, parse_retry_after
 from tests.raw_receiver import MIB, RawReceiver, endless_chunked, trickled
 from tests.tls_files import make_tls_files

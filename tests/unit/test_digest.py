@@ -14,10 +14,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from hokusai_action import digest
-from hokusai_action.digest import inspect_model
+from hokusai_action.digest import files as digest
+from hokusai_action.digest.files import inspect_model
+from hokusai_action.domain.event import CloudEventRecord, event_id_for
 from hokusai_action.errors import InputError, ModelChanged
-from hokusai_action.events.model import CloudEventRecord, event_id_for
 from tests.helpers import write_tree
 
 pytestmark = [pytest.mark.unit]
@@ -334,7 +334,7 @@ def test_a_changed_file_is_named(tmp_path: Path, change: str) -> None:
 
 def test_a_file_growing_while_it_is_hashed_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the writer's timing cannot be forced from outside: append right after the hasher took the file's state
-    from hokusai_action import digest
+    from hokusai_action.digest import files as digest
 
     root = write_tree(tmp_path / "m", FILES)
     real_fstat = os.fstat
@@ -357,7 +357,7 @@ def test_a_file_growing_while_it_is_hashed_is_refused(tmp_path: Path, monkeypatc
 
 def swap_on_first_hash(monkeypatch: pytest.MonkeyPatch, swap) -> None:
     """Run ``swap`` once, after the walk listed the files and before the first one is hashed."""
-    from hokusai_action import digest
+    from hokusai_action.digest import files as digest
 
     real_hash = digest._open_listed
     done: list[bool] = []

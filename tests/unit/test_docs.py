@@ -5,7 +5,7 @@ README and every page hold blocks a user can paste.
   from the code); a deliberately broken link must fail such a build.
 - Completeness: every command and option of the click app has help text and appears on the command
   line page; every action input and output on the action page; every environment variable,
-  `hokusai.yaml` key, settings flag and input is in the settings table (hokusai_action/settings_table.py),
+  `hokusai.yaml` key, settings flag and input is in the settings table (hokusai_action/settings/table.py),
   and each way in really sets its setting in `load_settings`.
 - Blocks: every shell block parses (`bash -n`); every YAML block validates as what it is (a workflow
   or one of its steps: GitHub's workflow schema and actionlint; anything else: hokusai.yaml's schema
@@ -26,16 +26,17 @@ from typing import Any
 import pytest
 import yaml
 
-from hokusai_action import environment, errors
-from hokusai_action.settings import Settings, load_config_file, load_settings
-from hokusai_action.settings_table import SETTINGS
+from hokusai_action import errors
+from hokusai_action.settings import environment
+from hokusai_action.settings.loader import Settings, load_config_file, load_settings
+from hokusai_action.settings.table import SETTINGS
 from tests.docs_site import DOCS, GENERATOR, README, REPO_ROOT, blocks, build, build_or_fail, generator
 
 pytestmark = [pytest.mark.unit]
 
 README_MAX_LINES = 300
 CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
-CONFIG_SCHEMA = REPO_ROOT / "hokusai_action" / "schema" / "hokusai.schema.json"
+CONFIG_SCHEMA = REPO_ROOT / "hokusai_action" / "settings" / "schema" / "hokusai.schema.json"
 ACTION = yaml.safe_load((REPO_ROOT / "action.yml").read_text(encoding="utf-8"))
 # options and inputs that steer the command, not the registration's settings
 COMMAND_ONLY_OPTIONS = {"--quiet", "--output", "--debug", "--help", "-h"}
@@ -178,7 +179,7 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "positive_label": ("yes", "yes"),
 }
 FLOAT_FIELDS = {"mlflow_timeout", "upload_stall_timeout", "upload_min_rate", "database_timeout"}
-FLOAT_FIELDS |= {"pubsub_timeout", "webhook_timeout", "claim_ttl"}
+FLOAT_FIELDS |= {"pubsub_timeout", "webhook_timeout", "claim_ttl", "relay_lease"}
 CONFIG_PATHS = {"model_path", "metrics_file", "predictions", "signing_key_path", "signing_certificate_chain"}
 # what else a probe needs to be valid: the pubsub sink needs its topic
 COMPANIONS = {"event_sinks": {"HOKUSAI_PUBSUB_TOPIC": "projects/probe/topics/t"}}

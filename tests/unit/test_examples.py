@@ -165,7 +165,7 @@ def test_predict_script_scores_a_patient(trained: tuple[Path, float]) -> None:
 
 
 def test_example_config_loads() -> None:
-    from hokusai_action.settings import load_config_file
+    from hokusai_action.settings.loader import load_config_file
 
     config = load_config_file(EXAMPLES / "hokusai.yaml")
     assert config.values["token_id"] == "XRAY"
@@ -176,7 +176,7 @@ def test_example_config_loads() -> None:
 
 
 def test_example_config_commented_sections_are_valid_when_uncommented(tmp_path: Path) -> None:
-    from hokusai_action.settings import load_config_file
+    from hokusai_action.settings.loader import load_config_file
 
     text = (EXAMPLES / "hokusai.yaml").read_text(encoding="utf-8")
     # "  # pubsub:" -> "  pubsub:", "  #   topic: ..." -> "    topic: ..."; prose comments stay comments
@@ -299,7 +299,7 @@ EVENT_ID = "9b0e7c52-0000-5000-8000-000000000001"
 
 
 def registration_event(event_id: str = EVENT_ID, **data_overrides: Any):
-    from hokusai_action.events.model import CloudEventRecord
+    from hokusai_action.domain.event import CloudEventRecord
 
     data = {
         "token_id": "XRAY",

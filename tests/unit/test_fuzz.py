@@ -24,7 +24,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from hokusai_action.cli import asks_for_json, main
-from hokusai_action.core import TOKEN_PATTERN, normalise_token_id
+from hokusai_action.domain.tokens import (
+    TOKEN_PATTERN,
+    normalise_token_id,
+)
 from hokusai_action.errors import InputError
 from tests.helpers import assert_json_failure
 from tests.services import free_port

@@ -8,8 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hokusai_action.errors import GateFailed, InputError
-from hokusai_action.metrics import Champion, Margin, enforce_gate, evaluate_gate, parse_margin, resolve_metric
+from hokusai_action.domain.metrics import (
+    Champion,
+    GateFailed,
+    Margin,
+    enforce_gate,
+    evaluate_gate,
+    parse_margin,
+    resolve_metric,
+)
+from hokusai_action.errors import InputError
 
 pytestmark = [pytest.mark.unit]
 

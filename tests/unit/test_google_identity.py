@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hokusai_action.errors import InputError
-from hokusai_action.google_identity import identity_for
+from hokusai_action.signing.google_identity import identity_for
 
 pytestmark = [pytest.mark.unit]
 

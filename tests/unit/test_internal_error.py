@@ -190,7 +190,7 @@ def on_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
 
 
 def _raise_in_registration(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
-    import hokusai_action.commands as commands
+    import hokusai_action.commands.register as commands
 
     def run_register(settings, **options):
         raise exc

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from hokusai_action.errors import EXIT_GATE_FAILED, GateFailed, InputError
-from hokusai_action.metrics import (
+from hokusai_action.domain.metrics import (
     CATALOGUE,
+    GateFailed,
     GateResult,
     check_in_range,
     enforce_gate,
@@ -20,6 +20,10 @@ from hokusai_action.metrics import (
     parse_number,
     read_metric_value,
     resolve_metric,
+)
+from hokusai_action.errors import (
+    EXIT_GATE_FAILED,
+    InputError,
 )
 
 pytestmark = [pytest.mark.unit]

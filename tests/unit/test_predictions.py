@@ -24,10 +24,10 @@ import sklearn.metrics as skm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hokusai_action import predictions
+from hokusai_action.domain.metrics import UNKNOWN_METRIC, supported_names
 from hokusai_action.errors import EXIT_BAD_INPUT, InputError
-from hokusai_action.metrics import UNKNOWN_METRIC, supported_names
-from hokusai_action.predictions import PredictionsResult, compute_metric_from_predictions
+from hokusai_action.predictions import compute as predictions
+from hokusai_action.predictions.compute import PredictionsResult, compute_metric_from_predictions
 
 pytestmark = pytest.mark.unit
 

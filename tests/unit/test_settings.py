@@ -16,11 +16,11 @@ import hokusai_action
 from hokusai_action import redact as redact_module
 from hokusai_action.errors import InputError
 from hokusai_action.redact import redact
-from hokusai_action.settings import Settings, load_settings
+from hokusai_action.settings.loader import Settings, load_settings
 
 pytestmark = [pytest.mark.unit]
 
-SCHEMA_PATH = Path(hokusai_action.__file__).with_name("schema") / "hokusai.schema.json"
+SCHEMA_PATH = Path(hokusai_action.__file__).parent / "settings" / "schema" / "hokusai.schema.json"
 DB_PASSWORD = "pg-Secret-4242"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # the git variable keeps load_settings from asking git about tmp_path
@@ -789,7 +789,7 @@ def test_the_alias_rule_matches_mlflows_own_validation() -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.utils import validation as mlflow_validation
 
-    from hokusai_action.settings import alias_problem
+    from hokusai_action.settings.loader import alias_problem
 
     for alias in [*RESERVED_ALIASES, *BAD_ALIAS_NAMES, *GOOD_ALIASES]:
         try:

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from hokusai_action.digest import inspect_model
+from hokusai_action.digest.files import inspect_model
 from hokusai_action.errors import InternalError
-from hokusai_action.signing import ModelSigner
+from hokusai_action.signing.signer import ModelSigner
 from tests.signing_keys import make_signing_files
 
 pytestmark = [pytest.mark.unit]

@@ -11,8 +11,8 @@ import pytest
 from hokusai_action import redact as redact_module
 from hokusai_action.errors import InputError
 from hokusai_action.redact import redact
-from hokusai_action.settings import load_settings
-from hokusai_action.signing import ModelSigner
+from hokusai_action.settings.loader import load_settings
+from hokusai_action.signing.signer import ModelSigner
 from tests.canaries import CANARIES
 
 BASE_ENV = {"HOKUSAI_HOME": "/tmp/hokusai-unit"}

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hokusai_action.digest import hash_model, inspect_model, scan_model
+from hokusai_action.digest.files import hash_model, inspect_model, scan_model
+from hokusai_action.digest.streamed import STREAM_BLOCK, StreamedDigest
 from hokusai_action.errors import ModelChanged
-from hokusai_action.streamed import STREAM_BLOCK, StreamedDigest
 from tests.helpers import write_tree
 
 pytestmark = [pytest.mark.unit]
@@ -190,7 +190,7 @@ def test_a_file_changed_after_the_walk_is_never_read(tmp_path: Path, change: str
 
 
 def test_a_background_hash_gives_the_digest_or_stops_when_cancelled(tmp_path: Path) -> None:
-    from hokusai_action.digest import BackgroundHash
+    from hokusai_action.digest.files import BackgroundHash
 
     root = write_tree(tmp_path / "m", {f"w{i}.bin": os.urandom(STREAM_BLOCK) for i in range(4)})
     assert BackgroundHash(scan_model(root)).result().digest == inspect_model(root).digest
@@ -220,7 +220,7 @@ def test_a_background_hash_gives_the_digest_or_stops_when_cancelled(tmp_path: Pa
 
 
 def test_a_background_hash_raises_in_the_caller(tmp_path: Path) -> None:
-    from hokusai_action.digest import BackgroundHash
+    from hokusai_action.digest.files import BackgroundHash
 
     root = write_tree(tmp_path / "m", {"w.bin": b"abc"})
     model = scan_model(root)
@@ -246,7 +246,7 @@ def test_a_file_answered_as_stored_before_it_was_all_sent_is_refused(tmp_path: P
 
 
 def test_a_stopped_upload_gives_out_no_more_bytes(tmp_path: Path) -> None:
-    from hokusai_action.streamed import UploadStopped
+    from hokusai_action.digest.streamed import UploadStopped
 
     streamed = StreamedDigest(scan_model(write_tree(tmp_path / "m", {"weights.bin": os.urandom(3 * STREAM_BLOCK)})))
     with streamed.open(0) as reader:
@@ -262,7 +262,7 @@ def test_a_stopped_upload_gives_out_no_more_bytes(tmp_path: Path) -> None:
 @pytest.fixture
 def read_ahead_from_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of 64 KiB and up are read ahead, in 16 KiB blocks: the two-thread path on small test files."""
-    from hokusai_action import digest
+    from hokusai_action.digest import files as digest
 
     monkeypatch.setattr(digest, "PIPELINE_FROM", 64 * 1024)
     monkeypatch.setattr(digest, "PIPELINE_BLOCK", 16 * 1024)
@@ -288,7 +288,7 @@ def test_files_read_ahead_hash_as_a_plain_loop_does(
 def test_a_file_growing_while_it_is_read_ahead_is_refused(
     tmp_path: Path, read_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hokusai_action import digest
+    from hokusai_action.digest import files as digest
 
     root = write_tree(tmp_path / "m", {"weights.bin": os.urandom(256 * 1024)})
     real_fstat = os.fstat
@@ -307,7 +307,7 @@ def test_a_file_growing_while_it_is_read_ahead_is_refused(
 def test_a_read_error_while_reading_ahead_reaches_the_caller_and_stops_the_reader(
     tmp_path: Path, read_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hokusai_action import digest
+    from hokusai_action.digest import files as digest
 
     root = write_tree(tmp_path / "m", {"weights.bin": os.urandom(256 * 1024)})
     model = scan_model(root)
@@ -320,7 +320,7 @@ def test_a_read_error_while_reading_ahead_reaches_the_caller_and_stops_the_reade
 def test_a_background_hash_reading_ahead_stops_when_cancelled(
     tmp_path: Path, read_ahead_from_small_files: None
 ) -> None:
-    from hokusai_action.digest import BackgroundHash
+    from hokusai_action.digest.files import BackgroundHash
 
     started = threading.Event()
     release = threading.Event()
@@ -350,7 +350,7 @@ def test_a_background_hash_reading_ahead_stops_when_cancelled(
 
 
 def test_progress_attached_to_a_running_hash_gets_what_was_hashed_before_it(tmp_path: Path) -> None:
-    from hokusai_action.digest import BackgroundHash
+    from hokusai_action.digest.files import BackgroundHash
 
     class Counter:
         def __init__(self) -> None:
@@ -380,7 +380,7 @@ def test_a_prefetch_walks_the_model_in_its_thread_and_hands_the_walks_error_to_t
 ) -> None:
     """The command's own checks (token id, metric, baseline) come first and at once: a prefetch only
     starts a thread; a 100,000-file walk, or one that hangs on a dead mount, happens there."""
-    from hokusai_action import digest
+    from hokusai_action.digest import files as digest
     from hokusai_action.errors import InputError
 
     walkers: list[str] = []
@@ -413,7 +413,7 @@ def test_a_prefetch_starts_only_where_it_can_run_beside_the_imports(
 ) -> None:
     """On one core (a pinned container, ``taskset``) the hash could only take turns with the imports:
     a re-run gains nothing, and a first registration, which hashes while it uploads, would pay for it."""
-    from hokusai_action import digest
+    from hokusai_action.digest import files as digest
 
     monkeypatch.setattr(digest.os, "sched_getaffinity", lambda pid: cores, raising=False)
     prefetched = digest.prefetch_digest(write_tree(tmp_path / "m", {"w.bin": b"weights"}))
@@ -428,7 +428,7 @@ def test_a_prefetch_starts_only_where_it_can_run_beside_the_imports(
 @pytest.fixture
 def hash_ahead_from_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of 64 KiB and up are hashed ahead of their sender, in 16 KiB blocks, on small test files."""
-    from hokusai_action import streamed
+    from hokusai_action.digest import streamed
 
     monkeypatch.setattr(streamed, "HASH_AHEAD_FROM", 64 * 1024, raising=False)  # absent before it existed
     monkeypatch.setattr(streamed, "STREAM_BLOCK", 16 * 1024)
@@ -442,7 +442,7 @@ def test_a_big_file_is_hashed_by_another_thread_than_the_one_sending_it(
     tmp_path: Path, hash_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sender only sends: SHA-256 runs while the socket drains, not between two sends (issue 9)."""
-    from hokusai_action import streamed as streamed_module
+    from hokusai_action.digest import streamed as streamed_module
 
     hashed_in: set[str] = set()
     real_sha256 = hashlib.sha256
@@ -527,7 +527,7 @@ def test_a_file_hashed_ahead_that_changes_size_stops_the_upload(
 def test_a_stopped_upload_of_a_file_hashed_ahead_gives_out_no_more_bytes_and_leaves_no_thread(
     tmp_path: Path, hash_ahead_from_small_files: None
 ) -> None:
-    from hokusai_action.streamed import UploadStopped
+    from hokusai_action.digest.streamed import UploadStopped
 
     streamed = StreamedDigest(scan_model(write_tree(tmp_path / "m", {"w.bin": os.urandom(400 * 1024)})))
     with streamed.open(0) as reader:
@@ -541,7 +541,7 @@ def test_a_stopped_upload_of_a_file_hashed_ahead_gives_out_no_more_bytes_and_lea
 def test_a_read_error_of_a_file_hashed_ahead_reaches_the_sender(
     tmp_path: Path, hash_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hokusai_action import streamed as streamed_module
+    from hokusai_action.digest import streamed as streamed_module
 
     root = write_tree(tmp_path / "m", {"w.bin": os.urandom(256 * 1024)})
     fail_a_read(monkeypatch, streamed_module, number=3)
@@ -598,7 +598,7 @@ def test_a_retry_after_a_read_error_on_the_first_block_hashed_ahead_reads_the_fi
 ) -> None:
     """The upload's client retries an ``OSError`` with ``seek(0)``: a passing read error (EIO on the
     first block) must not be raised again from the thread that met it."""
-    from hokusai_action import streamed as streamed_module
+    from hokusai_action.digest import streamed as streamed_module
 
     content = os.urandom(256 * 1024)
     root = write_tree(tmp_path / "m", {"w.bin": content})

@@ -1,4 +1,4 @@
-"""The upload timeouts derived from the size of what a request carries (hokusai_action.transfer_limits)."""
+"""The upload timeouts derived from the size of what a request carries (hokusai_action.mlflow.transfer_limits)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import os
 
 import pytest
 
-from hokusai_action import transfer_limits
-from hokusai_action.digest import inspect_model
+from hokusai_action.digest.files import inspect_model
 from hokusai_action.errors import InputError
-from hokusai_action.settings import load_settings
-from hokusai_action.transfer_limits import (
+from hokusai_action.mlflow import transfer_limits
+from hokusai_action.mlflow.transfer_limits import (
     ARTIFACT_UPLOAD_TIMEOUT,
     HTTP_REQUEST_TIMEOUT,
     MIB,
@@ -18,6 +17,7 @@ from hokusai_action.transfer_limits import (
     set_default,
     upload_timeouts,
 )
+from hokusai_action.settings.loader import load_settings
 
 pytestmark = [pytest.mark.unit]
 
@@ -98,7 +98,7 @@ def test_upload_timeouts_never_remove_a_key(start):
 
 def test_the_registry_sets_both_timeouts_before_any_upload(monkeypatch):
     """Set once, before the Pub/Sub and preflight threads start: no upload ever adds or removes them."""
-    from hokusai_action.registry import MlflowRegistry
+    from hokusai_action.mlflow.registry import MlflowRegistry
 
     for name in (HTTP_REQUEST_TIMEOUT, ARTIFACT_UPLOAD_TIMEOUT):
         monkeypatch.delenv(name, raising=False)
@@ -138,7 +138,7 @@ def test_set_default_never_overrides_the_user_but_updates_its_own_value():
 
 
 def test_the_registry_sizes_the_budget_by_the_largest_file(tmp_path, monkeypatch):
-    from hokusai_action.registry import MlflowRegistry
+    from hokusai_action.mlflow.registry import MlflowRegistry
 
     for name in (HTTP_REQUEST_TIMEOUT, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         monkeypatch.delenv(name, raising=False)  # the registry sets them: put them back after the test

@@ -18,32 +18,22 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hokusai_action.digest import MODEL_CHANGED_HINT, ModelFiles, Progress
+from hokusai_action.digest.files import MODEL_CHANGED_HINT, ModelFiles, Progress
+from hokusai_action.domain.metrics import Champion, Metric, resolve_metric
+from hokusai_action.domain.tags import OWN_TAG_PREFIXES, TAG_DIGEST, TAG_METRIC, TAG_METRIC_VALUE, TAG_TOKEN
+from hokusai_action.domain.versions import RegisteredVersion
 from hokusai_action.errors import InputError, ModelChanged, ServiceUnavailable, connection_reason
 from hokusai_action.failpoints import failpoint
-from hokusai_action.metrics import Champion, Metric, resolve_metric
-from hokusai_action.mlflow_store import other_revision_error
+from hokusai_action.mlflow.store_migration import other_revision_error
+from hokusai_action.mlflow.transfer_limits import TransferLimits, set_transfer_defaults, upload_timeouts
 from hokusai_action.redact import redact
-from hokusai_action.transfer_limits import TransferLimits, set_transfer_defaults, upload_timeouts
 
 log = logging.getLogger(__name__)
 
-TAG_TOKEN = "hokusai.token_id"
-TAG_DIGEST = "hokusai.artifact_digest"
-TAG_METRIC = "hokusai.metric"
-TAG_METRIC_VALUE = "hokusai.metric_value"
-TAG_BASELINE = "hokusai.baseline"
-TAG_GREATER_IS_BETTER = "hokusai.greater_is_better"
-TAG_TOOL_VERSION = "hokusai.tool_version"
-TAG_GIT_SHA = "git.sha"
-TAG_GIT_REF = "git.ref"
-TAG_GIT_REPOSITORY = "git.repository"
-TAG_SIGNATURE_PREFIX = "hokusai.signature."  # + method, identity, model_bundle_sha256, ... (signing.py)
-OWN_TAG_PREFIXES = ("hokusai.", "git.")  # the version tags a registration writes (refresh_version_tags)
 LOGGED_MODEL_NAME = "model"
 
 UNREACHABLE = "MLflow at {uri} did not answer within {timeout:g} s ({reason})."
@@ -71,24 +61,6 @@ MODEL_CHANGED_UNSEEN = (
     "The model changed while it was being uploaded: its bytes are not the ones hashed before. No version was created."
 )
 NOT_READY = "MLflow version {version} of {name} is {status} after {timeout:g} s: {message}."
-
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    run_id: str
-    model_name: str
-    version: str
-    model_id: str | None
-    source: str
-    artifact_digest: str | None = None  # set by upload_and_register: the digest of the bytes registered
-
-    @property
-    def model_uri(self) -> str:
-        return f"models:/{self.model_name}/{self.version}"
-
-
-def model_name_for(token_id: str) -> str:
-    return f"hokusai-{token_id}"
 
 
 def _configure_http_retries(timeout: float, limits: TransferLimits) -> None:
@@ -136,7 +108,7 @@ class MlflowRegistry:
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # it prints the URI's user-info
             import mlflow
 
-            from hokusai_action.mlflow_compat import migrates_stores_on_open
+            from hokusai_action.mlflow.compat import migrates_stores_on_open
 
             if migrates_stores_on_open():  # so it never refuses one: ask before it opens the store
                 other = other_revision_error(self.tracking_uri)
@@ -465,8 +437,8 @@ class MlflowRegistry:
 
     def _upload(self, model_id: str, logged_model: Any, model: ModelFiles, progress: Progress | None) -> ModelFiles:
         """Send every file to the logged model's artifact store (``upload.py``); ``model`` hashed by it."""
-        from hokusai_action.mlflow_compat import artifact_repository
-        from hokusai_action.upload import upload_model
+        from hokusai_action.mlflow.compat import artifact_repository
+        from hokusai_action.mlflow.upload import upload_model
 
         repository = artifact_repository(logged_model.artifact_location, self.tracking_uri)
         return upload_model(repository, model, progress=progress)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hokusai_action.digest import ModelFiles
+from hokusai_action.digest.files import ModelFiles
 from hokusai_action.errors import InputError, InternalError, ServiceUnavailable
 
 METHODS = ("none", "key", "certificate", "sigstore")
@@ -491,7 +491,7 @@ def _check_signed_set(bundle: Path, model_root: Path, model_files: Sequence[str]
 def digest_from_signed_hashes(bundle: Path, model: ModelFiles) -> str:
     """The artifact digest rebuilt from the bundle's per-file SHA-256s and the sizes ``model`` hashed, by
     digest.py's own record formula (path, size, content SHA-256 per file, in the digest's order)."""
-    from hokusai_action.digest import _record
+    from hokusai_action.digest.files import _record
 
     signed = signed_file_digests(bundle)
     if not model.is_dir and set(signed) == {"."}:  # a single-file model is listed as "."

@@ -15,7 +15,6 @@ field the signed statement decides when signatures are verified, else the two so
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -25,13 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from hokusai_action.core import DONE_STATUSES, normalise_token_id, registered_event_id
 from hokusai_action.db.schema import events
 from hokusai_action.db.store import Database, Token, get_token, token_missing
-from hokusai_action.digest import ModelFiles, inspect_model
-from hokusai_action.errors import HokusaiError, InputError, TokenStateError
-from hokusai_action.events.model import SIGNATURE_KEYS
-from hokusai_action.registry import (
+from hokusai_action.digest.files import ModelFiles, inspect_model
+from hokusai_action.domain.event import SIGNATURE_KEYS
+from hokusai_action.domain.statuses import DONE_STATUSES
+from hokusai_action.domain.tags import (
     TAG_BASELINE,
     TAG_DIGEST,
     TAG_METRIC,
@@ -40,7 +38,11 @@ from hokusai_action.registry import (
     TAG_TOKEN,
     model_name_for,
 )
-from hokusai_action.signing import (
+from hokusai_action.domain.tokens import normalise_token_id
+from hokusai_action.domain.versions import VERSION_PATTERN, normalise_version
+from hokusai_action.errors import HokusaiError, TokenStateError
+from hokusai_action.registration.register import registered_event_id
+from hokusai_action.signing.signer import (
     MODEL_BUNDLE,
     STATEMENT_BUNDLE,
     STATEMENT_FILE,
@@ -50,12 +52,8 @@ from hokusai_action.signing import (
 )
 
 if TYPE_CHECKING:
-    from hokusai_action.registry import MlflowRegistry
+    from hokusai_action.mlflow.registry import MlflowRegistry
 
-# ASCII digits only: str.isdigit() and int() also take other scripts' digits
-VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
-BAD_VERSION = "--version {given!r} is not a model version number."
-BAD_VERSION_HINT = "MLflow numbers a model's versions 1, 2, 3, ...: give one as digits, e.g. --version 3."
 NOT_REGISTERED = "Token {token} has no registration to verify (status {status})."
 NOT_REGISTERED_HINT = "`model verify` checks the registration a token holds now: register it first."
 NOT_HELD_NOW = (
@@ -179,13 +177,6 @@ def _changed_files(model_dir: Path, bundle: Path) -> str:
     if extra:
         parts.append("not registered " + ", ".join(extra[:5]))
     return "; ".join(parts)
-
-
-def normalise_version(raw: str) -> str:
-    """``raw`` as MLflow numbers versions ("02" is version 2); anything else is exit 2."""
-    if not VERSION_PATTERN.fullmatch(raw) or int(raw) == 0:
-        raise InputError(BAD_VERSION.format(given=raw), hint=BAD_VERSION_HINT)
-    return str(int(raw))
 
 
 def held_version(token: Token) -> str | None:

@@ -37,13 +37,11 @@ from hokusai_action.db.store import (
     try_claim,
     utcnow,
 )
-from hokusai_action.digest import BackgroundHash, ModelFiles, Progress, hash_model, scan_model
-from hokusai_action.errors import GateFailed, HokusaiError, InputError, TokenStateError
-from hokusai_action.events import EventSink
-from hokusai_action.events.model import CloudEventRecord, event_id_for
-from hokusai_action.failpoints import failpoint
-from hokusai_action.metrics import (
+from hokusai_action.digest.files import BackgroundHash, ModelFiles, Progress, hash_model, scan_model
+from hokusai_action.domain.event import CloudEventRecord, event_id_for
+from hokusai_action.domain.metrics import (
     Champion,
+    GateFailed,
     GateResult,
     MeasuredValue,
     Metric,
@@ -56,8 +54,9 @@ from hokusai_action.metrics import (
     read_metric_value,
     resolve_metric,
 )
-from hokusai_action.progress import TaskStats
-from hokusai_action.registry import (
+from hokusai_action.domain.sinks import EventSink
+from hokusai_action.domain.statuses import DONE_STATUSES, REJECTED
+from hokusai_action.domain.tags import (
     TAG_BASELINE,
     TAG_DIGEST,
     TAG_GIT_REF,
@@ -69,25 +68,27 @@ from hokusai_action.registry import (
     TAG_SIGNATURE_PREFIX,
     TAG_TOKEN,
     TAG_TOOL_VERSION,
-    RegisteredVersion,
     model_name_for,
 )
-from hokusai_action.settings import DEFAULT_RELAY_LEASE, GitInfo, Settings
+from hokusai_action.domain.tokens import normalise_token_id
+from hokusai_action.domain.versions import RegisteredVersion
+from hokusai_action.errors import (
+    HokusaiError,
+    InputError,
+    TokenStateError,
+)
+from hokusai_action.failpoints import failpoint
+from hokusai_action.progress import TaskStats
+from hokusai_action.settings.loader import DEFAULT_RELAY_LEASE, GitInfo, Settings
 
 if TYPE_CHECKING:
-    from hokusai_action.signing import ModelSigner
+    from hokusai_action.signing.signer import ModelSigner
 
 log = logging.getLogger(__name__)
 
-# a token past registration with the same bytes is a finished registration: re-runs succeed
-DONE_STATUSES = ("registered", "deployed")
-REJECTED = "rejected"  # the result's status when the gate refused the model: nothing was registered
-# used with fullmatch: "$" would also accept a trailing newline ("XRAY\n" was stored once)
-TOKEN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 MISSING_OPTION = "Missing {what}: pass {flag} or set '{key}' in hokusai.yaml."
 TOO_MANY_SOURCES = "The measured value must come from one source, but {given} were given. Keep one."
-BAD_TOKEN_ID = "Token id '{given}' is not valid: use 1-64 letters, digits, '_' or '-', starting with a letter or digit."
 TOKEN_NOT_DRAFT = "Token {token} is '{status}'; only a draft token can be registered."
 TOKEN_NOT_DRAFT_HINT = "Create a new token for a new model, or ask the Hokusai team to reset this one."
 TOKEN_OTHER_BYTES = (
@@ -234,14 +235,6 @@ class RegistrationResult:
 # ---------------------------------------------------------------------------------- validate
 
 
-def normalise_token_id(raw: str | None) -> str:
-    if not raw:
-        raise InputError(MISSING_OPTION.format(what="token id", flag="--token-id", key="token_id"))
-    if not isinstance(raw, str) or not TOKEN_PATTERN.fullmatch(raw):
-        raise InputError(BAD_TOKEN_ID.format(given=raw))
-    return raw.upper()
-
-
 def build_request(
     settings: Settings, registry: Registry | None = None, *, walk: Callable[[], ModelFiles] | None = None
 ) -> RegistrationRequest:
@@ -305,7 +298,7 @@ def _measure(settings: Settings, metric: Metric, model: ModelFiles, registry: Re
     if len(given) > 1:
         raise InputError(TOO_MANY_SOURCES.format(given=", ".join(given)))
     if settings.predictions:
-        from hokusai_action.predictions import compute_metric_from_predictions
+        from hokusai_action.predictions.compute import compute_metric_from_predictions
 
         computed = compute_metric_from_predictions(
             settings.predictions,
@@ -757,7 +750,7 @@ def registration_statement(
     request: RegistrationRequest, version: RegisteredVersion, registered_at: str, digest: str
 ) -> dict[str, Any]:
     """The signed claim: this token's model, these bytes, beat this baseline (README, "Verifiable registrations")."""
-    from hokusai_action.signing import STATEMENT_TYPE
+    from hokusai_action.signing.signer import STATEMENT_TYPE
 
     measured = request.measured
     predictions = re.search(r"sha256:([0-9a-f]{64})", measured.detail or "")
@@ -799,7 +792,7 @@ def sign_registration(
     and their hashes on the version; return the event's ``data.signature`` (None when unsigned)."""
     if signer is None:
         return None
-    from hokusai_action.signing import SIGNATURE_FOLDER
+    from hokusai_action.signing.signer import SIGNATURE_FOLDER
 
     digest = request.model.digest  # the uploaded bytes' digest, known once the upload is done
     statement = registration_statement(request, version, registered_at.isoformat().replace("+00:00", "Z"), digest)

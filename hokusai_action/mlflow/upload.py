@@ -27,11 +27,11 @@ import posixpath
 import threading
 from typing import Any
 
-from hokusai_action.digest import ModelFiles, Progress
+from hokusai_action.digest.files import ModelFiles, Progress
+from hokusai_action.digest.streamed import STREAM_BLOCK, HashingReader, StreamedDigest
 from hokusai_action.errors import ServiceUnavailable
 from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
-from hokusai_action.streamed import STREAM_BLOCK, HashingReader, StreamedDigest
 
 # Files sent at once: enough to keep the server's workers busy while the client prepares the next
 # request (measured on 2 cores, 2 server workers: see the README's "Where the time goes").
@@ -130,7 +130,7 @@ def _sender_for(repository: Any, workers: int):
     from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    from hokusai_action.mlflow_compat import streams_to_local
+    from hokusai_action.mlflow.compat import streams_to_local
 
     if isinstance(repository, HttpArtifactRepository):
         return _HttpSender(repository, workers)
@@ -189,7 +189,7 @@ class _HttpSender:
 
     def _multipart(self, path: Any, size: int) -> bool:
         """Whether MLflow would send this file in parts (``MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD``)."""
-        from hokusai_action.mlflow_compat import would_send_in_parts
+        from hokusai_action.mlflow.compat import would_send_in_parts
 
         if size < self._multipart_from:
             return False
@@ -200,7 +200,7 @@ class _HttpSender:
         from mlflow.utils.mime_type_utils import _guess_mime_type
         from mlflow.utils.rest_utils import augmented_raise_for_status, http_request
 
-        from hokusai_action.http_put import AnswerError
+        from hokusai_action.mlflow.http_put import AnswerError
 
         if self._multipart(path, len(reader)):  # MLflow's parts read the file by path
             reader.finish()
@@ -262,7 +262,7 @@ def _headers_for(creds: Any, url: str) -> dict[str, str]:
 
     from mlflow.tracking.request_header.registry import resolve_request_headers
 
-    from hokusai_action.mlflow_compat import workspace_header
+    from hokusai_action.mlflow.compat import workspace_header
 
     headers = dict(resolve_request_headers())
     workspace = workspace_header("/mlflow-artifacts/artifacts")
@@ -281,8 +281,8 @@ def _direct_client(url: str, headers: dict[str, str], settings: dict[str, Any]) 
     ``requests`` keeps its proxy handling (CONNECT tunnels, TLS to the proxy, proxy credentials)."""
     from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
 
-    from hokusai_action.http_put import PutClient, make_target
-    from hokusai_action.mlflow_compat import socket_options
+    from hokusai_action.mlflow.compat import socket_options
+    from hokusai_action.mlflow.http_put import PutClient, make_target
 
     if select_proxy(url, settings.get("proxies") or {}):
         return None
@@ -331,7 +331,7 @@ def _session_for(creds: Any, url: str, workers: int) -> tuple[Any, dict[str, Any
     """
     import requests
 
-    from hokusai_action.mlflow_compat import http_adapter_class
+    from hokusai_action.mlflow.compat import http_adapter_class
 
     retry = _mlflow_retry()
     session = requests.Session()

@@ -13,25 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hokusai_action.core import (
-    REJECTED,
-    RegistrationResult,
-    build_request,
-    normalise_token_id,
-    register,
-    registered_event_id,
-    rejected_result,
-)
-from hokusai_action.errors import (
-    EXIT_EVENTS_PENDING,
-    EXIT_GATE_FAILED,
-    EXIT_OK,
-    GateFailed,
-    HokusaiError,
-    ServiceUnavailable,
-)
-from hokusai_action.settings import Settings
-from hokusai_action.wiring import (
+from hokusai_action.commands.wiring import (
     build_database,
     build_parts,
     build_progress,
@@ -39,11 +21,29 @@ from hokusai_action.wiring import (
     build_sinks,
     start_sink_checks,
 )
+from hokusai_action.domain.metrics import GateFailed
+from hokusai_action.domain.statuses import REJECTED
+from hokusai_action.domain.tokens import normalise_token_id
+from hokusai_action.errors import (
+    EXIT_EVENTS_PENDING,
+    EXIT_GATE_FAILED,
+    EXIT_OK,
+    HokusaiError,
+    ServiceUnavailable,
+)
+from hokusai_action.registration.register import (
+    RegistrationResult,
+    build_request,
+    register,
+    registered_event_id,
+    rejected_result,
+)
+from hokusai_action.settings.loader import Settings
 
 if TYPE_CHECKING:
     from hokusai_action.db.outbox import RelayReport
     from hokusai_action.db.store import Database
-    from hokusai_action.digest import BackgroundHash
+    from hokusai_action.digest.files import BackgroundHash
 
 EVENTS_PENDING = (
     "Registered, but event {event_id} is not delivered yet to: {sinks}. "
@@ -248,7 +248,7 @@ def run_db_upgrade(settings: Settings) -> str:
     else:
         lines = [f"Database {database.display_url} upgraded from {before or 'empty'} to revision {after}."]
     if settings.uses_embedded_mlflow:
-        from hokusai_action.mlflow_store import upgrade_sqlite_store
+        from hokusai_action.mlflow.store_migration import upgrade_sqlite_store
 
         # a store an older MLflow left (the tool was upgraded, ./.hokusai kept) is migrated here, the
         # setup step, not inside a registration, and MLflow creates its own tables on the first use of
@@ -629,8 +629,8 @@ def run_verify(
 ) -> tuple[Any, int]:
     """`model verify`: the report, and exit 0 (verified) or 1 (the first mismatch is ``report.error``)."""
     from hokusai_action.errors import EXIT_GATE_FAILED
-    from hokusai_action.signing import SignatureVerifier
-    from hokusai_action.verify import verify_registration
+    from hokusai_action.registration.verify import verify_registration
+    from hokusai_action.signing.signer import SignatureVerifier
 
     verifier = None
     if public_key or certificate_chain or identity or issuer:
@@ -844,7 +844,7 @@ def _google_identities(settings: Settings, artifact_location: list[str]) -> list
     ``gs://`` default root), or ``STORAGE_EMULATOR_HOST`` is set. A server that proxies artifacts uses
     its own identity, not ours. Pub/Sub: when the ``pubsub`` sink is configured.
     """
-    from hokusai_action import google_identity
+    from hokusai_action.signing import google_identity
 
     environ = os.environ
     services = []

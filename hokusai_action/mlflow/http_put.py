@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from urllib3.exceptions import MaxRetryError
 
-from hokusai_action.streamed import HashingReader
+from hokusai_action.digest.streamed import HashingReader
 
 # a body this small goes out in the same send as the request head: one syscall, one TCP segment
 COALESCE_LIMIT = 64 * 1024

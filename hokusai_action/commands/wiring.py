@@ -8,17 +8,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hokusai_action.domain.event import CloudEventRecord
 from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError
-from hokusai_action.events.model import CloudEventRecord
 from hokusai_action.redact import redact
-from hokusai_action.settings import Settings
+from hokusai_action.settings.loader import Settings
 
 if TYPE_CHECKING:
     from hokusai_action.db.store import Database
-    from hokusai_action.events import EventSink
+    from hokusai_action.domain.sinks import EventSink
+    from hokusai_action.mlflow.registry import MlflowRegistry
     from hokusai_action.progress import Reporter
-    from hokusai_action.registry import MlflowRegistry
-    from hokusai_action.signing import ModelSigner
+    from hokusai_action.signing.signer import ModelSigner
 
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ def build_database(settings: Settings) -> Database:
 
 
 def build_registry(settings: Settings) -> MlflowRegistry:
-    from hokusai_action.registry import MlflowRegistry
-    from hokusai_action.transfer_limits import TransferLimits
+    from hokusai_action.mlflow.registry import MlflowRegistry
+    from hokusai_action.mlflow.transfer_limits import TransferLimits
 
     return MlflowRegistry(
         settings.mlflow_tracking_uri,
@@ -170,7 +170,7 @@ def build_signer(settings: Settings) -> ModelSigner | None:
     """The signer of ``--sign`` (None for none). Reads nothing yet: the core calls ``check()`` before the claim."""
     if settings.sign == "none":
         return None
-    from hokusai_action.signing import ModelSigner
+    from hokusai_action.signing.signer import ModelSigner
 
     return ModelSigner(
         settings.sign,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hokusai_action.errors import GateFailed, InputError
+from hokusai_action.errors import EXIT_GATE_FAILED, HokusaiError, InputError
 from hokusai_action.safe_yaml import YamlInvalid, YamlRefused, load_bounded, read_bounded_text
 
 INF = math.inf
@@ -328,6 +328,30 @@ def evaluate_gate(
     champion: Champion | None = None,
 ) -> GateResult:
     return GateResult(metric, value, baseline, margin, champion)
+
+
+class GateFailed(HokusaiError):
+    """The measured metric does not meet the baseline (exit 1).
+
+    ``gate`` is the gate's report and ``measured`` where the value came from: a refusal is reported
+    like a registration's result, with status ``rejected`` and nothing registered.
+    """
+
+    exit_code = EXIT_GATE_FAILED
+    title = "Metric below baseline"
+    kind = "gate_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        gate: GateResult | None = None,
+        measured: MeasuredValue | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.gate = gate
+        self.measured = measured
 
 
 def enforce_gate(gate: GateResult, *, measured: MeasuredValue | None = None) -> None:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hokusai_action.digest import (
+from hokusai_action.digest.files import (
     MODEL_CHANGED_HINT,
     FileState,
     ModelFiles,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from hokusai_action import environment as env
 from hokusai_action.errors import InputError
 from hokusai_action.redact import (
     redact,
@@ -29,6 +28,7 @@ from hokusai_action.redact import (
     url_user,
 )
 from hokusai_action.safe_yaml import YamlInvalid, YamlRefused, compose_bounded, construct, read_bounded_text
+from hokusai_action.settings import environment as env
 
 DEFAULT_CONFIG_NAME = "hokusai.yaml"
 DEFAULT_EXPERIMENT = "hokusai"

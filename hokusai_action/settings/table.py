@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hokusai_action import environment as env
+from hokusai_action.settings import environment as env
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from hokusai_action.domain.metrics import resolve_metric
 from hokusai_action.errors import InputError
-from hokusai_action.metrics import resolve_metric
 
 # --- error messages: what happened, why, what to do ---------------------------------------------
 

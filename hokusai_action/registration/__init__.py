@@ -1,0 +1,7 @@
+"""The registration and its verification: the phases that turn a validated request into one
+registered, announced model, exactly once, and the check the deploy side runs on it.
+
+Handed its parts (the MLflow registry, the site database, the event sinks, a signer); it builds no
+client. Imports the domain, the leaves and the adapters' types it is handed; never the commands or a
+face (cli, entrypoint).
+"""
