@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.canaries import CANARIES, CanaryWatch
-from tests.helpers import CLI_PYTHON
+from tests.helpers import CLI_PYTHON, embedded_env
 from tests.services import Services, session_services
 from tests.upload_proxy import UploadProxy
 
@@ -198,16 +198,13 @@ class CliResult:
 @pytest.fixture
 def cli_env(services: Services, database, tmp_path: Path) -> dict[str, str]:
     """The environment a user would set: the real MLflow server and PostgreSQL, nothing else."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+    env = embedded_env(tmp_path)
     env.update(
         MLFLOW_TRACKING_URI=services.mlflow_url,
         MLFLOW_TRACKING_TOKEN=CANARIES.tracking_token,
         HOKUSAI_DATABASE_URL=CANARIES.database_url(services.database_url),
         HOKUSAI_WEBHOOK_SECRET=CANARIES.webhook_secret,
         HOKUSAI_HOME=str(tmp_path / ".hokusai"),
-        HOKUSAI_GIT_SHA="0123456789abcdef0123456789abcdef01234567",
-        HOKUSAI_GIT_REF="refs/heads/main",
-        HOKUSAI_GIT_REPOSITORY="hokusai/example",
     )
     return env
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -78,3 +79,25 @@ def write_tree(root: Path, files: dict[str, bytes]) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
     return root
+
+
+def write_predictions(path, rows: int = 400, seed: int = 7, columns=("label", "score")) -> None:
+    """A predictions CSV of a fair binary classifier (AUROC about 0.9), the same rows for the same seed."""
+    rng = random.Random(seed)
+    lines = [",".join(columns)]
+    for _ in range(rows):
+        label = rng.random() < 0.5
+        score = min(1.0, max(0.0, (0.7 if label else 0.3) + rng.gauss(0, 0.2)))
+        lines.append(f"{int(label)},{score:.6f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    """The user's environment with nothing pointing at a server: the embedded default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+    env.update(
+        HOKUSAI_GIT_SHA="0123456789abcdef0123456789abcdef01234567",
+        HOKUSAI_GIT_REF="refs/heads/main",
+        HOKUSAI_GIT_REPOSITORY="hokusai/example",
+    )
+    return env

@@ -3,64 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.github_runner import CANARY, base_inputs, parse_command, parse_output_file, run_entrypoint
 from tests.helpers import CLI_PYTHON, register_args
-from tests.unit.test_github import parse_command, parse_output_file
 
 pytestmark = [pytest.mark.e2e]
 
-CANARY = "canary-db-password-9f3"
 WEBHOOK_CANARY = "whsec_" + "Y2FuYXJ5LXdlYmhvb2stc2VjcmV0LTMyLWJ5dGVzISE="
-
-
-def run_entrypoint(cli_env, services, workspace: Path, inputs: dict[str, str], *args: str, github: bool = True):
-    env = {k: v for k, v in cli_env.items() if k not in ("MLFLOW_TRACKING_URI", "HOKUSAI_DATABASE_URL")}
-    outputs, summary = workspace / "github_output", workspace / "step_summary"
-    outputs.write_text("")
-    summary.write_text("")
-    if github:
-        env.update(
-            GITHUB_ACTIONS="true",
-            GITHUB_OUTPUT=str(outputs),
-            GITHUB_STEP_SUMMARY=str(summary),
-            GITHUB_WORKSPACE=str(workspace),
-        )
-        # the runner exports every declared input, upper-cased with hyphens kept; unset ones are empty
-        defaults = {
-            "config": "hokusai.yaml",
-            "dry-run": "false",
-            "debug": "false",
-            "metric-value": "",
-            "webhook-url": "",
-        }
-        for name, value in {**defaults, **inputs}.items():
-            env[f"INPUT_{name.upper()}"] = value
-    done = subprocess.run(
-        [CLI_PYTHON, str(REPO / "entrypoint.py"), *args],
-        env=env,
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return done, outputs.read_text(), summary.read_text()
-
-
-def base_inputs(services, token: str, model: Path) -> dict[str, str]:
-    return {
-        "token-id": token,
-        "model-path": str(model.name),
-        "metric": "auroc",
-        "baseline": "0.82",
-        "mlflow-tracking-uri": services.mlflow_url,
-        # trust auth ignores the password: it is a canary that must never be printed
-        "database-url": services.database_url.replace("postgres@", f"postgres:{CANARY}@"),
-    }
 
 
 def test_action_registers_and_writes_outputs_summary(cli_env, services, make_token, make_model, tmp_path, snapshot):

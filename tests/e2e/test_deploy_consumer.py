@@ -32,6 +32,7 @@ from standardwebhooks import Webhook
 
 from tests.canaries import CANARIES
 from tests.helpers import CLI_PYTHON, register_args
+from tests.mlflow_store import stored_copies
 
 pytestmark = [pytest.mark.e2e]
 
@@ -81,22 +82,6 @@ def pubsub_sink(pubsub_emulator, topic: str) -> dict[str, str]:
         "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
         "HOKUSAI_PUBSUB_TIMEOUT": "10",
     }
-
-
-def stored_copies(tmp_path_factory: pytest.TempPathFactory, original: Path) -> list[Path]:
-    """Files in the session's temporary tree with ``original``'s bytes, other than ``original``:
-    the copy the MLflow server keeps in its artifact store (``--artifacts-destination`` under the
-    session's temporary directory, tests/services.py)."""
-    content = original.read_bytes()
-    return [
-        path
-        for path in tmp_path_factory.getbasetemp().rglob(original.name)
-        # the size first: the store also holds other tests' files of that name (one of them 2 GiB)
-        if path.is_file()
-        and path.resolve() != original.resolve()
-        and path.stat().st_size == len(content)
-        and path.read_bytes() == content
-    ]
 
 
 def test_pubsub_event_is_verified_and_deployed_once_across_a_restart(

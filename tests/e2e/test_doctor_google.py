@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.unit.test_google_identity import service_account
+from tests.google_credentials import service_account
 
 pytestmark = [pytest.mark.e2e]
 

@@ -20,7 +20,7 @@ import pytest
 
 from hokusai_action.digest.files import usable_cores
 from hokusai_action.process import YOUNG_THRESHOLD
-from tests.helpers import CLI_PYTHON, register_args
+from tests.helpers import CLI_PYTHON, embedded_env, register_args
 
 pytestmark = [pytest.mark.e2e]
 
@@ -82,17 +82,6 @@ sys.argv[0] = "hokusai-ml-platform"
 from hokusai_action.cli import run
 run()
 """
-
-
-def embedded_env(home: Path) -> dict[str, str]:
-    """The user's environment with nothing pointing at a server: the embedded default."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
-    env.update(
-        HOKUSAI_GIT_SHA="0123456789abcdef0123456789abcdef01234567",
-        HOKUSAI_GIT_REF="refs/heads/main",
-        HOKUSAI_GIT_REPOSITORY="hokusai/example",
-    )
-    return env
 
 
 def run_program(

@@ -201,7 +201,7 @@ def test_mlflow_model_directory_stays_loadable(gcs_topology: Topology, run_on, m
 def test_doctor_names_the_identity_that_writes_the_bucket(gcs_topology: Topology, run_on, tmp_path):
     """Direct mode: this machine writes gs://, so doctor says as whom (read from the credentials file,
     no call to Google). Proxied mode: the server writes the bucket with its own identity; no line."""
-    from tests.unit.test_google_identity import github_wif
+    from tests.google_credentials import github_wif
 
     experiment = f"doctor-{gcs_topology.mode}"
     with mlflow_pointed_at(gcs_topology.server.url) as client:

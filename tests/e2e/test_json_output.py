@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_metric_gate import put_champion
 from tests.helpers import assert_json_failure, assert_one_clear_line, register_args
+from tests.mlflow_store import put_champion
 from tests.services import free_port
 
 pytestmark = [pytest.mark.e2e]

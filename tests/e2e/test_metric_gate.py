@@ -2,46 +2,16 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
-from tests.helpers import register_args
+from tests.helpers import register_args, write_predictions
+from tests.mlflow_store import put_champion
 
 pytestmark = [pytest.mark.e2e]
 
 
 def register(run_cli, token, model, *extra, metric="auroc", baseline="0.82"):
     return run_cli(*register_args(token, model, "--output", "json", *extra, metric=metric, baseline=baseline))
-
-
-def write_predictions(path, rows: int = 400, seed: int = 7, columns=("label", "score")) -> None:
-    rng = random.Random(seed)
-    lines = [",".join(columns)]
-    for _ in range(rows):
-        label = rng.random() < 0.5
-        score = min(1.0, max(0.0, (0.7 if label else 0.3) + rng.gauss(0, 0.2)))
-        lines.append(f"{int(label)},{score:.6f}")
-    path.write_text("\n".join(lines) + "\n")
-
-
-def put_champion(mlflow_client, token: str, value: float, alias: str = "champion") -> str:
-    """A version of hokusai-<TOKEN> registered by someone else earlier, holding ``alias``."""
-    from mlflow.entities import LoggedModelStatus
-
-    name = f"hokusai-{token}"
-    experiment = mlflow_client.get_experiment_by_name("hokusai") or None
-    experiment_id = experiment.experiment_id if experiment else mlflow_client.create_experiment("hokusai")
-    run = mlflow_client.create_run(experiment_id)
-    logged = mlflow_client.create_logged_model(experiment_id, name="model", source_run_id=run.info.run_id)
-    mlflow_client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-    mlflow_client.create_registered_model(name)
-    version = mlflow_client.create_model_version(
-        name, source=f"models:/{logged.model_id}", run_id=run.info.run_id, model_id=logged.model_id,
-        tags={"hokusai.metric": "auroc", "hokusai.metric_value": repr(value)},
-    )  # fmt: skip
-    mlflow_client.set_registered_model_alias(name, alias, version.version)
-    return version.version
 
 
 def test_metric_computed_from_a_predictions_file(run_cli, make_token, make_model, mlflow_client, tmp_path):

@@ -260,7 +260,7 @@ def test_a_rerun_reports_the_registered_value_and_warns_of_the_new_one(run_cli, 
 def test_a_rerun_needs_no_measured_value_and_reports_the_registered_source(
     run_cli, make_token, make_model, snapshot, tmp_path
 ):
-    from tests.e2e.test_metric_gate import write_predictions
+    from tests.helpers import write_predictions
 
     token = make_token()
     model = make_model(metrics=False)
@@ -293,8 +293,7 @@ def test_a_rerun_needs_no_measured_value_and_reports_the_registered_source(
 def test_the_action_reports_the_registered_value_with_a_warning_annotation(
     cli_env, services, make_token, make_model, tmp_path
 ):
-    from tests.e2e.test_action_entrypoint import base_inputs, run_entrypoint
-    from tests.unit.test_github import parse_command, parse_output_file
+    from tests.github_runner import base_inputs, parse_command, parse_output_file, run_entrypoint
 
     token = make_token()
     model = make_model(metrics=False)

@@ -33,7 +33,7 @@ from hokusai_action.db.store import APPLICATION_NAME, Database, get_token, inser
 from hokusai_action.domain.event import CloudEventRecord
 from hokusai_action.errors import TokenStateError
 from hokusai_action.events.webhook import WebhookSink
-from tests.e2e.test_events import SECRET, Receiver
+from tests.event_sinks import SECRET, Receiver
 from tests.helpers import CLI_PYTHON
 from tests.raw_receiver import MIB, RawReceiver, endless_chunked
 from tests.services import create_database, drop_database

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from hokusai_action.db.schema import event_deliveries, events, tokens
 from hokusai_action.domain.event import event_id_for
-from tests.e2e.test_events import Receiver, deliveries, register, sink_env
+from tests.event_sinks import Receiver, deliveries, register, sink_env
 from tests.faults import run_to_failpoint
 from tests.helpers import CLI_PYTHON, assert_one_clear_line, register_args
 
@@ -81,7 +81,7 @@ def test_reset_then_the_same_bytes_reuse_the_version_with_a_new_event(
 def test_reset_then_the_same_bytes_upload_nothing(run_cli, make_token, make_model, mlflow_client):
     """The token has had a registration (its events stay): its bytes are hashed first and the version they
     already are is found before anything is sent (DESIGN.md: a re-run uploads nothing)."""
-    from tests.e2e.test_streamed_upload import logged_models
+    from tests.mlflow_store import logged_models
 
     token = make_token()
     model = make_model()

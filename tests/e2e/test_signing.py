@@ -350,7 +350,7 @@ def test_keyless_failure_at_the_network_releases_the_claim_and_commits_nothing(
 def test_action_signs_with_the_signing_key_input_masked_first(cli_env, services, make_token, make_model, tmp_path):
     """The action's signing-key input is the PEM: every line of it is masked before anything else is
     printed, and the registration is signed (the canary watch checks nothing of it leaks)."""
-    from tests.e2e.test_action_entrypoint import base_inputs, run_entrypoint
+    from tests.github_runner import base_inputs, run_entrypoint
 
     token = make_token()
     model = make_model()

@@ -10,20 +10,13 @@ import pytest
 from hokusai_action.digest.files import inspect_model
 from tests.faults import run_to_failpoint
 from tests.helpers import CLI_PYTHON, register_args
+from tests.mlflow_store import logged_models
 
 pytestmark = [pytest.mark.e2e]
 
 
 def shards(count: int = 5, size: int = 200 * 1024) -> dict[str, bytes]:
     return {f"shard-{i}.bin": os.urandom(size) for i in range(count)}
-
-
-def logged_models(mlflow_client, token: str) -> dict[str, str]:
-    experiment = mlflow_client.get_experiment_by_name("hokusai")
-    found = mlflow_client.search_logged_models(
-        [experiment.experiment_id], filter_string=f"tags.`hokusai.token_id` = '{token}'"
-    )
-    return {model.model_id: str(model.status).rsplit(".", 1)[-1] for model in found}
 
 
 def test_a_first_registration_records_the_digest_of_the_bytes_it_sent(

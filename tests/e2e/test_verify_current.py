@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_deploy_consumer import stored_copies
 from tests.helpers import assert_one_clear_line, register_args
+from tests.mlflow_store import stored_copies
 
 pytestmark = [pytest.mark.e2e]
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from hokusai_action.db.store import Database, get_token, insert_token, release_claim, try_claim
 from hokusai_action.errors import InputError, TokenStateError
-from tests.services import create_database, drop_database
+from tests.schema_migrations import columns
 
 pytestmark = [pytest.mark.integration]
 
@@ -26,20 +25,6 @@ EXPECTED_TOKEN_COLUMNS = {
 }  # fmt: skip
 SIGNATURE_COLUMNS = {c for c in EXPECTED_TOKEN_COLUMNS if c.startswith("signature_")}
 OUR_TABLES = {"tokens", "events", "event_deliveries", "hokusai_schema_origin"}
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def blank_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'site.db'}"
-        return
-    url = create_database("hokusai_migrate")
-    yield url
-    drop_database(url)
-
-
-def columns(database: Database, table: str) -> set[str]:
-    return {column["name"] for column in sa.inspect(database.engine).get_columns(table)}
 
 
 def table_names(database: Database) -> set[str]:

@@ -3,36 +3,13 @@ a column of the site's that happens to have one of our names is never dropped.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
 from hokusai_action.db.store import SIGNATURE_COLUMNS, Database
-from tests.services import create_database, drop_database
+from tests.schema_migrations import columns, migrate
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def blank_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'site.db'}"
-        return
-    url = create_database("hokusai_migrate_0003")
-    yield url
-    drop_database(url)
-
-
-def columns(database: Database) -> set[str]:
-    return {column["name"] for column in sa.inspect(database.engine).get_columns("tokens")}
-
-
-def migrate(database: Database, how: str, target: str) -> None:
-    from alembic import command
-
-    with database.engine.begin() as connection:
-        getattr(command, how)(database._alembic_config(connection), target)
 
 
 def test_downgrade_to_0002_removes_the_signature_columns_and_upgrade_restores_them(blank_url):

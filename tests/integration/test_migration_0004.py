@@ -12,7 +12,7 @@ from hokusai_action.db.schema import event_deliveries
 from hokusai_action.db.store import Database
 from hokusai_action.domain.event import event_id_for
 from hokusai_action.registration.register import next_registration
-from tests.integration.test_migration_0003 import blank_url, columns, migrate  # noqa: F401 (a fixture)
+from tests.schema_migrations import columns, migrate
 
 pytestmark = [pytest.mark.integration]
 
@@ -47,7 +47,7 @@ def counters(database: Database) -> dict[str, int]:
         return dict(connection.execute(sa.text("SELECT token_id, registration_count FROM tokens")).all())
 
 
-def test_upgrade_counts_the_registrations_so_the_next_event_id_is_the_one_it_always_was(blank_url):  # noqa: F811
+def test_upgrade_counts_the_registrations_so_the_next_event_id_is_the_one_it_always_was(blank_url):
     database = Database(blank_url)
     migrate(database, "upgrade", "0003")
     add_history(database, "TWICE", 2)
@@ -63,7 +63,7 @@ def test_upgrade_counts_the_registrations_so_the_next_event_id_is_the_one_it_alw
     database.dispose()
 
 
-def test_downgrade_to_0003_drops_cancelled_deliveries_and_the_new_columns(blank_url):  # noqa: F811
+def test_downgrade_to_0003_drops_cancelled_deliveries_and_the_new_columns(blank_url):
     database = Database(blank_url)
     migrate(database, "upgrade", "0003")
     first, second = add_history(database, "RESET", 2)

