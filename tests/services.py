@@ -4,7 +4,7 @@ PostgreSQL is the machine's server (127.0.0.1:5432, trust auth; ``.ci/run`` star
 down). MLflow is started here on a free loopback port with a SQL backend and ``--serve-artifacts``,
 exactly as a team would run it, and stopped by its process group at the end of the session.
 ``start_mlflow_server`` also starts the production topologies: artifacts in a ``gs://`` bucket,
-proxied by the server or written by the client (tests/e2e/test_gcs_topology.py).
+proxied by the server or written by the client (tests/e2e/mlflow/test_gcs_topology.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A page asks for a generated part with a marker line, ``<!-- reference: NAME -->``; this MkDocs hook
 replaces the marker with the Markdown that ``REFERENCES[NAME]`` writes from the code. Nothing
 generated is committed, so the reference cannot drift from what the code does; the text around a
-marker is written by hand. tests/unit/test_docs.py builds the site and checks that every command,
+marker is written by hand. tests/unit/repository/test_docs.py builds the site and checks that every command,
 option, action input and setting appears.
 
 Everything the generators read is named in SOURCES below: when the code moves, repoint it there.

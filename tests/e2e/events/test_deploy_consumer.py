@@ -36,7 +36,7 @@ from tests.mlflow_store import stored_copies
 
 pytestmark = [pytest.mark.e2e]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CONSUMER = REPO_ROOT / "examples" / "deploy_consumer.py"
 CONSUMER_TIMEOUT = 120.0
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -9,7 +9,7 @@ README and every page hold blocks a user can paste.
   and each way in really sets its setting in `load_settings`.
 - Blocks: every shell block parses (`bash -n`); every YAML block validates as what it is (a workflow
   or one of its steps: GitHub's workflow schema and actionlint; anything else: hokusai.yaml's schema
-  and the tool's own reader). tests/e2e/test_docs_snippets.py runs the laptop walk-through.
+  and the tool's own reader). tests/e2e/repository/test_docs_snippets.py runs the laptop walk-through.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The claim owner: which process instance holds a token, and when it is provably dead.
 
 The processes here are real (children of the test); only other boots and other PID namespaces are
-spelled by editing an owner id (tests/e2e/test_claim_owner.py runs a real one in another namespace).
+spelled by editing an owner id (tests/e2e/db/test_claim_owner.py runs a real one in another namespace).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The sinks' settings check before the claim: against the Pub/Sub emulator, and its orchestration
 beside the model's hashing (`wiring.start_sink_checks`). The command line is covered in
-tests/e2e/test_events.py (missing topic -> exit 2; emulator down -> exit 5, pending)."""
+tests/e2e/events/test_events.py (missing topic -> exit 2; emulator down -> exit 5, pending)."""
 
 from __future__ import annotations
 

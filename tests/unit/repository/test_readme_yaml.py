@@ -1,7 +1,7 @@
 """The README's copy-paste workflow runs as pasted into a user's repository: its permissions, its
 Google authentication, only the action's declared inputs and outputs, and nothing from this
 repository's examples/. (Every yaml block of the README and the docs is checked by GitHub's schema,
-actionlint or the tool's own loader in tests/unit/test_docs.py.)
+actionlint or the tool's own loader in tests/unit/repository/test_docs.py.)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.workflow_lint import unpinned_uses
 
 pytestmark = [pytest.mark.unit]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 README = REPO_ROOT / "README.md"
 ACTION = yaml.safe_load((REPO_ROOT / "action.yml").read_text(encoding="utf-8"))
 FENCE = re.compile(r"^```yaml[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)

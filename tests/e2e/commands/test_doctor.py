@@ -1,6 +1,6 @@
 """`doctor` when something is wrong, as a user meets it: every check bounded to a few seconds and run
 side by side, one clean line per failure with what to do, and a failing exit whenever `model register`
-would fail (the Google identities: tests/e2e/test_doctor_google.py)."""
+would fail (the Google identities: tests/e2e/commands/test_doctor_google.py)."""
 
 from __future__ import annotations
 

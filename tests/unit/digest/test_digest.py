@@ -650,7 +650,7 @@ def test_a_name_mlflow_would_store_under_another_name_is_refused_naming_it(tmp_p
 
 
 # What a round trip through the proxied `mlflow server` and the embedded store did not give back byte
-# for byte (tests/e2e/test_upload_http.py::test_a_name_is_given_back_byte_for_byte_or_refused_up_front):
+# for byte (tests/e2e/mlflow/test_upload_http.py::test_a_name_is_given_back_byte_for_byte_or_refused_up_front):
 # any control character, and a file or folder name starting with a space.
 @pytest.mark.parametrize(
     ("name", "shown", "why"),

@@ -1,4 +1,4 @@
-"""`doctor` names the Google identity of the Pub/Sub sink (the GCS side: tests/e2e/test_gcs_topology.py)."""
+"""`doctor` names the Google identity of the Pub/Sub sink (the GCS side: tests/e2e/mlflow/test_gcs_topology.py)."""
 
 from __future__ import annotations
 

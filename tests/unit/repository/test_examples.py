@@ -26,7 +26,7 @@ import yaml
 
 pytestmark = [pytest.mark.unit]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO_ROOT / "examples"
 DOCS_BASELINE = 0.82  # the baseline the README and the example workflows use
 TRAIN_CPU_BUDGET_SECONDS = 2.0
@@ -277,7 +277,7 @@ def test_gitlab_job_uses_only_real_cli_options() -> None:
 # ------------------------------------------------------------------------- deploy_consumer.py
 # The decisions of the deploy side, in process: what the producer's sinks send parses, and each
 # answer of `model verify` (its JSON contract and exit code) leads to deploy, refuse or retry. The
-# consumer against the real CLI, emulator and servers is tests/e2e/test_deploy_consumer.py.
+# consumer against the real CLI, emulator and servers is tests/e2e/events/test_deploy_consumer.py.
 
 DIGEST = "sha256:" + "1f" * 32
 

@@ -30,7 +30,7 @@ from tests.workflow_lint import ACTIONLINT_MODULE, ACTIONLINT_VERSION, USES_LINE
 
 pytestmark = [pytest.mark.unit]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKFLOW_DIR = REPO_ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.yml"))
 EXAMPLE_WORKFLOW = REPO_ROOT / "examples" / "github-workflow.yml"

@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = [pytest.mark.unit]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # Two tests that each inject one fault and report one line; under two workers each runs in its own.
 RECORDING_TESTS = """
