@@ -57,12 +57,6 @@ def github_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Pat
     return paths
 
 
-@pytest.fixture
-def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An empty secret registry for this test only (``redact`` keeps module state)."""
-    monkeypatch.setattr(redact_module, "_secrets", set())
-
-
 def make_result(**overrides: object) -> dict[str, object]:
     result: dict[str, object] = {
         "token_id": "XRAY",

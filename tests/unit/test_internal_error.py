@@ -16,19 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 import entrypoint
-from hokusai_action import redact as redact_module
 from hokusai_action.cli import handles_errors, one_line
 from hokusai_action.errors import EXIT_INTERNAL, EXIT_SERVICE_UNAVAILABLE, InputError, TokenStateError
 from hokusai_action.redact import register_secret
 
-pytestmark = [pytest.mark.unit]
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fresh_secrets")]
 
 SECRET = "canary-Secret-9931"
-
-
-@pytest.fixture(autouse=True)
-def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redact_module, "_secrets", set())
 
 
 def run_raising(exc: BaseException, *args: str):

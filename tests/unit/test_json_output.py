@@ -14,7 +14,6 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from hokusai_action import redact as redact_module
 from hokusai_action.cli import asks_for_json, handles_errors, main, output_option
 from hokusai_action.errors import (
     EXIT_INTERNAL,
@@ -25,15 +24,10 @@ from hokusai_action.errors import (
 )
 from hokusai_action.redact import register_secret
 
-pytestmark = [pytest.mark.unit]
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fresh_secrets")]
 
 SECRET = "canary-Json-5521"
 ERROR_KEYS = {"exit_code", "kind", "message", "hint"}
-
-
-@pytest.fixture(autouse=True)
-def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redact_module, "_secrets", set())
 
 
 def run_raising(exc: BaseException, *args: str):

@@ -23,13 +23,7 @@ from hokusai_action.redact import (
     registered_secrets,
 )
 
-pytestmark = [pytest.mark.unit]
-
-
-@pytest.fixture(autouse=True)
-def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """redact keeps secrets in a module-level set: give each test its own."""
-    monkeypatch.setattr(redact_module, "_secrets", set())
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fresh_secrets")]
 
 
 def test_a_registered_secret_is_masked_everywhere_it_appears() -> None:

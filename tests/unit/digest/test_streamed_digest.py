@@ -12,6 +12,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -189,32 +190,33 @@ def test_a_file_changed_after_the_walk_is_never_read(tmp_path: Path, change: str
     assert "No version was created" in str(raised.value)
 
 
+class PausingProgress:
+    """A hash's progress that counts the reads, says when the first came, and pauses the hash after each."""
+
+    def __init__(self, pause: Callable[[], object]) -> None:
+        self.reads = 0
+        self.first_read = threading.Event()
+        self._pause = pause
+
+    def advance(self, nbytes: int) -> None:
+        self.reads += 1
+        self.first_read.set()
+        self._pause()
+
+    def file_done(self) -> None:
+        return None
+
+
 def test_a_background_hash_gives_the_digest_or_stops_when_cancelled(tmp_path: Path) -> None:
     from hokusai_action.digest.files import BackgroundHash
 
     root = write_tree(tmp_path / "m", {f"w{i}.bin": os.urandom(STREAM_BLOCK) for i in range(4)})
     assert BackgroundHash(scan_model(root)).result().digest == inspect_model(root).digest
 
-    import threading
-    import time
-
-    first_read = threading.Event()
-
-    class Slow:
-        reads = 0
-
-        def advance(self, nbytes: int) -> None:
-            self.reads += 1
-            first_read.set()
-            time.sleep(0.05)
-
-        def file_done(self) -> None:
-            return None
-
-    slow = Slow()
+    slow = PausingProgress(pause=lambda: time.sleep(0.05))
     many = write_tree(tmp_path / "many", {f"w{i:02d}.bin": os.urandom(1000) for i in range(40)})
     background = BackgroundHash(scan_model(many), slow)
-    assert first_read.wait(10)
+    assert slow.first_read.wait(10)
     background.cancel()
     assert slow.reads <= 3  # stopped at the next read, not after reading all 40 files
 
@@ -322,24 +324,11 @@ def test_a_background_hash_reading_ahead_stops_when_cancelled(
 ) -> None:
     from hokusai_action.digest.files import BackgroundHash
 
-    started = threading.Event()
     release = threading.Event()
-
-    class Gate:
-        reads = 0
-
-        def advance(self, nbytes: int) -> None:
-            self.reads += 1
-            started.set()
-            release.wait(10)
-
-        def file_done(self) -> None:
-            return None
-
-    gate = Gate()
+    gate = PausingProgress(pause=lambda: release.wait(10))
     root = write_tree(tmp_path / "m", {"weights.bin": os.urandom(1024 * 1024)})  # 64 blocks of 16 KiB
     background = BackgroundHash(scan_model(root), gate)
-    assert started.wait(10)
+    assert gate.first_read.wait(10)
     canceller = threading.Thread(target=background.cancel)
     canceller.start()
     release.set()

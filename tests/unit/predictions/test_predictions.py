@@ -451,49 +451,71 @@ def test_header_without_rows(make_file: Callable[..., Path], content: str) -> No
     assert error_of(path, "mse") == predictions.NO_ROWS.format(path=path, metric="mse")
 
 
-def test_wrong_columns_lists_what_was_found_and_expected(make_file: Callable[..., Path]) -> None:
-    path = make_file("p.csv", "y, prob\n1,0.5\n")
+@pytest.mark.parametrize(
+    ("name", "content", "options", "expected", "mentions"),
+    [
+        pytest.param(
+            "p.csv",
+            "y, prob\n1,0.5\n",
+            {},
+            {
+                "missing": "'label' or 'score'",
+                "where": "header",
+                "found": "'y', 'prob'",
+                "label": "'label'",
+                "score": "'score' (or 'prediction')",
+                "options": "--label-column and --score-column",
+            },
+            ("'y', 'prob'", "'label'", "'prediction'"),
+            id="wrong-columns-lists-what-was-found-and-expected",
+        ),
+        pytest.param(
+            "p.csv",
+            "label,score\n1,0.5\n",
+            {"score_column": "proba"},
+            {
+                "missing": "'proba'",
+                "where": "header",
+                "found": "'label', 'score'",
+                "label": "'label'",
+                "score": "'proba'",
+                "options": "--score-column",
+            },
+            (),
+            id="named-score-column-missing",
+        ),
+        pytest.param(
+            "p.jsonl",
+            '{"label": 1, "p": 0.5}\n',
+            {},
+            {
+                "missing": "'score'",
+                "where": "first object",
+                "found": "'label', 'p'",
+                "label": "'label'",
+                "score": "'score' (or 'prediction')",
+                "options": "--score-column",
+            },
+            (),
+            id="wrong-keys-in-first-json-object",
+        ),
+    ],
+)
+def test_missing_columns_name_what_was_found_and_expected(
+    make_file: Callable[..., Path],
+    name: str,
+    content: str,
+    options: dict[str, str],
+    expected: dict[str, str],
+    mentions: tuple[str, ...],
+) -> None:
+    path = make_file(name, content)
 
-    message = error_of(path, "auroc")
+    message = error_of(path, "auroc", **options)
 
-    assert message == predictions.MISSING_COLUMNS.format(
-        path=path,
-        missing="'label' or 'score'",
-        where="header",
-        found="'y', 'prob'",
-        label="'label'",
-        score="'score' (or 'prediction')",
-        options="--label-column and --score-column",
-    )
-    assert "'y', 'prob'" in message and "'label'" in message and "'prediction'" in message
-
-
-def test_named_score_column_missing(make_file: Callable[..., Path]) -> None:
-    path = make_file("p.csv", "label,score\n1,0.5\n")
-
-    assert error_of(path, "auroc", score_column="proba") == predictions.MISSING_COLUMNS.format(
-        path=path,
-        missing="'proba'",
-        where="header",
-        found="'label', 'score'",
-        label="'label'",
-        score="'proba'",
-        options="--score-column",
-    )
-
-
-def test_wrong_keys_in_first_json_object(make_file: Callable[..., Path]) -> None:
-    path = make_file("p.jsonl", '{"label": 1, "p": 0.5}\n')
-
-    assert error_of(path, "auroc") == predictions.MISSING_COLUMNS.format(
-        path=path,
-        missing="'score'",
-        where="first object",
-        found="'label', 'p'",
-        label="'label'",
-        score="'score' (or 'prediction')",
-        options="--score-column",
-    )
+    assert message == predictions.MISSING_COLUMNS.format(path=path, **expected)
+    for fragment in mentions:
+        assert fragment in message
 
 
 @pytest.mark.parametrize("good_rows", [2, 600])  # in the first batch, and in a later one

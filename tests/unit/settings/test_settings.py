@@ -18,19 +18,13 @@ from hokusai_action.errors import InputError
 from hokusai_action.redact import redact
 from hokusai_action.settings.loader import Settings, load_settings
 
-pytestmark = [pytest.mark.unit]
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fresh_secrets")]
 
 SCHEMA_PATH = Path(hokusai_action.__file__).parent / "settings" / "schema" / "hokusai.schema.json"
 DB_PASSWORD = "pg-Secret-4242"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # the git variable keeps load_settings from asking git about tmp_path
 BASE_ENV = {"HOKUSAI_GIT_SHA": "0123456789abcdef0123456789abcdef01234567"}
-
-
-@pytest.fixture(autouse=True)
-def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """redact keeps secrets in a module-level set: give each test its own."""
-    monkeypatch.setattr(redact_module, "_secrets", set())
 
 
 @pytest.fixture
@@ -283,19 +277,23 @@ def test_a_config_flag_naming_a_missing_file_is_an_error(load, tmp_path: Path) -
     )
 
 
+# DESIGN.md's hokusai.yaml
+DESIGN_EXAMPLE_YAML = """\
+token_id: XRAY
+model_path: ./checkpoints/final
+metric: auroc
+baseline: 0.82
+mlflow:   {tracking_uri: https://mlflow.example.com, experiment: hokusai}
+database: {url_env: HOKUSAI_DATABASE_URL}
+events:
+  sinks: [pubsub, database]
+  pubsub:  {topic: projects/hokusai/topics/token-events}
+  webhook: {url: https://hooks.example.com/hokusai, secret_env: HOKUSAI_WEBHOOK_SECRET}
+"""
+
+
 def test_the_design_example_yaml_loads(load, tmp_path: Path) -> None:
-    yaml_text = """\
-        token_id: XRAY
-        model_path: ./checkpoints/final
-        metric: auroc
-        baseline: 0.82
-        mlflow:   {tracking_uri: https://mlflow.example.com, experiment: hokusai}
-        database: {url_env: HOKUSAI_DATABASE_URL}
-        events:
-          sinks: [pubsub, database]
-          pubsub:  {topic: projects/hokusai/topics/token-events}
-          webhook: {url: https://hooks.example.com/hokusai, secret_env: HOKUSAI_WEBHOOK_SECRET}
-    """
+    yaml_text = DESIGN_EXAMPLE_YAML
     env = {
         "HOKUSAI_DATABASE_URL": "postgresql://hokusai@db/hokusai",
         "HOKUSAI_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -689,22 +687,7 @@ def test_the_json_schema_is_a_valid_draft_2020_12_schema() -> None:
 def test_the_schema_accepts_the_design_example_and_refuses_an_unknown_key() -> None:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
-    example = yaml.safe_load(
-        textwrap.dedent(
-            """\
-            token_id: XRAY
-            model_path: ./checkpoints/final
-            metric: auroc
-            baseline: 0.82
-            mlflow:   {tracking_uri: https://mlflow.example.com, experiment: hokusai}
-            database: {url_env: HOKUSAI_DATABASE_URL}
-            events:
-              sinks: [pubsub, database]
-              pubsub:  {topic: projects/hokusai/topics/token-events}
-              webhook: {url: https://hooks.example.com/hokusai, secret_env: HOKUSAI_WEBHOOK_SECRET}
-            """
-        )
-    )
+    example = yaml.safe_load(DESIGN_EXAMPLE_YAML)
     assert list(validator.iter_errors(example)) == []
     assert not validator.is_valid({**example, "basline": 0.8})
 

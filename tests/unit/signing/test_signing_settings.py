@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action import redact as redact_module
 from hokusai_action.errors import InputError
 from hokusai_action.redact import redact
 from hokusai_action.settings.loader import load_settings
@@ -17,11 +16,7 @@ from tests.canaries import CANARIES
 
 BASE_ENV = {"HOKUSAI_HOME": "/tmp/hokusai-unit"}
 
-
-@pytest.fixture(autouse=True)
-def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """redact keeps secrets in a module-level set: give each test its own."""
-    monkeypatch.setattr(redact_module, "_secrets", set())
+pytestmark = [pytest.mark.usefixtures("fresh_secrets")]
 
 
 def load(tmp_path: Path, flags=None, env=None, yaml_text: str | None = None):
