@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests import session_reports
-from tests.pubsub_emulator import _die_with_parent, free_port, stop_process_group, wait_until_answering
+from tests.pubsub_emulator import free_port, spawn_process_group, stop_process_group, wait_until_answering
 
 START_TIMEOUT_SECONDS = 30.0  # a Go binary: it usually answers in well under a second
 STOP_TIMEOUT_SECONDS = 10.0
@@ -99,14 +99,7 @@ class GcsEmulator:
                 "-log-level", "warn",
             ]
             # fmt: on
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so stop() reaches every child
-                preexec_fn=_die_with_parent(),  # a killed pytest does not leave it running
-            )
+            self._process = spawn_process_group(command, log)
         try:
             self._wait_until_answering(deadline=began + START_TIMEOUT_SECONDS)
         except BaseException:
@@ -183,9 +176,7 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
     try:
         binary = find_server_binary()
     except GcsEmulatorUnavailable as exc:
-        reason = f"{SKIP_PREFIX}: {exc}"
-        session_reports.report("fake-gcs-server", f"SKIPPED: {reason}")
-        pytest.skip(reason)
+        session_reports.skip("fake-gcs-server", f"{SKIP_PREFIX}: {exc}")
     workdir = tmp_path_factory.mktemp("gcs-emulator")
     began = time.monotonic()
     emulator = start_gcs_emulator(workdir)

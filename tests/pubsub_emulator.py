@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -124,6 +124,20 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
     return preexec
+
+
+def spawn_process_group(command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start ``command`` with its output appended to ``log``, in a process group of its own (so that
+    ``stop_process_group`` reaches every child) that gets SIGTERM when pytest dies."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        # the death signal follows the forking thread: fixtures run in pytest's main thread
+        preexec_fn=_die_with_parent(),
+    )
 
 
 def _admin_retry() -> Any:
@@ -231,15 +245,7 @@ class PubSubEmulator:
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- start on {self.host} ---\n".encode())
             log.flush()
-            self._process = subprocess.Popen(
-                [str(self.script), "--host=127.0.0.1", f"--port={self.port}"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so stop() reaches every child
-                # the death signal follows the forking thread: fixtures run in pytest's main thread
-                preexec_fn=_die_with_parent(),
-            )
+            self._process = spawn_process_group([str(self.script), "--host=127.0.0.1", f"--port={self.port}"], log)
         try:
             self._wait_until_answering(deadline=began + START_TIMEOUT_SECONDS)
         except BaseException:
@@ -399,9 +405,7 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub
     try:
         script = find_emulator_script()
     except EmulatorUnavailable as exc:
-        reason = f"{SKIP_PREFIX}: {exc}"
-        session_reports.report("Pub/Sub emulator", f"SKIPPED: {reason}")
-        pytest.skip(reason)
+        session_reports.skip("Pub/Sub emulator", f"{SKIP_PREFIX}: {exc}")
     emulator = PubSubEmulator(
         script=script,
         port=free_port(),

@@ -11,7 +11,7 @@ said it and the fault figures added up over all of them. Loaded as a pytest plug
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -27,6 +27,12 @@ _tally = FaultTally()
 def report(title: str, line: str) -> None:
     """Say ``line`` under ``title`` in the run's terminal summary."""
     _sections.setdefault(title, []).append(line)
+
+
+def skip(title: str, reason: str) -> NoReturn:
+    """Skip the test that needs the service ``title``, and say why under ``title`` in the summary."""
+    report(title, f"SKIPPED: {reason}")
+    pytest.skip(reason)
 
 
 def tally() -> FaultTally:

@@ -8,6 +8,7 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.certificates import certificate_pem, issue_certificate, private_key_pem
 
@@ -40,29 +41,22 @@ def make_tls_files(folder: Path) -> TlsFiles:
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = issue_certificate("hokusai test CA", ca_key.public_key(), "hokusai test CA", ca_key, ca=True, **valid)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = issue_certificate(
+
+    def leaf(subject: str, *extensions: Any) -> tuple[Any, Any]:
+        """A certificate the CA issued to ``subject`` with the (non-critical) ``extensions``, and its key."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        extra = [(extension, False) for extension in extensions]
+        cert = issue_certificate(
+            subject, key.public_key(), "hokusai test CA", ca_key, ca=False, extensions=extra, **valid
+        )
+        return cert, key
+
+    server_cert, server_key = leaf(
         "127.0.0.1",
-        server_key.public_key(),
-        "hokusai test CA",
-        ca_key,
-        ca=False,
-        extensions=[
-            (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-        ],
-        **valid,
+        x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
     )
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client_cert = issue_certificate(
-        "hokusai test client",
-        client_key.public_key(),
-        "hokusai test CA",
-        ca_key,
-        ca=False,
-        extensions=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
-        **valid,
-    )
+    client_cert, client_key = leaf("hokusai test client", x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]))
     folder.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(ca=folder / "ca.pem", server=folder / "server.pem", client=folder / "client.pem")
     files.ca.write_bytes(pem(ca_cert))

@@ -66,20 +66,6 @@ def parse_cloudevent(message: Any) -> Any:
     return from_binary_event(HTTPMessage(headers=dict(message.attributes), body=bytes(message.data)))
 
 
-@pytest.fixture
-def make_sink():
-    sinks: list[PubSubSink] = []
-
-    def make(topic: str, **kwargs: Any) -> PubSubSink:
-        sink = PubSubSink(topic, **kwargs)
-        sinks.append(sink)
-        return sink
-
-    yield make
-    for sink in sinks:
-        sink.close()
-
-
 # -- against the emulator ---------------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import pytest
 
@@ -14,20 +13,6 @@ from hokusai_action.commands.wiring import start_sink_checks
 from hokusai_action.errors import InputError, ServiceUnavailable
 from hokusai_action.events.pubsub import PREFLIGHT_MAX_SECONDS, PubSubSink
 from tests.pubsub_emulator import PubSubEmulator, TopicWithSubscription
-
-
-@pytest.fixture
-def make_sink():
-    made: list[PubSubSink] = []
-
-    def make(topic: str, **kwargs: Any) -> PubSubSink:
-        sink = PubSubSink(topic, **kwargs)
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        sink.close()
 
 
 @pytest.mark.integration

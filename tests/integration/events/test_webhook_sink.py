@@ -450,23 +450,29 @@ def delivered_within(sink: WebhookSink, event: CloudEventRecord, seconds: float)
     return outcome[0], time.monotonic() - started
 
 
+def delivered_with_peak_memory(url: str, secret: str, sleeps) -> tuple[BaseException | None, float, int]:
+    """``delivered_within`` 60 s by a new sink to ``url``, and the peak of what Python allocated meanwhile."""
+    import tracemalloc
+
+    sink = WebhookSink(url, secret, timeout=5.0, sleep=sleeps)
+    tracemalloc.start()
+    try:
+        error, elapsed = delivered_within(sink, make_event(), 60)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        sink.close()
+    return error, elapsed, peak
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_an_endless_body_after_2xx_is_not_read(secret, sleeps, tmp_path, monkeypatch, tls):
-    import tracemalloc
-
     files = make_tls_files(tmp_path / "tls") if tls else None
     if files is not None:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(files.ca))
     with RawReceiver(endless_chunked("200 OK", limit=64 * MIB), tls=files and files.server_context()) as hook:
-        sink = WebhookSink(hook.url, secret, timeout=5.0, sleep=sleeps)
-        tracemalloc.start()
-        try:
-            error, elapsed = delivered_within(sink, make_event(), 60)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-            sink.close()
+        error, elapsed, peak = delivered_with_peak_memory(hook.url, secret, sleeps)
 
     assert error is None  # a 2xx is a delivery, whatever follows it
     assert hook.requests == 1 and sleeps.calls == []
@@ -476,18 +482,9 @@ def test_an_endless_body_after_2xx_is_not_read(secret, sleeps, tmp_path, monkeyp
 
 @pytest.mark.integration
 def test_an_endless_body_after_4xx_gives_a_short_excerpt(secret, sleeps):
-    import tracemalloc
-
     answer = endless_chunked("400 Bad Request", piece=b"no such hook; " * 4096, limit=64 * MIB)
     with RawReceiver(answer) as hook:
-        sink = WebhookSink(hook.url, secret, timeout=5.0, sleep=sleeps)
-        tracemalloc.start()
-        try:
-            error, elapsed = delivered_within(sink, make_event(), 60)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-            sink.close()
+        error, elapsed, peak = delivered_with_peak_memory(hook.url, secret, sleeps)
 
     assert isinstance(error, SinkDeliveryError) and error.retryable is False
     assert "HTTP 400" in str(error) and "The receiver said: no such hook; no such hook;" in str(error)
