@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.canaries import CANARIES, CanaryWatch
-from tests.helpers import CLI_PYTHON, embedded_env
+from tests.helpers import cli_command, embedded_env, run_captured
 from tests.services import Services, session_services
 from tests.upload_proxy import UploadProxy
 
@@ -214,15 +214,7 @@ def run_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., CliResult]
     """Run ``hokusai-ml-platform ARGS`` as a subprocess, as a user would."""
 
     def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> CliResult:
-        done = subprocess.run(
-            [CLI_PYTHON, "-m", "hokusai_action", *args],
-            env={**cli_env, **(env or {})},
-            cwd=cwd or tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        done = run_captured(cli_command(*args), env={**cli_env, **(env or {})}, cwd=cwd or tmp_path, timeout=timeout)
         return CliResult(done.returncode, done.stdout, done.stderr, args)
 
     return run

@@ -3,7 +3,6 @@ loaded as a module, and the fenced blocks of its pages and of the README read as
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.helpers import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = REPO_ROOT / "docs"
@@ -46,11 +47,7 @@ def build_or_fail(site_dir: Path) -> Path:
 
 def generator() -> ModuleType:
     """docs/hooks/reference.py, the reference pages' generator."""
-    spec = importlib.util.spec_from_file_location("docs_reference", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(GENERATOR, "docs_reference")
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,10 @@ wrote (the ``$GITHUB_OUTPUT`` file and ``::command::`` lines). Shared by the uni
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 from tests.conftest import REPO
-from tests.helpers import CLI_PYTHON
+from tests.helpers import CLI_PYTHON, run_captured
 
 # the database password of ``base_inputs``: trust auth ignores it, and it must never be printed
 CANARY = "canary-db-password-9f3"
@@ -37,15 +36,7 @@ def run_entrypoint(cli_env, services, workspace: Path, inputs: dict[str, str], *
         }
         for name, value in {**defaults, **inputs}.items():
             env[f"INPUT_{name.upper()}"] = value
-    done = subprocess.run(
-        [CLI_PYTHON, str(REPO / "entrypoint.py"), *args],
-        env=env,
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_captured([CLI_PYTHON, str(REPO / "entrypoint.py"), *args], env=env, cwd=workspace)
     return done, outputs.read_text(), summary.read_text()
 
 

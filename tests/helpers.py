@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 # The interpreter that runs the CLI and the action entrypoint in end-to-end tests. scripts/test.sh
 # points it at `.venv-cli`, which holds the runtime dependencies only (mlflow-skinny), as users install
@@ -23,6 +27,43 @@ def register_args(
     if baseline is not None:
         args += ["--baseline", baseline]
     return [*args, *extra]
+
+
+def cli_command(*args: str) -> list[str]:
+    """The command line of ``hokusai-ml-platform ARGS`` as the tests run it, with ``CLI_PYTHON``."""
+    return [CLI_PYTHON, "-m", "hokusai_action", *args]
+
+
+def run_captured(
+    command: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` to its end with its output captured as text, whatever its exit code."""
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def start_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """Start ``hokusai-ml-platform ARGS`` as a subprocess and return at once; stdout and stderr are
+    pipes of text, for ``communicate()``."""
+    return subprocess.Popen(
+        cli_command(*args),
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def registration_settings(token: str, model: Path, *, environ: dict[str, str], cwd: Path) -> Any:
+    """The settings of ``model register --token-id TOKEN --model-path MODEL --metric auroc --baseline
+    0.82`` in ``environ``, loaded as the command line loads them."""
+    from hokusai_action.settings.loader import load_settings
+
+    return load_settings(
+        {"token_id": token, "model_path": str(model), "metric": "auroc", "baseline": "0.82"},
+        environ=environ,
+        cwd=cwd,
+    )
 
 
 def assert_one_clear_line(result, code: int, *fragments: str) -> str:
@@ -71,6 +112,24 @@ def assert_json_failure(stdout: str, code: int, error_line: str | None = None) -
     return data
 
 
+def set_token(database, token_id: str, **values) -> None:
+    """Set columns of the token's row, as the site (or a run elsewhere) would."""
+    from hokusai_action.db.schema import tokens
+
+    with database.unit_of_work() as uow:
+        uow.execute(tokens.update().where(tokens.c.token_id == token_id).values(**values))
+        uow.commit()
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import the Python file at ``path`` (a script, outside any package) as a module named ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     """Write ``files`` (relative POSIX path -> bytes) under ``root``; return ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -92,9 +151,14 @@ def write_predictions(path, rows: int = 400, seed: int = 7, columns=("label", "s
     path.write_text("\n".join(lines) + "\n")
 
 
+def user_env() -> dict[str, str]:
+    """This process's environment without the variables the tool or GitHub's runner read."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+
+
 def embedded_env(home: Path) -> dict[str, str]:
     """The user's environment with nothing pointing at a server: the embedded default."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
+    env = user_env()
     env.update(
         HOKUSAI_GIT_SHA="0123456789abcdef0123456789abcdef01234567",
         HOKUSAI_GIT_REF="refs/heads/main",

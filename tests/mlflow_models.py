@@ -7,6 +7,7 @@ as a deploy service would, and predicts on a fixed input.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,20 @@ def save_mlflow_model(flavor: str, path: Path) -> Path:
         mlflow.pyfunc.save_model(str(path), python_model=_pyfunc_model(), pip_requirements=["mlflow"])
     else:
         raise ValueError(f"unknown flavor {flavor!r}")
+    return path
+
+
+def save_multiplying_model(path: Path, *, factor: int) -> Path:
+    """A pyfunc model that multiplies column ``x`` by ``factor``, saved at ``path`` with a
+    ``metrics.json`` (accuracy 0.97); returns ``path``."""
+    import mlflow.pyfunc
+
+    class Multiplier(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+            return model_input["x"] * factor
+
+    mlflow.pyfunc.save_model(str(path), python_model=Multiplier())
+    (path / "metrics.json").write_text(json.dumps({"accuracy": 0.97}))
     return path
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from tests.conftest import REPO
 from tests.github_runner import CANARY, base_inputs, parse_command, parse_output_file, run_entrypoint
-from tests.helpers import CLI_PYTHON, register_args
+from tests.helpers import CLI_PYTHON, register_args, run_captured
 
 pytestmark = [pytest.mark.e2e]
 
@@ -95,15 +93,7 @@ def test_outside_github_the_entrypoint_is_the_cli(cli_env, services, make_token,
     model = make_model()
     env_cli = {**cli_env}
     args = register_args(token, model, "--output", "json")
-    done = subprocess.run(
-        [CLI_PYTHON, str(REPO / "entrypoint.py"), *args],
-        env=env_cli,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_captured([CLI_PYTHON, str(REPO / "entrypoint.py"), *args], env=env_cli, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert '"status": "registered"' in done.stdout
     assert "::" not in done.stdout

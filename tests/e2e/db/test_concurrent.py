@@ -3,13 +3,11 @@ process holds at most ``POOL_SIZE`` database connections (`benchmarks/many_at_on
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import sqlalchemy as sa
 
 from hokusai_action.db.store import POOL_SIZE
-from tests.helpers import CLI_PYTHON, register_args
+from tests.helpers import register_args, start_cli
 from tests.pg_connections import ConnectionSampler
 from tests.services import PG_ADMIN_URL
 
@@ -27,14 +25,7 @@ def test_eight_registrations_at_once_each_exit_0_with_one_version_and_bounded_co
     with ConnectionSampler(PG_ADMIN_URL, period=0.02, database=site_database) as sampler:
         processes = []
         for token, model in zip(tokens, models, strict=True):
-            process = subprocess.Popen(
-                [CLI_PYTHON, "-m", "hokusai_action", *register_args(token, model, "--output", "json")],
-                env=cli_env,
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            process = start_cli(*register_args(token, model, "--output", "json"), env=cli_env, cwd=tmp_path)
             sampler.watch(process.pid)
             processes.append(process)
         outcomes = [(*process.communicate(timeout=300), process.returncode) for process in processes]

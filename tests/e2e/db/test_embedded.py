@@ -20,7 +20,7 @@ import pytest
 
 from hokusai_action.digest.files import usable_cores
 from hokusai_action.process import YOUNG_THRESHOLD
-from tests.helpers import CLI_PYTHON, embedded_env, register_args
+from tests.helpers import CLI_PYTHON, embedded_env, register_args, run_captured
 
 pytestmark = [pytest.mark.e2e]
 
@@ -97,15 +97,7 @@ def run_program(
         env["PROBE_MIGRATIONS"] = "1"
     if probe_hashes:
         env["PROBE_HASHES"] = "1"
-    done = subprocess.run(
-        [CLI_PYTHON, "-c", PROGRAM, str(record), *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_captured([CLI_PYTHON, "-c", PROGRAM, str(record), *args], env=env, cwd=tmp_path)
     return done, json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,8 @@ import pytest
 from hokusai_action.digest.files import inspect_model
 from hokusai_action.domain.tags import TAG_DIGEST
 from hokusai_action.errors import InputError
-from tests.helpers import CLI_PYTHON, assert_one_clear_line, register_args
+from tests.helpers import assert_one_clear_line, register_args, registration_settings, start_cli
+from tests.mlflow_store import logged_models
 
 pytestmark = [pytest.mark.e2e]
 
@@ -31,6 +31,22 @@ def register(run_cli, token: str, model: Path, *extra: str):
 
 def assert_refused(result, *fragments: str) -> str:
     return assert_one_clear_line(result, 2, *fragments)
+
+
+def assert_refused_unchanged(run_cli, snapshot, token: str, model: Path, *fragments: str) -> None:
+    """Registering ``model`` is refused with ``fragments`` named, and changes nothing a user would see."""
+    before = snapshot(token)
+    assert_refused(register(run_cli, token, model), *fragments)
+    assert snapshot(token) == before
+
+
+def assert_given_back(snapshot, token: str) -> None:
+    """The run stopped before anything was registered, and gave the token back."""
+    after = snapshot(token)
+    assert after.versions == ()
+    assert after.events == 0
+    assert after.token["model_status"] == "draft"
+    assert after.token["claim_owner"] is None
 
 
 def downloaded_tree(mlflow_client, token: str, version: str, into: Path) -> dict[str, bytes]:
@@ -72,9 +88,7 @@ def test_a_link_to_a_folder_outside_the_model_is_refused(run_cli, make_token, ma
     outside.mkdir()
     (outside / "secret.txt").write_text("not part of the model")
     (model / "extra").symlink_to(outside)
-    before = snapshot(token)
-    assert_refused(register(run_cli, token, model), f"{model / 'extra'}", "outside")
-    assert snapshot(token) == before
+    assert_refused_unchanged(run_cli, snapshot, token, model, f"{model / 'extra'}", "outside")
 
 
 def test_a_relative_link_climbing_out_of_the_model_is_refused(run_cli, make_token, make_model, snapshot, tmp_path):
@@ -82,9 +96,7 @@ def test_a_relative_link_climbing_out_of_the_model_is_refused(run_cli, make_toke
     model = make_model()
     (tmp_path / "neighbour.txt").write_text("next to the model, not in it")
     (model / "config" / "sneaky.txt").symlink_to(Path("..") / ".." / "neighbour.txt")
-    before = snapshot(token)
-    assert_refused(register(run_cli, token, model), f"{model / 'config' / 'sneaky.txt'}", "outside")
-    assert snapshot(token) == before
+    assert_refused_unchanged(run_cli, snapshot, token, model, f"{model / 'config' / 'sneaky.txt'}", "outside")
 
 
 def test_a_link_to_a_fifo_is_refused_naming_the_link(run_cli, make_token, make_model, snapshot):
@@ -94,27 +106,23 @@ def test_a_link_to_a_fifo_is_refused_naming_the_link(run_cli, make_token, make_m
     (model / "z").mkdir()
     os.mkfifo(model / "z" / "pipe")
     (model / "a-stream").symlink_to(Path("z") / "pipe")  # walked (sorted) before the FIFO itself
-    before = snapshot(token)
-    assert_refused(register(run_cli, token, model), f"{model / 'a-stream'}", "not a regular file or directory")
-    assert snapshot(token) == before
+    assert_refused_unchanged(
+        run_cli, snapshot, token, model, f"{model / 'a-stream'}", "not a regular file or directory"
+    )
 
 
 def test_a_link_to_a_device_is_refused(run_cli, make_token, make_model, snapshot):
     token = make_token()
     model = make_model()
     (model / "zeros.bin").symlink_to("/dev/zero")  # would hash for ever
-    before = snapshot(token)
-    assert_refused(register(run_cli, token, model), f"{model / 'zeros.bin'}")
-    assert snapshot(token) == before
+    assert_refused_unchanged(run_cli, snapshot, token, model, f"{model / 'zeros.bin'}")
 
 
 def test_a_dangling_link_is_refused_naming_it(run_cli, make_token, make_model, snapshot):
     token = make_token()
     model = make_model()
     (model / "weights-old.bin").symlink_to("weights-gone.bin")
-    before = snapshot(token)
-    assert_refused(register(run_cli, token, model), f"{model / 'weights-old.bin'}")
-    assert snapshot(token) == before
+    assert_refused_unchanged(run_cli, snapshot, token, model, f"{model / 'weights-old.bin'}")
 
 
 @pytest.mark.parametrize("target", [".", "..", "config/.."])
@@ -122,9 +130,7 @@ def test_a_link_looping_back_to_the_model_is_refused(run_cli, make_token, make_m
     token = make_token()
     model = make_model()
     (model / "config" / "again").symlink_to(Path("..") if target == "." else Path("..") / target)
-    before = snapshot(token)
-    assert_refused(register(run_cli, token, model), f"{model / 'config' / 'again'}")
-    assert snapshot(token) == before
+    assert_refused_unchanged(run_cli, snapshot, token, model, f"{model / 'config' / 'again'}")
 
 
 def test_two_links_making_a_cycle_are_refused(run_cli, make_token, make_model, snapshot):
@@ -134,9 +140,7 @@ def test_two_links_making_a_cycle_are_refused(run_cli, make_token, make_model, s
     (model / "q").mkdir()
     (model / "p" / "to-q").symlink_to(Path("..") / "q")
     (model / "q" / "to-p").symlink_to(Path("..") / "p")
-    before = snapshot(token)
-    assert_refused(register(run_cli, token, model), "loop")
-    assert snapshot(token) == before
+    assert_refused_unchanged(run_cli, snapshot, token, model, "loop")
 
 
 # ----------------------------------------------------------------------------- links inside the model
@@ -217,15 +221,10 @@ def test_a_file_changed_between_hashing_and_upload_stops_before_a_version(
     from hokusai_action.mlflow.registry import MlflowRegistry
     from hokusai_action.registration.register import build_request
     from hokusai_action.registration.register import register as register_request
-    from hokusai_action.settings.loader import load_settings
 
     token = make_token()
     model = make_model()
-    settings = load_settings(
-        {"token_id": token, "model_path": str(model), "metric": "auroc", "baseline": "0.82"},
-        environ=cli_env,
-        cwd=tmp_path,
-    )
+    settings = registration_settings(token, model, environ=cli_env, cwd=tmp_path)
     request = build_request(settings)
     with (model / "weights.bin").open("ab") as handle:  # the training job writes one more block
         handle.write(os.urandom(1024))
@@ -238,11 +237,7 @@ def test_a_file_changed_between_hashing_and_upload_stops_before_a_version(
     assert CHANGED in raised.value.one_line()
     assert "weights.bin" in raised.value.one_line()
     assert "Re-run once the training job has finished writing" in raised.value.one_line()
-    after = snapshot(token)
-    assert after.versions == ()
-    assert after.events == 0
-    assert after.token["model_status"] == "draft"
-    assert after.token["claim_owner"] is None
+    assert_given_back(snapshot, token)
     uploaded = _logged_models(mlflow_client, token)
     assert uploaded and all(status != "READY" for status in uploaded), uploaded
 
@@ -262,15 +257,10 @@ def _hashed_request(services, make_token, make_model, cli_env, tmp_path):
     """A validated request (its model hashed) and a registry, before anything is claimed or uploaded."""
     from hokusai_action.mlflow.registry import MlflowRegistry
     from hokusai_action.registration.register import build_request
-    from hokusai_action.settings.loader import load_settings
 
     token = make_token()
     model = make_model(files={f"shard-{i}.bin": os.urandom(4096) for i in range(6)})
-    settings = load_settings(
-        {"token_id": token, "model_path": str(model), "metric": "auroc", "baseline": "0.82"},
-        environ=cli_env,
-        cwd=tmp_path,
-    )
+    settings = registration_settings(token, model, environ=cli_env, cwd=tmp_path)
     return token, model, build_request(settings), MlflowRegistry(services.mlflow_url, experiment="hokusai", timeout=10)
 
 
@@ -278,11 +268,7 @@ def _assert_stopped_before_a_version(raised, snapshot, mlflow_client, token: str
     assert raised.value.exit_code == 2
     line = raised.value.one_line()
     assert CHANGED in line and named in line, line
-    after = snapshot(token)
-    assert after.versions == ()
-    assert after.events == 0
-    assert after.token["model_status"] == "draft"
-    assert after.token["claim_owner"] is None
+    assert_given_back(snapshot, token)
     assert all(status != "READY" for status in _logged_models(mlflow_client, token))
 
 
@@ -372,11 +358,7 @@ def test_a_file_deleted_between_its_check_and_its_send_is_a_changed_model(
 
 
 def _logged_models(mlflow_client, token: str) -> list[str]:
-    experiment = mlflow_client.get_experiment_by_name("hokusai")
-    found = mlflow_client.search_logged_models(
-        [experiment.experiment_id], filter_string=f"tags.`hokusai.token_id` = '{token}'"
-    )
-    return [str(model.status).rsplit(".", 1)[-1] for model in found]
+    return list(logged_models(mlflow_client, token).values())
 
 
 @pytest.mark.slow
@@ -386,14 +368,7 @@ def test_a_file_rewritten_while_the_cli_uploads_stops_the_run(
     """As it happens in CI: the training job still writes its last checkpoint while the upload runs."""
     token = make_token()
     model = make_model(files={f"shard-{i}.bin": os.urandom(8 * 1024 * 1024) for i in range(6)})
-    process = subprocess.Popen(
-        [CLI_PYTHON, "-m", "hokusai_action", *register_args(token, model, "--metric-value", "0.91")],
-        env=cli_env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(*register_args(token, model, "--metric-value", "0.91"), env=cli_env, cwd=tmp_path)
     stop = threading.Event()
 
     def keep_writing() -> None:
@@ -419,9 +394,5 @@ def test_a_file_rewritten_while_the_cli_uploads_stops_the_run(
     error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1 and CHANGED in error_lines[0] and "shard-5.bin" in error_lines[0], err
     assert "Traceback" not in err and out == ""
-    after = snapshot(token)
-    assert after.versions == ()
-    assert after.events == 0
-    assert after.token["model_status"] == "draft"
-    assert after.token["claim_owner"] is None
+    assert_given_back(snapshot, token)
     assert all(status != "READY" for status in _logged_models(mlflow_client, token))

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ from hokusai_action.domain.event import CloudEventRecord
 from hokusai_action.errors import TokenStateError
 from hokusai_action.events.webhook import WebhookSink
 from tests.event_sinks import SECRET, Receiver
-from tests.helpers import CLI_PYTHON
+from tests.helpers import cli_command, run_captured, start_cli, user_env
 from tests.raw_receiver import MIB, RawReceiver, endless_chunked
 from tests.services import create_database, drop_database
 
@@ -130,31 +131,67 @@ def webhook(url: str) -> WebhookSink:
     return WebhookSink(url, SECRET, timeout=10, max_attempts=1, allow_insecure_http=True)
 
 
+@contextlib.contextmanager
+def relay_of_its_own(database_url: str, webhook_url: str) -> Iterator[tuple[Database, WebhookSink]]:
+    """What a relay process holds: an engine and a webhook sink of its own, closed when it is done."""
+    database = Database(database_url, timeout=10)
+    sink = webhook(webhook_url)
+    try:
+        yield database, sink
+    finally:
+        sink.close()
+        database.dispose()
+
+
+def side_by_side(relay: Callable[..., None], arguments: list[tuple], *, timeout: float) -> None:
+    """Run ``relay`` in one thread per tuple of ``arguments``, all at once, and wait for them."""
+    threads = [threading.Thread(target=relay, args=args) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+
+
 def rows(database: Database) -> dict[tuple[str, str], dict]:
     with database.unit_of_work() as uow:
         found = uow.execute(sa.select(event_deliveries)).all()
     return {(str(r.event_id), r.sink): dict(r._mapping) for r in found}
 
 
+def set_webhook_delivery(database: Database, event_id: str, **values: Any) -> None:
+    """Set columns of ``event_id``'s webhook delivery, as another relay or an earlier attempt left them."""
+    with database.unit_of_work() as uow:
+        uow.execute(
+            event_deliveries.update()
+            .where(event_deliveries.c.event_id == event_id, event_deliveries.c.sink == "webhook")
+            .values(**values)
+        )
+        uow.commit()
+
+
 def posted_ids(receiver: Receiver) -> Counter:
     return Counter(json.loads(body)["id"] for _, body in receiver.requests)
+
+
+def relay_env(database_url: str, webhook_url: str, cwd: Path, **extra_env: str) -> dict[str, str]:
+    """The environment of an `events relay` delivering to ``webhook_url`` and the database."""
+    return {
+        **user_env(),
+        "HOKUSAI_DATABASE_URL": database_url,
+        "HOKUSAI_EVENT_SINKS": "webhook,database",
+        "HOKUSAI_WEBHOOK_URL": webhook_url,
+        "HOKUSAI_WEBHOOK_SECRET": SECRET,
+        "HOKUSAI_HOME": str(cwd / ".hokusai"),
+        **extra_env,
+    }
 
 
 def start_follow_relay(
     database_url: str, webhook_url: str, cwd: Path, *, interval: float, args: tuple[str, ...] = (), **extra_env: str
 ) -> subprocess.Popen:
     """`events relay --follow` as a subprocess, delivering to ``webhook_url`` (and the database)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
-    env.update(
-        HOKUSAI_DATABASE_URL=database_url,
-        HOKUSAI_EVENT_SINKS="webhook,database",
-        HOKUSAI_WEBHOOK_URL=webhook_url,
-        HOKUSAI_WEBHOOK_SECRET=SECRET,
-        HOKUSAI_HOME=str(cwd / ".hokusai"),
-        **extra_env,
-    )
-    command = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--follow", "--interval", str(interval), *args]
-    return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = relay_env(database_url, webhook_url, cwd, **extra_env)
+    return start_cli("events", "relay", "--follow", "--interval", str(interval), *args, env=env, cwd=cwd)
 
 
 def test_two_relays_deliver_each_event_exactly_once(fresh_db, database_url, add_events, httpserver):
@@ -164,20 +201,11 @@ def test_two_relays_deliver_each_event_exactly_once(fresh_db, database_url, add_
     reports = []
 
     def relay() -> None:
-        database = Database(database_url, timeout=10)  # its own engine, as another process would have
-        sink = webhook(receiver.url)
-        try:
+        with relay_of_its_own(database_url, receiver.url) as (database, sink):
             start.wait()
             reports.append(outbox.deliver_pending(database, {"webhook": sink}, batch_size=3))
-        finally:
-            sink.close()
-            database.dispose()
 
-    threads = [threading.Thread(target=relay) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    side_by_side(relay, [(), ()], timeout=120)
 
     assert posted_ids(receiver) == Counter(event_ids)  # each event POSTed exactly once
     delivered = [event_id for report in reports for event_id, _ in report.delivered]
@@ -195,20 +223,11 @@ def test_a_slow_page_never_outlives_its_leases(fresh_db, database_url, add_event
     reports = []
 
     def relay(start_after: float) -> None:
-        database = Database(database_url, timeout=10)
-        sink = webhook(receiver.url)
-        try:
+        with relay_of_its_own(database_url, receiver.url) as (database, sink):
             time.sleep(start_after)
             reports.append(outbox.deliver_pending(database, {"webhook": sink}, lease_seconds=1.0))
-        finally:
-            sink.close()
-            database.dispose()
 
-    threads = [threading.Thread(target=relay, args=(delay,)) for delay in (0.0, 1.2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    side_by_side(relay, [(0.0,), (1.2,)], timeout=60)
 
     assert posted_ids(receiver) == Counter(event_ids)  # each exactly once, whichever relay sent it
     assert all(r["status"] == "delivered" and r["lease_owner"] is None for r in rows(fresh_db).values())
@@ -222,23 +241,14 @@ def test_a_receiver_slower_than_the_lease_gets_the_event_once(fresh_db, database
     reports = []
 
     def relay(start_after: float) -> None:
-        database = Database(database_url, timeout=10)
-        sink = webhook(receiver.url)
-        try:
+        with relay_of_its_own(database_url, receiver.url) as (database, sink):
             time.sleep(start_after)
             deadline = time.monotonic() + 6
             while time.monotonic() < deadline:  # keeps passing over the table while the first one sends
                 reports.append(outbox.deliver_pending(database, {"webhook": sink}, lease_seconds=1.0))
                 time.sleep(0.1)
-        finally:
-            sink.close()
-            database.dispose()
 
-    threads = [threading.Thread(target=relay, args=(delay,)) for delay in (0.0, 0.5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    side_by_side(relay, [(0.0,), (0.5,)], timeout=60)
 
     assert posted_ids(receiver) == Counter([event_id])
     assert [d for report in reports for d in report.delivered] == [(event_id, "webhook")]
@@ -294,13 +304,9 @@ def test_a_reset_cancels_what_a_relay_has_leased_and_refuses_what_it_is_sending(
 
 def test_a_lease_held_by_a_live_relay_is_not_taken(fresh_db, add_events, httpserver):
     (event_id,) = add_events(1)
-    with fresh_db.unit_of_work() as uow:
-        uow.execute(
-            event_deliveries.update()
-            .where(event_deliveries.c.event_id == event_id, event_deliveries.c.sink == "webhook")
-            .values(lease_owner="relay:other:1:live", lease_until=utcnow() + dt.timedelta(minutes=5))
-        )
-        uow.commit()
+    set_webhook_delivery(
+        fresh_db, event_id, lease_owner="relay:other:1:live", lease_until=utcnow() + dt.timedelta(minutes=5)
+    )
     receiver = Receiver(httpserver)
 
     report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
@@ -313,13 +319,9 @@ def test_a_lease_held_by_a_live_relay_is_not_taken(fresh_db, add_events, httpser
 
 def test_an_expired_lease_of_a_killed_relay_is_taken_over(fresh_db, add_events, httpserver):
     (event_id,) = add_events(1)
-    with fresh_db.unit_of_work() as uow:
-        uow.execute(
-            event_deliveries.update()
-            .where(event_deliveries.c.event_id == event_id, event_deliveries.c.sink == "webhook")
-            .values(lease_owner="relay:gone:1:killed", lease_until=utcnow() - dt.timedelta(seconds=1))
-        )
-        uow.commit()
+    set_webhook_delivery(
+        fresh_db, event_id, lease_owner="relay:gone:1:killed", lease_until=utcnow() - dt.timedelta(seconds=1)
+    )
     receiver = Receiver(httpserver)
 
     report = outbox.deliver_pending(fresh_db, {"webhook": webhook(receiver.url)})
@@ -882,27 +884,15 @@ def test_max_seconds_ends_a_follow_with_the_exit_code_of_a_pass(
 
 def run_relay_once(database_url: str, webhook_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """A one-shot `events relay`, delivering to ``webhook_url`` (and the database)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_", "PUBSUB_", "GITHUB_"))}
-    env.update(
-        HOKUSAI_DATABASE_URL=database_url,
-        HOKUSAI_EVENT_SINKS="webhook,database",
-        HOKUSAI_WEBHOOK_URL=webhook_url,
-        HOKUSAI_WEBHOOK_SECRET=SECRET,
-        HOKUSAI_HOME=str(cwd / ".hokusai"),
-    )
-    command = [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", *args]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    env = relay_env(database_url, webhook_url, cwd)
+    return run_captured(cli_command("events", "relay", *args), env=env, cwd=cwd, timeout=120)
 
 
 def backing_off(database: Database, event_id: str, seconds: float) -> None:
     """The webhook delivery failed once, as a registration whose sink was down leaves it."""
-    with database.unit_of_work() as uow:
-        uow.execute(
-            event_deliveries.update()
-            .where(event_deliveries.c.event_id == event_id, event_deliveries.c.sink == "webhook")
-            .values(attempts=1, last_error="HTTP 503", next_attempt_at=utcnow() + dt.timedelta(seconds=seconds))
-        )
-        uow.commit()
+    set_webhook_delivery(
+        database, event_id, attempts=1, last_error="HTTP 503", next_attempt_at=utcnow() + dt.timedelta(seconds=seconds)
+    )
 
 
 @pytest.mark.e2e
@@ -974,15 +964,7 @@ def test_max_seconds_needs_follow(httpserver, tmp_path):
     receiver = Receiver(httpserver)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HOKUSAI_"))}
     env.update(HOKUSAI_DATABASE_URL=f"sqlite:///{tmp_path / 'site.db'}", HOKUSAI_HOME=str(tmp_path / ".hokusai"))
-    done = subprocess.run(
-        [CLI_PYTHON, "-m", "hokusai_action", "events", "relay", "--max-seconds", "5"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_captured(cli_command("events", "relay", "--max-seconds", "5"), env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: --max-seconds bounds a relay that follows (--follow)")
     assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLI_PYTHON, register_args
+from tests.helpers import cli_command, register_args, run_captured
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,15 +33,7 @@ def write_big_file(path: Path, size: int) -> None:
 
 def run_measured(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, dict, int]:
     """Run the CLI under `time -f %M`: exit code, the JSON on stdout, peak RSS in kilobytes."""
-    done = subprocess.run(
-        [TIME, "-f", "peak-rss-kb=%M", CLI_PYTHON, "-m", "hokusai_action", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_captured([TIME, "-f", "peak-rss-kb=%M", *cli_command(*args)], env=env, cwd=cwd, timeout=600)
     lines = [line for line in done.stderr.splitlines() if line.startswith("peak-rss-kb=")]
     assert lines, done.stderr
     payload = json.loads(done.stdout) if done.stdout.strip() else {}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 
 from tests.conftest import CliResult
 from tests.gcs_emulator import GcsEmulator
-from tests.helpers import CLI_PYTHON, register_args
+from tests.helpers import cli_command, register_args, run_captured
 from tests.services import MlflowServer, create_database, drop_database, start_mlflow_server
 
 pytestmark = [pytest.mark.e2e]
@@ -81,15 +80,7 @@ def run_on(gcs_topology: Topology, cli_env: dict[str, str], tmp_path: Path) -> C
                 run_env.pop(name, None)
             else:
                 run_env[name] = value
-        done = subprocess.run(
-            [CLI_PYTHON, "-m", "hokusai_action", *args],
-            env=run_env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = run_captured(cli_command(*args), env=run_env, cwd=tmp_path)
         return CliResult(done.returncode, done.stdout, done.stderr, tuple(args))
 
     return run
@@ -178,13 +169,9 @@ def test_mlflow_model_directory_stays_loadable(gcs_topology: Topology, run_on, m
     import mlflow.pyfunc
     import pandas as pd
 
-    class Tripler(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
-            return model_input["x"] * 3
+    from tests.mlflow_models import save_multiplying_model
 
-    model_dir = tmp_path / "pyfunc-model"
-    mlflow.pyfunc.save_model(str(model_dir), python_model=Tripler())
-    (model_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.97}))
+    model_dir = save_multiplying_model(tmp_path / "pyfunc-model", factor=3)
     token = make_token()
 
     result = run_on(*register_args(token, model_dir, "--metric", "accuracy", "--baseline", "0.9", "--output", "json"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hokusai_action.digest.files import inspect_model
-from tests.helpers import CLI_PYTHON, embedded_env, register_args
+from tests.helpers import cli_command, embedded_env, register_args, run_captured
 from tests.mlflow_models import FLAVORS, load_prediction
 from tests.signing_keys import SigningFiles, make_signing_files
 
@@ -167,15 +167,7 @@ def test_an_mlflow_model_verifies_on_the_embedded_store(signed, make_token, mlfl
     env = embedded_env(home)
 
     def cli(*args: str):
-        return subprocess.run(
-            [CLI_PYTHON, "-m", "hokusai_action", *args],
-            env=env,
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        return run_captured(cli_command(*args), env=env, cwd=home)
 
     assert cli("db", "upgrade").returncode == 0
     assert cli("token", "create", "FLAVOR").returncode == 0

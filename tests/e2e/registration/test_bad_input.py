@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from hokusai_action.db.schema import tokens
-from tests.helpers import assert_one_clear_line, register_args
+from tests.helpers import assert_one_clear_line, register_args, set_token
 from tests.services import free_port
 
 pytestmark = [pytest.mark.e2e]
@@ -16,12 +15,6 @@ pytestmark = [pytest.mark.e2e]
 
 def register(run_cli, token, model, *extra, metric="auroc", baseline="0.82", env=None):
     return run_cli(*register_args(token, model, *extra, metric=metric, baseline=baseline), env=env)
-
-
-def set_token(database, token_id: str, **values) -> None:
-    with database.unit_of_work() as uow:
-        uow.execute(tokens.update().where(tokens.c.token_id == token_id).values(**values))
-        uow.commit()
 
 
 def test_token_missing(run_cli, make_model, snapshot):

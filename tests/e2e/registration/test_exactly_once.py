@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from hokusai_action.db.schema import tokens
 from hokusai_action.db.store import try_claim
 from tests.conftest import REPO
-from tests.helpers import CLI_PYTHON, register_args
+from tests.helpers import CLI_PYTHON, register_args, registration_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -113,15 +113,10 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
     """The worst moment: MLflow holds the version but the database never heard of it."""
     from hokusai_action.mlflow.registry import MlflowRegistry
     from hokusai_action.registration.register import _params, _tags, build_request
-    from hokusai_action.settings.loader import load_settings
 
     token = make_token()
     model = make_model()
-    settings = load_settings(
-        {"token_id": token, "model_path": str(model), "metric": "auroc", "baseline": "0.82"},
-        environ=cli_env,
-        cwd=tmp_path,
-    )
+    settings = registration_settings(token, model, environ=cli_env, cwd=tmp_path)
     request = build_request(settings)
     dead_owner = _dead_owner()
     with database.unit_of_work() as uow:

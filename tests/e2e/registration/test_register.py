@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import filecmp
-import json
 from pathlib import Path
 
 import pytest
@@ -161,13 +160,9 @@ def test_mlflow_model_directory_stays_loadable_by_pyfunc(run_cli, make_token, tm
     import mlflow.pyfunc
     import pandas as pd
 
-    class Doubler(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
-            return model_input["x"] * 2
+    from tests.mlflow_models import save_multiplying_model
 
-    model_dir = tmp_path / "pyfunc-model"
-    mlflow.pyfunc.save_model(str(model_dir), python_model=Doubler())
-    (model_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.97}))
+    model_dir = save_multiplying_model(tmp_path / "pyfunc-model", factor=2)
     token = make_token()
 
     result = run_cli(*register_args(token, model_dir, "--metric", "accuracy", "--baseline", "0.9", "--output", "json"))

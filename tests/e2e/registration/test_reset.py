@@ -14,7 +14,7 @@ from hokusai_action.db.schema import event_deliveries, events, tokens
 from hokusai_action.domain.event import event_id_for
 from tests.event_sinks import Receiver, deliveries, register, sink_env
 from tests.faults import run_to_failpoint
-from tests.helpers import CLI_PYTHON, assert_one_clear_line, register_args
+from tests.helpers import CLI_PYTHON, assert_one_clear_line, register_args, set_token
 
 pytestmark = [pytest.mark.e2e]
 
@@ -23,6 +23,11 @@ def event_ids(database, token: str) -> list[str]:
     with database.unit_of_work() as uow:
         rows = uow.execute(sa.select(events.c.event_id).where(events.c.token_id == token)).all()
     return sorted(str(row.event_id) for row in rows)
+
+
+def site_reset(database, token: str) -> None:
+    """The site's own reset: the documented columns back to draft, nothing else."""
+    set_token(database, token, model_status="draft", artifact_digest=None, mlflow_run_id=None, model_version=None)
 
 
 def token_row(database, token: str):
@@ -128,14 +133,7 @@ def test_reset_a_site_reset_token_registered_before_event_ids_were_stored(run_cl
     assert rerun.code == 0, rerun.stderr
     assert rerun.json["event_id"] == first.json["event_id"]
 
-    # the site's own reset: the documented columns back to draft, nothing else
-    with database.unit_of_work() as uow:
-        uow.execute(
-            tokens.update()
-            .where(tokens.c.token_id == token)
-            .values(model_status="draft", artifact_digest=None, mlflow_run_id=None, model_version=None)
-        )
-        uow.commit()
+    site_reset(database, token)
     again = run_cli(*register_args(token, model, "--output", "json"))
     assert again.code == 0, again.stderr
     assert again.json["event_id"] not in (None, first.json["event_id"])
@@ -163,17 +161,13 @@ def test_reset_a_missing_token_exit_3(run_cli):
 
 def test_reset_a_token_being_registered_exit_3(run_cli, make_token, database, snapshot):
     token = make_token()
-    with database.unit_of_work() as uow:
-        uow.execute(
-            tokens.update()
-            .where(tokens.c.token_id == token)
-            .values(
-                model_status="registering",
-                claim_owner="elsewhere:1:abcd",
-                claim_expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5),
-            )
-        )
-        uow.commit()
+    set_token(
+        database,
+        token,
+        model_status="registering",
+        claim_owner="elsewhere:1:abcd",
+        claim_expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5),
+    )
     before = snapshot(token)
 
     result = run_cli("token", "reset", token)
@@ -186,17 +180,13 @@ def test_reset_a_token_being_registered_exit_3(run_cli, make_token, database, sn
 def test_reset_an_expired_claim_and_a_draft_token(run_cli, make_token, database):
     token = make_token()
     assert run_cli("token", "reset", token, "--output", "json").json["cleared"] == {}
-    with database.unit_of_work() as uow:
-        uow.execute(
-            tokens.update()
-            .where(tokens.c.token_id == token)
-            .values(
-                model_status="registering",
-                claim_owner="elsewhere:1:abcd",
-                claim_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5),
-            )
-        )
-        uow.commit()
+    set_token(
+        database,
+        token,
+        model_status="registering",
+        claim_owner="elsewhere:1:abcd",
+        claim_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5),
+    )
 
     result = run_cli("token", "reset", token, "--output", "json")
 
@@ -362,13 +352,7 @@ def test_a_relay_cancels_an_event_the_token_no_longer_holds_after_the_sites_own_
     """The site's reset knows nothing of deliveries: the relay sees the token is draft and cancels."""
     token = make_token()
     event_id = register_while_the_webhook_is_down(run_cli, httpserver, token, make_model())
-    with database.unit_of_work() as uow:
-        uow.execute(
-            tokens.update()
-            .where(tokens.c.token_id == token)
-            .values(model_status="draft", artifact_digest=None, mlflow_run_id=None, model_version=None)
-        )
-        uow.commit()
+    site_reset(database, token)
     up = Receiver(httpserver)
 
     relay = run_cli("events", "relay", "--event-id", event_id, "--output", "json", env=webhook_env(up.url))

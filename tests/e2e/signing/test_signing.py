@@ -370,17 +370,10 @@ def test_action_signs_with_the_signing_key_input_masked_first(cli_env, services,
 
 
 def verify_in_env(cli_env, token: str) -> dict:
-    import subprocess
+    from tests.helpers import cli_command, run_captured
 
-    from tests.helpers import CLI_PYTHON
-
-    done = subprocess.run(
-        [CLI_PYTHON, "-m", "hokusai_action", "model", "verify", "--token-id", token, "--output", "json"],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = run_captured(
+        cli_command("model", "verify", "--token-id", token, "--output", "json"), env=cli_env, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

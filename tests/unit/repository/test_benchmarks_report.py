@@ -6,7 +6,6 @@ the plot is a real PNG with a panel per shape; a shape measured again replaces i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import struct
@@ -14,6 +13,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.helpers import load_script
 
 pytestmark = [pytest.mark.unit]
 
@@ -23,11 +24,7 @@ BENCHMARKS = REPO_ROOT / "benchmarks"
 
 @pytest.fixture(scope="module")
 def report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_report", BENCHMARKS / "report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / "report.py", "benchmarks_report")
 
 
 def png_size(path: Path) -> tuple[int, int]:

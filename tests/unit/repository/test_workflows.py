@@ -13,7 +13,6 @@ Each validator also gets a deliberately broken workflow, to prove it is applied 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from tests.helpers import load_script
 from tests.workflow_lint import ACTIONLINT_MODULE, ACTIONLINT_VERSION, USES_LINE, actionlint_findings, unpinned_uses
 
 pytestmark = [pytest.mark.unit]
@@ -320,11 +320,7 @@ def test_release_publishes_the_checked_sdist_and_wheel_to_pypi_by_trusted_publis
 
 @pytest.fixture(scope="module")
 def pin_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pin_action_image", PIN_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PIN_SCRIPT, "pin_action_image")
 
 
 def test_action_yml_on_main_builds_the_dockerfile() -> None:
