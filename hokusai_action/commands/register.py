@@ -31,13 +31,9 @@ from hokusai_action.errors import (
     HokusaiError,
     ServiceUnavailable,
 )
-from hokusai_action.registration.register import (
-    RegistrationResult,
-    build_request,
-    register,
-    registered_event_id,
-    rejected_result,
-)
+from hokusai_action.registration.register import register
+from hokusai_action.registration.request import build_request
+from hokusai_action.registration.result import RegistrationResult, rejected_result
 from hokusai_action.settings.loader import Settings
 
 if TYPE_CHECKING:
@@ -287,7 +283,7 @@ def run_token_show(settings: Settings, symbol: str) -> dict[str, Any]:
         if token is None:
             raise token_missing(token_id, database.display_url)
         shown = token.as_dict()
-        event_id = registered_event_id(token)
+        event_id = token.registered_event_id
         if event_id:
             shown["event_id"] = event_id
             shown["event_deliveries"] = outbox.delivery_rows(uow, event_id)

@@ -41,7 +41,6 @@ from hokusai_action.domain.tags import (
 from hokusai_action.domain.tokens import normalise_token_id
 from hokusai_action.domain.versions import VERSION_PATTERN, normalise_version
 from hokusai_action.errors import HokusaiError, TokenStateError
-from hokusai_action.registration.register import registered_event_id
 from hokusai_action.signing.signer import (
     MODEL_BUNDLE,
     STATEMENT_BUNDLE,
@@ -217,7 +216,7 @@ def verify_registration(
     report = VerifyReport(token.token_id, model_name, number, f"models:/{model_name}/{number}")
     if not report.add("registration", number == held, _holding(token, number, held)):
         return report
-    report.event_id = registered_event_id(token)
+    report.event_id = token.registered_event_id
     model_version = registry.get_version(model_name, number)
     if model_version is None:
         report.add("mlflow version", False, f"tokens.model_version is {number}, but MLflow has no such version")
@@ -260,7 +259,7 @@ class _Records:
 
     @classmethod
     def read(cls, database: Database, token: Token, version: Any) -> _Records:
-        event = _event_payload(database, registered_event_id(token))
+        event = _event_payload(database, token.registered_event_id)
         data = dict(event.get("data") or {}) if event is not None else None
         return cls(token, version, dict(version.tags or {}), data)
 

@@ -112,7 +112,8 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
 ):
     """The worst moment: MLflow holds the version but the database never heard of it."""
     from hokusai_action.mlflow.registry import MlflowRegistry
-    from hokusai_action.registration.register import _params, _tags, build_request
+    from hokusai_action.registration.register import _params, _tags
+    from hokusai_action.registration.request import build_request
     from hokusai_action.settings.loader import load_settings
 
     token = make_token()

@@ -215,8 +215,8 @@ def test_a_file_changed_between_hashing_and_upload_stops_before_a_version(
 ):
     """Drive the core directly: hash, then change a file, then register (the upload reads new bytes)."""
     from hokusai_action.mlflow.registry import MlflowRegistry
-    from hokusai_action.registration.register import build_request
     from hokusai_action.registration.register import register as register_request
+    from hokusai_action.registration.request import build_request
     from hokusai_action.settings.loader import load_settings
 
     token = make_token()
@@ -261,7 +261,7 @@ SECRET = b"AWS_SECRET_ACCESS_KEY=canary-swapped-in-7c1e"
 def _hashed_request(services, make_token, make_model, cli_env, tmp_path):
     """A validated request (its model hashed) and a registry, before anything is claimed or uploaded."""
     from hokusai_action.mlflow.registry import MlflowRegistry
-    from hokusai_action.registration.register import build_request
+    from hokusai_action.registration.request import build_request
     from hokusai_action.settings.loader import load_settings
 
     token = make_token()
