@@ -436,7 +436,7 @@ def verify_command(
       hokusai-ml-platform model verify --token-id XRAY --public-key signing-key.pub --output json
       hokusai-ml-platform model verify --token-id XRAY --version 3 --certificate-chain ca.pem
     """
-    from hokusai_action.commands.register import describe_verify, run_verify
+    from hokusai_action.commands.verify import describe_verify, run_verify
 
     settings = _settings(**flags)
     report, code = run_verify(
@@ -486,7 +486,7 @@ def db_upgrade(**flags: Any) -> None:
     Example:
       hokusai-ml-platform db upgrade
     """
-    from hokusai_action.commands.register import run_db_upgrade
+    from hokusai_action.commands.db_upgrade import run_db_upgrade
 
     click.echo(run_db_upgrade(_settings(**flags)))
 
@@ -518,7 +518,7 @@ def token_create(symbol: str, metadata: str | None, output: str, **flags: Any) -
     Example:
       hokusai-ml-platform token create XRAY --metadata '{"owner": "radiology"}'
     """
-    from hokusai_action.commands.register import run_token_create
+    from hokusai_action.commands.token import run_token_create
     from hokusai_action.errors import InputError
 
     parsed = None
@@ -546,7 +546,7 @@ def token_show(symbol: str, output: str, **flags: Any) -> None:
     Example:
       hokusai-ml-platform token show XRAY --output json
     """
-    from hokusai_action.commands.register import run_token_show
+    from hokusai_action.commands.token import run_token_show
 
     shown = run_token_show(_settings(**flags), symbol)
     lines = [f"{key:18} {value}" for key, value in shown.items() if key != "event_deliveries"]
@@ -590,7 +590,7 @@ def token_reset(symbol: str, output: str, **flags: Any) -> None:
     Example:
       hokusai-ml-platform token reset XRAY --output json
     """
-    from hokusai_action.commands.register import describe_reset, run_token_reset
+    from hokusai_action.commands.token import describe_reset, run_token_reset
 
     reset = run_token_reset(_settings(**flags), symbol)
     _emit(reset, output, "\n".join(describe_reset(reset)))
@@ -663,7 +663,7 @@ def events_relay(
       HOKUSAI_EVENT_SINKS=webhook,database hokusai-ml-platform events relay --follow
       hokusai-ml-platform events relay --follow --max-seconds 60   # in a CI job
     """
-    from hokusai_action.commands.register import describe_relay, run_events_relay
+    from hokusai_action.commands.events import describe_relay, run_events_relay
     from hokusai_action.errors import InputError
 
     if max_seconds is not None and not follow:
@@ -680,7 +680,7 @@ def _follow(settings: Any, *, event_id: str | None, interval: float, max_seconds
     """Run the following relay with SIGTERM and SIGINT turned into a clean stop (exit 0)."""
     import signal
 
-    from hokusai_action.commands.register import StopRequest, describe_relay, run_events_follow
+    from hokusai_action.commands.events import StopRequest, describe_relay, run_events_follow
 
     stop = StopRequest()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -726,7 +726,7 @@ def events_retry(event_id: str | None, all_failed: bool, output: str, **flags: A
       hokusai-ml-platform events retry 0b6f3c1e-... && hokusai-ml-platform events relay
       hokusai-ml-platform events retry --all-failed
     """
-    from hokusai_action.commands.register import describe_retry, run_events_retry
+    from hokusai_action.commands.events import describe_retry, run_events_retry
 
     summary, code = run_events_retry(_settings(**flags), event_id=event_id, all_failed=all_failed)
     _emit(summary, output, "\n".join(describe_retry(summary, event_id=event_id)))
@@ -756,7 +756,7 @@ def doctor(output: str, **flags: Any) -> None:
     Example:
       hokusai-ml-platform doctor --output json
     """
-    from hokusai_action.commands.register import run_doctor
+    from hokusai_action.commands.doctor import run_doctor
 
     report = run_doctor(_settings(**flags))
     lines = []

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hokusai_action.domain.event import CloudEventRecord
+from hokusai_action.domain.sinks import EventSink
 from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError
 from hokusai_action.redact import redact
 
@@ -185,7 +186,7 @@ def endpoint_description() -> str:
     return f"the emulator at {emulator}" if emulator else "pubsub.googleapis.com"
 
 
-class PubSubSink:
+class PubSubSink(EventSink):
     """Publish events to one Pub/Sub topic, ordered per token, taking at most about ``timeout`` s.
 
     ``publisher`` may be a ready ``google.cloud.pubsub_v1.PublisherClient`` built with

@@ -50,6 +50,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from hokusai_action import __version__
 from hokusai_action.domain.event import CloudEventRecord
+from hokusai_action.domain.sinks import EventSink
 from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError, connection_reason
 from hokusai_action.redact import redact, register_secret, register_url_password, registered_secrets
 
@@ -368,7 +369,7 @@ class _DeadlineAdapter(HTTPAdapter):
         return manager
 
 
-class WebhookSink:
+class WebhookSink(EventSink):
     """POST each event to one URL; see the module docstring for the protocol."""
 
     name = "webhook"
