@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from hokusai_action.commands.wiring import build_registry, open_site_database
 from hokusai_action.errors import EXIT_GATE_FAILED, EXIT_OK
-from hokusai_action.registration.verify import VerifyReport, verify_registration
+from hokusai_action.registration.verify import verify_registration
+from hokusai_action.registration.verify_report import VerifyReport
 from hokusai_action.settings.loader import Settings
 from hokusai_action.signing.signer import SignatureVerifier
 
