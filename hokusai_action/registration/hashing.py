@@ -22,11 +22,11 @@ class EarlyHash:
     """
 
     def __init__(
-        self, model: ModelFiles, progress: ProgressReporter | None, prefetched: BackgroundHash | None = None
+        self, model: ModelFiles, *, progress: ProgressReporter | None, prefetched: BackgroundHash | None = None
     ) -> None:
         self._model = model
-        self._shown = ShownTask(None if model.hashed else progress, "hashed", model)
-        self._background = _start(model, self._shown.task, prefetched)
+        self._shown = ShownTask(None if model.hashed else progress, "hashed", model=model)
+        self._background = _start(model, task=self._shown.task, prefetched=prefetched)
 
     def __enter__(self) -> EarlyHash:
         return self
@@ -46,7 +46,7 @@ class EarlyHash:
             return self._background.result()
 
 
-def _start(model: ModelFiles, task: Progress | None, prefetched: BackgroundHash | None) -> BackgroundHash | None:
+def _start(model: ModelFiles, *, task: Progress | None, prefetched: BackgroundHash | None) -> BackgroundHash | None:
     if model.hashed:
         if prefetched is not None:
             prefetched.cancel()
@@ -64,6 +64,6 @@ def hashed(request: RegistrationRequest, progress: ProgressReporter | None) -> R
     """``request`` with its model hashed, here and now."""
     if request.model.hashed:
         return request
-    with ShownTask(progress, "hashed", request.model) as shown:
+    with ShownTask(progress, "hashed", model=request.model) as shown:
         model = hash_model(request.model, shown.task)
     return replace(request, model=model)

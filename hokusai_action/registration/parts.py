@@ -59,7 +59,7 @@ class ShownTask:
     when the block finished (a failed upload prints no end line), and ``stats`` is then what it
     counted. Without a reporter there is no task (``task`` is None) and no stats."""
 
-    def __init__(self, progress: ProgressReporter | None, verb: str, model: ModelFiles) -> None:
+    def __init__(self, progress: ProgressReporter | None, verb: str, *, model: ModelFiles) -> None:
         self.task = (
             progress.task(verb, total_bytes=model.total_bytes, total_files=len(model.files))
             if progress is not None

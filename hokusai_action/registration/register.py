@@ -87,13 +87,13 @@ def register(
     with Claim(database, measured) as claim:
         if claim.finished_by_another:
             return finished_meanwhile(
-                measured, claim.token, progress, registry=registry, database=database, sinks=sinks
+                measured, claim.token, progress=progress, registry=registry, database=database, sinks=sinks
             )
         registration = _upload(measured, registry=registry, database=database, progress=progress)
         registration = _sign(registration, signer=signer, registry=registry)
         event = _commit(registration, claim)
     delivered = _announce(registration, event, database=database, sinks=sinks)
-    return _report(registration, delivered, registry)
+    return _report(registration, delivered=delivered, registry=registry)
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _look_up(
     """The token, checked for this request (exit 3 if it may not go on), and the request with its model
     hashed where the digest decides the path. The hash runs beside the database's first round trips,
     and is cancelled when the upload will hash instead."""
-    with EarlyHash(request.model, progress, prefetched) as early:
+    with EarlyHash(request.model, progress=progress, prefetched=prefetched) as early:
         database.require_schema()
         if signer is not None:
             signer.check()  # the key, certificate or identity: exit 2 before anything changes
@@ -166,7 +166,7 @@ def _upload(
 ) -> _Registration:
     """Upload the model and register its version (MLflow reuses a version of these bytes), hashing the
     bytes as they go; then number the registration, which names the folder of its signature bundles."""
-    with ShownTask(progress, "uploaded", request.model) as shown:
+    with ShownTask(progress, "uploaded", model=request.model) as shown:
         version = registry.upload_and_register(
             request.model,
             model_name=request.model_name,
@@ -245,7 +245,7 @@ def _announce(
         return {sink: sink == "database" for sink in request.sinks}
 
 
-def _report(registration: _Registration, delivered: dict[str, bool], registry: Registry) -> RegistrationResult:
+def _report(registration: _Registration, *, delivered: dict[str, bool], registry: Registry) -> RegistrationResult:
     """The registration's result, after pointing --set-alias at its version."""
     request, version = registration.request, registration.version
     result = RegistrationResult(

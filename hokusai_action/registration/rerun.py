@@ -49,8 +49,8 @@ def rerun(
 def finished_meanwhile(
     request: RegistrationRequest,
     token: Token,
-    progress: ProgressReporter | None,
     *,
+    progress: ProgressReporter | None,
     registry: Registry,
     database: Database,
     sinks: Mapping[str, EventSink],
