@@ -50,7 +50,7 @@ def hash_model(
     """
     records: list[tuple[int, str]] = []
     states: list[FileState] = []
-    buffer = bytearray(min(CHUNK_SIZE, max(model.total_bytes, 1)))
+    buffer = memoryview(bytearray(min(CHUNK_SIZE, max(model.total_bytes, 1))))
     for index, relative in enumerate(model.files):
         handle, state = model.open(index, streaming=False)
         with handle:
@@ -69,16 +69,15 @@ def hash_model(
 
 
 def _hash_in_line(
-    handle: io.FileIO, buffer: bytearray, progress: Progress | None, cancelled: threading.Event | None
+    handle: io.FileIO, buffer: memoryview, progress: Progress | None, cancelled: threading.Event | None
 ) -> tuple[str, int]:
     """SHA-256 and size of the open file ``handle``, read into ``buffer`` and hashed by this thread."""
-    view = memoryview(buffer)
     hasher = hashlib.sha256()
     size = 0
     while read := handle.readinto(buffer):
         if cancelled is not None and cancelled.is_set():
             raise HashCancelled
-        hasher.update(view[:read])
+        hasher.update(buffer[:read])
         size += read
         if progress is not None:
             progress.advance(read)
