@@ -75,6 +75,9 @@ class FileState:
 
 @dataclass(frozen=True)
 class ModelFiles:
+    """A model path as walked: its files in order, what each was when listed (then hashed), and its digest
+    once hashed."""
+
     root: Path  # as the user gave it (shown in messages)
     is_dir: bool
     files: tuple[str, ...]  # relative POSIX paths, sorted

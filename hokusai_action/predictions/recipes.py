@@ -17,6 +17,8 @@ NOT_COMPUTABLE = (
 
 @dataclass(frozen=True)
 class Recipe:
+    """What one metric needs of a file's cells, and the statistic that computes it."""
+
     binary_labels: bool  # False: labels are real numbers
     probabilities: bool  # True: scores must lie in [0, 1]
     make: Callable[[], Statistic]
