@@ -382,7 +382,7 @@ def register_command(output: str, quiet: bool, **flags: Any) -> None:
       hokusai-ml-platform model register --token-id XRAY --model-path ./model \\
           --metric auroc --baseline 0.82 --sign key --signing-key signing-key.pem
     """
-    from hokusai_action.digest.files import prefetch_digest
+    from hokusai_action.digest.background import prefetch_digest
 
     flags["signing_certificate_chain"] = tuple(flags.get("signing_certificate_chain") or ()) or None
     settings = _settings(**flags)

@@ -43,7 +43,7 @@ from hokusai_action.settings.loader import Settings
 if TYPE_CHECKING:
     from hokusai_action.db.outbox import RelayReport
     from hokusai_action.db.store import Database
-    from hokusai_action.digest.files import BackgroundHash
+    from hokusai_action.digest.background import BackgroundHash
 
 EVENTS_PENDING = (
     "Registered, but event {event_id} is not delivered yet to: {sinks}. "

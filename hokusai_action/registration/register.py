@@ -37,7 +37,10 @@ from hokusai_action.db.store import (
     try_claim,
     utcnow,
 )
-from hokusai_action.digest.files import BackgroundHash, ModelFiles, Progress, hash_model, scan_model
+from hokusai_action.digest.background import BackgroundHash
+from hokusai_action.digest.files import ModelFiles, Progress
+from hokusai_action.digest.hashing import hash_model
+from hokusai_action.digest.walk import scan_model
 from hokusai_action.domain.event import CloudEventRecord, event_id_for
 from hokusai_action.domain.metrics import (
     Champion,

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 
 from hokusai_action.db.schema import events
 from hokusai_action.db.store import Database, Token, get_token, token_missing
-from hokusai_action.digest.files import ModelFiles, inspect_model
+from hokusai_action.digest.files import ModelFiles
+from hokusai_action.digest.hashing import inspect_model
 from hokusai_action.domain.event import SIGNATURE_KEYS
 from hokusai_action.domain.statuses import DONE_STATUSES
 from hokusai_action.domain.tags import (
