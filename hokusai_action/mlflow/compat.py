@@ -25,7 +25,10 @@ an older client's user sends is the one their own MLflow would send.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from requests.adapters import HTTPAdapter
 
 
 def workspace_header(endpoint: str) -> tuple[str, str] | None:
@@ -53,7 +56,7 @@ def socket_options() -> list[tuple[int, int, int]]:
     return list(HTTPConnection.default_socket_options or [])
 
 
-def http_adapter_class() -> type:
+def http_adapter_class() -> type[HTTPAdapter]:
     """The ``requests`` adapter class MLflow's HTTP client mounts."""
     from mlflow.utils import request_utils
 
