@@ -789,7 +789,7 @@ def test_the_alias_rule_matches_mlflows_own_validation() -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.utils import validation as mlflow_validation
 
-    from hokusai_action.settings.loader import alias_problem
+    from hokusai_action.settings.aliases import alias_problem
 
     for alias in [*RESERVED_ALIASES, *BAD_ALIAS_NAMES, *GOOD_ALIASES]:
         try:
