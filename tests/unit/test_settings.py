@@ -711,7 +711,7 @@ def test_the_schema_accepts_the_design_example_and_refuses_an_unknown_key() -> N
 
 def test_every_setting_in_the_schema_is_a_cli_option_or_documented_section() -> None:
     # top-level keys mirror `model register` options in snake_case (DESIGN.md, hokusai.yaml)
-    from hokusai_action.cli import register_command
+    from hokusai_action.cli.model import register_command
 
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     options = {param.name for param in register_command.params}
