@@ -12,6 +12,7 @@ from hokusai_action.cli.options import (
     CONTEXT,
     FiniteFloatRange,
     config_option,
+    database_command,
     database_option,
     emit,
     output_option,
@@ -139,10 +140,7 @@ def _follow(
 @events.command("retry", context_settings=CONTEXT)
 @click.argument("event_id", required=False)
 @click.option("--all-failed", is_flag=True, help="Re-queue every dead-lettered delivery.")
-@config_option
-@database_option
-@output_option
-@handles_errors
+@database_command
 def events_retry(event_id: str | None, all_failed: bool, output: str, **flags: Any) -> None:
     """Put dead-lettered deliveries (failed permanently) back to pending, after fixing the cause.
 

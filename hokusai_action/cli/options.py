@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from hokusai_action.cli.boundary import handles_errors
 
 if TYPE_CHECKING:
     from hokusai_action.settings.loader import Settings
@@ -52,6 +55,12 @@ database_option = click.option(
 tracking_uri_option = click.option(
     "--mlflow-tracking-uri", help="MLflow server or store (default: MLFLOW_TRACKING_URI, then .hokusai/)."
 )
+
+
+def database_command(command: Callable[..., Any]) -> Callable[..., Any]:
+    """What a command on the site database takes after its own arguments: --config, --database-url,
+    --output; and the failure boundary (--debug)."""
+    return config_option(database_option(output_option(handles_errors(command))))
 
 
 def settings_from_flags(**flags: Any) -> Settings:

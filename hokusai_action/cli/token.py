@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from hokusai_action.cli.boundary import handles_errors
-from hokusai_action.cli.options import CONTEXT, config_option, database_option, emit, output_option, settings_from_flags
+from hokusai_action.cli.options import CONTEXT, database_command, emit, settings_from_flags
 from hokusai_action.errors import InputError
 
 METADATA_NOT_JSON = "--metadata is not valid JSON: {error}."
@@ -28,10 +27,7 @@ def token() -> None:
 @token.command("create", context_settings=CONTEXT)
 @click.argument("symbol")
 @click.option("--metadata", help="JSON object stored in the token's metadata column.")
-@config_option
-@database_option
-@output_option
-@handles_errors
+@database_command
 def token_create(symbol: str, metadata: str | None, output: str, **flags: Any) -> None:
     """Create a draft token SYMBOL (for local use and tests).
 
@@ -59,10 +55,7 @@ def _metadata(text: str) -> dict[str, Any]:
 
 @token.command("show", context_settings=CONTEXT)
 @click.argument("symbol")
-@config_option
-@database_option
-@output_option
-@handles_errors
+@database_command
 def token_show(symbol: str, output: str, **flags: Any) -> None:
     """Show a token's status, registration and event delivery.
 
@@ -95,10 +88,7 @@ def _delivery_line(delivery: dict[str, Any]) -> str:
 
 @token.command("reset", context_settings=CONTEXT)
 @click.argument("symbol")
-@config_option
-@database_option
-@output_option
-@handles_errors
+@database_command
 def token_reset(symbol: str, output: str, **flags: Any) -> None:
     """Set token SYMBOL back to draft, as the site's reset does, and print what was cleared.
 

@@ -64,7 +64,7 @@ MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER = EnvVar(
 MLFLOW_TRACKING_INSECURE_TLS = EnvVar(
     "MLFLOW_TRACKING_INSECURE_TLS", bool, "MLflow's switch: skip TLS certificate checks (default false)"
 )
-# MLflow's own ceilings on the two above, which its private variables can raise
+# MLflow's ceilings on the retries and the backoff factor: private variables of its own, which a user may raise
 MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT = EnvVar(
     "_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT", int, "MLflow's ceiling on MLFLOW_HTTP_REQUEST_MAX_RETRIES (default 10)"
 )

@@ -59,6 +59,11 @@ def _same_everywhere(key: str, **more: Any) -> Setting:
     return Setting(key, flag="--" + key.replace("_", "-"), input=key.replace("_", "-"), config=(key,), **more)
 
 
+def _positive(key: str, var: EnvVar, dotted: str, default: float) -> Setting:
+    """A positive number (of seconds, or of MiB/s) from its variable or its hokusai.yaml key."""
+    return Setting(key, env=var, config=(dotted,), default=default, parse=parsers.positive)
+
+
 def _passed_through(var: EnvVar, default: str | None = None) -> Setting:
     """A variable MLflow or Google read themselves; ``default``: the value the tool sets when it is unset."""
     return Setting(None, env=var, default=default)
@@ -96,27 +101,14 @@ SETTINGS: tuple[Setting, ...] = (
     _passed_through(env.MLFLOW_TRACKING_USERNAME),
     _passed_through(env.MLFLOW_TRACKING_PASSWORD),
     Setting("mlflow_experiment", env=env.HOKUSAI_MLFLOW_EXPERIMENT, config=("mlflow.experiment",), default="hokusai"),
-    Setting(
-        "mlflow_timeout",
-        env=env.HOKUSAI_MLFLOW_TIMEOUT,
-        config=("mlflow.timeout",),
-        default=30.0,
-        parse=parsers.positive,
-    ),
-    Setting(
+    _positive("mlflow_timeout", env.HOKUSAI_MLFLOW_TIMEOUT, "mlflow.timeout", 30.0),
+    _positive(
         "upload_stall_timeout",
-        env=env.HOKUSAI_UPLOAD_STALL_TIMEOUT,
-        config=("mlflow.upload_stall_timeout",),
-        default=DEFAULT_UPLOAD_STALL_SECONDS,
-        parse=parsers.positive,
+        env.HOKUSAI_UPLOAD_STALL_TIMEOUT,
+        "mlflow.upload_stall_timeout",
+        DEFAULT_UPLOAD_STALL_SECONDS,
     ),
-    Setting(
-        "upload_min_rate",
-        env=env.HOKUSAI_UPLOAD_MIN_RATE,
-        config=("mlflow.upload_min_rate",),
-        default=DEFAULT_UPLOAD_MIN_RATE_MIB_S,
-        parse=parsers.positive,
-    ),
+    _positive("upload_min_rate", env.HOKUSAI_UPLOAD_MIN_RATE, "mlflow.upload_min_rate", DEFAULT_UPLOAD_MIN_RATE_MIB_S),
     _passed_through(env.MLFLOW_HTTP_REQUEST_MAX_RETRIES, "3"),
     _passed_through(env.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, "1"),
     _passed_through(env.MLFLOW_HTTP_REQUEST_BACKOFF_JITTER, "0.5"),
@@ -140,13 +132,7 @@ SETTINGS: tuple[Setting, ...] = (
         config=("database.url", "database.url_env"),
         built_by="credentials",
     ),
-    Setting(
-        "database_timeout",
-        env=env.HOKUSAI_DATABASE_TIMEOUT,
-        config=("database.timeout",),
-        default=10.0,
-        parse=parsers.positive,
-    ),
+    _positive("database_timeout", env.HOKUSAI_DATABASE_TIMEOUT, "database.timeout", 10.0),
     # events
     Setting(
         "event_sinks",
@@ -159,13 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("event_source", env=env.HOKUSAI_EVENT_SOURCE, config=("events.source",), default="hokusai-ml-platform"),
     Setting("pubsub_topic", input="pubsub-topic", env=env.HOKUSAI_PUBSUB_TOPIC, config=("events.pubsub.topic",)),
-    Setting(
-        "pubsub_timeout",
-        env=env.HOKUSAI_PUBSUB_TIMEOUT,
-        config=("events.pubsub.timeout",),
-        default=30.0,
-        parse=parsers.positive,
-    ),
+    _positive("pubsub_timeout", env.HOKUSAI_PUBSUB_TIMEOUT, "events.pubsub.timeout", 30.0),
     _passed_through(env.PUBSUB_EMULATOR_HOST),
     Setting("webhook_url", input="webhook-url", env=env.HOKUSAI_WEBHOOK_URL, config=("events.webhook.url",)),
     Setting(
@@ -175,13 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
         config=("events.webhook.secret_env",),
         built_by="credentials",
     ),
-    Setting(
-        "webhook_timeout",
-        env=env.HOKUSAI_WEBHOOK_TIMEOUT,
-        config=("events.webhook.timeout",),
-        default=10.0,
-        parse=parsers.positive,
-    ),
+    _positive("webhook_timeout", env.HOKUSAI_WEBHOOK_TIMEOUT, "events.webhook.timeout", 10.0),
     Setting(
         "webhook_allow_http",
         env=env.HOKUSAI_WEBHOOK_ALLOW_HTTP,

@@ -720,6 +720,16 @@ def test_every_setting_in_the_schema_is_a_cli_option_or_documented_section() -> 
     assert sections <= set(schema["properties"])
 
 
+def test_the_schema_offers_the_sign_methods_and_sinks_the_settings_accept() -> None:
+    from hokusai_action.settings.parsers import EVENT_SINKS
+    from hokusai_action.settings.table import SIGN_METHODS
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    events, signing = schema["properties"]["events"], schema["properties"]["signing"]
+    assert tuple(events["properties"]["sinks"]["items"]["enum"]) == EVENT_SINKS
+    assert tuple(signing["properties"]["method"]["enum"]) == SIGN_METHODS
+
+
 # ---------------------------------------------------------------------------- aliases (MLflow's rules)
 
 RESERVED_ALIASES = ["latest", "LATEST", "Latest", "v3", "V3", "v0", "v12345"]
