@@ -3,7 +3,7 @@ an outage or a bug, the one ``error:`` line, the error object of ``--output json
 and what every command's process sets up first (logging through redaction, SIGTERM as an exit).
 
 A leaf beside ``errors`` and ``redact``: it imports only those and the standard library, never a face
-(``hokusai_action.cli``, ``entrypoint.py``) nor a vendor. Vendors' exception types are looked up only
+(``hokusai_action.cli``, ``hokusai_action.action``) nor a vendor. Vendors' exception types are looked up only
 among the modules already imported, so classifying a failure costs no import.
 """
 

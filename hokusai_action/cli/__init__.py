@@ -1,6 +1,6 @@
-"""The ``hokusai-ml-platform`` command line: one face of the tool (the action's ``entrypoint.py`` is
-the other). It parses arguments, loads the settings, runs a command of ``hokusai_action.commands``
-and reports its result, or its failure through ``hokusai_action.failure``.
+"""The ``hokusai-ml-platform`` command line: one face of the tool (the GitHub Action,
+``hokusai_action.action``, is the other). It parses arguments, loads the settings, runs a command of
+``hokusai_action.commands`` and reports its result, or its failure through ``hokusai_action.failure``.
 
 One module per command group (``model``, ``db``, ``token``, ``events``, ``doctor``); ``app`` joins
 them under the root group. ``--help`` must stay fast: these modules import only click and the

@@ -4,7 +4,7 @@ environment variable and ``hokusai.yaml`` keys), its default and its parser.
 ``settings.load_settings`` layers them (flag / action input > environment > ``hokusai.yaml`` >
 default) row by row; a row with ``built_by`` is built by that module of ``settings`` instead, where
 layering alone cannot say it: a secret, the signing key material, provenance, where things live.
-``entrypoint.py`` maps the action's inputs through it, and the settings reference is generated from it;
+``hokusai_action.action`` maps the action's inputs through it, and the settings reference is generated from it;
 tests/unit/test_docs.py checks it against ``load_settings`` itself (each way in really sets that
 setting), the click app, ``action.yml``, the JSON Schema of ``hokusai.yaml`` and ``environment.ALL``
 (nothing left out), so it cannot drift. Pure data: importing it costs nothing.

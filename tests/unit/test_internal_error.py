@@ -245,21 +245,28 @@ def test_the_action_starts_the_models_hash_before_the_registration_as_the_cli_do
 
 
 def test_neither_face_imports_the_other() -> None:
-    """The action and the command line share ``hokusai_action.failure``, not each other's modules."""
+    """The action and the command line share ``hokusai_action.failure``, not each other's modules;
+    the image's entrypoint imports neither before it knows which one runs."""
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
+    faces = ("entrypoint", "hokusai_action.action", "hokusai_action.cli")
     probe = (
         "import importlib, json, sys\n"
         "importlib.import_module(sys.argv[1])\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m in ('entrypoint', 'hokusai_action.cli'))))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m in sys.argv[2:])))\n"
     )
     loaded = {}
-    for face in ("entrypoint", "hokusai_action.cli"):
+    for face in faces:
         done = subprocess.run(
-            [sys.executable, "-c", probe, face], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+            [sys.executable, "-c", probe, face, *faces],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         loaded[face] = done.stdout.strip()
-    assert loaded == {"entrypoint": '["entrypoint"]', "hokusai_action.cli": '["hokusai_action.cli"]'}
+    assert loaded == {face: f'["{face}"]' for face in faces}
