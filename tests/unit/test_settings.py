@@ -912,6 +912,12 @@ def test_a_control_character_in_hokusai_yaml_is_invalid_yaml(load, tmp_path) -> 
     assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: invalid YAML: unacceptable")
 
 
+@pytest.mark.parametrize("text", ["token_id: !!timestamp 2001-12-14x\n", "dry_run: !!bool maybe\n"])
+def test_a_value_its_explicit_tag_cannot_hold_is_invalid_yaml(load, tmp_path, text: str) -> None:
+    message = load_error(load, yaml_text=text)  # found by tests/unit/test_fuzz.py
+    assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: invalid YAML: "), message
+
+
 @pytest.mark.parametrize("uri", ["http://[::1", "http://mlflow:notaport", "https://[fe80::1/x"])
 def test_a_tracking_uri_that_does_not_parse_is_a_settings_error(load, uri: str) -> None:
     # found by tests/unit/test_fuzz.py: MLflow raised a raw ValueError at its first request
