@@ -11,7 +11,7 @@ from hokusai_action.settings.aliases import ALIAS_SETTINGS, check_alias
 from hokusai_action.settings.credentials import ENV_NAME_UNSET
 
 if TYPE_CHECKING:
-    from hokusai_action.settings.loader import Settings
+    from hokusai_action.settings.values import Settings
 
 SINK_NEEDS = "Event sink '{sink}' needs {what}."
 BAD_TRACKING_URI = (
