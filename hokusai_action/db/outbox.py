@@ -66,7 +66,7 @@ from hokusai_action.domain.sinks import EventSink
 from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError, SinkDeliveryError, TokenStateError
 from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
-from hokusai_action.settings.loader import DEFAULT_RELAY_LEASE
+from hokusai_action.settings.table import DEFAULT_RELAY_LEASE
 
 log = logging.getLogger(__name__)
 

@@ -82,7 +82,9 @@ from hokusai_action.errors import (
 )
 from hokusai_action.failpoints import failpoint
 from hokusai_action.progress import TaskStats
-from hokusai_action.settings.loader import DEFAULT_RELAY_LEASE, GitInfo, Settings
+from hokusai_action.settings.loader import Settings
+from hokusai_action.settings.provenance import GitInfo
+from hokusai_action.settings.table import DEFAULT_RELAY_LEASE
 
 if TYPE_CHECKING:
     from hokusai_action.signing.signer import ModelSigner

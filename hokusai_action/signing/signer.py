@@ -31,8 +31,9 @@ from typing import Any
 
 from hokusai_action.digest.files import ModelFiles
 from hokusai_action.errors import InputError, InternalError, ServiceUnavailable
+from hokusai_action.settings.table import SIGN_METHODS
 
-METHODS = ("none", "key", "certificate", "sigstore")
+METHODS = SIGN_METHODS
 SIGNATURE_FOLDER = "hokusai/signature"  # + /<event id>; run artifacts, outside the logged model's tree
 MODEL_BUNDLE = "model.sig"
 STATEMENT_FILE = "registration.json"
