@@ -227,7 +227,7 @@ def test_the_action_starts_the_models_hash_before_the_registration_as_the_cli_do
 ) -> None:
     """A re-run's wall time is its hash: the action hands the registration a hash already under way."""
     import hokusai_action.commands.register as commands
-    from hokusai_action.digest import files as digest
+    from hokusai_action.digest import background as digest
 
     under_way = object()
     started: list[str] = []
