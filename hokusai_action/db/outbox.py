@@ -50,17 +50,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hokusai_action.db.owner import claim_owner_id, owner_is_dead_here
 from hokusai_action.db.schema import event_deliveries, events, tokens
-from hokusai_action.db.store import (
-    Database,
-    Token,
-    UnitOfWork,
-    as_utc,
-    claim_owner_id,
-    get_token,
-    owner_is_dead_here,
-    utcnow,
-)
+from hokusai_action.db.store import Database, Token, UnitOfWork, as_utc, get_token, utcnow
 from hokusai_action.domain.event import EVENT_TYPE, CloudEventRecord
 from hokusai_action.domain.sinks import EventSink
 from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError, SinkDeliveryError, TokenStateError
