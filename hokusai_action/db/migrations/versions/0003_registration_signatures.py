@@ -39,7 +39,7 @@ def _columns() -> list[sa.Column]:
     ]
 
 
-def _origin() -> sa.Table:
+def _origin() -> sa.TableClause:
     return sa.table(
         ORIGIN_TABLE,
         sa.column("table_name", sa.String),

@@ -38,7 +38,7 @@ NEW_STATUS_CHECK = "status IN ('pending', 'delivered', 'failed', 'cancelled')"
 DELIVERY_COLUMNS = ("cancel_reason", "cancelled_at", "sending_since")
 
 
-def _origin() -> sa.Table:
+def _origin() -> sa.TableClause:
     return sa.table(
         ORIGIN_TABLE,
         sa.column("table_name", sa.String),
