@@ -398,39 +398,34 @@ def try_claim(
 
 def renew_claim(uow: UnitOfWork, token_id: str, *, owner: str, ttl_seconds: float) -> bool:
     """Push the claim's expiry forward, only while ``owner`` still holds it."""
-    result = uow.execute(
-        tokens.update()
-        .where(tokens.c.token_id == token_id, tokens.c.model_status == REGISTERING, tokens.c.claim_owner == owner)
-        .values(claim_expires_at=utcnow() + dt.timedelta(seconds=ttl_seconds))
-    )
-    return result.rowcount == 1
+    return _update_claimed(uow, token_id, owner=owner, claim_expires_at=utcnow() + dt.timedelta(seconds=ttl_seconds))
 
 
 def release_claim(uow: UnitOfWork, token_id: str, *, owner: str) -> bool:
     """registering -> draft, only if ``owner`` still holds the claim."""
-    result = uow.execute(
-        tokens.update()
-        .where(
-            tokens.c.token_id == token_id,
-            tokens.c.model_status == REGISTERING,
-            tokens.c.claim_owner == owner,
-        )
-        .values(model_status=DRAFT, claim_owner=None, claim_expires_at=None, updated_at=utcnow())
+    return _update_claimed(
+        uow, token_id, owner=owner, model_status=DRAFT, claim_owner=None, claim_expires_at=None, updated_at=utcnow()
     )
-    return result.rowcount == 1
 
 
 def mark_registered(uow: UnitOfWork, token_id: str, *, owner: str, values: dict[str, Any]) -> bool:
     """registering -> registered with the registration's fields, only if ``owner`` holds the claim."""
-    result = uow.execute(
-        tokens.update()
-        .where(
-            tokens.c.token_id == token_id,
-            tokens.c.model_status == REGISTERING,
-            tokens.c.claim_owner == owner,
-        )
-        .values(model_status=REGISTERED, claim_owner=None, claim_expires_at=None, updated_at=utcnow(), **values)
+    return _update_claimed(
+        uow,
+        token_id,
+        owner=owner,
+        model_status=REGISTERED,
+        claim_owner=None,
+        claim_expires_at=None,
+        updated_at=utcnow(),
+        **values,
     )
+
+
+def _update_claimed(uow: UnitOfWork, token_id: str, *, owner: str, **values: Any) -> bool:
+    """Write ``values`` on the token only while ``owner`` holds its claim; whether it did."""
+    claimed = (tokens.c.token_id == token_id, tokens.c.model_status == REGISTERING, tokens.c.claim_owner == owner)
+    result = uow.execute(tokens.update().where(*claimed).values(**values))
     return result.rowcount == 1
 
 
