@@ -49,7 +49,8 @@ class ClaimOwner:
 
     @classmethod
     def parse(cls, owner: str | None) -> ClaimOwner | None:
-        """The owner of ``claim_owner_id()``'s form; None for anything else (an older release's ``host:pid``)."""
+        """The owner of ``claim_owner_id()``'s form; None for any other text (a bare ``host:pid`` among
+        them), whose owner is then never provably dead."""
         found = OWNER_PATTERN.fullmatch(owner or "")
         if found is None:
             return None
