@@ -630,7 +630,7 @@ def run_verify(
     """`model verify`: the report, and exit 0 (verified) or 1 (the first mismatch is ``report.error``)."""
     from hokusai_action.errors import EXIT_GATE_FAILED
     from hokusai_action.registration.verify import verify_registration
-    from hokusai_action.signing.signer import SignatureVerifier
+    from hokusai_action.signing.verifier import SignatureVerifier
 
     verifier = None
     if public_key or certificate_chain or identity or issuer:

@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hokusai_action import __version__
 from hokusai_action.db import outbox
+from hokusai_action.db.owner import claim_owner_id, owner_is_dead_here
 from hokusai_action.db.store import (
     Database,
     Token,
     UnitOfWork,
-    claim_owner_id,
     count_events,
     get_token,
     mark_registered,
-    owner_is_dead_here,
     release_claim,
     renew_claim,
     token_claimed,

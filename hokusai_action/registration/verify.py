@@ -43,14 +43,10 @@ from hokusai_action.domain.tokens import normalise_token_id
 from hokusai_action.domain.versions import VERSION_PATTERN, normalise_version
 from hokusai_action.errors import HokusaiError, TokenStateError
 from hokusai_action.registration.register import registered_event_id
-from hokusai_action.signing.signer import (
-    MODEL_BUNDLE,
-    STATEMENT_BUNDLE,
-    STATEMENT_FILE,
-    SignatureVerifier,
-    sha256_file,
-    signed_file_digests,
-)
+from hokusai_action.signing.bundle import signed_file_digests
+from hokusai_action.signing.digests import sha256_file
+from hokusai_action.signing.signer import MODEL_BUNDLE, STATEMENT_BUNDLE, STATEMENT_FILE
+from hokusai_action.signing.verifier import SignatureVerifier
 
 if TYPE_CHECKING:
     from hokusai_action.mlflow.registry import MlflowRegistry
