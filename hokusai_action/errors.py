@@ -126,14 +126,6 @@ class InternalError(HokusaiError):
     kind = "internal"
 
 
-class VerificationFailed(HokusaiError):
-    """`model verify` found a mismatch: bytes, a tag, a column, the event, or a signature (exit 1)."""
-
-    exit_code = EXIT_GATE_FAILED  # 1: "the check failed", as for the gate
-    title = "Verification failed"
-    kind = "verification_failed"
-
-
 _TIMEOUT_NAMES = ("Timeout", "TimeoutError")  # requests' and urllib3's timeouts are not builtin TimeoutErrors
 
 

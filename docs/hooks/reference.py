@@ -42,7 +42,7 @@ SOURCES = {
     "registration_result": "hokusai_action.registration.result:RegistrationResult",
     "build_event": "hokusai_action.registration.event:build_event",
     "event_id": "hokusai_action.domain.event:event_id_for",
-    "git_info": "hokusai_action.settings.loader:GitInfo",
+    "git_info": "hokusai_action.settings.provenance:GitInfo",
     "verify_report": "hokusai_action.registration.verify_report:VerifyReport",
     "pyproject": "pyproject.toml",  # the supported ranges (runtime dependencies, requires-python)
     "lowest": "constraints-lowest.txt",  # the oldest tested release of each (scripts/test-lowest.sh)

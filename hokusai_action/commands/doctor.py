@@ -182,11 +182,9 @@ def _sink_check(sink: EventSink, timeout: float) -> str | None:
 
 def _artifact_location(registry: Any, experiment_id: str) -> list[str]:
     """Where the experiment's artifacts go (``gs://...`` when this machine writes them to GCS itself)."""
-    from mlflow.exceptions import MlflowException
-
     try:
-        location = registry.client.get_experiment(experiment_id).artifact_location
-    except (MlflowException, OSError):  # the mlflow check above already reported the server
+        location = registry.artifact_location(experiment_id)
+    except ServiceUnavailable:  # the mlflow check above already reported the server
         return []
     return [location] if location else []
 

@@ -20,7 +20,7 @@ from hokusai_action.registration.result import RegistrationResult, rejected_resu
 from hokusai_action.settings.loader import Settings
 
 if TYPE_CHECKING:
-    from hokusai_action.digest.files import BackgroundHash
+    from hokusai_action.digest.background import BackgroundHash
 
 EVENTS_PENDING = (
     "Registered, but event {event_id} is not delivered yet to: {sinks}. "

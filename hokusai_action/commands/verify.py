@@ -12,7 +12,7 @@ from hokusai_action.errors import EXIT_GATE_FAILED, EXIT_OK
 from hokusai_action.registration.verify import verify_registration
 from hokusai_action.registration.verify_report import VerifyReport
 from hokusai_action.settings.loader import Settings
-from hokusai_action.signing.signer import SignatureVerifier
+from hokusai_action.signing.verifier import SignatureVerifier
 
 
 def run_verify(

@@ -158,6 +158,8 @@ def _schema(tracking_uri: str) -> _Schema:
         engine.dispose()
     script = ScriptDirectory.from_config(_get_alembic_config(tracking_uri))
     head = script.get_current_head()
+    if head is None:  # MLflow ships its migrations: scripts without a head are a broken installation
+        raise RuntimeError("MLflow's schema migrations name no head revision")
     known = found is None or any(revision.revision == found for revision in script.walk_revisions())
     return _Schema(found=found, head=head, known=known)
 

@@ -11,14 +11,16 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from hokusai_action.db.owner import (
+    claim_owner_id,
+    owner_is_dead_here,
+)
 from hokusai_action.db.store import (
     Database,
     Token,
     UnitOfWork,
-    claim_owner_id,
     get_token,
     mark_registered,
-    owner_is_dead_here,
     release_claim,
     renew_claim,
     token_claimed,

@@ -13,7 +13,7 @@ from hokusai_action.domain.event import CloudEventRecord, event_id_for
 from hokusai_action.domain.sinks import EventSink
 from hokusai_action.domain.versions import RegisteredVersion
 from hokusai_action.registration.request import MeasuredRequest
-from hokusai_action.settings.loader import DEFAULT_RELAY_LEASE
+from hokusai_action.settings.table import DEFAULT_RELAY_LEASE
 
 
 def event_time(moment: dt.datetime) -> str:

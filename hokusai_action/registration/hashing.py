@@ -7,7 +7,12 @@ from __future__ import annotations
 from dataclasses import replace
 from types import TracebackType
 
-from hokusai_action.digest.files import BackgroundHash, ModelFiles, Progress, hash_model
+from hokusai_action.digest.background import BackgroundHash
+from hokusai_action.digest.files import (
+    ModelFiles,
+    Progress,
+)
+from hokusai_action.digest.hashing import hash_model
 from hokusai_action.registration.parts import ProgressReporter, ShownTask
 from hokusai_action.registration.request import RegistrationRequest
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from hokusai_action import __version__
 from hokusai_action.db import outbox
 from hokusai_action.db.store import Database, Token, UnitOfWork, count_events, get_token, utcnow
-from hokusai_action.digest.files import BackgroundHash
+from hokusai_action.digest.background import BackgroundHash
 from hokusai_action.domain.event import CloudEventRecord
 from hokusai_action.domain.metrics import enforce_gate, evaluate_gate
 from hokusai_action.domain.sinks import EventSink

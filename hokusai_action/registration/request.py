@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from hokusai_action.digest.files import ModelFiles, scan_model
+from hokusai_action.digest.files import ModelFiles
+from hokusai_action.digest.walk import scan_model
 from hokusai_action.domain.metrics import (
     GateResult,
     MeasuredValue,
@@ -26,7 +27,9 @@ from hokusai_action.domain.tags import model_name_for
 from hokusai_action.domain.tokens import normalise_token_id
 from hokusai_action.errors import InputError
 from hokusai_action.registration.parts import Registry
-from hokusai_action.settings.loader import DEFAULT_RELAY_LEASE, GitInfo, Settings
+from hokusai_action.settings.loader import Settings
+from hokusai_action.settings.provenance import GitInfo
+from hokusai_action.settings.table import DEFAULT_RELAY_LEASE
 
 MISSING_OPTION = "Missing {what}: pass {flag} or set '{key}' in hokusai.yaml."
 TOO_MANY_SOURCES = "The measured value must come from one source, but {given} were given. Keep one."

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 
 from hokusai_action.db.schema import events
 from hokusai_action.db.store import Database, Token, get_token, token_missing
-from hokusai_action.digest.files import ModelFiles, inspect_model
+from hokusai_action.digest.files import ModelFiles
+from hokusai_action.digest.hashing import inspect_model
 from hokusai_action.domain.event import SIGNATURE_KEYS
 from hokusai_action.domain.statuses import DONE_STATUSES
 from hokusai_action.domain.tags import (
@@ -42,14 +43,14 @@ from hokusai_action.domain.tokens import normalise_token_id
 from hokusai_action.domain.versions import VERSION_PATTERN, normalise_version
 from hokusai_action.errors import HokusaiError, TokenStateError
 from hokusai_action.registration.verify_report import VerifyReport, shown
+from hokusai_action.signing.bundle import signed_file_digests
+from hokusai_action.signing.digests import sha256_file
 from hokusai_action.signing.signer import (
     MODEL_BUNDLE,
     STATEMENT_BUNDLE,
     STATEMENT_FILE,
-    SignatureVerifier,
-    sha256_file,
-    signed_file_digests,
 )
+from hokusai_action.signing.verifier import SignatureVerifier
 
 if TYPE_CHECKING:
     from hokusai_action.mlflow.registry import MlflowRegistry

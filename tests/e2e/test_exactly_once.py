@@ -155,7 +155,7 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
 def _dead_owner() -> str:
     """The claim owner id of a process that has exited (and been reaped) on this host."""
     done = subprocess.run(
-        [sys.executable, "-c", "from hokusai_action.db.store import claim_owner_id; print(claim_owner_id())"],
+        [sys.executable, "-c", "from hokusai_action.db.owner import claim_owner_id; print(claim_owner_id())"],
         capture_output=True, text=True, check=True, cwd=REPO,
     )  # fmt: skip
     return done.stdout.strip()

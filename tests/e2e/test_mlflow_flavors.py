@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest.hashing import inspect_model
 from tests.e2e.test_embedded import embedded_env
 from tests.helpers import CLI_PYTHON, register_args
 from tests.mlflow_models import FLAVORS, load_prediction

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest.hashing import inspect_model
 from hokusai_action.domain.tags import TAG_DIGEST
 from hokusai_action.errors import InputError
 from tests.helpers import CLI_PYTHON, assert_one_clear_line, register_args

@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from hokusai_action import redact as redact_module
-from hokusai_action.cli import asks_for_json, handles_errors, main, output_option
+from hokusai_action.cli import main
+from hokusai_action.cli.boundary import asks_for_json, handles_errors
+from hokusai_action.cli.options import output_option
 from hokusai_action.errors import (
     EXIT_INTERNAL,
     EXIT_SERVICE_UNAVAILABLE,
