@@ -103,7 +103,7 @@ def run(server, model_dir: Path, args: argparse.Namespace, modes: list[str]) -> 
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from hokusai_action import streamed, upload
-    from hokusai_action.digest.files import scan_model
+    from hokusai_action.digest.walk import scan_model
 
     mlflow.set_tracking_uri(server.url)
     client = mlflow.MlflowClient(tracking_uri=server.url)

@@ -17,7 +17,7 @@ EXIT_EVENTS_PENDING = 5
 EXIT_INTERNAL = 70  # a bug: never used for a service outage, so retry policies do not retry bugs
 
 # What each exit code means and what to do about it: the reference documentation's table and the
-# README's are generated from, or checked against, this one (tests/unit/test_docs.py).
+# README's are generated from, or checked against, this one (tests/unit/repository/test_docs.py).
 EXIT_CODES: tuple[tuple[int, str, str], ...] = (
     (EXIT_OK, "registered, or already registered with the same bytes", "nothing"),
     (
@@ -124,14 +124,6 @@ class InternalError(HokusaiError):
     exit_code = EXIT_INTERNAL
     title = "Internal error"
     kind = "internal"
-
-
-class VerificationFailed(HokusaiError):
-    """`model verify` found a mismatch: bytes, a tag, a column, the event, or a signature (exit 1)."""
-
-    exit_code = EXIT_GATE_FAILED  # 1: "the check failed", as for the gate
-    title = "Verification failed"
-    kind = "verification_failed"
 
 
 _TIMEOUT_NAMES = ("Timeout", "TimeoutError")  # requests' and urllib3's timeouts are not builtin TimeoutErrors

@@ -11,7 +11,8 @@ What the runner reads from an action, and how each is written here:
   property values, because the runner splits properties on those characters.
 
 Reference: https://docs.github.com/en/actions/reference/workflows-and-actions/workflow-commands
-Nothing here knows about MLflow, the database or events; ``entrypoint.py`` feeds it the result.
+Nothing here knows about MLflow, the database or events; the action (``hokusai_action.action``) feeds
+it the result.
 """
 
 from __future__ import annotations

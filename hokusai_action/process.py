@@ -3,7 +3,7 @@
 Importing MLflow (with SQLAlchemy, pydantic and protobuf under it) leaves about a million objects
 tracked by the cyclic garbage collector, nearly all of them alive until the process ends. CPython's
 default pace (a young collection every 700 new container objects, older ones every 10 of those)
-keeps re-walking that heap: measured on a registration on the embedded default (issue 9), 0.3 s of
+keeps re-walking that heap: measured on a registration on the embedded default, 0.3 s of
 1.8 s went to collections that found almost nothing, and interpreter shutdown spent another 0.5 s in
 its final collection over the same heap before freeing it anyway.
 

@@ -1,4 +1,4 @@
-"""Progress people can read: long hashing and uploads shown on stderr (issue 9).
+"""Progress people can read: long hashing and uploads shown on stderr.
 
 Built in ``wiring`` and handed to the core, which opens one task per phase (``hashed``, ``uploaded``);
 the digest and the uploader call ``advance(nbytes)`` and ``file_done()`` from any thread.

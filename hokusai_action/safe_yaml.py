@@ -22,6 +22,7 @@ TOO_LARGE = "larger than {limit} KiB; these files are small settings files"
 TOO_MANY_NODES = "its anchors and aliases expand to more than {limit} values (a 'billion laughs' file?)"
 TOO_DEEP = "nested more than {limit} levels deep"
 RECURSIVE = "an alias refers to the node that contains it (a recursive structure)"
+NOT_OF_ITS_TAG = "a value is not of the type its explicit tag (!!timestamp, !!bool, ...) names"
 
 
 class YamlRefused(ValueError):
@@ -98,6 +99,10 @@ def construct(root: Any) -> Any:
         raise YamlInvalid(_one_line(exc)) from exc
     except (ValueError, OverflowError) as exc:  # e.g. an integer past Python's 4300-digit limit
         raise YamlInvalid(_one_line(exc)) from exc
+    except (AttributeError, KeyError) as exc:
+        # PyYAML's constructors for an explicit !!timestamp or !!bool fail this way on a value of
+        # another form (a pattern that did not match, a word missing from its table)
+        raise YamlInvalid(NOT_OF_ITS_TAG) from exc
     finally:
         loader.dispose()
 

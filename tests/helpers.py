@@ -70,7 +70,7 @@ def assert_one_clear_line(result, code: int, *fragments: str) -> str:
     """A failed CLI run as a user must see it: ``code``, one ``error:`` line holding ``fragments``,
     no traceback, and on stdout nothing, or with ``--output json`` the one JSON object the failure
     prints (``assert_json_failure``). Returns the line."""
-    from hokusai_action.cli import asks_for_json
+    from hokusai_action.cli.boundary import asks_for_json
 
     assert result.code == code, (result.code, result.stdout, result.stderr)
     assert "Traceback" not in result.output

@@ -39,11 +39,11 @@ SOURCES = {
     "metrics": "hokusai_action.domain.metrics:CATALOGUE",
     "metric_lookup": "hokusai_action.domain.metrics:resolve_metric",
     "gate": "hokusai_action.domain.metrics:evaluate_gate",
-    "registration_result": "hokusai_action.registration.register:RegistrationResult",
-    "build_event": "hokusai_action.registration.register:build_event",
+    "registration_result": "hokusai_action.registration.result:RegistrationResult",
+    "build_event": "hokusai_action.registration.event:build_event",
     "event_id": "hokusai_action.domain.event:event_id_for",
-    "git_info": "hokusai_action.settings.loader:GitInfo",
-    "verify_report": "hokusai_action.registration.verify:VerifyReport",
+    "git_info": "hokusai_action.settings.provenance:GitInfo",
+    "verify_report": "hokusai_action.registration.verify_report:VerifyReport",
     "pyproject": "pyproject.toml",  # the supported ranges (runtime dependencies, requires-python)
     "lowest": "constraints-lowest.txt",  # the oldest tested release of each (scripts/test-lowest.sh)
     "lock": "requirements.lock",  # the exact set of the image and CI

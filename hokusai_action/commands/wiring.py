@@ -1,21 +1,23 @@
-"""Build the registration's parts from settings. The CLI and the action entrypoint both use this;
-the core never builds a client itself."""
+"""Build the commands' parts from settings: the site database, the MLflow registry, the event sinks,
+a signer and progress; each command opens and closes them here. The core never builds a client itself."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hokusai_action.domain.event import CloudEventRecord
+from hokusai_action.domain.sinks import EventSink, close_sinks
 from hokusai_action.errors import EXIT_BAD_INPUT, HokusaiError
 from hokusai_action.redact import redact
 from hokusai_action.settings.loader import Settings
 
 if TYPE_CHECKING:
     from hokusai_action.db.store import Database
-    from hokusai_action.domain.sinks import EventSink
     from hokusai_action.mlflow.registry import MlflowRegistry
     from hokusai_action.progress import Reporter
     from hokusai_action.signing.signer import ModelSigner
@@ -45,11 +47,12 @@ class SinkChecks:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, name: str, *, detail: str | None = None, error: BaseException | None = None) -> None:
+        """A check's outcome: its error, or what it verified (None: the sink had nothing to check)."""
         with self.lock:
             if error is not None:
                 self.errors[name] = error
-            else:
-                self.verified[name] = detail or ""
+            elif detail is not None:
+                self.verified[name] = detail
 
     def wait(self) -> None:
         for thread in self.threads:
@@ -70,25 +73,23 @@ class SinkChecks:
 
 
 def start_sink_checks(sinks: dict[str, EventSink]) -> SinkChecks:
-    """Start each sink's ``preflight()`` (if it has one) in a daemon thread; ``wait()`` collects them."""
+    """Start each sink's ``preflight()`` in a daemon thread; ``wait()`` collects them."""
     checks = SinkChecks()
 
-    def run(name: str, preflight) -> None:
+    def run(name: str, sink: EventSink) -> None:
         try:
-            checks.record(name, detail=preflight())
+            checks.record(name, detail=sink.preflight())
         except Exception as exc:  # collected for wait(): a thread must not die with it unseen
             checks.record(name, error=exc)
 
     for name, sink in sinks.items():
-        preflight = getattr(sink, "preflight", None)
-        if preflight is not None:
-            thread = threading.Thread(target=run, args=(name, preflight), name=f"preflight-{name}", daemon=True)
-            thread.start()
-            checks.threads.append(thread)
+        thread = threading.Thread(target=run, args=(name, sink), name=f"preflight-{name}", daemon=True)
+        thread.start()
+        checks.threads.append(thread)
     return checks
 
 
-class DatabaseSink:
+class DatabaseSink(EventSink):
     """The site's watcher reads the ``events`` row: writing it in the registration's transaction
     (with NOTIFY on PostgreSQL) is the delivery, so there is nothing left to send afterwards."""
 
@@ -97,12 +98,12 @@ class DatabaseSink:
     def deliver(self, event: CloudEventRecord) -> None:
         return None
 
-    def close(self) -> None:
-        return None
-
 
 @dataclass
 class Parts:
+    """What a registration is handed, built from settings (nothing is contacted yet); a context manager
+    that closes the sinks and disposes of the database on the way out."""
+
     database: Database
     registry: MlflowRegistry
     sinks: dict[str, EventSink]
@@ -111,13 +112,13 @@ class Parts:
     def warm_up_sinks(self) -> None:
         """Let sinks open their connections in the background while the model uploads."""
         for sink in self.sinks.values():
-            prepare = getattr(sink, "prepare", None)
-            if prepare is not None:
-                threading.Thread(target=prepare, name=f"prepare-{sink.name}", daemon=True).start()
+            threading.Thread(target=sink.prepare, name=f"prepare-{sink.name}", daemon=True).start()
 
-    def close(self) -> None:
-        for sink in self.sinks.values():
-            sink.close()
+    def __enter__(self) -> Parts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        close_sinks(self.sinks.values())
         self.database.dispose()
 
 
@@ -125,6 +126,24 @@ def build_database(settings: Settings) -> Database:
     from hokusai_action.db.store import Database
 
     return Database(settings.database_url, timeout=settings.database_timeout)
+
+
+@contextlib.contextmanager
+def site_database(settings: Settings) -> Iterator[Database]:
+    """The site database's client (nothing contacted yet), disposed of on the way out."""
+    database = build_database(settings)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@contextlib.contextmanager
+def open_site_database(settings: Settings) -> Iterator[Database]:
+    """The site database with the registration schema in place; disposed of on the way out."""
+    with site_database(settings) as database:
+        database.require_schema()
+        yield database
 
 
 def build_registry(settings: Settings) -> MlflowRegistry:
@@ -164,6 +183,16 @@ def build_sinks(settings: Settings) -> dict[str, EventSink]:
                 allow_insecure_http=settings.webhook_allow_http,
             )
     return sinks
+
+
+@contextlib.contextmanager
+def event_sinks(settings: Settings) -> Iterator[dict[str, EventSink]]:
+    """The configured sinks, closed on the way out."""
+    sinks = build_sinks(settings)
+    try:
+        yield sinks
+    finally:
+        close_sinks(sinks.values())
 
 
 def build_signer(settings: Settings) -> ModelSigner | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from hokusai_action.domain.statuses import DRAFT, PENDING
+
 metadata = sa.MetaData()
 
 
@@ -18,7 +20,7 @@ tokens = sa.Table(
     "tokens",
     metadata,
     sa.Column("token_id", sa.String(64), primary_key=True),
-    sa.Column("model_status", sa.String(16), nullable=False, server_default="draft"),
+    sa.Column("model_status", sa.String(16), nullable=False, server_default=DRAFT),
     sa.Column("mlflow_run_id", sa.String(64)),
     sa.Column("metric_name", sa.String(64)),
     sa.Column("metric_value", sa.Float),
@@ -62,7 +64,7 @@ event_deliveries = sa.Table(
     metadata,
     sa.Column("event_id", sa.Uuid(as_uuid=False), sa.ForeignKey("events.event_id"), primary_key=True),
     sa.Column("sink", sa.String(16), primary_key=True),
-    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("status", sa.String(16), nullable=False, server_default=PENDING),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
     sa.Column("last_attempt_at", sa.DateTime(timezone=True)),

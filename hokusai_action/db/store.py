@@ -8,12 +8,8 @@ SQLite serialises writers, so on both exactly one run wins.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
-import os
-import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from hokusai_action.db.schema import events, tokens
 from hokusai_action.domain.event import event_id_for
+from hokusai_action.domain.statuses import DONE_STATUSES, DRAFT, REGISTERED, REGISTERING
 from hokusai_action.errors import InputError, ServiceUnavailable, TokenStateError
 from hokusai_action.failpoints import failpoint
 from hokusai_action.redact import redact
@@ -49,8 +46,6 @@ TOKEN_CLAIMED = "Token {token} is being registered by another run ({owner}, clai
 TOKEN_CLAIMED_RESET_HINT = "It was not reset: wait for that run to finish (or its claim to expire), then reset it."
 TOKEN_CHANGED = "Token {token} changed twice while it was being reset."
 TOKEN_CHANGED_HINT = "Nothing was changed: run the reset again."
-# the statuses in which a token holds its registration: its event may be delivered (and deployed)
-HOLDS_REGISTRATION = ("registered", "deployed")
 # revision 0003: a signed registration's signature; without the prefix, the event's data.signature keys
 SIGNATURE_COLUMNS = (
     "signature_method",
@@ -146,8 +141,9 @@ class Token:
 
     @property
     def holds(self) -> str | None:
-        """The event of the registration the token holds now (registered or deployed), else None."""
-        return self.registered_event_id if self.model_status in HOLDS_REGISTRATION else None
+        """The event of the registration the token holds now (registered or deployed), else None: the
+        one event of the token that may be delivered (and deployed)."""
+        return self.registered_event_id if self.model_status in DONE_STATUSES else None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -320,132 +316,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # ------------------------------------------------------------------------------------ tokens
 
 
-# A claim owner names one process instance on one kernel, in words a user can read in "claimed by":
-#   host=ci-7 pid=4242 start=912345 pidns=4026531836 boot=e38012a4-293c-4b03-95fb-fe5e3ead87da run=1a2b3c4d
-# A PID means something only inside its PID namespace, and only until it is reused: two containers on
-# one host (host network, the same hostname) each have a pid 57. So a re-run takes a claim over at once
-# only when the owner is provably dead: the same boot and PID namespace as ours, and its pid not running,
-# a zombie, or a different process (another start time). Anything else waits for the claim's lease.
-OWNER_PATTERN = re.compile(
-    r"host=(?P<host>[A-Za-z0-9._-]{1,64}) pid=(?P<pid>[0-9]{1,10}) start=(?P<start>[0-9]{1,20}|\?) "
-    r"pidns=(?P<pidns>[0-9]{1,20}|\?) boot=(?P<boot>[0-9a-f-]{36}|\?) run=(?P<run>[0-9a-f]{8})"
-)
-STAT_START_TIME = 22  # proc(5): /proc/<pid>/stat field 22, the start time in clock ticks after boot
-STAT_DEAD_STATES = ("Z", "X", "x")  # zombie (killed, not reaped) or dead
-
-
-@dataclass(frozen=True)
-class ClaimOwner:
-    """Who holds a claim; ``None`` for a part this system could not read (never provably dead then)."""
-
-    host: str
-    pid: int
-    start: int | None
-    pidns: int | None
-    boot: str | None
-
-    def __str__(self) -> str:
-        def shown(value: object) -> str:
-            return "?" if value is None else str(value)
-
-        return (
-            f"host={self.host} pid={self.pid} start={shown(self.start)} pidns={shown(self.pidns)} "
-            f"boot={shown(self.boot)}"
-        )
-
-    @classmethod
-    def parse(cls, owner: str | None) -> ClaimOwner | None:
-        """The owner of ``claim_owner_id()``'s form; None for anything else (an older release's ``host:pid``)."""
-        found = OWNER_PATTERN.fullmatch(owner or "")
-        if found is None:
-            return None
-
-        def known(text: str) -> str | None:
-            return None if text == "?" else text
-
-        start, pidns = known(found["start"]), known(found["pidns"])
-        return cls(
-            host=found["host"],
-            pid=int(found["pid"]),
-            start=int(start) if start is not None else None,
-            pidns=int(pidns) if pidns is not None else None,
-            boot=known(found["boot"]),
-        )
-
-
-def _process_stat(pid: int | str) -> tuple[str, int] | None:
-    """(state, start time) of ``pid`` from /proc, or None when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            text = handle.read()
-        # the command name (field 2) is in parentheses and may hold spaces or ')': split after the last one
-        fields = text.rsplit(")", 1)[1].split()
-        return fields[0], int(fields[STAT_START_TIME - 3])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii") as handle:
-            return handle.read().strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def this_process() -> ClaimOwner:
-    """This process as a claim owner: host, pid, start time, PID namespace, boot id."""
-    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64] or "unknown"
-    pid = os.getpid()
-    start: int | None = None
-    pidns: int | None = None
-    with contextlib.suppress(OSError, ValueError):
-        # /proc/self must be this process: a /proc mounted from another PID namespace would lie about both
-        if int(os.readlink("/proc/self")) == pid:
-            own = _process_stat("self")
-            start = own[1] if own else None
-            pidns = os.stat("/proc/self/ns/pid").st_ino
-    boot = _read_text("/proc/sys/kernel/random/boot_id")
-    if boot is not None and not re.fullmatch(r"[0-9a-f-]{36}", boot):
-        boot = None
-    return ClaimOwner(host=host, pid=pid, start=start, pidns=pidns, boot=boot)
-
-
-def claim_owner_id() -> str:
-    """A new claim owner id for this process (under 255 characters, the column's size)."""
-    return f"{this_process()} run={os.urandom(4).hex()}"
-
-
-def owner_is_dead_here(owner: str | None) -> bool:
-    """True only when ``owner`` is provably dead: a process of this boot and PID namespace that is gone.
-
-    Gone means its pid is not running, is a zombie, or now belongs to another process (another start
-    time). An owner from another container, machine or boot, or in an older format, is never provably
-    dead: its claim is taken only when its lease expires (``try_claim``).
-    """
-    claimed = ClaimOwner.parse(owner)
-    if claimed is None or claimed.start is None:
-        return False
-    me = this_process()
-    if me.boot is None or me.pidns is None or me.start is None:
-        return False  # we cannot tell where we are, so we cannot tell that it is dead
-    if (claimed.boot, claimed.pidns) != (me.boot, me.pidns):
-        return False  # its PIDs are not ours to look at
-    if claimed.pid == me.pid:
-        return claimed.start != me.start  # our pid, reused from a dead run (a container restarted in place)
-    seen = _process_stat(claimed.pid)
-    if seen is None:
-        try:
-            os.kill(claimed.pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False  # it runs, but /proc hides it (hidepid): assume it is the owner
-    state, start = seen
-    return state in STAT_DEAD_STATES or start != claimed.start
-
-
 def get_token(uow: UnitOfWork, token_id: str, *, share_lock: bool = False) -> Token | None:
     """The token, or None. ``share_lock`` (PostgreSQL) holds the row against a concurrent reset until
     the transaction ends (SQLite serialises writers: a conditional write there does the same)."""
@@ -486,7 +356,7 @@ def insert_token(uow: UnitOfWork, token_id: str, *, metadata: dict[str, Any] | N
         uow.execute(
             tokens.insert().values(
                 token_id=token_id,
-                model_status="draft",
+                model_status=DRAFT,
                 created_at=now,
                 updated_at=now,
                 metadata_=metadata or {},
@@ -508,18 +378,16 @@ def try_claim(
     """draft -> registering for ``owner``. Also takes an expired claim, or ``stale_owner``'s claim."""
     now = utcnow()
     takeable = sa.or_(
-        tokens.c.model_status == "draft",
-        sa.and_(tokens.c.model_status == "registering", tokens.c.claim_expires_at < now),
+        tokens.c.model_status == DRAFT,
+        sa.and_(tokens.c.model_status == REGISTERING, tokens.c.claim_expires_at < now),
     )
     if stale_owner is not None:
-        takeable = sa.or_(
-            takeable, sa.and_(tokens.c.model_status == "registering", tokens.c.claim_owner == stale_owner)
-        )
+        takeable = sa.or_(takeable, sa.and_(tokens.c.model_status == REGISTERING, tokens.c.claim_owner == stale_owner))
     result = uow.execute(
         tokens.update()
         .where(tokens.c.token_id == token_id, takeable)
         .values(
-            model_status="registering",
+            model_status=REGISTERING,
             claim_owner=owner,
             claim_expires_at=now + dt.timedelta(seconds=ttl_seconds),
             updated_at=now,
@@ -530,39 +398,34 @@ def try_claim(
 
 def renew_claim(uow: UnitOfWork, token_id: str, *, owner: str, ttl_seconds: float) -> bool:
     """Push the claim's expiry forward, only while ``owner`` still holds it."""
-    result = uow.execute(
-        tokens.update()
-        .where(tokens.c.token_id == token_id, tokens.c.model_status == "registering", tokens.c.claim_owner == owner)
-        .values(claim_expires_at=utcnow() + dt.timedelta(seconds=ttl_seconds))
-    )
-    return result.rowcount == 1
+    return _update_claimed(uow, token_id, owner=owner, claim_expires_at=utcnow() + dt.timedelta(seconds=ttl_seconds))
 
 
 def release_claim(uow: UnitOfWork, token_id: str, *, owner: str) -> bool:
     """registering -> draft, only if ``owner`` still holds the claim."""
-    result = uow.execute(
-        tokens.update()
-        .where(
-            tokens.c.token_id == token_id,
-            tokens.c.model_status == "registering",
-            tokens.c.claim_owner == owner,
-        )
-        .values(model_status="draft", claim_owner=None, claim_expires_at=None, updated_at=utcnow())
+    return _update_claimed(
+        uow, token_id, owner=owner, model_status=DRAFT, claim_owner=None, claim_expires_at=None, updated_at=utcnow()
     )
-    return result.rowcount == 1
 
 
 def mark_registered(uow: UnitOfWork, token_id: str, *, owner: str, values: dict[str, Any]) -> bool:
     """registering -> registered with the registration's fields, only if ``owner`` holds the claim."""
-    result = uow.execute(
-        tokens.update()
-        .where(
-            tokens.c.token_id == token_id,
-            tokens.c.model_status == "registering",
-            tokens.c.claim_owner == owner,
-        )
-        .values(model_status="registered", claim_owner=None, claim_expires_at=None, updated_at=utcnow(), **values)
+    return _update_claimed(
+        uow,
+        token_id,
+        owner=owner,
+        model_status=REGISTERED,
+        claim_owner=None,
+        claim_expires_at=None,
+        updated_at=utcnow(),
+        **values,
     )
+
+
+def _update_claimed(uow: UnitOfWork, token_id: str, *, owner: str, **values: Any) -> bool:
+    """Write ``values`` on the token only while ``owner`` holds its claim; whether it did."""
+    claimed = (tokens.c.token_id == token_id, tokens.c.model_status == REGISTERING, tokens.c.claim_owner == owner)
+    result = uow.execute(tokens.update().where(*claimed).values(**values))
     return result.rowcount == 1
 
 
@@ -585,7 +448,7 @@ def reset_token(uow: UnitOfWork, token_id: str, *, url: str) -> Token:
         written = uow.execute(
             tokens.update()
             .where(tokens.c.token_id == token_id, *unchanged)
-            .values(model_status="draft", updated_at=utcnow(), **dict.fromkeys(REGISTRATION_COLUMNS))
+            .values(model_status=DRAFT, updated_at=utcnow(), **dict.fromkeys(REGISTRATION_COLUMNS))
         )
         if written.rowcount == 1:
             return Token.from_row(row)
@@ -600,6 +463,6 @@ def _read_for_reset(uow: UnitOfWork, token_id: str, *, url: str) -> Any:
     if row is None:
         raise token_missing(token_id, url)
     before = Token.from_row(row)
-    if before.model_status == "registering" and not (before.claim_expires_at and before.claim_expires_at < utcnow()):
+    if before.model_status == REGISTERING and not (before.claim_expires_at and before.claim_expires_at < utcnow()):
         raise token_claimed(before, hint=TOKEN_CLAIMED_RESET_HINT)
     return row

@@ -1,5 +1,6 @@
-"""The model's files: walked with their links checked, hashed into the artifact digest (in the
-background ahead of the imports, or while they upload), and watched for changes.
+"""The model's files: walked with their links checked (``walk``), listed and watched for changes
+(``files``), hashed into the artifact digest (``hashing``; in the background ahead of the imports,
+``background``; or while they upload, ``streamed``).
 
-A leaf: imports only the other leaves (errors, progress); nothing above it.
+A leaf: imports only the leaf ``errors``; nothing above it.
 """

@@ -1,7 +1,8 @@
 """The digest computed while the model uploads: each file read once, through the descriptor the walk
-checked, hashed block by block as an HTTP client or an artifact repository reads it (issue 9, "Bytes
-read once"). The digest is ``hash_model``'s, byte for byte (``tests/unit/test_streamed_digest.py``);
-the walk, the file checks and the digest's formula live in ``digest``.
+checked, hashed block by block as an HTTP client or an artifact repository reads it, so the bytes of a
+first registration are read from disk only once. The digest is ``hash_model``'s, byte for byte
+(``tests/unit/digest/test_streamed_digest.py``); the walk, the file checks and the digest's formula live in
+``walk`` and ``files``.
 """
 
 from __future__ import annotations
@@ -12,20 +13,10 @@ import os
 import queue
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hokusai_action.digest.files import (
-    MODEL_CHANGED_HINT,
-    FileState,
-    ModelFiles,
-    Progress,
-    _NotListed,
-    _open_error,
-    _open_listed,
-    _record,
-)
+from hokusai_action.digest.files import MODEL_CHANGED_HINT, FileState, ModelFiles, Progress
 from hokusai_action.errors import ModelChanged, ServiceUnavailable
 
 MODEL_CHANGED_WHILE_HASHED_STREAM = (
@@ -309,12 +300,8 @@ class StreamedDigest:
 
     def open(self, index: int) -> HashingReader:
         """Raises ``ModelChanged`` when file ``index`` is no longer the one listed: nothing of it is read."""
-        try:
-            handle, state = _open_listed(self.model.read_paths[index], self.model.identities[index])
-        except (OSError, _NotListed) as exc:
-            raise _open_error(self.model, index, exc, streaming=True) from exc
-        relative = self.model.files[index]
-        shown = self.model.root / relative if self.model.is_dir else self.model.root
+        handle, state = self.model.open(index, streaming=True)
+        shown = self.model.shown(self.model.files[index])
         return HashingReader(handle, state, shown, self._progress, self._stopped)
 
     def done(self, index: int, reader: HashingReader) -> None:
@@ -334,13 +321,10 @@ class StreamedDigest:
             self._progress.file_done()
 
     def finish(self) -> ModelFiles:
-        manifest = hashlib.sha256()
-        total = 0
+        records: list[tuple[int, str]] = []
         for relative, record in zip(self.model.files, self._records, strict=True):
             if record is None:
                 raise AssertionError(f"{relative} was not uploaded")  # a bug: every file is sent first
-            size, file_digest = record
-            total += size
-            manifest.update(_record(relative, size, file_digest))
+            records.append(record)
         states = tuple(state for state in self._states if state is not None)
-        return replace(self.model, total_bytes=total, digest="sha256:" + manifest.hexdigest(), states=states)
+        return self.model.with_digest(records, states)

@@ -15,7 +15,6 @@ from typing import Any
 EVENT_TYPE = "token_ready_for_deploy"
 SPEC_VERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
-DEFAULT_SOURCE = "hokusai-ml-platform"
 # data.signature of a signed registration (null when unsigned); the same names as the version tags
 # (hokusai.signature.<key>) and the token row's columns (signature_<key>). Consumers parse these keys.
 SIGNATURE_KEYS = (

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -38,15 +37,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hokusai_action.domain.event import CloudEventRecord
-from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError
-from hokusai_action.redact import redact
+from hokusai_action.domain.sinks import EventSink
+from hokusai_action.errors import InputError
+from hokusai_action.events.pubsub_errors import (
+    Topic,
+    check_failure,
+    delivery_error,
+    detail,
+    endpoint_description,
+    not_authenticated,
+    transient_errors,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from google.cloud.pubsub_v1 import PublisherClient
 
 log = logging.getLogger(__name__)
 
-EMULATOR_HOST_ENV = "PUBSUB_EMULATOR_HOST"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
 CE_ATTRIBUTE_PREFIX = "ce-"
@@ -61,17 +68,6 @@ _TOPIC_PATH = re.compile(
     r"/topics/(?P<topic>(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254})"
 )
 
-# Transient failures worth another attempt inside one delivery (the set the client retries by
-# default), named so this module imports no Google code until it is used.
-_TRANSIENT_ERRORS = (
-    "Aborted",
-    "Cancelled",
-    "DeadlineExceeded",
-    "InternalServerError",
-    "ResourceExhausted",
-    "ServiceUnavailable",
-    "Unknown",
-)
 # Pause between attempts inside one delivery: short, doubling, capped.
 _BACKOFF_INITIAL = 0.1
 _BACKOFF_MAX = 1.0
@@ -80,48 +76,13 @@ _BACKOFF_MAX = 1.0
 _WAIT_SLACK = 0.25
 _MIN_WAIT = 0.05
 
-# Messages: what happened, why, what to do. Topic paths and endpoints are never secret.
+# Messages: what happened, why, what to do (a vendor error's, in ``pubsub_errors``).
 INVALID_TOPIC = (
     "Pub/Sub topic {topic!r} is not a full topic path, so no event can be published to it. "
     "Set HOKUSAI_PUBSUB_TOPIC (or events.pubsub.topic in hokusai.yaml) to "
     "'projects/<project-id>/topics/<topic-name>'."
 )
 INVALID_TIMEOUT = "Pub/Sub timeout {timeout!r} is not a finite number of seconds above zero; give one."
-TOPIC_NOT_FOUND = "Pub/Sub topic {topic} does not exist on {endpoint}, so the event was not published."
-TOPIC_NOT_FOUND_HINT = (
-    "Create the topic (gcloud pubsub topics create {topic_id} --project {project}) "
-    "or fix HOKUSAI_PUBSUB_TOPIC; the delivery is kept as a dead letter until 'events retry'."
-)
-PERMISSION_DENIED = "Pub/Sub refused to publish to {topic}: the account in use lacks permission pubsub.topics.publish."
-PERMISSION_DENIED_HINT = (
-    "Grant that account roles/pubsub.publisher on the topic (or run as one that has it); "
-    "the delivery is kept as a dead letter until 'events retry'."
-)
-NOT_AUTHENTICATED = "Pub/Sub could not authenticate the publisher for {topic} ({detail})."
-NOT_AUTHENTICATED_HINT = (
-    "Provide Google credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity, or "
-    "'gcloud auth application-default login'), or set PUBSUB_EMULATOR_HOST to use an emulator."
-)
-REJECTED = "Pub/Sub rejected the event for {topic} ({detail})."
-REJECTED_HINT = (
-    "Trying again will not help; check the topic's settings (schema, message limits). The delivery is "
-    "kept as a dead letter until 'events retry'."
-)
-UNREACHABLE = "Pub/Sub at {endpoint} did not accept the event for {topic} within {timeout:g} s ({detail})."
-UNREACHABLE_HINT = (
-    "The service or emulator is down or unreachable; the event is kept, and "
-    "'hokusai-ml-platform events relay' (or a re-run) delivers it once Pub/Sub answers."
-)
-PUBLISH_FAILED = "Publishing the event to Pub/Sub topic {topic} failed ({detail})."
-PUBLISH_FAILED_HINT = "The event is kept; 'hokusai-ml-platform events relay' (or a re-run) tries again."
-CHECK_UNREACHABLE = "Pub/Sub at {endpoint} did not answer within {timeout:g} s ({detail})."
-CHECK_UNREACHABLE_HINT = (
-    "Check the network, credentials and PUBSUB_EMULATOR_HOST (if it names an emulator, is it running?)."
-)
-CHECK_TOPIC_NOT_FOUND = "Pub/Sub topic {topic} does not exist on {endpoint}; nothing was changed."
-CHECK_TOPIC_NOT_FOUND_HINT = (
-    "Create it (gcloud pubsub topics create {topic_id} --project {project}) or fix HOKUSAI_PUBSUB_TOPIC."
-)
 PREFLIGHT_MAX_SECONDS = 5.0  # the settings check before the claim runs beside hashing: never longer than this
 PUBLISH_PERMISSION = "pubsub.topics.publish"
 PREFLIGHT_CANNOT_PUBLISH = (
@@ -179,13 +140,7 @@ def to_pubsub_message(event: CloudEventRecord) -> PubSubMessage:
     return PubSubMessage(data=event.data_bytes(), attributes=attributes, ordering_key=event.subject)
 
 
-def endpoint_description() -> str:
-    """Where a client built now connects, for messages: the emulator's host or Google's service."""
-    emulator = os.environ.get(EMULATOR_HOST_ENV)
-    return f"the emulator at {emulator}" if emulator else "pubsub.googleapis.com"
-
-
-class PubSubSink:
+class PubSubSink(EventSink):
     """Publish events to one Pub/Sub topic, ordered per token, taking at most about ``timeout`` s.
 
     ``publisher`` may be a ready ``google.cloud.pubsub_v1.PublisherClient`` built with
@@ -204,6 +159,7 @@ class PubSubSink:
     ) -> None:
         self.project, self.topic_id = parse_topic_path(topic)
         self.topic = topic.strip()
+        self._topic_parts = Topic(path=self.topic, project=self.project, topic_id=self.topic_id)
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
@@ -227,9 +183,7 @@ class PubSubSink:
         Transient failures are retried until ``timeout`` seconds have passed. Every attempt sends
         the same message, so the same event id; a subscriber may see it more than once.
         """
-        from google.api_core import exceptions as gexc
-
-        transient = tuple(getattr(gexc, name) for name in _TRANSIENT_ERRORS)
+        transient = transient_errors()
         message = to_pubsub_message(event)
         publisher = self._client(for_check=False)
         deadline = time.monotonic() + self.timeout
@@ -243,7 +197,7 @@ class PubSubSink:
             except Exception as exc:
                 self._resume(publisher, message.ordering_key)
                 if not isinstance(exc, transient) or deadline - time.monotonic() <= delay:
-                    raise self._delivery_error(exc) from exc
+                    raise delivery_error(exc, self._topic_parts, timeout=self.timeout) from exc
             time.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
 
@@ -264,32 +218,18 @@ class PubSubSink:
             publisher.get_topic(
                 request={"topic": self.topic}, retry=self._read_retry(budget), timeout=self._read_timeout(budget)
             )
-        except gexc.NotFound as exc:
-            raise InputError(
-                CHECK_TOPIC_NOT_FOUND.format(topic=self.topic, endpoint=endpoint),
-                hint=CHECK_TOPIC_NOT_FOUND_HINT.format(topic_id=self.topic_id, project=self.project),
-            ) from exc
         except gexc.PermissionDenied as exc:
-            detail = f"{CHECK_NOT_VERIFIED.format(topic=self.topic)} ({_detail(exc)})"
-            return TopicCheck(topic=self.topic, endpoint=endpoint, verified=False, detail=detail)
-        except auth_exceptions.GoogleAuthError as exc:
-            if _auth_hiccup(exc):  # the metadata server or token endpoint did not answer: not a setting
-                raise ServiceUnavailable(
-                    CHECK_UNREACHABLE.format(endpoint=endpoint, timeout=budget, detail=_detail(exc)),
-                    hint=CHECK_UNREACHABLE_HINT,
-                ) from exc
-            raise InputError(
-                NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc)), hint=NOT_AUTHENTICATED_HINT
-            ) from exc
-        except gexc.Unauthenticated as exc:
-            raise InputError(
-                NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc)), hint=NOT_AUTHENTICATED_HINT
-            ) from exc
-        except (gexc.RetryError, gexc.GoogleAPICallError, TimeoutError, OSError) as exc:
-            raise ServiceUnavailable(
-                CHECK_UNREACHABLE.format(endpoint=endpoint, timeout=budget, detail=_detail(exc)),
-                hint=CHECK_UNREACHABLE_HINT,
-            ) from exc
+            shown = f"{CHECK_NOT_VERIFIED.format(topic=self.topic)} ({detail(exc)})"
+            return TopicCheck(topic=self.topic, endpoint=endpoint, verified=False, detail=shown)
+        except (
+            gexc.NotFound,
+            auth_exceptions.GoogleAuthError,
+            gexc.RetryError,
+            gexc.GoogleAPICallError,
+            TimeoutError,
+            OSError,
+        ) as exc:
+            raise check_failure(exc, self._topic_parts, budget=budget) from exc
         return TopicCheck(topic=self.topic, endpoint=endpoint, verified=True, detail=f"topic {self.topic} exists")
 
     def preflight(self) -> str:
@@ -317,7 +257,7 @@ class PubSubSink:
         except gexc.MethodNotImplemented:
             return check.detail  # the emulator: no IAM to ask
         except (gexc.GoogleAPICallError, gexc.RetryError, TimeoutError, OSError) as exc:
-            return f"{check.detail}; publish permission not verified ({_detail(exc)})"
+            return f"{check.detail}; publish permission not verified ({detail(exc)})"
         if PUBLISH_PERMISSION not in response.permissions:
             raise InputError(
                 PREFLIGHT_CANNOT_PUBLISH.format(topic=self.topic, endpoint=endpoint_description()),
@@ -374,10 +314,7 @@ class PubSubSink:
                 publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
             )
         except auth_exceptions.GoogleAuthError as exc:
-            message = NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc))
-            if for_check:
-                raise InputError(message, hint=NOT_AUTHENTICATED_HINT) from exc
-            raise SinkDeliveryError(message, hint=NOT_AUTHENTICATED_HINT, retryable=False) from exc
+            raise not_authenticated(self._topic_parts, exc, for_check=for_check) from exc
         self._owns_publisher = True
         return self._publisher
 
@@ -411,11 +348,10 @@ class PubSubSink:
 
     def _read_retry(self, budget: float | None = None) -> Any:
         """A bounded retry for unary calls (``get_topic``), which keep the deadline they are given."""
-        from google.api_core import exceptions as gexc
         from google.api_core import retry as gretry
 
         return gretry.Retry(
-            predicate=gretry.if_exception_type(*(getattr(gexc, name) for name in _TRANSIENT_ERRORS)),
+            predicate=gretry.if_exception_type(*transient_errors()),
             initial=_BACKOFF_INITIAL,
             maximum=_BACKOFF_MAX,
             multiplier=2.0,
@@ -424,74 +360,3 @@ class PubSubSink:
 
     def _read_timeout(self, budget: float | None = None) -> float:
         return max((self.timeout if budget is None else budget) - _WAIT_SLACK, _MIN_WAIT)
-
-    def _delivery_error(self, exc: BaseException) -> SinkDeliveryError:
-        from google.api_core import exceptions as gexc
-        from google.auth import exceptions as auth_exceptions
-
-        endpoint = endpoint_description()
-        if isinstance(exc, gexc.NotFound):
-            return SinkDeliveryError(
-                TOPIC_NOT_FOUND.format(topic=self.topic, endpoint=endpoint),
-                hint=TOPIC_NOT_FOUND_HINT.format(topic_id=self.topic_id, project=self.project),
-                retryable=False,
-            )
-        if isinstance(exc, gexc.PermissionDenied):
-            return SinkDeliveryError(
-                PERMISSION_DENIED.format(topic=self.topic), hint=PERMISSION_DENIED_HINT, retryable=False
-            )
-        if isinstance(exc, auth_exceptions.GoogleAuthError) and _auth_hiccup(exc):
-            return SinkDeliveryError(
-                UNREACHABLE.format(endpoint=endpoint, topic=self.topic, timeout=self.timeout, detail=_detail(exc)),
-                hint=UNREACHABLE_HINT,
-                retryable=True,
-            )
-        if isinstance(exc, gexc.Unauthenticated | auth_exceptions.GoogleAuthError):
-            return SinkDeliveryError(
-                NOT_AUTHENTICATED.format(topic=self.topic, detail=_detail(exc)),
-                hint=NOT_AUTHENTICATED_HINT,
-                retryable=False,
-            )
-        if isinstance(exc, gexc.InvalidArgument | gexc.FailedPrecondition | gexc.OutOfRange):
-            return SinkDeliveryError(
-                REJECTED.format(topic=self.topic, detail=_detail(exc)), hint=REJECTED_HINT, retryable=False
-            )
-        transient = tuple(getattr(gexc, name) for name in _TRANSIENT_ERRORS)
-        if isinstance(exc, (*transient, gexc.RetryError, TimeoutError)):
-            return SinkDeliveryError(
-                UNREACHABLE.format(endpoint=endpoint, topic=self.topic, timeout=self.timeout, detail=_detail(exc)),
-                hint=UNREACHABLE_HINT,
-                retryable=True,
-            )
-        # Anything else (a batch cancelled because an earlier message of this token failed, an
-        # unexpected status) may pass on another try, and the outbox keeps the event for it.
-        return SinkDeliveryError(
-            PUBLISH_FAILED.format(topic=self.topic, detail=_detail(exc)),
-            hint=PUBLISH_FAILED_HINT,
-            retryable=True,
-        )
-
-
-def _auth_hiccup(exc: BaseException) -> bool:
-    """A credentials failure worth retrying: the token endpoint or metadata server did not answer
-    (``TransportError``), or google-auth says so itself (``retryable``, e.g. a 5xx on refresh)."""
-    from google.auth import exceptions as auth_exceptions
-
-    return isinstance(exc, auth_exceptions.TransportError) or bool(getattr(exc, "retryable", False))
-
-
-def _detail(exc: BaseException) -> str:
-    """A short, secret-free description of a vendor error, for one line of output."""
-    from google.api_core import exceptions as gexc
-
-    if isinstance(exc, gexc.RetryError) and exc.cause is not None:
-        return f"retries exhausted; last error: {_detail(exc.cause)}"
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return "timed out"
-    if isinstance(exc, gexc.GoogleAPICallError):
-        code = exc.grpc_status_code
-        text = f"{code.name if code is not None else type(exc).__name__}: {exc.message}"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    return redact(text if len(text) <= 300 else text[:297] + "...")

@@ -15,7 +15,7 @@ not retried raises ``SinkDeliveryError(retryable=False)``: the outbox keeps it a
 
 An attempt is bounded whatever the receiver does: the status and headers decide it, at most
 ``RESPONSE_EXCERPT_BYTES`` of the body are read (to explain a rejection, or to keep the connection
-for the next event), and the whole attempt ends after ``timeout`` seconds (``AttemptDeadline``).
+for the next event), and the whole attempt ends after ``timeout`` seconds (``deadline.py``).
 A socket timeout alone bounds only each read: a body that never ends, or a head sent a byte at a
 time, would otherwise hold the relay (and its memory) for ever.
 
@@ -27,30 +27,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import email.utils
 import ipaddress
 import logging
 import math
 import random
-import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from hokusai_action import __version__
 from hokusai_action.domain.event import CloudEventRecord
+from hokusai_action.domain.sinks import EventSink
 from hokusai_action.errors import InputError, ServiceUnavailable, SinkDeliveryError, connection_reason
+from hokusai_action.events.deadline import AttemptDeadline, AttemptTimedOut, DeadlineAdapter, read_prefix
 from hokusai_action.redact import redact, register_secret, register_url_password, registered_secrets
 
 logger = logging.getLogger(__name__)
@@ -70,8 +65,6 @@ RESPONSE_EXCERPT_CHARS = 200
 # the most of an answer's body ever read: an excerpt for a rejection's message, or a short 2xx body
 # read to its end so that the connection serves the next event; anything longer is left unread
 RESPONSE_EXCERPT_BYTES = 4096
-# once an attempt's time is up, how often its connections are shut again (one may connect meanwhile)
-DEADLINE_POLL_SECONDS = 0.05
 
 # --- what went wrong at construction (exit 2) ------------------------------------------------------
 ERR_URL_MISSING = "The webhook URL is empty."
@@ -233,22 +226,6 @@ def _redirect_target(location: str | None) -> str:
     return redact(parts._replace(query="", fragment="").geturl())
 
 
-def _read_prefix(response: requests.Response, limit: int) -> tuple[bytes, bool]:
-    """At most ``limit`` bytes of the body, and whether the body ended there. Never raises: a body cut
-    short (by the receiver or by the attempt's deadline) gives what had arrived."""
-    pieces: list[bytes] = []
-    size = 0
-    try:
-        for piece in response.iter_content(chunk_size=1024):
-            pieces.append(piece)
-            size += len(piece)
-            if size > limit:
-                return b"".join(pieces)[:limit], False
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
-        return b"".join(pieces)[:limit], False
-    return b"".join(pieces), True
-
-
 def _excerpt(prefix: bytes, *, complete: bool, encoding: str | None) -> str:
     """A short, single-line, redacted excerpt of the receiver's answer, to explain a rejection."""
     try:
@@ -268,6 +245,15 @@ def _excerpt(prefix: bytes, *, complete: bool, encoding: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class _Retry:
+    """An attempt that failed in a way another one may get past: what happened (for the message if
+    none does), and the seconds the receiver asked to wait (``Retry-After``)."""
+
+    outcome: str
+    after: float | None = None
+
+
+@dataclass(frozen=True)
 class _Answer:
     """What one attempt got back: the status, and what of the headers and body explains it."""
 
@@ -277,98 +263,7 @@ class _Answer:
     excerpt: str = ""
 
 
-class _AttemptTimedOut(requests.exceptions.Timeout):
-    """The attempt's deadline passed before the receiver's answer (status and headers) was in."""
-
-
-class AttemptDeadline:
-    """End one attempt after ``seconds`` by shutting down the sockets it uses.
-
-    ``requests``' timeout bounds each socket operation, so a receiver that sends a byte every few
-    seconds keeps an attempt alive for ever. While a deadline is active on a thread, every connection
-    that thread takes from the sink's pools is watched (``_WatchedHTTPPool``, ``_WatchedHTTPSPool``);
-    once the time is up a watchdog thread shuts them down, which ends a blocked read at once (with an
-    error the caller reads as a timeout: ``expired``), and keeps doing so for any connection opened
-    after that, until the attempt ends.
-    """
-
-    _active = threading.local()
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-        self._connections: list[Any] = []
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-
-    @classmethod
-    def watch(cls, connection: Any) -> None:
-        deadline: AttemptDeadline | None = getattr(cls._active, "deadline", None)
-        if deadline is not None:
-            with deadline._lock:
-                deadline._connections.append(connection)
-
-    def __enter__(self) -> AttemptDeadline:
-        AttemptDeadline._active.deadline = self
-        threading.Thread(target=self._watchdog, name="webhook-deadline", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        AttemptDeadline._active.deadline = None
-
-    def _watchdog(self) -> None:
-        if self._done.wait(self.seconds):
-            return
-        self.expired = True
-        while True:
-            with self._lock:
-                connections = list(self._connections)
-            for connection in connections:
-                sock = getattr(connection, "sock", None)
-                if sock is not None:
-                    # the plain socket's shutdown, also under TLS: it reaches the descriptor the blocked
-                    # read waits on, where SSLSocket.shutdown would first try to unwrap the session
-                    with contextlib.suppress(OSError):
-                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            if self._done.wait(DEADLINE_POLL_SECONDS):
-                return
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        connection = super()._get_conn(timeout)
-        AttemptDeadline.watch(connection)
-        return connection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        connection = super()._get_conn(timeout)
-        AttemptDeadline.watch(connection)
-        return connection
-
-
-_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """``requests``' adapter whose pools (direct, or through an HTTP proxy) report their connections
-    to the attempt's ``AttemptDeadline``. A SOCKS proxy keeps its own pools: there only the socket
-    timeout and the bounded read apply."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if manager.pool_classes_by_scheme is urllib3.poolmanager.pool_classes_by_scheme:
-            manager.pool_classes_by_scheme = _WATCHED_POOLS
-        return manager
-
-
-class WebhookSink:
+class WebhookSink(EventSink):
     """POST each event to one URL; see the module docstring for the protocol."""
 
     name = "webhook"
@@ -400,7 +295,7 @@ class WebhookSink:
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
         self._session = requests.Session()
-        adapter = _DeadlineAdapter()
+        adapter = DeadlineAdapter()
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._sleep = sleep
@@ -413,79 +308,19 @@ class WebhookSink:
     def deliver(self, event: CloudEventRecord) -> None:
         """POST ``event`` until the receiver answers 2xx, or raise ``SinkDeliveryError``."""
         body = event.structured_bytes()
-        shown_url = redact(self.url)
         outcome = "no attempt"
         for attempt in range(1, self.max_attempts + 1):
-            retry_after: float | None = None
-            try:
-                answer = self._attempt(event_id=event.id, body=body)
-            except requests.exceptions.SSLError as exc:
-                # a certificate problem does not fix itself between attempts
-                raise SinkDeliveryError(
-                    ERR_TLS.format(
-                        url=shown_url,
-                        attempt=attempt,
-                        max_attempts=self.max_attempts,
-                        reason=redact(str(exc)),
-                    ),
-                    hint=HINT_TLS,
-                    retryable=False,
-                ) from exc
-            except requests.exceptions.Timeout:
-                outcome = f"no answer within the {self.timeout:g} s timeout"
-            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                outcome = f"a connection error ({type(exc).__name__})"
-            except requests.RequestException as exc:
-                raise SinkDeliveryError(
-                    ERR_REQUEST.format(
-                        url=shown_url,
-                        attempt=attempt,
-                        max_attempts=self.max_attempts,
-                        reason=redact(str(exc)),
-                    ),
-                    hint=HINT_REJECTED,
-                    retryable=False,
-                ) from exc
-            else:
-                status = answer.status
-                if 200 <= status < 300:
-                    logger.debug("webhook: event %s accepted by %s (HTTP %d)", event.id, shown_url, status)
-                    return
-                if 300 <= status < 400:
-                    raise SinkDeliveryError(
-                        ERR_REDIRECT.format(
-                            url=shown_url,
-                            status=status,
-                            location=answer.location,
-                            attempt=attempt,
-                            max_attempts=self.max_attempts,
-                        ),
-                        hint=HINT_REDIRECT,
-                        retryable=False,
-                    )
-                if status in TRANSIENT_4XX or status >= 500:
-                    outcome = f"HTTP {status}"
-                    retry_after = answer.retry_after
-                else:
-                    raise SinkDeliveryError(
-                        ERR_REJECTED.format(
-                            url=shown_url,
-                            event_id=event.id,
-                            status=status,
-                            attempt=attempt,
-                            max_attempts=self.max_attempts,
-                            detail=answer.excerpt,
-                        ),
-                        hint=HINT_REJECTED_AUTH if status in (401, 403) else HINT_REJECTED,
-                        retryable=False,
-                    )
+            retry = self._try(event, body=body, attempt=attempt)
+            if retry is None:
+                return
+            outcome = retry.outcome
             if attempt < self.max_attempts:
-                delay = self._delay(attempt=attempt, retry_after=retry_after)
-                logger.warning(LOG_RETRY, event.id, attempt, self.max_attempts, shown_url, outcome, delay)
+                delay = self._delay(attempt=attempt, retry_after=retry.after)
+                logger.warning(LOG_RETRY, event.id, attempt, self.max_attempts, redact(self.url), outcome, delay)
                 self._sleep(delay)
         raise SinkDeliveryError(
             ERR_GAVE_UP.format(
-                url=shown_url,
+                url=redact(self.url),
                 event_id=event.id,
                 attempt=self.max_attempts,
                 max_attempts=self.max_attempts,
@@ -494,6 +329,42 @@ class WebhookSink:
             hint=HINT_GAVE_UP,
             retryable=True,
         )
+
+    def _try(self, event: CloudEventRecord, *, body: bytes, attempt: int) -> _Retry | None:
+        """One attempt: None when the receiver accepted the event, what went wrong when another
+        attempt may do better, and ``SinkDeliveryError`` when none would."""
+        try:
+            answer = self._attempt(event_id=event.id, body=body)
+        except requests.exceptions.SSLError as exc:
+            # a certificate problem does not fix itself between attempts
+            raise self._refused(ERR_TLS, HINT_TLS, attempt=attempt, reason=redact(str(exc))) from exc
+        except requests.exceptions.Timeout:
+            return _Retry(f"no answer within the {self.timeout:g} s timeout")
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            return _Retry(f"a connection error ({type(exc).__name__})")
+        except requests.RequestException as exc:
+            raise self._refused(ERR_REQUEST, HINT_REJECTED, attempt=attempt, reason=redact(str(exc))) from exc
+        return self._judge(answer, event_id=event.id, attempt=attempt)
+
+    def _judge(self, answer: _Answer, *, event_id: str, attempt: int) -> _Retry | None:
+        """What the receiver's answer means: accepted (None), try again, or never (raises)."""
+        status = answer.status
+        if 200 <= status < 300:
+            logger.debug("webhook: event %s accepted by %s (HTTP %d)", event_id, redact(self.url), status)
+            return None
+        if 300 <= status < 400:
+            raise self._refused(ERR_REDIRECT, HINT_REDIRECT, attempt=attempt, status=status, location=answer.location)
+        if status in TRANSIENT_4XX or status >= 500:
+            return _Retry(f"HTTP {status}", after=answer.retry_after)
+        hint = HINT_REJECTED_AUTH if status in (401, 403) else HINT_REJECTED
+        raise self._refused(
+            ERR_REJECTED, hint, attempt=attempt, event_id=event_id, status=status, detail=answer.excerpt
+        )
+
+    def _refused(self, message: str, hint: str, *, attempt: int, **fields: object) -> SinkDeliveryError:
+        """A failure no further attempt would change: the delivery becomes a dead letter."""
+        shown = message.format(url=redact(self.url), attempt=attempt, max_attempts=self.max_attempts, **fields)
+        return SinkDeliveryError(shown, hint=hint, retryable=False)
 
     def probe(self, timeout: float) -> str:
         """Whether the receiver answers at all within ``timeout``, delivering nothing (doctor): an
@@ -525,7 +396,7 @@ class WebhookSink:
     def _attempt(self, *, event_id: str, body: bytes) -> _Answer:
         """One POST within ``timeout`` seconds: its status and what explains it, the response closed.
 
-        Raises what ``requests`` raises, and ``_AttemptTimedOut`` (a ``Timeout``) when the deadline
+        Raises what ``requests`` raises, and ``AttemptTimedOut`` (a ``Timeout``) when the deadline
         passed before the status and headers were in, whatever error the shut socket gave.
         """
         with AttemptDeadline(self.timeout) as deadline:
@@ -533,17 +404,17 @@ class WebhookSink:
                 response = self._post(event_id=event_id, body=body)
             except requests.RequestException as exc:
                 if deadline.expired:
-                    raise _AttemptTimedOut(f"no answer within {self.timeout:g} s") from exc
+                    raise AttemptTimedOut(f"no answer within {self.timeout:g} s") from exc
                 raise
             if deadline.expired:
                 # the head may have been cut by the shut socket (http.client ends it at EOF, so a
                 # half-sent head parses as a whole one): no answer counts from an attempt out of time
                 response.close()
-                raise _AttemptTimedOut(f"no answer within {self.timeout:g} s")
+                raise AttemptTimedOut(f"no answer within {self.timeout:g} s")
             try:
                 status = response.status_code
                 # read even after a 2xx: a short body read to its end lets the connection serve the next event
-                prefix, complete = _read_prefix(response, RESPONSE_EXCERPT_BYTES)
+                prefix, complete = read_prefix(response, RESPONSE_EXCERPT_BYTES)
                 if 300 <= status < 400:
                     return _Answer(status, location=_redirect_target(response.headers.get("Location")))
                 if status in TRANSIENT_4XX or status >= 500:
@@ -569,7 +440,7 @@ class WebhookSink:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature,
         }
-        # stream: the body is read here only as far as ``_read_prefix`` allows
+        # stream: the body is read here only as far as ``read_prefix`` allows
         return self._session.post(
             self.url,
             data=body,

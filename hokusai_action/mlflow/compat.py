@@ -16,16 +16,19 @@ an older client's user sends is the one their own MLflow would send.
 - ``LocalArtifactRepository.log_artifact_from_stream``: MLflow 3.15; before, files go by path.
 - a database store (the embedded ``sqlite:///``) at another schema revision: from MLflow 3.9 opening
   it leaves it alone when all its tables are there, and refuses it at another revision, which
-  ``registry.py`` then names. Before 3.9 MLflow runs its schema upgrade each time it opens a store
+  ``connection.py`` then names. Before 3.9 MLflow runs its schema upgrade each time it opens a store
   (a no-op at its head), so it migrates an older store in place and fails on a newer one inside the
   command: the registry asks for the store's revision first (``migrates_stores_on_open``).
 - downloading an artifact folder that lists nothing: from MLflow 3.9 an empty folder; before, a
-  bare INTERNAL_ERROR (it takes the folder for a missing file): ``registry.py`` lists it to tell.
+  bare INTERNAL_ERROR (it takes the folder for a missing file): ``downloads.py`` lists it to tell.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from requests.adapters import HTTPAdapter
 
 
 def workspace_header(endpoint: str) -> tuple[str, str] | None:
@@ -53,7 +56,7 @@ def socket_options() -> list[tuple[int, int, int]]:
     return list(HTTPConnection.default_socket_options or [])
 
 
-def http_adapter_class() -> type:
+def http_adapter_class() -> type[HTTPAdapter]:
     """The ``requests`` adapter class MLflow's HTTP client mounts."""
     from mlflow.utils import request_utils
 

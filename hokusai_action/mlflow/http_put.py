@@ -1,6 +1,6 @@
 """A lean HTTP/1.1 ``PUT`` of one file at a time over a kept-alive connection per upload thread.
 
-Used by ``upload.py`` for MLflow's artifact proxy when no HTTP proxy stands in the way (issue 9).
+Used by ``upload.py`` for MLflow's artifact proxy when no HTTP proxy stands in the way.
 With 10,000 files of 10 KiB the client's CPU per request competes with the server's two workers for
 the machine's two cores: measured (``benchmarks/upload_cpu.py``), ``requests`` + ``urllib3`` cost the
 client ~1.0 ms of CPU per ``PUT`` (request preparation, hooks, header merging, cookie jars, ``Retry``

@@ -11,7 +11,7 @@ putting that copy back if a migration fails (Alembic commits SQLite migrations o
 command that meets a store at another revision says what to run, at once, instead of retrying MLflow's
 refusal as an outage until its timeout. MLflow's helpers used here are private
 (``mlflow.store.db.utils``); its own ``mlflow db upgrade`` uses the same ones, and
-``tests/e2e/test_embedded.py`` holds them to the pinned MLflow.
+``tests/e2e/db/test_embedded.py`` holds them to the pinned MLflow.
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ def _schema(tracking_uri: str) -> _Schema:
         engine.dispose()
     script = ScriptDirectory.from_config(_get_alembic_config(tracking_uri))
     head = script.get_current_head()
+    if head is None:  # MLflow ships its migrations: scripts without a head are a broken installation
+        raise RuntimeError("MLflow's schema migrations name no head revision")
     known = found is None or any(revision.revision == found for revision in script.walk_revisions())
     return _Schema(found=found, head=head, known=known)
 

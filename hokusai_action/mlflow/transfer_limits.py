@@ -44,9 +44,9 @@ import os
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 
+from hokusai_action.settings.table import DEFAULT_UPLOAD_MIN_RATE_MIB_S, DEFAULT_UPLOAD_STALL_SECONDS
+
 MIB = 1024 * 1024
-DEFAULT_STALL_SECONDS = 60.0
-DEFAULT_MIN_RATE_MIB_S = 10.0
 # google-cloud-storage sends a file over 8 MiB in resumable requests of this many bytes
 GCS_REQUEST_BYTES = 100 * MIB
 
@@ -62,8 +62,8 @@ class TransferLimits:
     """``stall_seconds``: how long a healthy service may go silent; ``min_rate_mib_s``: the slowest
     rate, in MiB/s, at which a healthy service takes in and passes on an upload."""
 
-    stall_seconds: float = DEFAULT_STALL_SECONDS
-    min_rate_mib_s: float = DEFAULT_MIN_RATE_MIB_S
+    stall_seconds: float = DEFAULT_UPLOAD_STALL_SECONDS
+    min_rate_mib_s: float = DEFAULT_UPLOAD_MIN_RATE_MIB_S
 
     def __post_init__(self) -> None:
         if not (self.stall_seconds > 0 and self.min_rate_mib_s > 0):

@@ -1,5 +1,5 @@
 """The upload half of the MLflow adapter: a model's files sent to a logged model's artifact store,
-hashed as they are read (DESIGN.md, "Model files"; issue 9, "Bytes read once").
+hashed as they are read, so every byte is read once (DESIGN.md, "Model files").
 
 MLflow's artifact repositories open each file by path. To read every byte once, and only from the
 inode the walk listed, each file is opened here (``StreamedDigest.open``: no final link followed,
@@ -10,7 +10,7 @@ inode the walk listed, each file is opened here (``StreamedDigest.open``: no fin
   headers, credentials, TLS settings and retry policy of MLflow's ``http_request`` (``_HttpSender``),
   with our stream as the body;
 - the local store (the embedded default, ``file://``): ``log_artifact_from_stream`` (an MLflow without
-  it reads the file by path, as below: ``mlflow_compat.py``);
+  it reads the file by path, as below: ``compat.py``);
 - anything else (a client writing to ``gs://`` itself, S3, a proxied multipart upload of a big file):
   the repository reads the file by path, so the file is hashed first through the checked descriptor,
   then sent (two reads of that file); ``ensure_unchanged`` afterwards still catches a file rewritten
@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import posixpath
 import threading
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 from hokusai_action.digest.files import ModelFiles, Progress
 from hokusai_action.digest.streamed import STREAM_BLOCK, HashingReader, StreamedDigest
@@ -48,6 +50,9 @@ UPLOAD_REDIRECTED_HINT = (
 UPLOAD_NOT_STORED = "MLflow's artifact store answered the upload of {path} with HTTP {status}: the file was not stored."
 UPLOAD_NOT_STORED_HINT = "Check what sits between this run and MLflow (a proxy or load balancer), then re-run."
 
+# sends one file: ``send(reader, name, folder, path)``, ``path()`` giving the file's path when needed
+Sender = Callable[[HashingReader, str, str | None, Callable[[], Path]], None]
+
 
 def upload_model(
     repository: Any,
@@ -64,26 +69,37 @@ def upload_model(
     """
     streamed = StreamedDigest(model, progress)
     sender = _sender_for(repository, workers)
+    try:
+        _side_by_side(lambda index: _send_file(model, index, streamed, sender), len(model.files), workers, streamed)
+    finally:
+        getattr(sender, "close", lambda: None)()
+    return streamed.finish()
 
-    def send(index: int) -> None:
-        model.ensure_file_unchanged(index)  # as listed by the walk, or as read by the hash before
-        relative = model.files[index]
-        folder, _, name = relative.rpartition("/")
-        if not model.is_dir:
-            name = model.root.name
-        with streamed.open(index) as reader:
-            try:
-                sender(reader, name, folder or None, lambda: model.path_of(relative))
-            except Exception as exc:
-                if reader.failure is not None:  # the file changed: clients wrap what a body raises
-                    raise reader.failure from exc
-                raise
-            streamed.done(index, reader)
-        failpoint("mid_upload")
 
-    # each thread takes the next file when it is done with one (no future per file: with 10,000 small
-    # files a thread pool's futures cost the client as much CPU as parsing the server's answers)
-    pending = iter(range(len(model.files)))
+def _send_file(model: ModelFiles, index: int, streamed: StreamedDigest, sender: Sender) -> None:
+    """Send file ``index`` of ``model``, hashed as it is read."""
+    model.ensure_file_unchanged(index)  # as listed by the walk, or as read by the hash before
+    relative = model.files[index]
+    folder, _, name = relative.rpartition("/")
+    if not model.is_dir:
+        name = model.root.name
+    with streamed.open(index) as reader:
+        try:
+            sender(reader, name, folder or None, lambda: model.path_of(relative))
+        except Exception as exc:
+            if reader.failure is not None:  # the file changed: clients wrap what a body raises
+                raise reader.failure from exc
+            raise
+        streamed.done(index, reader)
+    failpoint("mid_upload")
+
+
+def _side_by_side(send: Callable[[int], None], count: int, workers: int, streamed: StreamedDigest) -> None:
+    """``send(index)`` for every index below ``count``, in up to ``workers`` threads, each taking the next
+    index when it is done with one (no future per file: with 10,000 small files a thread pool's futures
+    cost the client as much CPU as parsing the server's answers). The first failure stops the others
+    and is raised."""
+    pending = iter(range(count))
     taking = threading.Lock()
     failures: list[BaseException] = []
 
@@ -102,7 +118,7 @@ def upload_model(
 
     threads = [
         threading.Thread(target=work, name=f"hokusai-upload-{number}", daemon=True)
-        for number in range(max(1, min(workers, len(model.files))))
+        for number in range(max(1, min(workers, count)))
     ]
     try:
         for thread in threads:
@@ -118,14 +134,11 @@ def upload_model(
             if thread.ident is not None:
                 thread.join()
         raise
-    finally:
-        getattr(sender, "close", lambda: None)()
     if failures:
         raise failures[0]  # the cause: the others stopped because of it (``UploadStopped``)
-    return streamed.finish()
 
 
-def _sender_for(repository: Any, workers: int):
+def _sender_for(repository: Any, workers: int) -> Sender:
     """How to send one file to ``repository``: ``send(reader, name, folder, path)``."""
     from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
@@ -136,12 +149,13 @@ def _sender_for(repository: Any, workers: int):
         return _HttpSender(repository, workers)
     if isinstance(repository, LocalArtifactRepository) and streams_to_local(repository):
 
-        def send_local(reader: HashingReader, name: str, folder: str | None, path: Any) -> None:
-            repository.log_artifact_from_stream(reader, name, folder)
+        def send_local(reader: HashingReader, name: str, folder: str | None, path: Callable[[], Path]) -> None:
+            # MLflow only reads the stream (``shutil.copyfileobj``): a reader is all of BinaryIO it uses
+            repository.log_artifact_from_stream(cast("BinaryIO", reader), name, folder)
 
         return send_local
 
-    def send_by_path(reader: HashingReader, name: str, folder: str | None, path: Any) -> None:
+    def send_by_path(reader: HashingReader, name: str, folder: str | None, path: Callable[[], Path]) -> None:
         reader.finish()  # hashed first, through the checked descriptor; the repository reads it again
         repository.log_artifact(str(path()), folder)
 
@@ -187,7 +201,7 @@ class _HttpSender:
             self._session, self._settings = _session_for(creds, self._base, workers)
             self._direct = _direct_client(self._base, self._headers, self._settings)
 
-    def _multipart(self, path: Any, size: int) -> bool:
+    def _multipart(self, path: Callable[[], Path], size: int) -> bool:
         """Whether MLflow would send this file in parts (``MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD``)."""
         from hokusai_action.mlflow.compat import would_send_in_parts
 
@@ -195,7 +209,7 @@ class _HttpSender:
             return False
         return would_send_in_parts(self._repository, str(path()))
 
-    def __call__(self, reader: HashingReader, name: str, folder: str | None, path: Any) -> None:
+    def __call__(self, reader: HashingReader, name: str, folder: str | None, path: Callable[[], Path]) -> None:
         from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
         from mlflow.utils.mime_type_utils import _guess_mime_type
         from mlflow.utils.rest_utils import augmented_raise_for_status, http_request
@@ -339,14 +353,16 @@ def _session_for(creds: Any, url: str, workers: int) -> tuple[Any, dict[str, Any
     settings.pop("stream", None)
     session.trust_env = False  # read once above
 
-    class Adapter(http_adapter_class()):
-        def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
-            # urllib3 reads a body in 16 KiB pieces by default: 131,072 reads (each a Python call into
-            # the hashing reader) for 2 GiB; one read per block it has hashed costs 2,048
-            pool_kwargs.setdefault("blocksize", STREAM_BLOCK)
-            super().init_poolmanager(*args, **pool_kwargs)
+    base = http_adapter_class()  # MLflow's own adapter, chosen by the MLflow installed
 
-    adapter = Adapter(pool_connections=1, pool_maxsize=max(1, workers), max_retries=retry)
+    def init_poolmanager(adapter: Any, *args: Any, **pool_kwargs: Any) -> None:
+        # urllib3 reads a body in 16 KiB pieces by default: 131,072 reads (each a Python call into
+        # the hashing reader) for 2 GiB; one read per block it has hashed costs 2,048
+        pool_kwargs.setdefault("blocksize", STREAM_BLOCK)
+        base.init_poolmanager(adapter, *args, **pool_kwargs)
+
+    block_adapter = type("BlockSizedAdapter", (base,), {"init_poolmanager": init_poolmanager})
+    adapter = block_adapter(pool_connections=1, pool_maxsize=max(1, workers), max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session, settings

@@ -14,11 +14,11 @@ field the signed statement decides when signatures are verified, else the two so
 
 from __future__ import annotations
 
-import math
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,8 @@ import sqlalchemy as sa
 
 from hokusai_action.db.schema import events
 from hokusai_action.db.store import Database, Token, get_token, token_missing
-from hokusai_action.digest.files import ModelFiles, inspect_model
+from hokusai_action.digest.files import ModelFiles
+from hokusai_action.digest.hashing import inspect_model
 from hokusai_action.domain.event import SIGNATURE_KEYS
 from hokusai_action.domain.statuses import DONE_STATUSES
 from hokusai_action.domain.tags import (
@@ -41,15 +42,15 @@ from hokusai_action.domain.tags import (
 from hokusai_action.domain.tokens import normalise_token_id
 from hokusai_action.domain.versions import VERSION_PATTERN, normalise_version
 from hokusai_action.errors import HokusaiError, TokenStateError
-from hokusai_action.registration.register import registered_event_id
+from hokusai_action.registration.verify_report import VerifyReport, shown
+from hokusai_action.signing.bundle import signed_file_digests
+from hokusai_action.signing.digests import sha256_file
 from hokusai_action.signing.signer import (
     MODEL_BUNDLE,
     STATEMENT_BUNDLE,
     STATEMENT_FILE,
-    SignatureVerifier,
-    sha256_file,
-    signed_file_digests,
 )
+from hokusai_action.signing.verifier import SignatureVerifier
 
 if TYPE_CHECKING:
     from hokusai_action.mlflow.registry import MlflowRegistry
@@ -64,91 +65,6 @@ OTHER_VERSION_HELD = (
     "token {token} holds version {held} now, not version {version}: only the registration a token holds is verified"
 )
 STORED_FILES_GONE = "the registered version holds no files (its artifacts are gone from the artifact store)"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
-
-
-@dataclass
-class VerifyReport:
-    token_id: str
-    model_name: str
-    model_version: str
-    model_uri: str
-    event_id: str | None = None  # the event of the registration the token holds
-    artifact_digest: str | None = None  # recomputed from the bytes
-    checks: list[Check] = field(default_factory=list)
-    signature: dict[str, Any] | None = None
-
-    @property
-    def verified(self) -> bool:
-        return all(check.ok for check in self.checks)
-
-    @property
-    def error(self) -> str | None:
-        failed = next((check for check in self.checks if not check.ok), None)
-        return None if failed is None else f"{failed.name}: {failed.detail}"
-
-    def add(self, name: str, ok: bool, detail: str) -> bool:
-        self.checks.append(Check(name, ok, detail))
-        return ok
-
-    def as_dict(self) -> dict[str, Any]:
-        """The ``--output json`` contract (the deploy consumer parses these keys)."""
-        return {
-            "token_id": self.token_id,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "model_uri": self.model_uri,
-            "event_id": self.event_id,
-            "artifact_digest": self.artifact_digest,
-            "verified": self.verified,
-            "checks": [check.as_dict() for check in self.checks],
-            "signature": self.signature,
-            "error": self.error,
-        }
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is b
-    try:
-        x, y = float(a), float(b)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
-    return x == y or math.isclose(x, y, rel_tol=1e-12, abs_tol=0.0)
-
-
-def _shown(value: Any) -> str:
-    return "(none)" if value is None else repr(value) if not isinstance(value, str) else value
-
-
-def _compare(report: VerifyReport, what: str, sources: Mapping[str, Any], reference: tuple[str, Any] | None) -> None:
-    """One check per field: every source must agree with ``reference`` (the bytes, the signed statement),
-    or with the others; the odd one out is named as edited."""
-    if len(sources) == 0:
-        return
-    if reference is None:
-        values = list(sources.values())
-        majority = next((v for v in values if sum(_same(v, w) for w in values) * 2 > len(values)), None)
-        if majority is None and len(values) > 1:
-            listed = "; ".join(f"{name} = {_shown(value)}" for name, value in sources.items())
-            report.add(what, False, f"the records disagree and none can be trusted over the others: {listed}")
-            return
-        reference = ("the other records say", majority if len(values) > 1 else values[0])
-    label, expected = reference
-    for name, value in sources.items():
-        if not _same(value, expected):
-            report.add(what, False, f"{name} was edited: it says {_shown(value)}, {label} {_shown(expected)}")
-            return
-    report.add(what, True, f"{', '.join(sources)} agree: {_shown(expected)}")
 
 
 def _event_payload(database: Database, event_id: str | None) -> dict[str, Any] | None:
@@ -217,7 +133,7 @@ def verify_registration(
     report = VerifyReport(token.token_id, model_name, number, f"models:/{model_name}/{number}")
     if not report.add("registration", number == held, _holding(token, number, held)):
         return report
-    report.event_id = registered_event_id(token)
+    report.event_id = token.registered_event_id
     model_version = registry.get_version(model_name, number)
     if model_version is None:
         report.add("mlflow version", False, f"tokens.model_version is {number}, but MLflow has no such version")
@@ -260,7 +176,7 @@ class _Records:
 
     @classmethod
     def read(cls, database: Database, token: Token, version: Any) -> _Records:
-        event = _event_payload(database, registered_event_id(token))
+        event = _event_payload(database, token.registered_event_id)
         data = dict(event.get("data") or {}) if event is not None else None
         return cls(token, version, dict(version.tags or {}), data)
 
@@ -332,7 +248,7 @@ def _check_bytes(
         report.add("model bytes", False, f"{where + '; ' if where else ''}{bytes_changed}")
         return
     report.add("model bytes", True, f"{model.digest} recomputed from {len(model.files)} file(s)")
-    _compare(report, "artifact digest", recorded, ("the model bytes hash to", model.digest))
+    report.compare("artifact digest", recorded, ("the model bytes hash to", model.digest))
 
 
 def _bytes_changed(
@@ -355,7 +271,7 @@ def _bytes_changed(
         trusted = None
     if trusted == digest:
         return None
-    registered = ", ".join(f"{name} {_shown(value)}" for name, value in in_database.items())
+    registered = ", ".join(f"{name} {shown(value)}" for name, value in in_database.items())
     edited = " (the version tag was edited to match)" if tag == digest else ""
     return f"model bytes changed{edited}: the bytes hash to {digest}; registered: {registered}"
 
@@ -403,7 +319,7 @@ def _compare_records(report: VerifyReport, records: _Records, statement: Mapping
         if statement:
             said = _dig(statement, signed_at)
             reference = ("the signed statement says", _as_version(said) if check == "model version" else said)
-        _compare(report, check, found, reference)
+        report.compare(check, found, reference)
     _compare_signature_records(report, records)
 
 
@@ -416,7 +332,7 @@ def _compare_signature_records(report: VerifyReport, records: _Records) -> None:
         if event_signature is not None:
             found[f"event data.signature.{key}"] = event_signature.get(key)
         if any(value is not None for value in found.values()):
-            _compare(report, f"signature {key}", found, None)
+            report.compare(f"signature {key}", found, None)
 
 
 def _dig(mapping: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -442,8 +358,6 @@ def _verify_signatures(
     scratch: Path,
 ) -> dict[str, Any] | None:
     """Verify both bundles; return the signed statement (trusted) or None."""
-    import json
-
     if signature is None:
         report.add(
             "signature", False, f"unsigned: the registration carries no signature to check with {verifier.method}"
@@ -452,6 +366,15 @@ def _verify_signatures(
     if bundles is None:
         report.add("signature bundles", False, f"cannot download the bundles from {signature.get('bundle_uri')}")
         return None
+    if not _bundles_as_recorded(report, signature, bundles):
+        return None
+    if not _model_signature_valid(report, verifier, signature, bundles, model_dir):
+        return None
+    return _signed_statement(report, verifier, bundles, scratch)
+
+
+def _bundles_as_recorded(report: VerifyReport, signature: Mapping[str, Any], bundles: Path) -> bool:
+    """Each downloaded bundle file hashes to what the registration recorded."""
     for name, key in (
         (MODEL_BUNDLE, "model_bundle_sha256"),
         (STATEMENT_FILE, "statement_sha256"),
@@ -465,7 +388,13 @@ def _verify_signatures(
             f"sha256 {actual or '(missing)'}"
             + ("" if actual == signature.get(key) else f", recorded {signature.get(key)}"),
         ):
-            return None
+            return False
+    return True
+
+
+def _model_signature_valid(
+    report: VerifyReport, verifier: SignatureVerifier, signature: Mapping[str, Any], bundles: Path, model_dir: Path
+) -> bool:
     target = model_dir
     if set(signed_file_digests(bundles / MODEL_BUNDLE)) == {"."}:
         files = [p for p in model_dir.iterdir() if p.is_file()]
@@ -476,9 +405,14 @@ def _verify_signatures(
         raise  # Sigstore unreachable (exit 4): not a verdict on the signature
     except Exception as exc:  # the library's ValueError / InvalidSignature / OpenSSL errors
         where = _changed_files(model_dir, bundles / MODEL_BUNDLE)
-        report.add("model signature", False, f"signature invalid ({where or _reason(exc)})")
-        return None
-    report.add("model signature", True, f"valid ({verifier.method}), signed by {signature.get('identity')}")
+        return report.add("model signature", False, f"signature invalid ({where or _reason(exc)})")
+    return report.add("model signature", True, f"valid ({verifier.method}), signed by {signature.get('identity')}")
+
+
+def _signed_statement(
+    report: VerifyReport, verifier: SignatureVerifier, bundles: Path, scratch: Path
+) -> dict[str, Any] | None:
+    """The statement, once its signature is valid and it signs the bytes the report recomputed."""
     statement_dir = scratch / "statement"
     statement_dir.mkdir()
     shutil.copyfile(bundles / STATEMENT_FILE, statement_dir / STATEMENT_FILE)

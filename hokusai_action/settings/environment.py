@@ -1,7 +1,10 @@
-"""Every environment variable the tool reads, declared once, typed, with a one-line doc.
+"""Every environment variable the settings read, declared once, typed, with a one-line doc.
 
-Nothing else in the package reads ``os.environ`` for settings: ``settings.load_settings`` asks this
-table. ``hokusai-ml-platform doctor`` and the settings reference (docs/reference/settings.md) come from here too.
+``settings.load_settings`` reads the environment only through these declarations (and the variables
+a ``hokusai.yaml`` names, ``url_env`` and ``secret_env``). ``ALL`` are the variables a user sets, each
+one row of ``settings.table`` (the settings reference, docs/reference/settings.md, is generated from
+it); ``CI`` are those a CI system sets, read for the provenance recorded with a model when the
+``HOKUSAI_GIT_*`` and ``HOKUSAI_CI_RUN_URL`` variables are unset. Pure data: importing it costs nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ class EnvVar:
     kind: type
     doc: str
     secret: bool = False
+    ci: bool = False  # set by a CI system, not by the user
 
 
 MLFLOW_TRACKING_URI = EnvVar("MLFLOW_TRACKING_URI", str, "MLflow server or store (default: SQLite under .hokusai/)")
@@ -59,6 +63,15 @@ MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER = EnvVar(
 )
 MLFLOW_TRACKING_INSECURE_TLS = EnvVar(
     "MLFLOW_TRACKING_INSECURE_TLS", bool, "MLflow's switch: skip TLS certificate checks (default false)"
+)
+# MLflow's ceilings on the retries and the backoff factor: private variables of its own, which a user may raise
+MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT = EnvVar(
+    "_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT", int, "MLflow's ceiling on MLFLOW_HTTP_REQUEST_MAX_RETRIES (default 10)"
+)
+MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT = EnvVar(
+    "_MLFLOW_HTTP_REQUEST_MAX_BACKOFF_FACTOR_LIMIT",
+    int,
+    "MLflow's ceiling on MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR (default 120)",
 )
 MLFLOW_HTTP_TCP_KEEPALIVE = EnvVar("MLFLOW_HTTP_TCP_KEEPALIVE", bool, "MLflow's TCP keepalive on its connections")
 MLFLOW_HTTP_TCP_KEEPALIVE_IDLE = EnvVar("MLFLOW_HTTP_TCP_KEEPALIVE_IDLE", int, "Idle seconds before keepalive probes")
@@ -139,7 +152,25 @@ HOKUSAI_GIT_SHA = EnvVar("HOKUSAI_GIT_SHA", str, "Commit recorded with the model
 HOKUSAI_GIT_REF = EnvVar("HOKUSAI_GIT_REF", str, "Git ref recorded with the model")
 HOKUSAI_GIT_REPOSITORY = EnvVar("HOKUSAI_GIT_REPOSITORY", str, "Repository recorded with the model")
 
-ALL: tuple[EnvVar, ...] = tuple(v for v in globals().values() if isinstance(v, EnvVar))
+# Set by CI systems: GitHub Actions, GitLab CI, Jenkins, Buildkite
+GITHUB_SHA = EnvVar("GITHUB_SHA", str, "GitHub Actions: the commit of the run", ci=True)
+GITHUB_REF = EnvVar("GITHUB_REF", str, "GitHub Actions: the ref of the run", ci=True)
+GITHUB_REPOSITORY = EnvVar("GITHUB_REPOSITORY", str, "GitHub Actions: owner/name of the repository", ci=True)
+GITHUB_SERVER_URL = EnvVar("GITHUB_SERVER_URL", str, "GitHub Actions: the server, https://github.com", ci=True)
+GITHUB_RUN_ID = EnvVar("GITHUB_RUN_ID", str, "GitHub Actions: the workflow run's id", ci=True)
+GITHUB_RUN_ATTEMPT = EnvVar("GITHUB_RUN_ATTEMPT", str, "GitHub Actions: the run's attempt", ci=True)
+CI_COMMIT_SHA = EnvVar("CI_COMMIT_SHA", str, "GitLab CI: the commit of the pipeline", ci=True)
+CI_COMMIT_REF_NAME = EnvVar("CI_COMMIT_REF_NAME", str, "GitLab CI: the branch or tag", ci=True)
+CI_PROJECT_PATH = EnvVar("CI_PROJECT_PATH", str, "GitLab CI: group/project", ci=True)
+CI_JOB_URL = EnvVar("CI_JOB_URL", str, "GitLab CI: the job's page", ci=True)
+GIT_COMMIT = EnvVar("GIT_COMMIT", str, "Jenkins (git plugin): the commit of the build", ci=True)
+GIT_BRANCH = EnvVar("GIT_BRANCH", str, "Jenkins (git plugin): the branch", ci=True)
+BUILD_URL = EnvVar("BUILD_URL", str, "Jenkins: the build's page", ci=True)
+BUILDKITE_COMMIT = EnvVar("BUILDKITE_COMMIT", str, "Buildkite: the commit of the build", ci=True)
+BUILDKITE_BRANCH = EnvVar("BUILDKITE_BRANCH", str, "Buildkite: the branch", ci=True)
+BUILDKITE_REPO = EnvVar("BUILDKITE_REPO", str, "Buildkite: the repository", ci=True)
+BUILDKITE_BUILD_URL = EnvVar("BUILDKITE_BUILD_URL", str, "Buildkite: the build's page", ci=True)
 
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+_DECLARED = tuple(v for v in globals().values() if isinstance(v, EnvVar))
+ALL: tuple[EnvVar, ...] = tuple(v for v in _DECLARED if not v.ci)
+CI: tuple[EnvVar, ...] = tuple(v for v in _DECLARED if v.ci)

@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hokusai_action.cli import asks_for_json, main
+from hokusai_action.cli import main
+from hokusai_action.cli.boundary import asks_for_json
 from hokusai_action.domain.tokens import (
     TOKEN_PATTERN,
     normalise_token_id,

@@ -16,8 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 import entrypoint
-from hokusai_action.cli import handles_errors, one_line
+from hokusai_action.cli.boundary import handles_errors
 from hokusai_action.errors import EXIT_INTERNAL, EXIT_SERVICE_UNAVAILABLE, InputError, TokenStateError
+from hokusai_action.failure import one_line
 from hokusai_action.redact import register_secret
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fresh_secrets")]
@@ -213,3 +214,53 @@ def test_the_action_reports_a_raw_outage_as_exit_4(
     out, err = capsys.readouterr()
     assert err.startswith("error: a service did not answer (ConnectionResetError)")
     assert "::error title=Service unreachable::" in out
+
+
+def test_the_action_starts_the_models_hash_before_the_registration_as_the_cli_does(
+    on_github, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-run's wall time is its hash: the action hands the registration a hash already under way."""
+    import hokusai_action.commands.register as commands
+    from hokusai_action.digest import background as digest
+
+    under_way = object()
+    started: list[str] = []
+    monkeypatch.setattr(digest, "prefetch_digest", lambda path: started.append(path) or under_way)
+    handed: dict[str, object] = {}
+
+    def run_register(settings, **options):
+        handed.update(options)
+        raise TokenStateError("Token XRAY is 'deployed'.")
+
+    monkeypatch.setattr(commands, "run_register", run_register)
+    assert entrypoint.main([]) == 3
+    assert [Path(path).name for path in started] == ["m"]
+    assert handed.get("prefetched") is under_way
+
+
+def test_neither_face_imports_the_other() -> None:
+    """The action and the command line share ``hokusai_action.failure``, not each other's modules;
+    the image's entrypoint imports neither before it knows which one runs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    faces = ("entrypoint", "hokusai_action.action", "hokusai_action.cli")
+    probe = (
+        "import importlib, json, sys\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m in sys.argv[2:])))\n"
+    )
+    loaded = {}
+    for face in faces:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, face, *faces],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        loaded[face] = done.stdout.strip()
+    assert loaded == {face: f'["{face}"]' for face in faces}

@@ -14,7 +14,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from hokusai_action.cli import asks_for_json, handles_errors, main, output_option
+from hokusai_action.cli import main
+from hokusai_action.cli.boundary import asks_for_json, handles_errors
+from hokusai_action.cli.options import output_option
 from hokusai_action.errors import (
     EXIT_INTERNAL,
     EXIT_SERVICE_UNAVAILABLE,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from hokusai_action.db.owner import ClaimOwner
 from hokusai_action.db.schema import tokens
-from hokusai_action.db.store import ClaimOwner
 from tests.helpers import register_args
 
 pytestmark = [pytest.mark.e2e]
@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.e2e]
 # claims the token in the database named on the command line for an hour, prints its owner id, waits
 HOLD_CLAIM = """
 import sys, time
-from hokusai_action.db.store import Database, claim_owner_id, try_claim
+from hokusai_action.db.owner import claim_owner_id
+from hokusai_action.db.store import Database, try_claim
 url, token = sys.argv[1], sys.argv[2]
 owner = claim_owner_id()
 database = Database(url)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest.files import usable_cores
+from hokusai_action.digest.background import usable_cores
 from hokusai_action.process import YOUNG_THRESHOLD
 from tests.helpers import CLI_PYTHON, embedded_env, register_args, run_captured
 
@@ -58,20 +58,21 @@ if os.environ.get("PROBE_HASHES"):
     # each hash of the model: the thread it ran in and whether it ran to its end; and what was imported
     # when the command started hashing in the background (when its thread gets to hash_model depends on
     # the machine's load)
-    from hokusai_action.digest import files as digest
-    original_hash = digest.hash_model
+    from hokusai_action.digest import hashing
+    original_hash = hashing.hash_model
     def probed(*args, **kwargs):
         import threading
         hashes.append({"thread": threading.current_thread().name, "finished": False})
         result = original_hash(*args, **kwargs)
         hashes[-1]["finished"] = True
         return result
-    digest.hash_model = probed
-    original_prefetch = digest.prefetch_digest
+    hashing.hash_model = probed
+    from hokusai_action.digest import background  # after the probe: it takes hash_model when imported
+    original_prefetch = background.prefetch_digest
     def probed_prefetch(*args, **kwargs):
         prefetches.append({"sqlalchemy_loaded": "sqlalchemy" in sys.modules})
         return original_prefetch(*args, **kwargs)
-    digest.prefetch_digest = probed_prefetch
+    background.prefetch_digest = probed_prefetch
 def record():
     with open(out, "w", encoding="utf-8") as handle:
         json.dump({"modules": sorted(sys.modules), "threshold": gc.get_threshold(),
@@ -155,7 +156,7 @@ def test_a_registration_on_the_embedded_default_loads_only_what_it_uses(embedded
 
 
 @pytest.mark.skipif(
-    usable_cores() < 2, reason="on one core the command does not hash ahead of its imports (digest.prefetch_digest)"
+    usable_cores() < 2, reason="on one core the command does not hash ahead of its imports (background.prefetch_digest)"
 )
 def test_a_re_run_hashes_the_model_once_starting_before_the_database_client_is_imported(embedded_home):
     """A re-run's wall time is its hash: the hash starts before SQLAlchemy's imports (~0.3 s) and

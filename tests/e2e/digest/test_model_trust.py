@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest.hashing import inspect_model
 from hokusai_action.domain.tags import TAG_DIGEST
 from hokusai_action.errors import InputError
 from tests.helpers import assert_one_clear_line, register_args, registration_settings, start_cli
@@ -219,8 +219,8 @@ def test_a_file_changed_between_hashing_and_upload_stops_before_a_version(
 ):
     """Drive the core directly: hash, then change a file, then register (the upload reads new bytes)."""
     from hokusai_action.mlflow.registry import MlflowRegistry
-    from hokusai_action.registration.register import build_request
     from hokusai_action.registration.register import register as register_request
+    from hokusai_action.registration.request import build_request
 
     token = make_token()
     model = make_model()
@@ -256,7 +256,7 @@ SECRET = b"AWS_SECRET_ACCESS_KEY=canary-swapped-in-7c1e"
 def _hashed_request(services, make_token, make_model, cli_env, tmp_path):
     """A validated request (its model hashed) and a registry, before anything is claimed or uploaded."""
     from hokusai_action.mlflow.registry import MlflowRegistry
-    from hokusai_action.registration.register import build_request
+    from hokusai_action.registration.request import build_request
 
     token = make_token()
     model = make_model(files={f"shard-{i}.bin": os.urandom(4096) for i in range(6)})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest.hashing import inspect_model
 from tests.faults import run_to_failpoint
 from tests.helpers import CLI_PYTHON, register_args
 from tests.mlflow_store import logged_models

@@ -335,9 +335,9 @@ def test_an_expired_lease_of_a_killed_relay_is_taken_over(fresh_db, add_events, 
 def test_a_live_lease_of_a_relay_killed_here_is_taken_over_at_once(fresh_db, add_events, httpserver):
     """A relay SIGKILLed mid-delivery on this machine is provably dead: its lease is not waited out."""
 
-    from hokusai_action.db.store import claim_owner_id
+    from hokusai_action.db.owner import claim_owner_id
 
-    probe = "from hokusai_action.db.store import claim_owner_id; print(claim_owner_id())"
+    probe = "from hokusai_action.db.owner import claim_owner_id; print(claim_owner_id())"
     dead = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     alive = claim_owner_id()  # this very process: alive, so its lease holds
     dead_event, live_event = add_events(2)

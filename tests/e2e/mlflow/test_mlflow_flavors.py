@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest.hashing import inspect_model
 from tests.helpers import cli_command, embedded_env, register_args, run_captured
 from tests.mlflow_models import FLAVORS, load_prediction
 from tests.signing_keys import SigningFiles, make_signing_files

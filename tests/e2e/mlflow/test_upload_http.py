@@ -51,7 +51,7 @@ def test_each_file_is_stored_under_its_own_name(run_cli, make_token, make_model,
 # embedded SQLite store. Every class of character a name may hold is either given back byte for byte,
 # or refused before anything is claimed or uploaded (exit 2, naming the file): what came back otherwise
 # (a tab dropped, a control character percent-encoded, a leading space stripped, a newline failing the
-# upload as an outage) is what hokusai_action/digest/files.py refuses.
+# upload as an outage) is what hokusai_action/digest/walk.py refuses.
 STORED_AS_THEY_ARE = {
     "a  b;c=1&d+e,f(g)!.bin": "spaces and punctuation",
     "trail.bin ": "a trailing space",
@@ -177,7 +177,7 @@ def test_a_failed_file_stops_the_upload_at_once_even_while_another_waits_out_a_r
 
     from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
 
-    from hokusai_action.digest.files import scan_model
+    from hokusai_action.digest.walk import scan_model
     from hokusai_action.mlflow.upload import upload_model
 
     proxy = proxy_for("flaky", failures=1_000, status=503, retry_after="600", refuse="a.bin")

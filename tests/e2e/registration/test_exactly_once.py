@@ -112,7 +112,8 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
 ):
     """The worst moment: MLflow holds the version but the database never heard of it."""
     from hokusai_action.mlflow.registry import MlflowRegistry
-    from hokusai_action.registration.register import _params, _tags, build_request
+    from hokusai_action.registration.register import _params, _tags
+    from hokusai_action.registration.request import build_request
 
     token = make_token()
     model = make_model()
@@ -149,7 +150,7 @@ def test_run_killed_after_mlflow_registered_reuses_the_version(
 def _dead_owner() -> str:
     """The claim owner id of a process that has exited (and been reaped) on this host."""
     done = subprocess.run(
-        [sys.executable, "-c", "from hokusai_action.db.store import claim_owner_id; print(claim_owner_id())"],
+        [sys.executable, "-c", "from hokusai_action.db.owner import claim_owner_id; print(claim_owner_id())"],
         capture_output=True, text=True, check=True, cwd=REPO,
     )  # fmt: skip
     return done.stdout.strip()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest.hashing import inspect_model
 from tests.faults import (
     WEBHOOK_SECRET,
     DroppingHttpProxy,

@@ -485,7 +485,7 @@ def test_links_inside_the_model_are_signed_as_the_digest_reads_them(run_cli, mak
 
 
 def _digest_of(folder: Path) -> str:
-    from hokusai_action.digest.files import inspect_model
+    from hokusai_action.digest.hashing import inspect_model
 
     return inspect_model(folder).digest
 

@@ -77,7 +77,7 @@ def test_version_02_is_version_2_and_gets_every_check(run_cli, make_token, make_
     # the stored bytes replaced and the version's digest tag edited to match them
     (stored,) = stored_copies(tmp_path_factory, model / "weights.bin")
     stored.write_bytes(b"replaced" + stored.read_bytes()[8:])
-    from hokusai_action.digest.files import inspect_model
+    from hokusai_action.digest.hashing import inspect_model
 
     tampered = model.parent / "tampered"
     tampered.mkdir()

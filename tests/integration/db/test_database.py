@@ -174,7 +174,7 @@ def test_the_claim_has_exactly_one_winner_among_threads(blank_url):
 def test_the_heartbeat_keeps_a_short_claim_alive(blank_url):
     import time
 
-    from hokusai_action.registration.register import ClaimHeartbeat
+    from hokusai_action.registration.claim import ClaimHeartbeat
 
     database = Database(blank_url, timeout=30)
     database.upgrade()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from hokusai_action.db.schema import event_deliveries
 from hokusai_action.db.store import Database
 from hokusai_action.domain.event import event_id_for
-from hokusai_action.registration.register import next_registration
+from hokusai_action.registration.event import next_registration
 from tests.schema_migrations import columns, migrate
 
 pytestmark = [pytest.mark.integration]

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from hokusai_action.db import store
-from hokusai_action.db.store import ClaimOwner, claim_owner_id, owner_is_dead_here, this_process
+from hokusai_action.db import owner as owner_module
+from hokusai_action.db.owner import ClaimOwner, claim_owner_id, owner_is_dead_here, this_process
 
 pytestmark = [pytest.mark.unit]
 
 PRINT_OWNER_AND_WAIT = (
-    "import sys, time; from hokusai_action.db.store import claim_owner_id; "
+    "import sys, time; from hokusai_action.db.owner import claim_owner_id; "
     "print(claim_owner_id(), flush=True); sys.stdin.read()"
 )
 
@@ -70,7 +70,7 @@ def test_the_owner_id_names_host_pid_start_namespace_and_boot() -> None:
 
 
 def test_an_odd_hostname_is_made_safe_and_short(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store.socket, "gethostname", lambda: "runner 7=odd:host/" * 20)
+    monkeypatch.setattr(owner_module.socket, "gethostname", lambda: "runner 7=odd:host/" * 20)
     owner = claim_owner_id()
     parsed = ClaimOwner.parse(owner)
     assert parsed is not None and len(parsed.host) == 64 and " " not in parsed.host
@@ -123,9 +123,9 @@ def test_a_killed_process_not_yet_reaped_is_dead(live_owner) -> None:
     child, owner = live_owner
     child.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while store._process_stat(child.pid)[0] != "Z" and time.monotonic() < deadline:
+    while owner_module._process_stat(child.pid)[0] != "Z" and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert store._process_stat(child.pid)[0] == "Z"  # a zombie: kill(pid, 0) still succeeds
+    assert owner_module._process_stat(child.pid)[0] == "Z"  # a zombie: kill(pid, 0) still succeeds
     assert owner_is_dead_here(owner) is True
 
 
@@ -170,5 +170,5 @@ def test_where_we_cannot_tell_where_we_are_nothing_is_provably_dead(live_owner, 
     child.stdin.close()
     child.wait(timeout=30)
     me = this_process()
-    monkeypatch.setattr(store, "this_process", lambda: dataclasses.replace(me, pidns=None))
+    monkeypatch.setattr(owner_module, "this_process", lambda: dataclasses.replace(me, pidns=None))
     assert owner_is_dead_here(owner) is False

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from hokusai_action.digest import files as digest
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest import hashing
+from hokusai_action.digest.hashing import inspect_model
 from hokusai_action.domain.event import CloudEventRecord, event_id_for
 from hokusai_action.errors import InputError, ModelChanged
 from tests.helpers import write_tree
@@ -518,7 +518,7 @@ def test_a_50_mb_file_is_hashed_in_small_memory(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     # one read buffer, plus the read-ahead's blocks in flight for a big file: nothing that grows with it
-    bound = digest.CHUNK_SIZE + digest.PIPELINE_DEPTH * digest.PIPELINE_BLOCK + 1024 * 1024
+    bound = hashing.CHUNK_SIZE + hashing.PIPELINE_DEPTH * hashing.PIPELINE_BLOCK + 1024 * 1024
     assert bound < 10 * 1024 * 1024
     assert peak < bound, f"peak {peak / 1e6:.1f} MB while hashing 50 MB"
     assert model.total_bytes == 50 * 1024 * 1024

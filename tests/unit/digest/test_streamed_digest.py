@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hokusai_action.digest.files import hash_model, inspect_model, scan_model
+from hokusai_action.digest.hashing import hash_model, inspect_model
 from hokusai_action.digest.streamed import STREAM_BLOCK, StreamedDigest
+from hokusai_action.digest.walk import scan_model
 from hokusai_action.errors import ModelChanged
 from tests.helpers import write_tree
 
@@ -208,7 +209,7 @@ class PausingProgress:
 
 
 def test_a_background_hash_gives_the_digest_or_stops_when_cancelled(tmp_path: Path) -> None:
-    from hokusai_action.digest.files import BackgroundHash
+    from hokusai_action.digest.background import BackgroundHash
 
     root = write_tree(tmp_path / "m", {f"w{i}.bin": os.urandom(STREAM_BLOCK) for i in range(4)})
     assert BackgroundHash(scan_model(root)).result().digest == inspect_model(root).digest
@@ -222,7 +223,7 @@ def test_a_background_hash_gives_the_digest_or_stops_when_cancelled(tmp_path: Pa
 
 
 def test_a_background_hash_raises_in_the_caller(tmp_path: Path) -> None:
-    from hokusai_action.digest.files import BackgroundHash
+    from hokusai_action.digest.background import BackgroundHash
 
     root = write_tree(tmp_path / "m", {"w.bin": b"abc"})
     model = scan_model(root)
@@ -264,7 +265,7 @@ def test_a_stopped_upload_gives_out_no_more_bytes(tmp_path: Path) -> None:
 @pytest.fixture
 def read_ahead_from_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of 64 KiB and up are read ahead, in 16 KiB blocks: the two-thread path on small test files."""
-    from hokusai_action.digest import files as digest
+    from hokusai_action.digest import hashing as digest
 
     monkeypatch.setattr(digest, "PIPELINE_FROM", 64 * 1024)
     monkeypatch.setattr(digest, "PIPELINE_BLOCK", 16 * 1024)
@@ -322,7 +323,7 @@ def test_a_read_error_while_reading_ahead_reaches_the_caller_and_stops_the_reade
 def test_a_background_hash_reading_ahead_stops_when_cancelled(
     tmp_path: Path, read_ahead_from_small_files: None
 ) -> None:
-    from hokusai_action.digest.files import BackgroundHash
+    from hokusai_action.digest.background import BackgroundHash
 
     release = threading.Event()
     gate = PausingProgress(pause=lambda: release.wait(10))
@@ -339,7 +340,7 @@ def test_a_background_hash_reading_ahead_stops_when_cancelled(
 
 
 def test_progress_attached_to_a_running_hash_gets_what_was_hashed_before_it(tmp_path: Path) -> None:
-    from hokusai_action.digest.files import BackgroundHash
+    from hokusai_action.digest.background import BackgroundHash
 
     class Counter:
         def __init__(self) -> None:
@@ -369,7 +370,7 @@ def test_a_prefetch_walks_the_model_in_its_thread_and_hands_the_walks_error_to_t
 ) -> None:
     """The command's own checks (token id, metric, baseline) come first and at once: a prefetch only
     starts a thread; a 100,000-file walk, or one that hangs on a dead mount, happens there."""
-    from hokusai_action.digest import files as digest
+    from hokusai_action.digest import background as digest
     from hokusai_action.errors import InputError
 
     walkers: list[str] = []
@@ -402,7 +403,7 @@ def test_a_prefetch_starts_only_where_it_can_run_beside_the_imports(
 ) -> None:
     """On one core (a pinned container, ``taskset``) the hash could only take turns with the imports:
     a re-run gains nothing, and a first registration, which hashes while it uploads, would pay for it."""
-    from hokusai_action.digest import files as digest
+    from hokusai_action.digest import background as digest
 
     monkeypatch.setattr(digest.os, "sched_getaffinity", lambda pid: cores, raising=False)
     prefetched = digest.prefetch_digest(write_tree(tmp_path / "m", {"w.bin": b"weights"}))
@@ -530,10 +531,10 @@ def test_a_stopped_upload_of_a_file_hashed_ahead_gives_out_no_more_bytes_and_lea
 def test_a_read_error_of_a_file_hashed_ahead_reaches_the_sender(
     tmp_path: Path, hash_ahead_from_small_files: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hokusai_action.digest import streamed as streamed_module
+    from hokusai_action.digest import files
 
     root = write_tree(tmp_path / "m", {"w.bin": os.urandom(256 * 1024)})
-    fail_a_read(monkeypatch, streamed_module, number=3)
+    fail_a_read(monkeypatch, files, number=3)
     streamed = StreamedDigest(scan_model(root))
     with streamed.open(0) as reader, pytest.raises(OSError, match="Input/output error"):
         while reader.take_block():
@@ -587,11 +588,11 @@ def test_a_retry_after_a_read_error_on_the_first_block_hashed_ahead_reads_the_fi
 ) -> None:
     """The upload's client retries an ``OSError`` with ``seek(0)``: a passing read error (EIO on the
     first block) must not be raised again from the thread that met it."""
-    from hokusai_action.digest import streamed as streamed_module
+    from hokusai_action.digest import files
 
     content = os.urandom(256 * 1024)
     root = write_tree(tmp_path / "m", {"w.bin": content})
-    fail_a_read(monkeypatch, streamed_module, number=1)
+    fail_a_read(monkeypatch, files, number=1)
     streamed = StreamedDigest(scan_model(root))
     with streamed.open(0) as reader:
         with pytest.raises(OSError, match="Input/output error"):

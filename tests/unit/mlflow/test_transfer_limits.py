@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest.hashing import inspect_model
 from hokusai_action.errors import InputError
 from hokusai_action.mlflow import transfer_limits
 from hokusai_action.mlflow.transfer_limits import (

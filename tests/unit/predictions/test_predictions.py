@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from hokusai_action.domain.metrics import UNKNOWN_METRIC, supported_names
 from hokusai_action.errors import EXIT_BAD_INPUT, InputError
+from hokusai_action.predictions import cells, file, readers, recipes, statistics
 from hokusai_action.predictions import compute as predictions
 from hokusai_action.predictions.compute import PredictionsResult, compute_metric_from_predictions
 
@@ -158,8 +159,8 @@ def test_auroc_on_arrays_with_many_sorted_runs_matches_sklearn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     # force the array path and a merge of many runs, which a large file would take
-    monkeypatch.setattr(predictions, "_DISTINCT_SCORES_LIMIT", 5)
-    monkeypatch.setattr(predictions, "_SORT_RUN_LENGTH", 7)
+    monkeypatch.setattr(statistics, "_DISTINCT_SCORES_LIMIT", 5)
+    monkeypatch.setattr(statistics, "_SORT_RUN_LENGTH", 7)
     labels, scores = classification_data(seed)
     path = write_predictions(tmp_path / "predictions.csv", labels, scores)
 
@@ -370,8 +371,8 @@ def test_auroc_is_the_same_from_counts_and_from_sorted_arrays(
     path = write_predictions(tmp_path_factory.mktemp("paths") / "p.csv", *zip(*rows, strict=True))
     from_counts = compute(path, "auroc").value
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(predictions, "_DISTINCT_SCORES_LIMIT", 1)
-        patch.setattr(predictions, "_SORT_RUN_LENGTH", 3)
+        patch.setattr(statistics, "_DISTINCT_SCORES_LIMIT", 1)
+        patch.setattr(statistics, "_SORT_RUN_LENGTH", 3)
         from_arrays = compute(path, "auroc").value
 
     assert from_counts == from_arrays
@@ -413,11 +414,11 @@ def test_thresholded_metrics_match_sklearn_in_any_row_order(
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.csv"
 
-    assert error_of(path, "auroc") == predictions.FILE_MISSING.format(path=path, cwd=Path.cwd())
+    assert error_of(path, "auroc") == file.FILE_MISSING.format(path=path, cwd=Path.cwd())
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
-    assert error_of(tmp_path, "auroc") == predictions.FILE_UNREADABLE.format(path=tmp_path, reason="it is a directory")
+    assert error_of(tmp_path, "auroc") == file.FILE_UNREADABLE.format(path=tmp_path, reason="it is a directory")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
@@ -425,7 +426,7 @@ def test_file_without_read_permission(make_file: Callable[..., Path]) -> None:
     path = make_file("p.csv", "label,score\n1,0.5\n")
     path.chmod(0)
 
-    assert error_of(path, "auroc") == predictions.FILE_UNREADABLE.format(path=path, reason="Permission denied")
+    assert error_of(path, "auroc") == file.FILE_UNREADABLE.format(path=path, reason="Permission denied")
 
 
 @pytest.mark.parametrize(
@@ -441,7 +442,7 @@ def test_file_without_read_permission(make_file: Callable[..., Path]) -> None:
 def test_empty_file(make_file: Callable[..., Path], name: str, content: str, what: str) -> None:
     path = make_file(name, content)
 
-    assert error_of(path, "accuracy") == predictions.EMPTY_FILE.format(path=path, what=what, metric="accuracy")
+    assert error_of(path, "accuracy") == file.EMPTY_FILE.format(path=path, what=what, metric="accuracy")
 
 
 @pytest.mark.parametrize("content", ["label,score\n", "label,score\n\n\n"])
@@ -513,7 +514,7 @@ def test_missing_columns_name_what_was_found_and_expected(
 
     message = error_of(path, "auroc", **options)
 
-    assert message == predictions.MISSING_COLUMNS.format(path=path, **expected)
+    assert message == readers.MISSING_COLUMNS.format(path=path, **expected)
     for fragment in mentions:
         assert fragment in message
 
@@ -523,7 +524,7 @@ def test_json_object_missing_a_key_later(make_file: Callable[..., Path], good_ro
     good = '{"label": 1, "score": 0.5}\n' * good_rows
     path = make_file("p.jsonl", good + '\n{"label": 0}\n{"label": 0, "score": 0.1}\n')
 
-    assert error_of(path, "auroc") == predictions.ROW_MISSING_KEY.format(
+    assert error_of(path, "auroc") == readers.ROW_MISSING_KEY.format(
         row=good_rows + 1, line=good_rows + 2, path=path, column="score", found="'label'"
     )
 
@@ -531,15 +532,13 @@ def test_json_object_missing_a_key_later(make_file: Callable[..., Path], good_ro
 def test_same_column_for_label_and_score(make_file: Callable[..., Path]) -> None:
     path = make_file("p.csv", "label,score\n1,0.5\n")
 
-    assert error_of(path, "mse", score_column="label") == predictions.SAME_COLUMN.format(column="label")
+    assert error_of(path, "mse", score_column="label") == readers.SAME_COLUMN.format(column="label")
 
 
 def test_duplicate_column_name(make_file: Callable[..., Path]) -> None:
     path = make_file("p.csv", "label,score,score\n1,0.5,0.6\n")
 
-    assert error_of(path, "mse") == predictions.DUPLICATE_COLUMN.format(
-        path=path, column="score", count=2, role="scores"
-    )
+    assert error_of(path, "mse") == readers.DUPLICATE_COLUMN.format(path=path, column="score", count=2, role="scores")
 
 
 def _csv_with(bad_row: int, label: str, score: str, rows: int = 1500) -> str:
@@ -552,19 +551,19 @@ def _csv_with(bad_row: int, label: str, score: str, rows: int = 1500) -> str:
 @pytest.mark.parametrize(
     ("metric", "label", "score", "template", "column", "shown"),
     [
-        ("auroc", "1", "abc", predictions.NOT_A_NUMBER, "score", "'abc'"),
-        ("auroc", "1", "", predictions.MISSING_VALUE, "score", "''"),
-        ("mse", "n/a", "0.5", predictions.NOT_A_NUMBER, "label", "'n/a'"),
-        ("auroc", "1", "nan", predictions.NOT_FINITE, "score", "'nan'"),
-        ("auroc", "1", "inf", predictions.NOT_FINITE, "score", "'inf'"),
-        ("mse", "-Infinity", "0.5", predictions.NOT_FINITE, "label", "'-Infinity'"),
-        ("mae", "1", "1e400", predictions.NOT_FINITE, "score", "'1e400'"),
-        ("auroc", "NaN", "0.5", predictions.NOT_FINITE, "label", "'NaN'"),
-        ("accuracy", "1", "1.5", predictions.NOT_A_PROBABILITY, "score", "'1.5'"),
-        ("log_loss", "0", "-0.1", predictions.NOT_A_PROBABILITY, "score", "'-0.1'"),
-        ("auroc", "2", "0.5", predictions.LABEL_NOT_BINARY, "label", "'2'"),
-        ("f1", "yes", "0.5", predictions.LABEL_NOT_BINARY, "label", "'yes'"),
-        ("recall", " ", "0.5", predictions.MISSING_VALUE, "label", "' '"),
+        ("auroc", "1", "abc", cells.NOT_A_NUMBER, "score", "'abc'"),
+        ("auroc", "1", "", cells.MISSING_VALUE, "score", "''"),
+        ("mse", "n/a", "0.5", cells.NOT_A_NUMBER, "label", "'n/a'"),
+        ("auroc", "1", "nan", cells.NOT_FINITE, "score", "'nan'"),
+        ("auroc", "1", "inf", cells.NOT_FINITE, "score", "'inf'"),
+        ("mse", "-Infinity", "0.5", cells.NOT_FINITE, "label", "'-Infinity'"),
+        ("mae", "1", "1e400", cells.NOT_FINITE, "score", "'1e400'"),
+        ("auroc", "NaN", "0.5", cells.NOT_FINITE, "label", "'NaN'"),
+        ("accuracy", "1", "1.5", cells.NOT_A_PROBABILITY, "score", "'1.5'"),
+        ("log_loss", "0", "-0.1", cells.NOT_A_PROBABILITY, "score", "'-0.1'"),
+        ("auroc", "2", "0.5", cells.LABEL_NOT_BINARY, "label", "'2'"),
+        ("f1", "yes", "0.5", cells.LABEL_NOT_BINARY, "label", "'yes'"),
+        ("recall", " ", "0.5", cells.MISSING_VALUE, "label", "' '"),
     ],
 )
 def test_bad_cell_names_row_line_and_column(
@@ -589,7 +588,7 @@ def test_bad_cell_after_blank_lines_and_a_multiline_field_names_its_line(
     text = 'label,score,note\n1,0.5,"a\nb\nc"\n\n0,0.25,x\n\n1,oops,y\n'
     path = make_file("p.csv", text)
 
-    assert error_of(path, "auroc") == predictions.NOT_A_NUMBER.format(
+    assert error_of(path, "auroc") == cells.NOT_A_NUMBER.format(
         row=3, line=8, path=path, column="score", value="'oops'", metric="auroc"
     )
 
@@ -606,12 +605,12 @@ def test_the_first_bad_row_is_named(make_file: Callable[..., Path]) -> None:
 @pytest.mark.parametrize(
     ("line", "template", "column", "shown"),
     [
-        ('{"label": 1, "score": NaN}', predictions.NOT_FINITE, "score", "'NaN'"),
-        ('{"label": 1, "score": "high"}', predictions.NOT_A_NUMBER, "score", "'high'"),
-        ('{"label": 1, "score": true}', predictions.NOT_A_NUMBER, "score", "'true'"),
-        ('{"label": 1, "score": null}', predictions.MISSING_VALUE, "score", "'null'"),
-        ('{"label": [1], "score": 0.5}', predictions.LABEL_NOT_BINARY, "label", "'[1]'"),
-        ('{"label": 0.5, "score": 0.5}', predictions.LABEL_NOT_BINARY, "label", "'0.5'"),
+        ('{"label": 1, "score": NaN}', cells.NOT_FINITE, "score", "'NaN'"),
+        ('{"label": 1, "score": "high"}', cells.NOT_A_NUMBER, "score", "'high'"),
+        ('{"label": 1, "score": true}', cells.NOT_A_NUMBER, "score", "'true'"),
+        ('{"label": 1, "score": null}', cells.MISSING_VALUE, "score", "'null'"),
+        ('{"label": [1], "score": 0.5}', cells.LABEL_NOT_BINARY, "label", "'[1]'"),
+        ('{"label": 0.5, "score": 0.5}', cells.LABEL_NOT_BINARY, "label", "'0.5'"),
     ],
 )
 def test_bad_json_value_names_row_line_and_column(
@@ -628,7 +627,7 @@ def test_bad_json_value_names_row_line_and_column(
 def test_non_finite_label_with_positive_label(make_file: Callable[..., Path]) -> None:
     path = make_file("p.csv", "label,score\nspam,0.9\nnan,0.1\n")
 
-    assert error_of(path, "auroc", positive_label="spam") == predictions.NOT_FINITE.format(
+    assert error_of(path, "auroc", positive_label="spam") == cells.NOT_FINITE.format(
         row=2, line=3, path=path, column="label", value="'nan'", metric="auroc"
     )
 
@@ -667,37 +666,37 @@ def test_auroc_when_positive_label_never_appears(tmp_path: Path) -> None:
 def test_json_line_that_is_not_an_object(make_file: Callable[..., Path], line: str, reason: str) -> None:
     path = make_file("p.ndjson", '{"label": 1, "score": 0.5}\n\n' + line + "\n")
 
-    assert error_of(path, "auroc") == predictions.NOT_AN_OBJECT.format(line=3, path=path, reason=reason)
+    assert error_of(path, "auroc") == readers.NOT_AN_OBJECT.format(line=3, path=path, reason=reason)
 
 
 def test_json_array_file_is_refused_at_line_one(make_file: Callable[..., Path]) -> None:
     path = make_file("p.json", '[{"label": 1, "score": 0.5}]\n')
 
-    assert error_of(path, "auroc") == predictions.NOT_AN_OBJECT.format(line=1, path=path, reason="it is an array")
+    assert error_of(path, "auroc") == readers.NOT_AN_OBJECT.format(line=1, path=path, reason="it is an array")
 
 
 @pytest.mark.parametrize(("row", "got"), [("1,0.5,extra", 3), ("1", 1)])
 def test_row_with_a_different_number_of_fields(make_file: Callable[..., Path], row: str, got: int) -> None:
     path = make_file("p.csv", "label,score\n0,0.1\n\n" + row + "\n1,0.2\n")
 
-    assert error_of(path, "auroc") == predictions.ROW_LENGTH.format(row=2, line=4, path=path, got=got, expected=2)
+    assert error_of(path, "auroc") == readers.ROW_LENGTH.format(row=2, line=4, path=path, got=got, expected=2)
 
 
 def test_row_length_error_in_a_later_batch(make_file: Callable[..., Path]) -> None:
     path = make_file("p.csv", _csv_with(700, "1", "0.5,0.6"))
 
-    assert error_of(path, "auroc") == predictions.ROW_LENGTH.format(row=700, line=701, path=path, got=3, expected=2)
+    assert error_of(path, "auroc") == readers.ROW_LENGTH.format(row=700, line=701, path=path, got=3, expected=2)
 
 
 def test_broken_csv_quoting(make_file: Callable[..., Path]) -> None:
     path = make_file("p.csv", 'label,score\n1,0.5\n0,"0.5"x\n')
 
-    assert error_of(path, "auroc") == predictions.BAD_CSV.format(line=3, path=path, reason="',' expected after '\"'")
+    assert error_of(path, "auroc") == file.BAD_CSV.format(line=3, path=path, reason="',' expected after '\"'")
 
 
 @pytest.mark.parametrize("name", ["p.csv", "p.jsonl", "p.txt"])
 def test_line_too_long(make_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    monkeypatch.setattr(predictions, "MAX_LINE_CHARS", 64)
+    monkeypatch.setattr(readers, "MAX_LINE_CHARS", 64)
     if name.endswith(".jsonl"):
         content = '{"label": 1, "score": 0.5}\n' * 2 + '{"label": 1, "score": 0.5, "pad": "' + "x" * 80 + '"}\n'
     else:
@@ -706,24 +705,22 @@ def test_line_too_long(make_file: Callable[..., Path], monkeypatch: pytest.Monke
 
     line = 3 if name.endswith(".jsonl") else 4
 
-    assert error_of(path, "auroc") == predictions.LINE_TOO_LONG.format(line=line, path=path, limit=64)
+    assert error_of(path, "auroc") == readers.LINE_TOO_LONG.format(line=line, path=path, limit=64)
 
 
 def test_file_without_newlines_is_refused_without_reading_it_whole(
     make_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(predictions, "MAX_LINE_CHARS", 1000)
+    monkeypatch.setattr(readers, "MAX_LINE_CHARS", 1000)
     path = make_file("p.csv", "label,score," + ",".join("1" for _ in range(50_000)))
 
-    assert error_of(path, "auroc") == predictions.LINE_TOO_LONG.format(line=1, path=path, limit=1000)
+    assert error_of(path, "auroc") == readers.LINE_TOO_LONG.format(line=1, path=path, limit=1000)
 
 
 def test_file_that_is_not_utf8(make_file: Callable[..., Path]) -> None:
     path = make_file("p.csv", b"label,score\n1,0.5\n0,0.25\n" + "1,0.5 caf\u00e9\n".encode("latin-1"))
 
-    assert error_of(path, "auroc") == predictions.NOT_UTF8.format(
-        path=path, byte=0xE9, reason="invalid continuation byte"
-    )
+    assert error_of(path, "auroc") == file.NOT_UTF8.format(path=path, byte=0xE9, reason="invalid continuation byte")
 
 
 def test_unknown_metric(tmp_path: Path) -> None:
@@ -735,8 +732,8 @@ def test_unknown_metric(tmp_path: Path) -> None:
 def test_metric_that_needs_more_than_predictions(tmp_path: Path) -> None:
     path = write_predictions(tmp_path / "p.csv", [0, 1], [0.2, 0.8])
 
-    assert error_of(path, "reply_rate") == predictions.NOT_COMPUTABLE.format(
-        metric="reply_rate", supported=", ".join(predictions.COMPUTABLE_METRICS)
+    assert error_of(path, "reply_rate") == recipes.NOT_COMPUTABLE.format(
+        metric="reply_rate", supported=", ".join(recipes.COMPUTABLE_METRICS)
     )
 
 

@@ -694,13 +694,23 @@ def test_the_schema_accepts_the_design_example_and_refuses_an_unknown_key() -> N
 
 def test_every_setting_in_the_schema_is_a_cli_option_or_documented_section() -> None:
     # top-level keys mirror `model register` options in snake_case (DESIGN.md, hokusai.yaml)
-    from hokusai_action.cli import register_command
+    from hokusai_action.cli.model import register_command
 
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     options = {param.name for param in register_command.params}
     sections = {"mlflow", "database", "events", "signing"}
     assert set(schema["properties"]) - sections <= options
     assert sections <= set(schema["properties"])
+
+
+def test_the_schema_offers_the_sign_methods_and_sinks_the_settings_accept() -> None:
+    from hokusai_action.settings.parsers import EVENT_SINKS
+    from hokusai_action.settings.table import SIGN_METHODS
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    events, signing = schema["properties"]["events"], schema["properties"]["signing"]
+    assert tuple(events["properties"]["sinks"]["items"]["enum"]) == EVENT_SINKS
+    assert tuple(signing["properties"]["method"]["enum"]) == SIGN_METHODS
 
 
 # ---------------------------------------------------------------------------- aliases (MLflow's rules)
@@ -772,7 +782,7 @@ def test_the_alias_rule_matches_mlflows_own_validation() -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.utils import validation as mlflow_validation
 
-    from hokusai_action.settings.loader import alias_problem
+    from hokusai_action.settings.aliases import alias_problem
 
     for alias in [*RESERVED_ALIASES, *BAD_ALIAS_NAMES, *GOOD_ALIASES]:
         try:
@@ -883,6 +893,12 @@ def test_a_path_with_a_nul_character_is_refused(load, key: str) -> None:
 def test_a_control_character_in_hokusai_yaml_is_invalid_yaml(load, tmp_path) -> None:
     message = load_error(load, yaml_text="\x1f")  # found by tests/unit/test_fuzz.py
     assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: invalid YAML: unacceptable")
+
+
+@pytest.mark.parametrize("text", ["token_id: !!timestamp 2001-12-14x\n", "dry_run: !!bool maybe\n"])
+def test_a_value_its_explicit_tag_cannot_hold_is_invalid_yaml(load, tmp_path, text: str) -> None:
+    message = load_error(load, yaml_text=text)  # found by tests/unit/test_fuzz.py
+    assert message.startswith(f"Cannot read config file {tmp_path / 'hokusai.yaml'}: invalid YAML: "), message
 
 
 @pytest.mark.parametrize("uri", ["http://[::1", "http://mlflow:notaport", "https://[fe80::1/x"])

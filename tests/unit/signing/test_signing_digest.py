@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from hokusai_action.digest.files import inspect_model
+from hokusai_action.digest.hashing import inspect_model
 from hokusai_action.errors import InternalError
 from hokusai_action.signing.signer import ModelSigner
 from tests.signing_keys import make_signing_files

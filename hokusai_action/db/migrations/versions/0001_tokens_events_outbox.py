@@ -13,6 +13,8 @@ Create Date: 2026-11-26
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -79,42 +81,51 @@ def _our_columns(table: str) -> set[str]:
 def upgrade() -> None:
     inspector = sa.inspect(op.get_bind())
     tables = set(inspector.get_table_names())
-    origin: dict[str, list[str] | None] = {}  # table -> the columns added to the site's table; None: created
-
-    if "tokens" in tables:
-        origin["tokens"] = _add_missing(
-            "tokens", _token_columns(), {c["name"] for c in inspector.get_columns("tokens")}
-        )
-    else:
-        origin["tokens"] = None
-        op.create_table(
-            "tokens",
-            sa.Column("token_id", sa.String(64), primary_key=True),
-            sa.Column("model_status", sa.String(16), nullable=False, server_default="draft"),
-            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-            *_token_columns(),
-            sa.CheckConstraint(STATUS_CHECK, name="ck_tokens_model_status"),
-        )
-
-    if "events" in tables:
-        origin["events"] = _add_missing(
-            "events", _event_columns(), {c["name"] for c in inspector.get_columns("events")}
-        )
-    else:
-        origin["events"] = None
-        op.create_table(
-            "events",
-            sa.Column("event_id", sa.Uuid(as_uuid=False), primary_key=True),
-            sa.Column("event_type", sa.String(64), nullable=False),
-            sa.Column("source", sa.String(255), nullable=False),
-            sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
-            sa.Column("payload", JSONType, nullable=False),
-            *_event_columns(),
-        )
+    # table -> the columns added to the site's table; None: created
+    origin: dict[str, list[str] | None] = {
+        "tokens": _extend_or_create("tokens", inspector, tables, create=_create_tokens),
+        "events": _extend_or_create("events", inspector, tables, create=_create_events),
+    }
     # the site's watcher polls unprocessed rows; keep that cheap as the table grows
     op.create_index("ix_events_unprocessed", "events", ["processed", "timestamp"])
+    _create_deliveries()
+    _record_origin(origin)
 
+
+def _extend_or_create(table: str, inspector: Any, tables: set[str], *, create: Callable[[], None]) -> list[str] | None:
+    """Add our columns to the site's ``table`` (the names added), or create it (None)."""
+    if table in tables:
+        own = _token_columns() if table == "tokens" else _event_columns()
+        return _add_missing(table, own, {c["name"] for c in inspector.get_columns(table)})
+    create()
+    return None
+
+
+def _create_tokens() -> None:
+    op.create_table(
+        "tokens",
+        sa.Column("token_id", sa.String(64), primary_key=True),
+        sa.Column("model_status", sa.String(16), nullable=False, server_default="draft"),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        *_token_columns(),
+        sa.CheckConstraint(STATUS_CHECK, name="ck_tokens_model_status"),
+    )
+
+
+def _create_events() -> None:
+    op.create_table(
+        "events",
+        sa.Column("event_id", sa.Uuid(as_uuid=False), primary_key=True),
+        sa.Column("event_type", sa.String(64), nullable=False),
+        sa.Column("source", sa.String(255), nullable=False),
+        sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("payload", JSONType, nullable=False),
+        *_event_columns(),
+    )
+
+
+def _create_deliveries() -> None:
     op.create_table(
         "event_deliveries",
         sa.Column("event_id", sa.Uuid(as_uuid=False), sa.ForeignKey("events.event_id"), primary_key=True),
@@ -128,6 +139,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_event_deliveries_pending", "event_deliveries", ["status", "sink"])
 
+
+def _record_origin(origin: dict[str, list[str] | None]) -> None:
     record = op.create_table(
         ORIGIN_TABLE,
         sa.Column("table_name", sa.String(64), primary_key=True),

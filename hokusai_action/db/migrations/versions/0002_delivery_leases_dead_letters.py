@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from hokusai_action.db.migrations.shared import drop_token_column
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -37,11 +39,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        # a batch rebuild of ``tokens`` would drop a table that ``events`` references
-        op.execute("ALTER TABLE tokens DROP COLUMN event_id")
-    else:
-        op.drop_column("tokens", "event_id")
+    drop_token_column("event_id")
     # a dead letter cannot be expressed in the old schema: it goes back to pending (retried)
     op.execute("UPDATE event_deliveries SET status = 'pending' WHERE status = 'failed'")
     with op.batch_alter_table("event_deliveries") as batch:

@@ -14,17 +14,16 @@ Create Date: 2026-11-26
 
 from __future__ import annotations
 
-import json
-
 import sqlalchemy as sa
 from alembic import op
+
+from hokusai_action.db.migrations.shared import drop_token_column, forget_added, record_added, recorded_added
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-ORIGIN_TABLE = "hokusai_schema_origin"
 ORIGIN_ROW = "0003:tokens"
 
 
@@ -39,15 +38,6 @@ def _columns() -> list[sa.Column]:
     ]
 
 
-def _origin() -> sa.Table:
-    return sa.table(
-        ORIGIN_TABLE,
-        sa.column("table_name", sa.String),
-        sa.column("created", sa.Boolean),
-        sa.column("added_columns", sa.Text),
-    )
-
-
 def upgrade() -> None:
     inspector = sa.inspect(op.get_bind())
     present = {c["name"] for c in inspector.get_columns("tokens")}
@@ -56,31 +46,16 @@ def upgrade() -> None:
         with op.batch_alter_table("tokens") as batch:
             for column in missing:
                 batch.add_column(column)
-    if not inspector.has_table(ORIGIN_TABLE):  # upgraded before 0001 recorded origins: nothing to record in
-        return
-    op.bulk_insert(
-        _origin(),
-        [{"table_name": ORIGIN_ROW, "created": False, "added_columns": json.dumps([c.name for c in missing])}],
-    )
+    record_added(ORIGIN_ROW, [column.name for column in missing])
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    recorded = sa.inspect(bind).has_table(ORIGIN_TABLE)
-    found = None
-    if recorded:
-        found = bind.execute(
-            sa.text(f"SELECT added_columns FROM {ORIGIN_TABLE} WHERE table_name = :row"), {"row": ORIGIN_ROW}
-        ).scalar()
     ours = {column.name for column in _columns()}
+    added = recorded_added(ORIGIN_ROW)
     # without the record (never expected), only our own prefixed names are taken as ours
-    added = json.loads(found) if found is not None else sorted(ours)
-    present = {c["name"] for c in sa.inspect(bind).get_columns("tokens")}
-    for name in [n for n in added if n in present and n in ours]:
-        if bind.dialect.name == "sqlite":
-            # a batch rebuild of ``tokens`` would drop a table that ``events`` references
-            op.execute(f'ALTER TABLE tokens DROP COLUMN "{name}"')
-        else:
-            op.drop_column("tokens", name)
-    if recorded:
-        op.execute(sa.text(f"DELETE FROM {ORIGIN_TABLE} WHERE table_name = :row").bindparams(row=ORIGIN_ROW))
+    dropped = sorted(ours) if added is None else [name for name in added if name in ours]
+    present = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("tokens")}
+    for name in dropped:
+        if name in present:
+            drop_token_column(name)
+    forget_added(ORIGIN_ROW)

@@ -1,7 +1,7 @@
 """a registration counter per token; cancelled deliveries; deliveries in flight
 
 - ``tokens.registration_count``: how many registrations the token has committed. The next one's event
-  id is numbered by it (``events.model.event_id_for``), so an id is never given twice even after the
+  id is numbered by it (``domain.event.event_id_for``), so an id is never given twice even after the
   site prunes ``events`` rows. Existing tokens start at the number of their ``events`` rows, which is
   what the id was numbered by until now: their next registration gets the id it would have had.
 - ``event_deliveries`` status ``cancelled`` (with ``cancel_reason`` and ``cancelled_at``): a delivery of
@@ -20,31 +20,21 @@ Create Date: 2026-12-06
 
 from __future__ import annotations
 
-import json
-
 import sqlalchemy as sa
 from alembic import op
+
+from hokusai_action.db.migrations.shared import drop_token_column, forget_added, record_added, recorded_added
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-ORIGIN_TABLE = "hokusai_schema_origin"
 ORIGIN_ROW = "0004:tokens"
 COUNTER = "registration_count"
 OLD_STATUS_CHECK = "status IN ('pending', 'delivered', 'failed')"
 NEW_STATUS_CHECK = "status IN ('pending', 'delivered', 'failed', 'cancelled')"
 DELIVERY_COLUMNS = ("cancel_reason", "cancelled_at", "sending_since")
-
-
-def _origin() -> sa.Table:
-    return sa.table(
-        ORIGIN_TABLE,
-        sa.column("table_name", sa.String),
-        sa.column("created", sa.Boolean),
-        sa.column("added_columns", sa.Text),
-    )
 
 
 def upgrade() -> None:
@@ -65,8 +55,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("sending_since", sa.DateTime(timezone=True)))
         batch.drop_constraint("ck_event_deliveries_status", type_="check")
         batch.create_check_constraint("ck_event_deliveries_status", NEW_STATUS_CHECK)
-    if inspector.has_table(ORIGIN_TABLE):
-        op.bulk_insert(_origin(), [{"table_name": ORIGIN_ROW, "created": False, "added_columns": json.dumps(added)}])
+    record_added(ORIGIN_ROW, added)
 
 
 def downgrade() -> None:
@@ -79,19 +68,9 @@ def downgrade() -> None:
         batch.create_check_constraint("ck_event_deliveries_status", OLD_STATUS_CHECK)
         for name in reversed(DELIVERY_COLUMNS):
             batch.drop_column(name)
-    recorded = sa.inspect(bind).has_table(ORIGIN_TABLE)
-    found = None
-    if recorded:
-        found = bind.execute(
-            sa.text(f"SELECT added_columns FROM {ORIGIN_TABLE} WHERE table_name = :row"), {"row": ORIGIN_ROW}
-        ).scalar()
+    added = recorded_added(ORIGIN_ROW)
     # without the record (never expected), the counter is taken as ours: no site documents it
-    added = json.loads(found) if found is not None else [COUNTER]
-    if COUNTER in added and COUNTER in {c["name"] for c in sa.inspect(bind).get_columns("tokens")}:
-        if bind.dialect.name == "sqlite":
-            # a batch rebuild of ``tokens`` would drop a table that ``events`` references
-            op.execute(f'ALTER TABLE tokens DROP COLUMN "{COUNTER}"')
-        else:
-            op.drop_column("tokens", COUNTER)
-    if recorded:
-        op.execute(sa.text(f"DELETE FROM {ORIGIN_TABLE} WHERE table_name = :row").bindparams(row=ORIGIN_ROW))
+    ours = added if added is not None else [COUNTER]
+    if COUNTER in ours and COUNTER in {c["name"] for c in sa.inspect(bind).get_columns("tokens")}:
+        drop_token_column(COUNTER)
+    forget_added(ORIGIN_ROW)
