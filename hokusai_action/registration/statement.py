@@ -1,4 +1,4 @@
-"""The signed statement of a registration (README, "Verifiable registrations"): this token's model,
+"""The signed statement of a registration (docs/deploy/verify.md): this token's model,
 these bytes, beat this baseline. Signed after the upload (the statement names the version) and before
 the commit; the bundles go beside the model and their hashes on the version and in the event.
 """

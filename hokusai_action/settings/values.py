@@ -55,7 +55,7 @@ class Settings:
     claim_ttl: float
     relay_lease: float
     git: GitInfo
-    # signing (README, "Verifiable registrations")
+    # signing (docs/deploy/verify.md)
     sign: str
     signing_key_path: str | None
     signing_key_pem: str | None = field(repr=False)

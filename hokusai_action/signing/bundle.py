@@ -69,7 +69,7 @@ def bundle_identity(bundle_path: Path) -> str | None:
 def digest_view(model: ModelFiles, folder: Path) -> Path:
     """What model-signing hashes: the digest's files, each under its digest name, as a link to the file
     the digest read. model-signing walks with ``glob("**/*")``, which does not enter linked folders
-    (digest.py follows them inside the model), so it is handed this tree instead of the model folder:
+    (``digest.walk`` follows them inside the model), so it is handed this tree instead of the model folder:
     its file set is the digest's by construction, and each file's bytes are read through the link."""
     if not model.is_dir:
         return model.real_root or model.root  # one file: model-signing lists it as "."
@@ -96,7 +96,7 @@ def check_signed_set(bundle: Path, model_root: Path, model_files: Sequence[str])
 
 def digest_from_signed_hashes(bundle: Path, model: ModelFiles) -> str:
     """The artifact digest rebuilt from the bundle's per-file SHA-256s and the sizes ``model`` hashed, by
-    digest.py's own record formula (path, size, content SHA-256 per file, in the digest's order)."""
+    ``digest.files``' own record formula (path, size, content SHA-256 per file, in the digest's order)."""
     from hokusai_action.digest.files import _record
 
     signed = signed_file_digests(bundle)

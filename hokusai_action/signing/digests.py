@@ -26,7 +26,7 @@ def statement_bytes(statement: Mapping[str, Any]) -> bytes:
 
 def hashing_config() -> Any:
     """model-signing's hashing, set to the artifact digest's file set: SHA-256 per file, links inside the
-    model followed (digest.py refuses any other), git files kept."""
+    model followed (``digest.walk`` refuses any other), git files kept."""
     from model_signing import hashing
 
     return (

@@ -1,6 +1,6 @@
 """Signing a registration with OpenSSF ``model-signing``: ``ModelSigner`` and what it produces.
 
-What is signed (README, "Verifiable registrations"):
+What is signed (docs/deploy/verify.md):
 - the model files, as a Sigstore bundle over an in-toto statement listing each file's SHA-256. Its file
   set is the artifact digest's: every file under the model directory, links followed inside it, git
   files included (model-signing leaves ``.git*`` out unless told otherwise, our digest does not);
@@ -9,7 +9,7 @@ What is signed (README, "Verifiable registrations"):
 All cryptography is model-signing's (and ``cryptography``'s for reading keys and certificates); this
 package only chooses files, checks the inputs before anything changes, and turns failures into our
 errors: the key material in ``keys``, what is hashed in ``digests``, reading and checking bundles in
-``bundle``, and ``model verify``'s side in ``verifier``. Built in ``wiring.py`` and handed to the core,
+``bundle``, and ``model verify``'s side in ``verifier``. Built in ``commands.wiring`` and handed to the core,
 which calls ``check()`` before the claim and ``sign()`` after the upload, before the commit.
 """
 

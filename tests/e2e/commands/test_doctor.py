@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.e2e]
 
 # a check waits at most a few seconds and the checks run side by side: with MLflow down doctor used to
 # take 29 s (MLflow's 30 s budget), and each hung service would add its own timeout
-DOCTOR_WALL_SECONDS = 10.0
+# a bound on a doctor run that waits on a dead service: well under the ~30 s it took before its checks
+# were bounded, with room for a CLI that starts slowly on a loaded machine
+DOCTOR_WALL_SECONDS = 20.0
 RAW_CLIENT_TEXT = ("HTTPConnectionPool", "Max retries", "NewConnectionError", "urllib3", "object at 0x")
 
 
@@ -118,14 +120,20 @@ def test_a_webhook_that_does_not_answer_fails_and_one_that_answers_gets_no_event
 
 
 def test_checks_run_side_by_side(run_cli):
+    """Two hung services cost doctor about what one does: its checks wait side by side. Compared
+    with a run of one hung service on the same machine, so a slow start cancels out."""
+    from hokusai_action.commands.doctor import DOCTOR_SECONDS
+
+    with hung_service() as mlflow:
+        _, one = doctor(run_cli, "--output", "json", env={"MLFLOW_TRACKING_URI": mlflow})
     with hung_service() as mlflow, hung_service() as webhook:
         env = {
             "MLFLOW_TRACKING_URI": mlflow,
             "HOKUSAI_EVENT_SINKS": "webhook,database",
             "HOKUSAI_WEBHOOK_URL": f"{webhook}/hook",
         }
-        result, seconds = doctor(run_cli, "--output", "json", env=env)
+        result, two = doctor(run_cli, "--output", "json", env=env)
 
     assert result.code == 4, result.output
     assert {name for name, check in checks_of(result).items() if not check["ok"]} == {"mlflow", "events"}
-    assert seconds < DOCTOR_WALL_SECONDS  # one after the other, the two waits alone would take about as long
+    assert two - one < DOCTOR_SECONDS * 0.75, (one, two)  # one after the other: a whole DOCTOR_SECONDS more

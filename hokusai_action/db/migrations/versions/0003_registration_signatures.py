@@ -1,6 +1,6 @@
 """the signature of each registration
 
-``tokens`` gains what a signed registration records (README, "Verifiable registrations"): the method,
+``tokens`` gains what a signed registration records (docs/deploy/verify.md): the method,
 the signer's identity, the SHA-256 of the model bundle, of the registration statement and of its bundle,
 and where the bundles live. All NULL for an unsigned registration; a reset clears them.
 
