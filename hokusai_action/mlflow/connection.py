@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hokusai_action.errors import InputError, ServiceUnavailable, connection_reason
-from hokusai_action.mlflow.store_migration import other_revision_error
+from hokusai_action.mlflow.store_migration import make_sqlite_folder, other_revision_error
 from hokusai_action.mlflow.transfer_limits import TransferLimits, set_transfer_defaults
 from hokusai_action.redact import redact
 
@@ -77,6 +77,7 @@ class MlflowConnection:
                 other = other_revision_error(self.tracking_uri)
                 if other is not None:
                     raise other
+            make_sqlite_folder(self.tracking_uri)
             # some registry paths (resolving a models:/<model_id> source) use the global URI, not the client's
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)

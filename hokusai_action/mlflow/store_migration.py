@@ -178,6 +178,16 @@ def _engine(tracking_uri: str) -> Any:
     return sa.create_engine(url, connect_args=connect_args)
 
 
+def make_sqlite_folder(tracking_uri: str) -> None:
+    """Create the folder of a ``sqlite:///`` store's file: an older MLflow (3.0) does not, and then retries
+    "unable to open database file" for minutes as if a server were down."""
+    if not tracking_uri.startswith("sqlite:"):
+        return
+    path = _sqlite_path(tracking_uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def _sqlite_path(tracking_uri: str) -> Path | None:
     from sqlalchemy.engine import make_url
 

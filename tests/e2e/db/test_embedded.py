@@ -447,3 +447,21 @@ def test_an_older_mlflow_database_of_the_users_own_is_named_without_its_password
         assert site_rows(tmp_path, "PGOLD") == ("draft", 0)
     finally:
         drop_database(url)
+
+
+def test_the_embedded_mlflow_store_gets_its_folder_when_the_site_database_is_elsewhere(
+    run_cli, make_token, make_model, tmp_path
+):
+    """The site's PostgreSQL with MLflow's embedded default: nothing created HOKUSAI_HOME yet (no
+    `db upgrade` ran here), and an older MLflow (3.0) does not create a SQLite file's folder itself."""
+    home = tmp_path / "not" / "yet" / "there"
+    token, model = make_token(), make_model(files={"weights.bin": os.urandom(256)}, metrics=False)
+
+    result = run_cli(
+        *register_args(token, model, "--metric-value", "0.91", "--output", "json"),
+        env={"MLFLOW_TRACKING_URI": "", "HOKUSAI_HOME": str(home)},
+    )
+
+    assert result.code == 0, result.stderr
+    assert result.json["model_version"] == "1"
+    assert (home / "mlflow.db").is_file()
