@@ -315,6 +315,25 @@ def test_release_publishes_the_checked_sdist_and_wheel_to_pypi_by_trusted_publis
     )
 
 
+def test_the_site_is_built_strictly_and_published_to_github_pages() -> None:
+    """The site the README links to: built from main as the test suite builds it, then deployed."""
+    docs = load("docs.yml")
+    assert docs["on"]["push"]["branches"] == ["main"]
+    assert docs["permissions"] == {"contents": "read"}
+    build, deploy = docs["jobs"]["build"], docs["jobs"]["deploy"]
+    scripts = "\n".join(step.get("run", "") for step in build["steps"])
+    assert "mkdocs build --strict" in scripts
+    assert '".[docs]"' in scripts and "requirements.lock" in scripts  # the docs extra at the locked versions
+    (upload,) = [step for step in build["steps"] if step.get("uses", "").startswith("actions/upload-pages-artifact@")]
+    assert upload["with"]["path"] in scripts  # what mkdocs wrote is what is uploaded
+    # only the deploy job may write to Pages and mint the OIDC token Pages asks for
+    assert deploy["needs"] == "build"
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert deploy["environment"]["name"] == "github-pages"
+    assert [step["uses"].split("@")[0] for step in deploy["steps"]] == ["actions/deploy-pages"]
+    assert "permissions" not in build
+
+
 # ------------------------------------------------------------------------------ action.yml pinning
 
 
