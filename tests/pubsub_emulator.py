@@ -327,13 +327,21 @@ class PubSubEmulator:
         received: list[Any] = []
         deadline = time.monotonic() + timeout
         while len(received) < max_messages and (remaining := deadline - time.monotonic()) > 0:
+            call_seconds = min(remaining, 5.0)
+            call_deadline = time.monotonic() + call_seconds
             try:
                 response = self.subscriber.pull(
                     request={"subscription": subscription, "max_messages": max_messages - len(received)},
-                    timeout=min(remaining, 5.0),
+                    timeout=call_seconds,
                     retry=None,
                 )
             except (gexc.DeadlineExceeded, gexc.ServiceUnavailable):
+                continue
+            except gexc.Cancelled:
+                # a deadline that passes while the call is on the wire can end it as CANCELLED (gRPC
+                # resets the stream) instead of DEADLINE_EXCEEDED; a cancel before it is not ours
+                if time.monotonic() < call_deadline:
+                    raise
                 continue
             if response.received_messages:
                 self.subscriber.acknowledge(

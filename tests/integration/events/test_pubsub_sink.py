@@ -175,6 +175,17 @@ def test_check_topic_reads_without_publishing(
 
 
 @pytest.mark.integration
+def test_the_tests_pull_ends_quietly_when_its_time_runs_out_on_the_wire(
+    pubsub_emulator: PubSubEmulator, pubsub_topic: TopicWithSubscription
+) -> None:
+    # The tests' "nothing else arrived" checks pull until their time is up. A pull whose deadline
+    # passes while the call is on the wire ends as DEADLINE_EXCEEDED or, about once in a hundred
+    # calls here, as CANCELLED (gRPC resets the stream): either means nothing arrived in time.
+    for _ in range(2000):
+        assert pubsub_emulator.pull(pubsub_topic.subscription, max_messages=1, timeout=1e-5) == []
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_emulator_down_is_retryable_bounded_and_recovers(
     pubsub_emulator: PubSubEmulator, pubsub_topic: TopicWithSubscription, make_sink
