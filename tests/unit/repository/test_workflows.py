@@ -14,6 +14,7 @@ Each validator also gets a deliberately broken workflow, to prove it is applied 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -249,14 +250,33 @@ def test_ci_tests_each_supported_python_and_the_lowest_set() -> None:
     assert not SpecifierSet(requires).contains("3.10.0")
     lowest = "\n".join(step.get("run", "") for step in ci["jobs"]["lowest"]["steps"])
     assert "bash scripts/test-lowest.sh" in lowest
-    package = "\n".join(step.get("run", "") for step in ci["jobs"]["package"]["steps"])
-    assert "bash scripts/check-dist.sh" in package
+    assert "bash scripts/check-dist.sh --with-tests" in lowest  # beside the services the tests need
     check_dist = (REPO_ROOT / "scripts" / "check-dist.sh").read_text(encoding="utf-8")
     assert "-m build" in check_dist
     assert 'twine" check --strict' in check_dist
     ci_run = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert ci_run.index("bash scripts/test.sh") < ci_run.index("bash scripts/test-lowest.sh")
-    assert "bash scripts/check-dist.sh" in ci_run
+    assert "bash scripts/check-dist.sh --with-tests" in ci_run
+
+
+def test_the_wheel_beside_a_training_environments_pins_registers_and_verifies() -> None:
+    # what a user with their own MLflow does: install the wheel into that environment and register
+    # from it against a real server; the CLI the end-to-end tests run is that environment's
+    check_dist = (REPO_ROOT / "scripts" / "check-dist.sh").read_text(encoding="utf-8")
+    pins = re.search(r"^user_pins=\((.*)\)$", check_dist, re.MULTILINE)
+    assert pins is not None
+    assert pins.group(1).split() == ["mlflow-skinny==3.5.1", "sqlalchemy==2.0.36", "requests==2.32.3"]
+    tests_run = check_dist[check_dist.index("if [[ $with_tests == 1 ]]") :]
+    assert 'HOKUSAI_TEST_CLI_PYTHON="$work/user/bin/python"' in tests_run
+    assert "bash scripts/test.sh" in tests_run
+    for test in (
+        "tests/e2e/registration/test_register.py::test_register_uploads_records_and_announces",
+        "tests/e2e/signing/test_signing.py::test_key_signed_registration_records_and_verifies",
+        "tests/e2e/mlflow/test_mlflow_flavors.py::test_an_mlflow_model_verifies_and_stays_byte_identical_and_loadable",
+    ):
+        assert test in tests_run
+        path, name = test.split("::")
+        assert f"def {name}(" in (REPO_ROOT / path).read_text(encoding="utf-8")
 
 
 def test_release_builds_pushes_attests_and_pins_by_digest() -> None:
