@@ -7,19 +7,21 @@ Sinks never touch the database: the outbox (``hokusai_action.db.outbox``) record
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
 from hokusai_action.domain.event import CloudEventRecord
 
 
-class EventSink:
+class EventSink(ABC):
     """What every sink does; ``preflight``, ``prepare``, ``probe`` and ``close`` are optional: a sink
     overrides the ones it has something to do in, and the defaults here do nothing."""
 
     name: str
 
+    @abstractmethod
     def deliver(self, event: CloudEventRecord) -> None:
-        raise NotImplementedError
+        """Return once the far side accepted ``event``; raise ``SinkDeliveryError`` otherwise."""
 
     def preflight(self) -> str | None:
         """The registration's read-only check of the sink's settings, before the claim and beside the
